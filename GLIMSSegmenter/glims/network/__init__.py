@@ -1,0 +1,5 @@
+"""The GLIMS network (``glims.network.GLIMS``) and its building blocks."""
+
+from .glims_net import GLIMS, GLIMSConfig
+
+__all__ = ["GLIMS", "GLIMSConfig"]

@@ -1,0 +1,162 @@
+"""GLIMS: a hybrid CNN / shifted-window-transformer network for volumetric segmentation.
+
+Yazici, Oksuz, Ekenel, "GLIMS: Attention-guided lightweight multi-scale hybrid network for volumetric semantic
+segmentation", Image and Vision Computing 2024 (arXiv 2404.17854).
+
+Written from the architecture description in ``shared/spec/glims_architecture.md``; the reference implementation
+(github.com/yaziciz/GLIMS, MIT licence) was not copied. Parameter names, shapes and numerics follow the reference so
+that its checkpoints load with ``strict=True`` and give the same outputs. Weights have their own licence: see the
+model card of each catalog entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .conv_blocks import CSAB, DMSF, DMSU, ConvNormAct, OutputHead
+from .swin import SwinStage, SwinUpStage
+
+__all__ = ["GLIMS", "GLIMSConfig"]
+
+
+@dataclass(frozen=True)
+class GLIMSConfig:
+    """Architecture hyper-parameters; the defaults are the reference BraTS configuration."""
+
+    in_channels: int = 4
+    """Input channels (image modalities)."""
+    out_channels: int = 3
+    """Output channels (logits)."""
+    feature_size: int = 24
+    """Channels of the first stage; stage k has ``feature_size * 2**k``."""
+    img_size: tuple[int, int, int] = (96, 96, 96)
+    """Input window (D, H, W) in voxels; each axis divisible by 32. Sizes the learned position embeddings."""
+    num_heads: tuple[int, int, int, int] = (3, 6, 12, 24)
+    """Heads per transformer level (index 0 unused, kept for the reference signature)."""
+    depths: tuple[int, int, int, int] = (2, 2, 6, 2)
+    """Blocks per transformer level (index 0 unused)."""
+    window: int = 7
+    """Nominal attention window (voxels per axis)."""
+
+    def __post_init__(self) -> None:
+        size = self.img_size
+        if isinstance(size, int):
+            size = (size, size, size)
+        object.__setattr__(self, "img_size", tuple(int(s) for s in size))
+        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        if len(self.img_size) != 3 or any(s <= 0 or s % 32 for s in self.img_size):
+            raise ValueError(f"img_size must be 3 positive sizes divisible by 32, got {self.img_size}")
+        if self.in_channels < 1 or self.out_channels < 1 or self.feature_size < 1:
+            raise ValueError("in_channels, out_channels and feature_size must be positive")
+        for level, heads in enumerate(self.num_heads[1:], start=1):
+            dim = self.feature_size * 2 ** (level + 2)
+            if dim % heads:
+                raise ValueError(f"feature_size {self.feature_size}: {dim} channels not divisible by {heads} heads")
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GLIMSConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown GLIMS architecture keys: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class GLIMS(nn.Module):
+    """GLIMS segmentation network.
+
+    Args:
+        in_channels: input channels. Defaults to 4 (BraTS: FLAIR, T1ce, T1, T2).
+        out_channels: output logits. Defaults to 3 (BraTS: TC, WT, ET sigmoid channels).
+        feature_size: channels of the first stage. Defaults to 24 (the reference).
+        img_size: input window, an int or (D, H, W), divisible by 32. Defaults to 96.
+        num_heads: heads per transformer level. Defaults to (3, 6, 12, 24).
+        depths: blocks per transformer level. Defaults to (2, 2, 6, 2).
+        window: nominal attention window. Defaults to 7.
+
+    In eval mode ``forward(x)`` returns logits (B, out_channels, D, H, W). In training mode it returns the four
+    deep-supervision logits at full, 1/2, 1/4 and 1/8 resolution. The input's spatial size must equal ``img_size``.
+
+    Example::
+
+        net = GLIMS().eval()
+        logits = net(torch.zeros(1, 4, 96, 96, 96))   # (1, 3, 96, 96, 96)
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int = 3,
+        feature_size: int = 24,
+        img_size: int | Sequence[int] = 96,
+        num_heads: Sequence[int] = (3, 6, 12, 24),
+        depths: Sequence[int] = (2, 2, 6, 2),
+        window: int = 7,
+    ) -> None:
+        super().__init__()
+        size = (img_size,) * 3 if isinstance(img_size, int) else tuple(img_size)
+        self.config = GLIMSConfig(in_channels, out_channels, feature_size, size, tuple(num_heads), tuple(depths), window)
+        f = feature_size
+        grid = [tuple(s // 2**k for s in self.config.img_size) for k in range(6)]
+        heads, depth = self.config.num_heads, self.config.depths
+
+        # Registration order follows the reference, so state_dict() lists keys in its order too.
+        self.stem = ConvNormAct(in_channels, f, kernel_size=1)
+        self.dmsu_1 = DMSU(2 * f, f)
+        self.dmsf_1 = DMSF(f)
+        self.dmsu_2 = DMSU(4 * f, 2 * f)
+        self.dmsf_2 = DMSF(2 * f)
+        self.dmsu_3 = DMSU(8 * f, 4 * f)
+        self.dmsf_3 = DMSF(4 * f)
+        self.dmsu_4 = DMSU(16 * f, 8 * f)
+        self.t3 = SwinStage(8 * f, depth[1], heads[1], grid[3], window)
+        self.dmsf_4 = DMSF(8 * f)
+        self.t4_pre = SwinStage(16 * f, depth[2], heads[2], grid[4], window, downsample=True)
+        self.t4 = SwinStage(32 * f, depth[3], heads[3], grid[5], window)
+        self.t4_post = SwinUpStage(16 * f, depth[2], heads[2], grid[4], window)
+        self.t3_up = SwinStage(8 * f, depth[1], heads[1], grid[3], window)
+        self.csab1 = CSAB(f)
+        self.csab2 = CSAB(2 * f)
+        self.csab3 = CSAB(4 * f)
+        self.csab4 = CSAB(8 * f)
+        self.csab5 = CSAB(16 * f)
+        self.out1 = OutputHead(f, out_channels)
+        self.out2 = OutputHead(2 * f, out_channels)
+        self.out3 = OutputHead(4 * f, out_channels)
+        self.out4 = OutputHead(8 * f, out_channels)
+
+    @property
+    def img_size(self) -> tuple[int, int, int]:
+        return self.config.img_size
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 5 or x.shape[1] != self.config.in_channels or tuple(x.shape[2:]) != self.config.img_size:
+            raise ValueError(
+                f"GLIMS expects input (B, {self.config.in_channels}, {', '.join(map(str, self.config.img_size))}), "
+                f"got {tuple(x.shape)}; use sliding-window inference for other sizes"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        self._check_input(x)
+        x = self.stem(x)
+        down1, skip1 = self.dmsf_1(x)
+        down2, skip2 = self.dmsf_2(down1)
+        down3, skip3 = self.dmsf_3(down2)
+        down4, skip4 = self.dmsf_4(self.t3(down3))
+        merged, skip5 = self.t4_pre(down4)
+        up5 = self.t4_post(self.t4(merged), self.csab5(skip5))
+        up4 = self.dmsu_4(up5, self.csab4(skip4))
+        up3 = self.dmsu_3(self.t3_up(up4), self.csab3(skip3))
+        up2 = self.dmsu_2(up3, self.csab2(skip2))
+        up1 = self.dmsu_1(up2, self.csab1(skip1))
+        if not self.training:
+            return self.out1(up1)
+        return [self.out1(up1), self.out2(up2), self.out3(up3), self.out4(up4)]

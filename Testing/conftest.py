@@ -1,0 +1,31 @@
+"""Shared fixtures: paths to the real cases in ../shared/data (tests that need them skip cleanly without them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GLIMS_SHARED_DATA", REPO.parent / "shared" / "data"))
+SPEC_DIR = REPO.parent / "shared" / "spec"
+
+# The engine is importable from the checkout even without `pip install -e .`.
+sys.path.insert(0, str(REPO / "GLIMSSegmenter"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def spec_keys_file() -> Path:
+    path = SPEC_DIR / "glims_state_dict_keys.txt"
+    if not path.is_file():
+        pytest.skip(f"reference state_dict listing not found at {path}")
+    return path

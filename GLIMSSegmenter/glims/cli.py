@@ -1,0 +1,128 @@
+"""The ``glims`` command line: one subcommand per module in ``glims.commands``.
+
+Each command module defines ``HELP``, ``add_arguments(parser)`` and ``run(args, ui) -> int`` and imports heavy
+packages (torch, MONAI, SimpleITK) only inside ``run``, so ``glims --help`` stays instant. Errors derived from
+``GlimsError`` become one line on stderr (and one ``error`` line in ``--progress json`` mode) and the exit code of
+their class; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import Cancelled, GlimsError
+from .progress import HumanReporter, JsonLinesReporter
+
+__all__ = ["main", "COMMANDS"]
+
+# name -> module under glims.commands (the order is the order of `glims --help`)
+COMMANDS = {
+    "demo": "demo",
+    "segment": "segment",
+    "models": "models",
+    "synth": "synth",
+    "train": "train",
+    "evaluate": "evaluate",
+    "cases": "cases",
+    "finetune": "finetune",
+    "bench": "bench",
+    "info": "info",
+}
+
+
+class UserInterface:
+    """What a command uses to talk to its caller: a progress callback and log lines, human or JSON."""
+
+    def __init__(self, mode: str) -> None:
+        self.json = mode == "json"
+        self.reporter: JsonLinesReporter | HumanReporter | None
+        if mode == "json":
+            self.reporter = JsonLinesReporter(sys.stdout)
+        elif mode == "bar":
+            self.reporter = HumanReporter(sys.stderr)
+        else:
+            self.reporter = None
+
+    @property
+    def progress(self):
+        return self.reporter
+
+    def log(self, message: str) -> None:
+        """A line for the user: stderr for humans (stdout stays clean for results), a log object in JSON mode."""
+        if isinstance(self.reporter, JsonLinesReporter):
+            self.reporter.log(message)
+        else:
+            print(message, file=sys.stderr if self.reporter else sys.stdout, flush=True)
+
+    def result(self, outputs: dict, summary: dict | None = None) -> None:
+        if isinstance(self.reporter, JsonLinesReporter):
+            self.reporter.result(outputs, summary)
+
+
+def _available_commands() -> dict[str, object]:
+    modules = {}
+    for name, module in COMMANDS.items():
+        try:
+            modules[name] = importlib.import_module(f".commands.{module}", __package__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__package__}.commands.{module}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glims",
+        description="GLIMS volumetric segmentation: segment, train, fine-tune and evaluate GLIMS models.",
+    )
+    parser.add_argument("--version", action="version", version=f"glims {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _available_commands().items():
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        if getattr(module, "PROGRESS", False):
+            cmd.add_argument(
+                "--progress",
+                choices=("bar", "json", "none"),
+                default="bar",
+                help="bar: human progress on stderr; json: one JSON object per stdout line (protocol v1)",
+            )
+        module.add_arguments(cmd)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    ui = UserInterface(getattr(args, "progress", "none"))
+    try:
+        return int(args._module.run(args, ui) or 0)
+    except GlimsError as err:
+        return _report_error(err, err.exit_code, ui, args.debug)
+    except KeyboardInterrupt:
+        return _report_error(Cancelled("cancelled by the user"), Cancelled.exit_code, ui, args.debug)
+
+
+def _report_error(err: BaseException, code: int, ui: UserInterface, debug: bool) -> int:
+    if debug:
+        logging.getLogger("glims").exception("error")
+    if isinstance(ui.reporter, JsonLinesReporter):
+        ui.reporter.error(err, code)
+    print(f"glims: error: {err}", file=sys.stderr, flush=True)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

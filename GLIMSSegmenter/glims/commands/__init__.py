@@ -1,0 +1,1 @@
+"""Subcommands of the ``glims`` CLI, one module each (see ``glims.cli``)."""

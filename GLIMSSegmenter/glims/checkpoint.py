@@ -39,6 +39,7 @@ __all__ = [
     "infer_architecture",
     "sha256_file",
     "atomic_write",
+    "current_umask",
 ]
 
 FORMAT_NAME = "glims-checkpoint"
@@ -74,6 +75,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -84,6 +86,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _numpy_allowlist() -> list[Any]:

@@ -1,0 +1,492 @@
+"""The model catalog: which GLIMS models exist, what they take, what they output, and where their weights are.
+
+Two catalogs are merged: the built-in one shipped in ``glims/resources/models.json`` and the user's, in
+``<home>/models/catalog.json`` (models the user added, fine-tuned versions). ``home`` is an explicit argument, else
+the ``GLIMS_HOME`` environment variable, else a per-user folder (``~/.local/share/glims`` on Linux,
+``~/Library/Application Support/glims`` on macOS, ``%LOCALAPPDATA%/glims`` on Windows).
+
+Each entry names a task ``preset`` (``brats`` or ``btcv``, in ``resources/presets.json``) that supplies inputs,
+labels, pre- and post-processing; fields set in the entry override the preset's. Both files are validated against
+``resources/models.schema.json`` when loaded. Model references are ``ID`` (newest version) or ``ID@VERSION``.
+
+This module needs only the standard library and ``jsonschema``: the Slicer module imports it without torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import CatalogError
+
+__all__ = [
+    "TERMINOLOGY_CONTEXT",
+    "InputSpec",
+    "LabelSpec",
+    "WeightsSpec",
+    "ModelSpec",
+    "Catalog",
+    "load_catalog",
+    "load_presets",
+    "user_home",
+    "match_inputs",
+    "register_model",
+    "remove_model",
+    "add_user_entry",
+]
+
+RESOURCES = Path(__file__).resolve().parent / "resources"
+TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
+ANATOMY_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def user_home(home: str | os.PathLike | None = None) -> Path:
+    """The per-user glims folder (not created here)."""
+    if home is not None:
+        return Path(home).expanduser()
+    if os.environ.get("GLIMS_HOME"):
+        return Path(os.environ["GLIMS_HOME"]).expanduser()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "glims"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "glims"
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "glims"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input image of a model."""
+
+    key: str
+    """Short identifier, e.g. ``flair``; also the temp-file name the Slicer module uses."""
+    title: str
+    patterns: tuple[str, ...]
+    """Case-insensitive regular expressions searched in a file or volume name."""
+
+    def matches(self, name: str) -> bool:
+        return any(re.search(p, name, re.IGNORECASE) for p in self.patterns)
+
+
+def _code_string(code: Sequence[str] | None) -> str:
+    return "^".join(code) if code else "^^"
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One output label: its value in label maps, name, display colour and terminology codes."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+    """0-255 RGB."""
+    terminology: Mapping[str, tuple[str, str, str]]
+    """``category``, ``type`` and optional ``modifier``, ``region``, ``region_modifier`` as (scheme, code, meaning)."""
+
+    @property
+    def color_float(self) -> tuple[float, float, float]:
+        return tuple(c / 255.0 for c in self.color)  # type: ignore[return-value]
+
+    @property
+    def slicer_terminology(self) -> str:
+        """The terminology entry string 3D Slicer stores on a segment (``vtkSegment::SetTerminology``)."""
+        t = self.terminology
+        return "~".join(
+            [
+                TERMINOLOGY_CONTEXT,
+                _code_string(t["category"]),
+                _code_string(t["type"]),
+                _code_string(t.get("modifier")),
+                ANATOMY_CONTEXT,
+                _code_string(t.get("region")),
+                _code_string(t.get("region_modifier")),
+            ]
+        )
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    path: Path
+    sha256: str
+    format: str = "glims-checkpoint"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A catalog entry with its preset merged in (every field populated)."""
+
+    id: str
+    version: str
+    title: str
+    description: str
+    license: str
+    preset: str
+    architecture: Mapping[str, Any]
+    weights: tuple[WeightsSpec, ...]
+    inputs: tuple[InputSpec, ...]
+    labels: tuple[LabelSpec, ...]
+    preprocessing: Mapping[str, Any]
+    output: Mapping[str, Any]
+    postprocessing: Mapping[str, Any]
+    inference: Mapping[str, Any]
+    regions: Mapping[str, tuple[int, ...]]
+    match_priority: tuple[str, ...]
+    builtin: bool = True
+    default: bool = False
+    model_card: str = ""
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    @property
+    def roi_size(self) -> tuple[int, int, int]:
+        size = self.architecture.get("img_size", 96)
+        return tuple(size) if isinstance(size, (list, tuple)) else (size,) * 3  # type: ignore[return-value]
+
+    def label_by_value(self) -> dict[int, LabelSpec]:
+        return {label.value: label for label in self.labels}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (what ``glims models --json`` prints)."""
+        return {
+            "id": self.id,
+            "version": self.version,
+            "ref": self.ref,
+            "title": self.title,
+            "description": self.description,
+            "license": self.license,
+            "preset": self.preset,
+            "builtin": self.builtin,
+            "default": self.default,
+            "model_card": self.model_card,
+            "architecture": dict(self.architecture),
+            "weights": [{"file": str(w.path), "sha256": w.sha256, "format": w.format} for w in self.weights],
+            "inputs": [{"key": i.key, "title": i.title, "patterns": list(i.patterns)} for i in self.inputs],
+            "labels": [
+                {
+                    "value": label.value,
+                    "name": label.name,
+                    "color": list(label.color),
+                    "terminology": {k: list(v) for k, v in label.terminology.items()},
+                    "slicer_terminology": label.slicer_terminology,
+                }
+                for label in self.labels
+            ],
+            "preprocessing": dict(self.preprocessing),
+            "output": dict(self.output),
+            "postprocessing": dict(self.postprocessing),
+            "inference": dict(self.inference),
+            "provenance": dict(self.provenance),
+        }
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+class Catalog:
+    """All known models (built-in first, then the user's)."""
+
+    def __init__(self, models: Iterable[ModelSpec], home: Path) -> None:
+        self.models = list(models)
+        self.home = home
+
+    def ids(self) -> list[str]:
+        return sorted({m.id for m in self.models})
+
+    def versions(self, model_id: str) -> list[ModelSpec]:
+        return sorted((m for m in self.models if m.id == model_id), key=lambda m: _version_key(m.version))
+
+    def get(self, ref: str) -> ModelSpec:
+        """``ID`` (newest version) or ``ID@VERSION``.
+
+        Raises:
+            CatalogError: unknown model or version (the message lists what exists).
+        """
+        model_id, _, version = ref.partition("@")
+        candidates = self.versions(model_id)
+        if not candidates:
+            known = ", ".join(self.ids()) or "none (add one with `glims models add`)"
+            raise CatalogError(f"unknown model {model_id!r}; available: {known}")
+        if not version:
+            return candidates[-1]
+        for spec in candidates:
+            if spec.version == version:
+                return spec
+        raise CatalogError(
+            f"model {model_id!r} has no version {version}; available: {', '.join(m.version for m in candidates)}"
+        )
+
+    def default(self, preset: str = "brats") -> ModelSpec:
+        """The default model of a task: the entry marked default, else the first of that preset."""
+        of_preset = [m for m in self.models if m.preset == preset]
+        if not of_preset:
+            raise CatalogError(f"no {preset} model in the catalog")
+        marked = [m for m in of_preset if m.default]
+        return self.get((marked or of_preset)[0].id)
+
+
+_schema_cache: dict[str, Any] = {}
+
+
+def _validate(document: Any, source: str) -> None:
+    try:
+        import jsonschema
+    except ImportError as err:  # pragma: no cover - jsonschema is a declared dependency
+        raise CatalogError("the Python package 'jsonschema' is needed to validate the model catalog") from err
+    if "schema" not in _schema_cache:
+        _schema_cache["schema"] = json.loads((RESOURCES / "models.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(_schema_cache["schema"])
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise CatalogError(f"invalid model catalog {source}: at {where}: {first.message}")
+
+
+def load_presets() -> dict[str, dict[str, Any]]:
+    return json.loads((RESOURCES / "presets.json").read_text())
+
+
+def _merge(entry: Mapping[str, Any], presets: Mapping[str, Any], root: Path, builtin: bool) -> ModelSpec:
+    preset = copy.deepcopy(presets[entry["preset"]])
+    merged = {**preset, **copy.deepcopy(dict(entry))}
+    for key in ("preprocessing", "output", "postprocessing"):
+        merged[key] = {**preset.get(key, {}), **entry.get(key, {})}
+    weights = tuple(
+        WeightsSpec(
+            path=(root / w["file"]) if not Path(w["file"]).is_absolute() else Path(w["file"]),
+            sha256=w["sha256"],
+            format=w.get("format", "glims-checkpoint"),
+        )
+        for w in merged["weights"]
+    )
+    labels = tuple(
+        LabelSpec(
+            value=lab["value"],
+            name=lab["name"],
+            color=tuple(lab["color"]),
+            terminology={k: tuple(v) for k, v in lab["terminology"].items()},
+        )
+        for lab in merged["labels"]
+    )
+    inputs = tuple(InputSpec(i["key"], i["title"], tuple(i["patterns"])) for i in merged["inputs"])
+    out_channels = merged["architecture"].get("out_channels")
+    if merged["output"].get("activation") == "softmax" and out_channels not in (None, len(labels) + 1):
+        raise CatalogError(f"model {entry['id']}: {out_channels} softmax outputs for {len(labels)} labels")
+    in_channels = merged["architecture"].get("in_channels")
+    if in_channels not in (None, len(inputs)):
+        raise CatalogError(f"model {entry['id']}: {in_channels} input channels but {len(inputs)} inputs listed")
+    return ModelSpec(
+        id=merged["id"],
+        version=merged["version"],
+        title=merged["title"],
+        description=merged["description"],
+        license=merged["license"],
+        preset=merged["preset"],
+        architecture=merged["architecture"],
+        weights=weights,
+        inputs=inputs,
+        labels=labels,
+        preprocessing=merged["preprocessing"],
+        output=merged["output"],
+        postprocessing=merged["postprocessing"],
+        inference=merged.get("inference", {}),
+        regions={k: tuple(v) for k, v in merged.get("regions", {}).items()},
+        match_priority=tuple(merged.get("match_priority", [i.key for i in inputs])),
+        builtin=builtin,
+        default=bool(merged.get("default", False)),
+        model_card=merged.get("model_card", ""),
+        provenance=merged.get("provenance", {}),
+    )
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise CatalogError(f"model catalog {path} is not valid JSON: {err}") from None
+    _validate(document, str(path))
+    return document
+
+
+def user_catalog_path(home: str | os.PathLike | None = None) -> Path:
+    return user_home(home) / "models" / "catalog.json"
+
+
+def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | None = None) -> Catalog:
+    """Built-in plus user models, validated.
+
+    Raises:
+        CatalogError: a catalog file is not valid JSON or does not follow the schema.
+    """
+    presets = load_presets()
+    builtin_path = builtin_path or RESOURCES / "models.json"
+    models = [_merge(e, presets, builtin_path.parent, True) for e in _read_document(builtin_path)["models"]]
+    user_path = user_catalog_path(home)
+    if user_path.is_file():
+        models += [_merge(e, presets, user_path.parent, False) for e in _read_document(user_path)["models"]]
+    return Catalog(models, user_home(home))
+
+
+def match_inputs(spec: ModelSpec, names: Sequence[str]) -> dict[str, str]:
+    """Assign names (file or volume names) to the model's inputs by their patterns.
+
+    Each name goes to the first input, in the preset's priority order, whose pattern it matches (so "t1ce" is
+    not taken for "t1"); an input matched by several names takes the first of them. Unmatched inputs are absent
+    from the result.
+    """
+    by_key = {i.key: i for i in spec.inputs}
+    order = [k for k in spec.match_priority if k in by_key] + [k for k in by_key if k not in spec.match_priority]
+    assigned: dict[str, str] = {}
+    for name in names:
+        base = Path(name).name
+        for key in order:
+            if by_key[key].matches(base):
+                if key not in assigned:
+                    assigned[key] = name
+                break
+    return assigned
+
+
+def _write_user_document(home: str | os.PathLike | None, document: dict[str, Any]) -> None:
+    from .checkpoint import atomic_write  # local import: checkpoint pulls in torch
+
+    _validate(document, "(user catalog being written)")
+    with atomic_write(user_catalog_path(home), "w") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+
+
+def _user_document(home: str | os.PathLike | None) -> dict[str, Any]:
+    path = user_catalog_path(home)
+    return _read_document(path) if path.is_file() else {"catalog_version": 1, "models": []}
+
+
+def add_user_entry(entry: Mapping[str, Any], home: str | os.PathLike | None = None) -> ModelSpec:
+    """Append one entry (weights already in ``<home>/models``) to the user catalog, atomically.
+
+    Raises:
+        CatalogError: the entry is invalid or its id@version exists already.
+    """
+    document = _user_document(home)
+    catalog = load_catalog(home)
+    if any(m.id == entry["id"] and m.version == entry["version"] for m in catalog.models):
+        raise CatalogError(f"model {entry['id']}@{entry['version']} already exists")
+    document["models"].append(dict(entry))
+    spec = _merge(entry, load_presets(), user_catalog_path(home).parent, False)
+    _write_user_document(home, document)
+    return spec
+
+
+def next_version(catalog: Catalog, model_id: str) -> str:
+    """1.0.0 for a new id, else the newest version with its minor number increased."""
+    versions = catalog.versions(model_id)
+    if not versions:
+        return "1.0.0"
+    major, minor, _ = _version_key(versions[-1].version)
+    return f"{major}.{minor + 1}.0"
+
+
+def register_model(
+    weights_file: str | os.PathLike,
+    model_id: str,
+    preset: str,
+    *,
+    title: str | None = None,
+    description: str = "",
+    license_text: str = "Unknown: added by the user; check the licence of the weights before sharing results.",
+    home: str | os.PathLike | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ModelSpec:
+    """Verify a weights file (any supported format), store it as a glims checkpoint in the user folder, register it.
+
+    The file is loaded safely (no code execution), its architecture is read off its tensors and checked by
+    building the network and loading it strictly; it is then converted to safetensors under
+    ``<home>/models/<id>-<version>.safetensors`` with its sha256 recorded. The original file is not modified.
+
+    Raises:
+        CheckpointError: unreadable, unsafe or not a GLIMS checkpoint; CatalogError: bad id or preset.
+    """
+    from .checkpoint import infer_architecture, load_checkpoint, load_into_model, save_checkpoint
+    from .network import GLIMS
+
+    presets = load_presets()
+    if preset not in presets:
+        raise CatalogError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model_id):
+        raise CatalogError(f"invalid model id {model_id!r}: use letters, digits, '.', '_' and '-'")
+    loaded = load_checkpoint(weights_file)
+    architecture = loaded.metadata.get("architecture") or {"name": "GLIMS", **infer_architecture(loaded.state_dict)}
+    architecture = {"name": "GLIMS", **{k: v for k, v in architecture.items() if k != "name"}}
+    net = GLIMS(**{k: v for k, v in architecture.items() if k != "name"})
+    load_into_model(net, loaded.state_dict)
+    expected_inputs = len(presets[preset]["inputs"])
+    if net.config.in_channels != expected_inputs:
+        raise CatalogError(
+            f"{Path(weights_file).name} takes {net.config.in_channels} input channels; preset {preset} has "
+            f"{expected_inputs} inputs"
+        )
+    catalog = load_catalog(home)
+    version = next_version(catalog, model_id)
+    models_dir = user_catalog_path(home).parent
+    meta_path = save_checkpoint(models_dir / f"{model_id}-{version}", net.state_dict(), architecture)
+    meta = json.loads(meta_path.read_text())
+    entry = {
+        "id": model_id,
+        "version": version,
+        "title": title or model_id,
+        "description": description or f"Added from {Path(weights_file).name}",
+        "license": license_text,
+        "preset": preset,
+        "architecture": architecture,
+        "weights": [{"file": meta["weights"], "sha256": meta["sha256"]}],
+        "provenance": {
+            "source_file": str(Path(weights_file).resolve()),
+            "source_format": loaded.source_format,
+            "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **dict(provenance or {}),
+        },
+        **dict(overrides or {}),
+    }
+    return add_user_entry(entry, home)
+
+
+def remove_model(ref: str, home: str | os.PathLike | None = None) -> list[str]:
+    """Remove user model versions (``ID`` = all versions, ``ID@VERSION`` = one) and their weights files.
+
+    Raises:
+        CatalogError: unknown in the user catalog, or a built-in model (those cannot be removed).
+    """
+    model_id, _, version = ref.partition("@")
+    document = _user_document(home)
+    keep, removed = [], []
+    for entry in document["models"]:
+        if entry["id"] == model_id and (not version or entry["version"] == version):
+            removed.append(entry)
+        else:
+            keep.append(entry)
+    if not removed:
+        if any(m.id == model_id and m.builtin for m in load_catalog(home).models):
+            raise CatalogError(f"{model_id} is a built-in model and cannot be removed")
+        raise CatalogError(f"no user model {ref!r}")
+    document["models"] = keep
+    _write_user_document(home, document)
+    models_dir = user_catalog_path(home).parent
+    for entry in removed:
+        for weights in entry["weights"]:
+            path = models_dir / weights["file"]
+            if path.is_file() and path.parent == models_dir:
+                path.unlink()
+                path.with_suffix(".json").unlink(missing_ok=True)
+    return [f"{e['id']}@{e['version']}" for e in removed]

@@ -1,0 +1,56 @@
+"""``glims models``: list, show, add and remove catalog models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "list the model catalog; add or remove user models"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="glims user folder (default: $GLIMS_HOME or the per-user data folder)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    show = sub.add_parser("show", help="everything about one model")
+    show.add_argument("model")
+    add = sub.add_parser("add", help="verify a weights file (authors' .pt or ours) and register it as a user model")
+    add.add_argument("file")
+    add.add_argument("--id", required=True, help="model id (letters, digits, . _ -)")
+    add.add_argument("--preset", required=True, choices=("brats", "btcv"))
+    add.add_argument("--title")
+    add.add_argument("--description", default="")
+    add.add_argument("--license", dest="license_text", help="licence of the weights")
+    rm = sub.add_parser("rm", help="remove a user model (ID: all versions; ID@VERSION: one)")
+    rm.add_argument("model")
+
+
+def run(args: argparse.Namespace, ui) -> int:
+    from ..catalog import load_catalog, register_model, remove_model
+
+    if args.action == "add":
+        extra = {"license_text": args.license_text} if args.license_text else {}
+        spec = register_model(args.file, args.id, args.preset, title=args.title, description=args.description,
+                              home=args.home, **extra)
+        ui.log(f"registered {spec.ref} ({spec.preset}, sha256 {spec.weights[0].sha256[:12]}…)")
+        return 0
+    if args.action == "rm":
+        for ref in remove_model(args.model, args.home):
+            ui.log(f"removed {ref}")
+        return 0
+    catalog = load_catalog(args.home)
+    if args.action == "show":
+        print(json.dumps(catalog.get(args.model).to_dict(), indent=2))
+        return 0
+    if args.json:
+        print(json.dumps({"models": [m.to_dict() for m in catalog.models]}, indent=2))
+        return 0
+    if not catalog.models:
+        print("no models; add one with `glims models add FILE --id ID --preset brats`")
+        return 0
+    print(f"{'model':<28} {'task':<6} {'inputs':<24} {'source':<8} title")
+    for m in catalog.models:
+        star = "*" if m.default else " "
+        inputs = ",".join(i.key for i in m.inputs)
+        print(f"{star}{m.ref:<27} {m.preset:<6} {inputs:<24} {'builtin' if m.builtin else 'user':<8} {m.title}")
+    return 0

@@ -1,0 +1,90 @@
+"""``glims segment``: one case, from image files to a Slicer segmentation, a label map and a report."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "segment one case with a catalog model"
+PROGRESS = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", default=None, help="model id or id@version (default: the default model of --preset)")
+    parser.add_argument("--preset", default="brats", choices=("brats", "btcv"), help="task, when no --model is given")
+    parser.add_argument("-i", "--input", action="append", required=True, metavar="IMG",
+                        help="input image file or DICOM folder; repeat once per model input")
+    parser.add_argument("-o", "--output", required=True, help="Slicer segmentation to write (.seg.nrrd)")
+    parser.add_argument("--labelmap", help="also write a label map (.nii.gz, .nrrd)")
+    parser.add_argument("--probabilities", help="also write per-channel probabilities (multi-component .nrrd/.nii.gz)")
+    parser.add_argument("--report", help="JSON report (volumes, timings, model, device); default: OUTPUT's name + .json")
+    parser.add_argument("--no-report", action="store_true", help="do not write the JSON report")
+    parser.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    parser.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1) (default: model's, 0.5)")
+    parser.add_argument("--blend", choices=("gaussian", "constant"), default=None)
+    parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None)
+    parser.add_argument("--tta", action="store_true", help="test-time flips (4x slower, smoother)")
+    parser.add_argument("--no-postprocess", action="store_true", help="skip the small-component clean-up")
+    parser.add_argument("--no-crop", action="store_true", help="run windows over the whole image, not just the foreground")
+    parser.add_argument("--threshold", action="append", default=[], metavar="CH=P",
+                        help="sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable)")
+    parser.add_argument("--home", help="glims user folder (default: $GLIMS_HOME or the per-user data folder)")
+
+
+def _report_path(args: argparse.Namespace) -> str | None:
+    if args.no_report:
+        return None
+    if args.report:
+        return args.report
+    out = args.output
+    for suffix in (".seg.nrrd", ".nrrd", ".nii.gz", ".nii"):
+        if out.endswith(suffix):
+            return out[: -len(suffix)] + ".json"
+    return out + ".json"
+
+
+def _thresholds(items: list[str]) -> dict[str, float]:
+    from ..errors import ConfigError
+
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--threshold expects CHANNEL=PROBABILITY, got {item!r}") from None
+    return out
+
+
+def run(args: argparse.Namespace, ui) -> int:
+    from ..catalog import load_catalog
+    from ..inference import InferenceOptions
+    from ..pipeline import segment_files
+    from ..progress import CancelToken, cancel_on_signals
+
+    catalog = load_catalog(args.home)
+    spec = catalog.get(args.model) if args.model else catalog.default(args.preset)
+    defaults = InferenceOptions(**spec.inference)
+    options = InferenceOptions(
+        device=args.device or defaults.device,
+        overlap=defaults.overlap if args.overlap is None else args.overlap,
+        blend=args.blend or defaults.blend,
+        sw_batch_size=args.sw_batch_size or defaults.sw_batch_size,
+        precision=args.precision or defaults.precision,
+        tta=args.tta or defaults.tta,
+    )
+    with cancel_on_signals(CancelToken()) as token:
+        result = segment_files(
+            spec, args.input, args.output, labelmap=args.labelmap, probabilities=args.probabilities,
+            report=_report_path(args), options=options, postprocess=False if args.no_postprocess else None,
+            thresholds=_thresholds(args.threshold), crop=False if args.no_crop else None, home=args.home,
+            progress=ui.progress, cancel=token,
+        )
+    for key, path in result.assignment.items():
+        ui.log(f"input {key:<6} <- {path}")
+    for seg in result.report["segments"]:
+        ui.log(f"{seg['name']:<32} {seg['volume_ml']:>10.2f} mL")
+    ui.log(f"{spec.ref} on {result.report['device']} in {result.report['timings_s']['total']:.1f} s; "
+           f"wrote {', '.join(str(p) for p in result.outputs.values())}")
+    ui.result({k: str(v) for k, v in result.outputs.items()}, {"segments": result.report["segments"]})
+    return 0

@@ -1,0 +1,201 @@
+"""Reading, checking, re-gridding and writing images (SimpleITK only; the one module that touches image files).
+
+Arrays are numpy (z, y, x) as SimpleITK gives them; geometry stays in ITK's (x, y, z) physical convention (LPS).
+Inputs on different grids are brought onto the reference grid by resampling in physical space, never by resizing
+arrays. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .checkpoint import current_umask
+from .errors import InputError, OutputError
+
+__all__ = [
+    "Geometry",
+    "read_image",
+    "check_volume",
+    "resample_to",
+    "reorient",
+    "physical_bounds",
+    "fields_overlap",
+    "write_image",
+    "ensure_writable",
+]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of an image in ITK's physical (LPS) convention."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+    def matches(self, other: Geometry, tolerance: float = 1e-4) -> bool:
+        return (
+            self.size == other.size
+            and np.allclose(self.spacing, other.spacing, atol=tolerance)
+            and np.allclose(self.origin, other.origin, atol=tolerance * 100)
+            and np.allclose(self.direction, other.direction, atol=tolerance)
+        )
+
+    def apply(self, image: sitk.Image) -> sitk.Image:
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def describe(self) -> str:
+        return (
+            f"{'x'.join(map(str, self.size))} voxels of {'x'.join(f'{s:g}' for s in self.spacing)} mm"
+        )
+
+
+def _read_dicom_series(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: a folder, but no DICOM series found in it")
+    if len(series) > 1:
+        raise InputError(f"{folder}: {len(series)} DICOM series found; give the folder of one series")
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
+    """Read a 3D scalar image (NIfTI, NRRD, MHA, or a DICOM series folder) as float32 and check it.
+
+    Raises:
+        InputError: missing, unreadable or corrupt file; not 3D; several components; NaN/Inf; constant.
+    """
+    path = Path(path)
+    label = name or path.name
+    if not path.exists():
+        raise InputError(f"{label}: file not found: {path}")
+    try:
+        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        reason = str(err).strip().splitlines()
+        detail = next((line for line in reason if "ERROR" in line or "rror" in line), reason[-1] if reason else "")
+        raise InputError(f"{label}: cannot read {path.name} as an image ({detail.strip()[:200]})") from None
+    check_volume(image, label)
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def check_volume(image: sitk.Image, label: str) -> None:
+    """Refuse images a 3D segmentation cannot use, with the reason.
+
+    Raises:
+        InputError: see ``read_image``.
+    """
+    dim = image.GetDimension()
+    if dim != 3:
+        raise InputError(f"{label}: a {dim}D image; a 3D volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{label}: {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image); "
+            "a single-channel 3D volume is needed"
+        )
+    if min(image.GetSize()) < 2:
+        raise InputError(f"{label}: a single slice ({'x'.join(map(str, image.GetSize()))}); a 3D volume is needed")
+    array = sitk.GetArrayViewFromImage(image)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise InputError(f"{label}: {bad} voxels are NaN or infinite")
+    if array.min() == array.max():
+        raise InputError(f"{label}: the image is constant ({float(array.flat[0]):g} everywhere): empty or blank")
+
+
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned physical bounding box (min, max corners, mm) of the image's voxel centres, half a voxel out."""
+    size = np.array(image.GetSize())
+    corners = np.array(np.meshgrid(*[(-0.5, s - 0.5) for s in size], indexing="ij")).reshape(3, -1).T
+    points = np.array([image.TransformContinuousIndexToPhysicalPoint(c.tolist()) for c in corners])
+    return points.min(0), points.max(0)
+
+
+def fields_overlap(image: sitk.Image, reference: sitk.Image, min_fraction: float = 0.5) -> bool:
+    """True when at least ``min_fraction`` of the reference's bounding-box volume is covered by the image's."""
+    lo_a, hi_a = physical_bounds(image)
+    lo_b, hi_b = physical_bounds(reference)
+    inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None).prod()
+    return bool(inter >= min_fraction * (hi_b - lo_b).prod())
+
+
+def resample_to(
+    image: sitk.Image, reference: sitk.Image, interpolator: int = sitk.sitkLinear, default: float = 0.0
+) -> sitk.Image:
+    """Resample ``image`` onto ``reference``'s grid in physical space (identity transform)."""
+    if Geometry.of(image).matches(Geometry.of(reference)):
+        return Geometry.of(reference).apply(sitk.Image(image))
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default, image.GetPixelID())
+
+
+def reorient(image: sitk.Image, orientation: str = "LPS") -> sitk.Image:
+    """Permute/flip axes (no interpolation) so that the image's axes point along ``orientation``."""
+    return sitk.DICOMOrient(image, orientation)
+
+
+def ensure_writable(path: str | os.PathLike) -> Path:
+    """Check before any work that ``path`` can be created; returns it.
+
+    Raises:
+        OutputError: the folder cannot be created or written.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".glims-write-test-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    return path
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (".seg.nrrd", *IMAGE_SUFFIXES):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix
+
+
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write atomically: a temporary file with the same extension beside ``path``, then rename.
+
+    Raises:
+        OutputError: the file cannot be written.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())
+    try:
+        sitk.WriteImage(image, tmp, compress)
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OutputError(f"cannot write {path}: {str(err).strip().splitlines()[-1][:200]}") from None
+    return path

@@ -1,0 +1,206 @@
+"""Running GLIMS models on a prepared case: device choice, weights loading, sliding windows, flips, ensembles.
+
+``predict_logits`` averages raw logits over test-time flips and over the models of an ensemble (as the authors
+average their fold models), with MONAI's sliding-window inference at the model's window size. Progress counts
+windows; cancellation is checked before every batch of windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .catalog import ModelSpec
+from .checkpoint import load_checkpoint, load_into_model
+from .errors import CheckpointError, ConfigError, DeviceError
+from .network import GLIMS
+from .progress import CancelToken
+
+__all__ = ["resolve_device", "load_models", "predict_logits", "count_windows", "InferenceOptions", "FLIP_SETS"]
+
+logger = logging.getLogger(__name__)
+
+# Test-time augmentation: which spatial axes (of C, X, Y, Z arrays: 2, 3, 4) are flipped in each pass.
+FLIP_SETS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How to run the windows."""
+
+    device: str = "auto"
+    """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    overlap: float = 0.5
+    """Fraction of a window shared with its neighbour (0 <= overlap < 1)."""
+    blend: str = "gaussian"
+    """``gaussian`` (centre-weighted) or ``constant`` blending of overlapping windows."""
+    sw_batch_size: int = 2
+    """Windows per forward pass."""
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` or ``fp16`` (the latter two through autocast)."""
+    tta: bool = False
+    """Average over mirrored copies (flips of each axis)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.blend not in ("gaussian", "constant"):
+            raise ConfigError(f"blend must be gaussian or constant, got {self.blend!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.sw_batch_size < 1:
+            raise ConfigError("sw_batch_size must be at least 1")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for a user's choice.
+
+    Raises:
+        DeviceError: a GPU was asked for and is not available.
+    """
+    name = (name or "auto").lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "gpu":
+        name = "cuda"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("a CUDA GPU was requested but none is available (torch sees no CUDA device); use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"cuda:{device.index} requested but only {torch.cuda.device_count()} GPU(s) present")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise DeviceError("Apple MPS was requested but is not available; use --device cpu")
+    return device
+
+
+def build_network(architecture: dict) -> GLIMS:
+    config = {k: v for k, v in architecture.items() if k != "name"}
+    try:
+        return GLIMS(**config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"invalid architecture in the catalog entry: {err}") from None
+
+
+def load_models(spec: ModelSpec) -> list[GLIMS]:
+    """One network per weights file of the entry, weights verified by sha256 and loaded strictly, in eval mode.
+
+    Raises:
+        CheckpointError: missing/corrupt file, checksum mismatch, or weights that do not fit the architecture.
+    """
+    models = []
+    for weights in spec.weights:
+        if not weights.path.is_file():
+            raise CheckpointError(f"weights of model {spec.ref} not found: {weights.path}")
+        loaded = load_checkpoint(weights.path, expected_sha256=weights.sha256)
+        net = build_network(dict(spec.architecture))
+        load_into_model(net, loaded.state_dict)
+        models.append(net.eval())
+    return models
+
+
+def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Windows MONAI's sliding-window inference visits on an image of ``shape`` (spatial) at ``roi``."""
+    total = 1
+    for size, window in zip(shape, roi):
+        size = max(size, window)  # smaller images are padded to the window
+        interval = max(1, int(window * (1 - overlap)))
+        total *= 1 if size <= window else math.ceil((size - window) / interval) + 1
+    return total
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _passes(models: Sequence[GLIMS], tta: bool) -> Iterator[tuple[GLIMS, tuple[int, ...]]]:
+    for model in models:
+        for flips in FLIP_SETS if tta else ((),):
+            yield model, flips
+
+
+def predict_logits(
+    models: Sequence[GLIMS],
+    image: np.ndarray,
+    roi_size: Sequence[int],
+    options: InferenceOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+) -> tuple[np.ndarray, str]:
+    """Mean logits (K, X, Y, Z) float32 over models and flips, and the device actually used.
+
+    On a CUDA out-of-memory error the whole prediction is redone on the CPU with a warning.
+
+    Raises:
+        Cancelled: ``cancel`` was set; DeviceError: the device failed for another reason.
+    """
+    device = resolve_device(options.device)
+    try:
+        return _predict_on(models, image, roi_size, options, device, progress, cancel), str(device)
+    except torch.OutOfMemoryError:
+        if device.type == "cpu":
+            raise DeviceError("out of memory on the CPU; lower --sw-batch-size or close other programs") from None
+        logger.warning("out of GPU memory on %s: running on the CPU instead (slower)", device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        cpu = torch.device("cpu")
+        return _predict_on(models, image, roi_size, options, cpu, progress, cancel), "cpu (GPU out of memory)"
+
+
+def _predict_on(models, image, roi_size, options, device, progress, cancel) -> np.ndarray:
+    from monai.inferers import sliding_window_inference
+
+    spatial = image.shape[1:]
+    per_pass = math.ceil(count_windows(spatial, roi_size, options.overlap) / options.sw_batch_size)
+    passes = list(_passes(models, options.tta))
+    total, done = per_pass * len(passes), 0
+    x = torch.from_numpy(np.ascontiguousarray(image))[None]
+    summed: torch.Tensor | None = None
+    with torch.inference_mode():
+        for model, flips in passes:
+            model.to(device)
+
+            def predictor(batch: torch.Tensor, _model=model) -> torch.Tensor:
+                nonlocal done
+                if cancel is not None:
+                    cancel.check()
+                with _autocast(device, options.precision):
+                    out = _model(batch)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+                return out.float()
+
+            inp = torch.flip(x, flips) if flips else x
+            logits = sliding_window_inference(
+                inp,
+                roi_size=tuple(roi_size),
+                sw_batch_size=options.sw_batch_size,
+                predictor=predictor,
+                overlap=options.overlap,
+                mode=options.blend,
+                sw_device=device,
+                device=torch.device("cpu"),
+                progress=False,
+            )
+            logits = torch.flip(logits, flips) if flips else logits
+            summed = logits if summed is None else summed + logits
+            model.to("cpu")
+    assert summed is not None
+    return (summed[0] / len(passes)).numpy().astype(np.float32, copy=False)

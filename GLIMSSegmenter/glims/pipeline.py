@@ -1,0 +1,260 @@
+"""Segment a case end to end: the one code path used by the CLI, the Slicer module, evaluation and benchmarks.
+
+``segment_files`` reads the inputs, prepares them (``preprocessing``), runs the model (``inference``), turns the
+outputs into labels (``postprocessing``), puts them on the reference input's grid and writes the requested outputs
+(Slicer ``.seg.nrrd``, NIfTI label map, probability maps, JSON report) all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import __version__
+from .catalog import ModelSpec, load_catalog, match_inputs
+from .errors import InputError
+from .imageio import Geometry, ensure_writable, write_image
+from .inference import InferenceOptions, load_models, predict_logits
+from .outputs import OutputSet
+from .postprocessing import activate, apply_cleanup_rules, fill_holes, probabilities_to_labels
+from .preprocessing import prepare_case, to_xyz
+from .progress import CancelToken, ProgressCallback, StagePlan
+from .segfile import write_seg_nrrd
+
+__all__ = ["SegmentationResult", "assign_inputs", "segment_files", "resolve_model"]
+
+logger = logging.getLogger(__name__)
+
+STAGES = (("load", 3.0), ("preprocess", 7.0), ("infer", 80.0), ("postprocess", 6.0), ("write", 4.0))
+
+
+@dataclass
+class SegmentationResult:
+    """What a segmentation produced."""
+
+    labels: sitk.Image
+    """uint8 label map on the reference input's grid."""
+    outputs: dict[str, Path]
+    report: dict[str, Any]
+    assignment: dict[str, str] = field(default_factory=dict)
+
+
+def resolve_model(model: str | ModelSpec, home: str | os.PathLike | None = None) -> ModelSpec:
+    return model if isinstance(model, ModelSpec) else load_catalog(home).get(model)
+
+
+def assign_inputs(spec: ModelSpec, paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
+    """Pair each model input with one file: by file-name pattern, the rest in catalog order.
+
+    Raises:
+        InputError: missing or extra inputs (the message names them).
+    """
+    paths = [Path(p) for p in paths]
+    titles = ", ".join(i.title.split(" (")[0] for i in spec.inputs)
+    if len(paths) < len(spec.inputs):
+        matched = match_inputs(spec, [str(p) for p in paths])
+        missing = [i.title.split(" (")[0] for i in spec.inputs if i.key not in matched]
+        hint = f"; missing: {', '.join(missing)}" if len(matched) == len(paths) else ""
+        raise InputError(
+            f"model {spec.id} needs {len(spec.inputs)} inputs ({titles}); got {len(paths)}{hint}"
+        )
+    if len(paths) > len(spec.inputs):
+        raise InputError(f"model {spec.id} takes {len(spec.inputs)} inputs ({titles}); got {len(paths)} (extra input)")
+    matched = match_inputs(spec, [str(p) for p in paths])
+    by_name = {str(p): p for p in paths}
+    chosen: dict[str, Path] = {key: by_name[name] for key, name in matched.items()}
+    if len(set(chosen.values())) != len(chosen):  # one file claimed twice: fall back to the given order
+        chosen = {}
+    rest = [p for p in paths if p not in chosen.values()]
+    for item in spec.inputs:
+        if item.key not in chosen:
+            chosen[item.key] = rest.pop(0)
+    return [(item.key, chosen[item.key]) for item in spec.inputs]
+
+
+def _segment_stats(labels_xyz: np.ndarray, spec: ModelSpec, reference: sitk.Image) -> list[dict[str, Any]]:
+    voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
+    counts = np.bincount(labels_xyz.ravel(), minlength=256)
+    return [
+        {
+            "value": label.value,
+            "name": label.name,
+            "voxels": int(counts[label.value]),
+            "volume_ml": round(int(counts[label.value]) * voxel_ml, 3),
+        }
+        for label in spec.labels
+    ]
+
+
+def segment_files(
+    model: str | ModelSpec,
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike | None = None,
+    *,
+    labelmap: str | os.PathLike | None = None,
+    probabilities: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    options: InferenceOptions | None = None,
+    postprocess: bool | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    crop: bool | None = None,
+    home: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> SegmentationResult:
+    """Segment one case.
+
+    Args:
+        model: catalog reference (``ID`` or ``ID@VERSION``) or a ``ModelSpec``.
+        inputs: image files or DICOM folders, one per model input (matched by name pattern, else catalog order).
+        output: Slicer segmentation file (``.seg.nrrd``) to write, or None.
+        labelmap: label map to write (``.nii.gz``, ``.nrrd``...), or None.
+        probabilities: per-channel probability map file (``.nii.gz``; channels along a 4th axis is not used:
+            a multi-component NRRD/NIfTI with one component per output channel), or None.
+        report: JSON report to write, or None.
+        options: device, overlap, blending, batch, precision, flips (default: the catalog entry's ``inference``).
+        postprocess: apply the catalog's clean-up rules (default: as the catalog says).
+        thresholds: per-channel sigmoid threshold overrides.
+        crop: crop to the foreground before the windows (default: as the catalog says).
+        home: user folder holding the user catalog.
+        progress, cancel: see ``glims.progress``.
+
+    Returns:
+        The label image (reference grid), the written paths and the report.
+
+    Raises:
+        InputError, CheckpointError, CatalogError, DeviceError, OutputError, Cancelled. Nothing is written unless
+        the whole job succeeds.
+    """
+    plan = StagePlan(STAGES, progress)
+    timings: dict[str, float] = {}
+    targets = {k: v for k, v in (("segmentation", output), ("labelmap", labelmap), ("probabilities", probabilities),
+                                 ("report", report)) if v is not None}
+    for path in targets.values():
+        ensure_writable(path)
+
+    clock = time.perf_counter()
+    plan.report("load", 0, 1, "loading model")
+    spec = resolve_model(model, home)
+    assignment = assign_inputs(spec, inputs)
+    for key, path in assignment:
+        logger.info("input %s <- %s", key, path)
+    models = load_models(spec)
+    timings["load"] = time.perf_counter() - clock
+    plan.report("load", 1, 1, f"model {spec.ref} loaded")
+    _check(cancel)
+
+    clock = time.perf_counter()
+    plan.report("preprocess", 0, 1, "reading and preparing images")
+    titles = {i.key: i.title.split(" (")[0] for i in spec.inputs}
+    case = prepare_case(
+        [p for _, p in assignment], [f"{titles[k]} ({p.name})" for k, p in assignment], spec.preprocessing,
+        spec.roi_size, crop,
+    )
+    timings["preprocess"] = time.perf_counter() - clock
+    plan.report("preprocess", 1, 1, f"{'x'.join(map(str, case.array.shape[1:]))} voxels to segment")
+    _check(cancel)
+
+    clock = time.perf_counter()
+    opts = options or InferenceOptions(**spec.inference)
+    logits, device = predict_logits(
+        models, case.array, spec.roi_size, opts,
+        progress=lambda done, total: plan.report("infer", done, total, f"window batch {done}/{total}"),
+        cancel=cancel,
+    )
+    timings["infer"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    plan.report("postprocess", 0, 1, "labels")
+    labels_xyz, probs_full = _labels_on_reference(spec, case, logits, postprocess, thresholds)
+    labels = sitk.GetImageFromArray(np.ascontiguousarray(labels_xyz.transpose(2, 1, 0)))
+    Geometry.of(case.reference).apply(labels)
+    timings["postprocess"] = time.perf_counter() - clock
+    plan.report("postprocess", 1, 1, "labels ready")
+    _check(cancel)
+
+    clock = time.perf_counter()
+    summary = {
+        "glims_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"id": spec.id, "version": spec.version, "preset": spec.preset,
+                  "weights_sha256": [w.sha256 for w in spec.weights]},
+        "inputs": {key: str(path) for key, path in assignment},
+        "reference_geometry": {"size": list(case.reference.GetSize()), "spacing": list(case.reference.GetSpacing()),
+                               "origin": list(case.reference.GetOrigin()),
+                               "direction": list(case.reference.GetDirection())},
+        "device": device,
+        "options": {"overlap": opts.overlap, "blend": opts.blend, "sw_batch_size": opts.sw_batch_size,
+                    "precision": opts.precision, "tta": opts.tta},
+        "runtime": {"python": platform.python_version(), "torch": _torch_version()},
+        "segments": _segment_stats(labels_xyz, spec, case.reference),
+        "timings_s": {},
+        "outputs": {k: str(v) for k, v in targets.items()},
+    }
+    plan.report("write", 0, len(targets) or 1, "writing outputs")
+    written: dict[str, Path] = {}
+    with OutputSet() as pending:
+        if output is not None:
+            write_seg_nrrd(labels, spec.labels, pending.staged(output))
+        if labelmap is not None:
+            write_image(labels, pending.staged(labelmap))
+        if probabilities is not None:
+            write_image(_probability_image(probs_full, case), pending.staged(probabilities))
+        timings["write"] = time.perf_counter() - clock
+        summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        summary["timings_s"]["total"] = round(sum(timings.values()), 3)
+        if report is not None:
+            with open(pending.staged(report), "w") as handle:
+                json.dump(summary, handle, indent=2)
+                handle.write("\n")
+        _check(cancel)
+        pending.commit()
+        written = {k: Path(v) for k, v in targets.items()}
+    plan.report("write", len(targets) or 1, len(targets) or 1, "done")
+    return SegmentationResult(labels, written, summary, {k: str(p) for k, p in assignment})
+
+
+def _check(cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.check()
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _labels_on_reference(spec, case, logits, postprocess, thresholds) -> tuple[np.ndarray, np.ndarray]:
+    """Label map (X, Y, Z) on the reference grid, and the probabilities on the full processing grid."""
+    import SimpleITK as sitk_
+
+    output = spec.output
+    probs = activate(logits, output["activation"])
+    background = [1.0] + [0.0] * (probs.shape[0] - 1) if output["activation"] == "softmax" else 0.0
+    probs_full = case.uncrop(probs, background)
+    labels = probabilities_to_labels(probs_full, output, thresholds)
+    rules = spec.postprocessing
+    if (rules.get("enabled", False) if postprocess is None else postprocess) and output["activation"] == "sigmoid":
+        apply_cleanup_rules(labels, probs_full, list(output["channels"]), rules.get("rules", []))
+        if rules.get("fill_holes"):
+            fill_holes(labels, int(rules["fill_holes"]["label"]), int(rules["fill_holes"]["fill_with"]))
+    labels[~case.foreground] = 0
+    on_reference = case.to_reference(labels[None].astype(np.float32), sitk_.sitkNearestNeighbor)[0]
+    return to_xyz(on_reference).astype(np.uint8), probs_full
+
+
+def _probability_image(probs_full: np.ndarray, case) -> sitk.Image:
+    channels = case.to_reference(probs_full, sitk.sitkLinear)
+    return sitk.Compose([sitk.Cast(c, sitk.sitkFloat32) for c in channels])

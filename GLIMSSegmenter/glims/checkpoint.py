@@ -46,6 +46,13 @@ FORMAT_NAME = "glims-checkpoint"
 FORMAT_VERSION = 1
 _PREFIXES = ("module.", "backbone.", "_orig_mod.")
 _SAFETENSORS_META_KEY = "glims"
+# Buffers fully determined by the architecture (the attention window's relative-position index, 18 x 343 x 343
+# int64 = 17 MB in the reference model). Our format does not store them; loading takes them from the model.
+DERIVED_BUFFER_SUFFIXES = (".relative_position_index",)
+
+
+def is_derived_buffer(key: str) -> bool:
+    return key.endswith(DERIVED_BUFFER_SUFFIXES)
 
 
 @dataclass
@@ -259,6 +266,8 @@ def save_checkpoint(
     weights_path, meta_path = base.with_name(base.name + ".safetensors"), base.with_name(base.name + ".json")
     tensors = {}
     for key, value in _strip_prefixes(state_dict).items():
+        if is_derived_buffer(key):
+            continue
         value = value.detach().to("cpu")
         if dtype is not None and value.is_floating_point():
             value = value.to(dtype)
@@ -315,11 +324,17 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]
 def load_into_model(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Copy ``state_dict`` into ``model`` after checking every key and shape.
 
+    Derived buffers (see ``DERIVED_BUFFER_SUFFIXES``) absent from ``state_dict`` keep the model's own values; when
+    present they must equal them.
+
     Raises:
         CheckpointError: one message naming the missing, unexpected and mis-shaped tensors (first few of each).
     """
     expected = model.state_dict()
     given = _strip_prefixes(state_dict)
+    for key in expected:
+        if is_derived_buffer(key) and key not in given:
+            given[key] = expected[key]
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     misshaped = [
@@ -334,4 +349,7 @@ def load_into_model(model: torch.nn.Module, state_dict: Mapping[str, torch.Tenso
                 more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
         raise CheckpointError("checkpoint does not fit the model architecture: " + "; ".join(parts))
+    wrong_index = [k for k in expected if is_derived_buffer(k) and not torch.equal(given[k].to(expected[k]), expected[k])]
+    if wrong_index:
+        raise CheckpointError(f"checkpoint does not fit the model architecture: {wrong_index[0]} differs (window size?)")
     model.load_state_dict(dict(given), strict=True)

@@ -8,8 +8,10 @@ arrays. Writes are atomic.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +81,16 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def _check_gzip_stream(path: Path, label: str) -> None:
+    """ITK reads a truncated .gz file without complaint (zeros where data is missing): check the stream first."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 22):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        raise InputError(f"{label}: cannot read {path.name}: the compressed file is truncated or corrupt ({err})") from None
+
+
 def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
     """Read a 3D scalar image (NIfTI, NRRD, MHA, or a DICOM series folder) as float32 and check it.
 
@@ -89,6 +101,8 @@ def read_image(path: str | os.PathLike, name: str | None = None) -> sitk.Image:
     label = name or path.name
     if not path.exists():
         raise InputError(f"{label}: file not found: {path}")
+    if path.is_file() and path.name.lower().endswith(".gz"):
+        _check_gzip_stream(path, label)
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as err:

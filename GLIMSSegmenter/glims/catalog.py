@@ -41,6 +41,7 @@ __all__ = [
     "register_model",
     "remove_model",
     "add_user_entry",
+    "spec_from_entry",
 ]
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
@@ -257,7 +258,8 @@ def load_presets() -> dict[str, dict[str, Any]]:
     return json.loads((RESOURCES / "presets.json").read_text())
 
 
-def _merge(entry: Mapping[str, Any], presets: Mapping[str, Any], root: Path, builtin: bool) -> ModelSpec:
+def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: Path, builtin: bool) -> ModelSpec:
+    """A catalog entry merged with its preset (entry fields win); weights paths resolved against ``root``."""
     preset = copy.deepcopy(presets[entry["preset"]])
     merged = {**preset, **copy.deepcopy(dict(entry))}
     for key in ("preprocessing", "output", "postprocessing"):
@@ -331,10 +333,10 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
     """
     presets = load_presets()
     builtin_path = builtin_path or RESOURCES / "models.json"
-    models = [_merge(e, presets, builtin_path.parent, True) for e in _read_document(builtin_path)["models"]]
+    models = [spec_from_entry(e, presets, builtin_path.parent, True) for e in _read_document(builtin_path)["models"]]
     user_path = user_catalog_path(home)
     if user_path.is_file():
-        models += [_merge(e, presets, user_path.parent, False) for e in _read_document(user_path)["models"]]
+        models += [spec_from_entry(e, presets, user_path.parent, False) for e in _read_document(user_path)["models"]]
     return Catalog(models, user_home(home))
 
 
@@ -383,7 +385,7 @@ def add_user_entry(entry: Mapping[str, Any], home: str | os.PathLike | None = No
     if any(m.id == entry["id"] and m.version == entry["version"] for m in catalog.models):
         raise CatalogError(f"model {entry['id']}@{entry['version']} already exists")
     document["models"].append(dict(entry))
-    spec = _merge(entry, load_presets(), user_catalog_path(home).parent, False)
+    spec = spec_from_entry(entry, load_presets(), user_catalog_path(home).parent, False)
     _write_user_document(home, document)
     return spec
 

@@ -1,0 +1,9 @@
+"""The substance of the GLIMSSegmenter Slicer module, free of Qt so that it runs on the slicer-core wheel too.
+
+* ``logic``: ``GLIMSSegmenterLogic`` (segment, export, results in the scene);
+* ``job`` / ``process`` / ``engine``: the engine run in a background process, progress and cancel;
+* ``sceneio``: volumes to files, the engine's segmentation into the scene, exports;
+* ``parameters``: the parameter node; ``models``: the model catalog and user models;
+* ``dependencies``: Python packages needed in Slicer; ``devices``: compute devices;
+* ``presentation``: the texts and states the panel shows.
+"""

@@ -1,0 +1,96 @@
+"""How the Slicer module invokes the ``glims`` engine: which Python, which environment, which arguments.
+
+The engine package ships inside the module folder (``GLIMSSegmenter/glims``), so the module folder goes first on
+the child's ``PYTHONPATH``; inside Slicer the interpreter is ``PythonSlicer`` (Slicer's own Python with Slicer's
+environment), elsewhere the current interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["MODULE_DIR", "pythonExecutable", "engineEnvironment", "engineCommand", "segmentArguments"]
+
+MODULE_DIR = Path(__file__).resolve().parent.parent
+"""The module folder: holds GLIMSSegmenter.py, GLIMSSegmenterLib/ and the engine package glims/."""
+
+
+def _slicerApplication():
+    """``slicer.app`` inside the Slicer application, None elsewhere (slicer-core, plain Python)."""
+    try:
+        import slicer
+    except ImportError:
+        return None
+    return getattr(slicer, "app", None)
+
+
+def pythonExecutable() -> str:
+    """``PythonSlicer`` when running inside Slicer, otherwise this interpreter."""
+    if _slicerApplication() is not None:
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+    return sys.executable
+
+
+def engineEnvironment(base: Mapping[str, str] | None = None, glimsHome: str | os.PathLike | None = None,
+                      forceCpu: bool = False) -> dict[str, str]:
+    """The child's environment: ``base`` (default: this process's) with the engine importable.
+
+    Args:
+        base: environment to start from; default: Slicer's start-up environment inside Slicer (``PythonSlicer``
+            is a launcher that sets up its own), this process's environment elsewhere.
+        glimsHome: user folder for models (sets ``GLIMS_HOME``); None keeps the inherited value.
+        forceCpu: hide GPUs from the child.
+    """
+    if base is None:
+        base = os.environ
+        if _slicerApplication() is not None:
+            import slicer
+
+            base = slicer.util.startupEnvironment()
+    env = dict(base)
+    paths = [str(MODULE_DIR)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    if glimsHome is not None:
+        env["GLIMS_HOME"] = str(glimsHome)
+    if forceCpu:
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    return env
+
+
+def engineCommand(arguments: Sequence[str], python: str | None = None) -> list[str]:
+    """``[python, -m, glims, *arguments]``."""
+    return [python or pythonExecutable(), "-m", "glims", *[str(a) for a in arguments]]
+
+
+def segmentArguments(
+    modelId: str,
+    inputPaths: Sequence[str | os.PathLike],
+    outputPath: str | os.PathLike,
+    labelmapPath: str | os.PathLike | None = None,
+    reportPath: str | os.PathLike | None = None,
+    device: str = "auto",
+    overlap: float | None = None,
+    testTimeFlips: bool = False,
+) -> list[str]:
+    """Arguments of ``glims segment`` with JSON progress, inputs in the catalog's input order."""
+    arguments = ["segment", "-m", modelId]
+    for path in inputPaths:
+        arguments += ["-i", str(path)]
+    arguments += ["-o", str(outputPath)]
+    if labelmapPath is not None:
+        arguments += ["--labelmap", str(labelmapPath)]
+    if reportPath is not None:
+        arguments += ["--report", str(reportPath)]
+    arguments += ["--device", device]
+    if overlap is not None:
+        arguments += ["--overlap", f"{overlap:g}"]
+    if testTimeFlips:
+        arguments.append("--tta")
+    arguments += ["--progress", "json"]
+    return arguments

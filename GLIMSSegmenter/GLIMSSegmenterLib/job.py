@@ -1,0 +1,110 @@
+"""One background segmentation: engine process, then the result imported into the scene, then clean-up.
+
+The job owns a temporary folder holding the inputs and the engine's outputs. Nothing is added to the scene
+until the engine has succeeded; on failure or cancel the scene is left as it was and the folder is removed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .process import EngineProcess, ProcessOutcome, ProcessState
+
+__all__ = ["JobState", "SegmentationJob"]
+
+logger = logging.getLogger(__name__)
+
+
+class JobState(enum.Enum):
+    RUNNING = "Segmenting"
+    CANCELLING = "Cancelling"
+    IMPORTING = "Importing results"
+    SUCCEEDED = "Finished"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class SegmentationJob:
+    """Poll until :attr:`finished` (Slicer: from a QTimer), or :meth:`wait`; :meth:`cancel` at any time.
+
+    Args:
+        process: the engine process, already started.
+        workFolder: the job's temporary folder (removed at the end unless ``keepFiles``).
+        importResult: called with the engine outcome once it succeeded; returns the segmentation node.
+        onFinished: called once with this job when it has finished (any state).
+        keepFiles: keep ``workFolder`` for debugging.
+        inputNames: temporary input file name -> what the user knows it as (e.g. ``volume 'T2 FLAIR'``), so that
+            engine messages name the user's volumes.
+    """
+
+    def __init__(self, process: EngineProcess, workFolder: Path, importResult: Callable[[ProcessOutcome], object],
+                 onFinished: Callable[[SegmentationJob], None] | None = None, keepFiles: bool = False,
+                 inputNames: Mapping[str, str] | None = None) -> None:
+        self.process = process
+        self.workFolder = Path(workFolder)
+        self.importResult = importResult
+        self.onFinished = onFinished
+        self.keepFiles = keepFiles
+        self.inputNames = dict(inputNames or {})
+        self.state = JobState.RUNNING
+        self.segmentationNode = None
+        self.errorMessage = ""
+        self.summary: dict = {}
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    def poll(self) -> bool:
+        """Deliver progress; when the engine is done, import its result. Returns True once finished."""
+        if self.finished or not self.process.poll():
+            return self.finished
+        outcome = self.process.outcome
+        if outcome.state is ProcessState.SUCCEEDED:
+            self.state = JobState.IMPORTING
+            try:
+                self.segmentationNode = self.importResult(outcome)
+                self.summary = outcome.summary
+                self.state = JobState.SUCCEEDED
+            except Exception as err:  # a failed import must end the job, with the reason for the user
+                logger.exception("importing the segmentation failed")
+                self.errorMessage = f"the segmentation could not be loaded: {err}"
+                self.state = JobState.FAILED
+        elif outcome.state is ProcessState.CANCELLED:
+            self.state = JobState.CANCELLED
+        else:
+            self.errorMessage = self._userWords(outcome.errorMessage)
+            self.state = JobState.FAILED
+        if not self.keepFiles:
+            shutil.rmtree(self.workFolder, ignore_errors=True)
+        else:
+            logger.info("kept the job's files in %s", self.workFolder)
+        if self.onFinished:
+            self.onFinished(self)
+        return True
+
+    def _userWords(self, message: str) -> str:
+        for fileName, userName in self.inputNames.items():
+            message = message.replace(str(self.workFolder / fileName), userName).replace(fileName, userName)
+        return message
+
+    def cancel(self) -> None:
+        """Stop the engine (its whole process tree); the job ends as CANCELLED and adds nothing to the scene."""
+        if self.state is JobState.RUNNING:
+            self.state = JobState.CANCELLING
+            self.process.cancel()
+
+    def wait(self, pollInterval: float = 0.05) -> JobState:
+        """Poll until finished (scripts and tests; the GUI polls from a timer)."""
+        while not self.poll():
+            time.sleep(pollInterval)
+        return self.state

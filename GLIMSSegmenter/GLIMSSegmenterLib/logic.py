@@ -1,0 +1,262 @@
+"""GLIMSSegmenterLogic: the GUI-free, scriptable part of the module.
+
+Usable from Slicer's Python console, from the widget, and on the ``slicer-core`` wheel (the tests)::
+
+    logic = GLIMSSegmenterLogic()
+    segmentation = logic.segment("glims-brats", {"flair": flair, "t1ce": t1ce, "t1": t1, "t2": t2})
+
+The widget uses :meth:`startSegmentation` instead and polls the returned job from a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from glims.errors import InputError, OutputError
+
+from . import sceneio
+from .engine import engineCommand, engineEnvironment, segmentArguments
+from .job import JobState, SegmentationJob
+from .models import loadCatalog, matchVolumes
+from .parameters import INPUT_SLOTS, SegmentationParameters
+from .process import EngineProcess, ProcessOutcome
+
+__all__ = ["GLIMSSegmenterLogic", "EXPORT_FORMATS", "INPUT_SLOTS"]
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("seg.nrrd", "nifti", "stl", "obj", "dicom")
+"""Export formats: Slicer segmentation file, NIfTI label map, STL/OBJ surfaces, DICOM SEG."""
+
+
+class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
+    """Runs GLIMS models on volumes of the scene and manages the results.
+
+    Attributes:
+        glimsHome: the engine's user folder (user models); None: ``GLIMS_HOME`` or the platform default.
+        keepTemporaryFiles: keep each job's input/output folder (for debugging).
+        baseEnvironment: environment of the engine process (None: Slicer's start-up environment / os.environ).
+        pythonExecutable: the interpreter (or launcher) that runs the engine (None: PythonSlicer in Slicer, else
+            this interpreter).
+    """
+
+    def __init__(self, glimsHome: str | os.PathLike | None = None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.glimsHome = glimsHome
+        self.keepTemporaryFiles = False
+        self.baseEnvironment: Mapping[str, str] | None = None
+        self.pythonExecutable: str | None = None
+        self._catalog = None
+
+    # ---- models -------------------------------------------------------------------------------------------
+
+    def catalog(self, reload: bool = False):
+        """The model catalog (``glims.catalog.Catalog``), cached until ``reload``."""
+        if self._catalog is None or reload:
+            self._catalog = loadCatalog(self.glimsHome)
+        return self._catalog
+
+    def model(self, modelId: str):
+        """The catalog entry of ``ID`` or ``ID@VERSION`` (raises ``glims.errors.CatalogError`` if unknown)."""
+        return self.catalog().get(modelId)
+
+    def defaultModelId(self) -> str:
+        """The id of the first default model, or of the first model; "" when the catalog is empty."""
+        models = self.catalog().models
+        marked = [m for m in models if m.default]
+        return (marked or models)[0].id if models else ""
+
+    def matchInputVolumes(self, modelId: str, volumeNodes: Sequence | None = None) -> dict[str, object]:
+        """Input key -> volume, assigned by the model's name patterns among ``volumeNodes`` (default: all)."""
+        if volumeNodes is None:
+            volumeNodes = list(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
+            volumeNodes = [v for v in volumeNodes if not v.IsA("vtkMRMLLabelMapVolumeNode")]
+        return matchVolumes(self.model(modelId), volumeNodes)
+
+    # ---- parameters ---------------------------------------------------------------------------------------
+
+    def setDefaultParameters(self, parameterNode) -> None:
+        """Fill in what is unset: the default model, device ``auto``, its overlap."""
+        params = SegmentationParameters.fromParameterNode(parameterNode)
+        if not params.modelId:
+            params.modelId = self.defaultModelId()
+        params.writeToParameterNode(parameterNode)
+
+    def inputsFromParameters(self, params: SegmentationParameters) -> dict[str, object]:
+        """Input key -> volume node for the parameters' model (volumes in catalog order of the slots)."""
+        spec = self.model(params.modelId)
+        return {inp.key: volume for inp, volume in zip(spec.inputs, params.inputVolumes)}
+
+    # ---- segmentation -------------------------------------------------------------------------------------
+
+    def _orderedInputs(self, spec, inputVolumes) -> list:
+        """The volume of every model input, in catalog order; raises InputError naming what is missing."""
+        if not isinstance(inputVolumes, Mapping):
+            volumes = list(inputVolumes)
+            if len(volumes) != len(spec.inputs):
+                raise InputError(f"{spec.title} needs {len(spec.inputs)} input volumes "
+                                 f"({', '.join(i.title for i in spec.inputs)}), got {len(volumes)}")
+            inputVolumes = {inp.key: volume for inp, volume in zip(spec.inputs, volumes)}
+        unknown = set(inputVolumes) - {i.key for i in spec.inputs}
+        if unknown:
+            raise InputError(f"{spec.title} has no input {', '.join(sorted(unknown))}")
+        missing = [i.title for i in spec.inputs if inputVolumes.get(i.key) is None]
+        if missing:
+            raise InputError(f"select a volume for: {', '.join(missing)}")
+        ordered = [inputVolumes[i.key] for i in spec.inputs]
+        for volume in ordered:
+            if volume.GetImageData() is None:
+                raise InputError(f"volume '{volume.GetName()}' has no image data")
+        return ordered
+
+    def startSegmentation(
+        self,
+        modelId: str,
+        inputVolumes: Mapping[str, object] | Sequence,
+        outputSegmentation=None,
+        replaceExisting: bool = False,
+        device: str = "auto",
+        overlap: float | None = None,
+        testTimeFlips: bool = False,
+        onProgress: Callable | None = None,
+        onLog: Callable[[str], None] | None = None,
+        onFinished: Callable[[SegmentationJob], None] | None = None,
+    ) -> SegmentationJob:
+        """Write the inputs to a temporary folder and start the engine in the background.
+
+        Args:
+            modelId: catalog model ``ID`` or ``ID@VERSION``.
+            inputVolumes: input key -> volume node, or volume nodes in the catalog's input order. The first input
+                is the reference: the result is on its grid, next to it in the subject hierarchy.
+            outputSegmentation: None creates a new segmentation node when the job succeeds; an existing node has
+                its segments replaced, which requires ``replaceExisting`` if it has any segments.
+            device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+            overlap: sliding-window overlap (0-0.9); None: the model's default.
+            testTimeFlips: average over flipped copies (about 8x slower, slightly better).
+            onProgress: called with each ``glims.progress.ProgressEvent``.
+            onLog: called with each log line of the engine.
+            onFinished: called with the job when it has finished.
+
+        Returns:
+            The running job; poll it (or ``wait()``) until finished, then read ``segmentationNode`` or
+            ``errorMessage``.
+
+        Raises:
+            glims.errors.CatalogError: unknown model. InputError: an input is missing or empty.
+            OutputError: ``outputSegmentation`` has segments and ``replaceExisting`` is False.
+        """
+        spec = self.model(modelId)
+        volumes = self._orderedInputs(spec, inputVolumes)
+        if (outputSegmentation is not None and not replaceExisting
+                and outputSegmentation.GetSegmentation().GetNumberOfSegments() > 0):
+            raise OutputError(f"'{outputSegmentation.GetName()}' already has segments; choose a new segmentation "
+                              "or confirm that its segments may be replaced")
+        workFolder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-", dir=self._temporaryRoot()))
+        try:
+            inputPaths = [sceneio.writeVolumeFile(volume, workFolder / f"{inp.key}.nrrd")
+                          for inp, volume in zip(spec.inputs, volumes)]
+        except Exception:
+            shutil.rmtree(workFolder, ignore_errors=True)
+            raise
+        outputPath = workFolder / "segmentation.seg.nrrd"
+        arguments = segmentArguments(spec.ref, inputPaths, outputPath, reportPath=workFolder / "report.json",
+                                     device=device, overlap=overlap, testTimeFlips=testTimeFlips)
+        process = EngineProcess(engineCommand(arguments, self.pythonExecutable), env=engineEnvironment(self.baseEnvironment, self.glimsHome),
+                                cwd=str(workFolder), onProgress=onProgress, onLog=onLog)
+        reference = volumes[0]
+        name = f"{reference.GetName()} {spec.title}"
+
+        def importResult(outcome: ProcessOutcome):
+            path = outcome.outputs.get("segmentation", str(outputPath))
+            return sceneio.readSegmentationFile(path, reference, name, outputSegmentation)
+
+        inputNames = {path.name: f"volume '{volume.GetName()}'" for path, volume in zip(inputPaths, volumes)}
+        job = SegmentationJob(process, workFolder, importResult, onFinished, keepFiles=self.keepTemporaryFiles,
+                              inputNames=inputNames)
+        process.start()
+        return job
+
+    def segment(self, modelId: str, inputVolumes: Mapping[str, object] | Sequence, **options):
+        """Run a segmentation to the end (blocking) and return the segmentation node.
+
+        Takes the arguments of :meth:`startSegmentation`.
+
+        Raises:
+            RuntimeError: the engine failed (its message) or the run was cancelled; plus those of
+            :meth:`startSegmentation`.
+        """
+        job = self.startSegmentation(modelId, inputVolumes, **options)
+        if job.wait() is not JobState.SUCCEEDED:
+            raise RuntimeError(job.errorMessage or f"segmentation {job.state.value.lower()}")
+        return job.segmentationNode
+
+    def segmentFromParameterNode(self, parameterNode, **options):
+        """:meth:`startSegmentation` with the model, inputs, output, device and quality stored in the node."""
+        params = SegmentationParameters.fromParameterNode(parameterNode)
+        return self.startSegmentation(params.modelId, self.inputsFromParameters(params),
+                                      outputSegmentation=params.outputSegmentation, device=params.device,
+                                      overlap=params.overlap, testTimeFlips=params.testTimeFlips, **options)
+
+    def _temporaryRoot(self) -> str | None:
+        app = getattr(slicer, "app", None)
+        return app.temporaryPath if app is not None else None
+
+    # ---- results ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def setShowIn3D(segmentationNode, show: bool) -> None:
+        """Show the segments as surfaces in 3D views (builds the closed-surface representation) or not."""
+        if show:
+            segmentationNode.CreateClosedSurfaceRepresentation()
+        else:
+            segmentationNode.RemoveClosedSurfaceRepresentation()
+
+    @staticmethod
+    def referenceVolume(segmentationNode):
+        """The volume the segmentation was made on (its reference-geometry node), or None."""
+        return segmentationNode.GetNodeReference(segmentationNode.GetReferenceImageGeometryReferenceRole())
+
+    def export(self, segmentationNode, fileFormat: str, destination: str | os.PathLike) -> list[Path]:
+        """Write the segmentation in one of ``EXPORT_FORMATS``.
+
+        Args:
+            segmentationNode: what to export.
+            fileFormat: ``seg.nrrd`` or ``nifti`` (``destination`` is the file), ``stl``/``obj`` (one file per
+                segment in the ``destination`` folder), ``dicom`` (a DICOM SEG in the ``destination`` folder).
+
+        Returns:
+            The files written (for ``dicom``: the folder).
+
+        Raises:
+            ValueError: unknown format; OSError/RuntimeError: the export failed.
+        """
+        fileFormat = fileFormat.lower()
+        destination = Path(destination)
+        if fileFormat == "seg.nrrd":
+            return [sceneio.writeSegmentationFile(segmentationNode, destination)]
+        if fileFormat == "nifti":
+            reference = self.referenceVolume(segmentationNode)
+            if reference is None:
+                raise ValueError(f"'{segmentationNode.GetName()}' has no reference volume to define the label map grid")
+            return [sceneio.writeLabelmapFile(segmentationNode, reference, destination)]
+        if fileFormat in ("stl", "obj"):
+            return sceneio.writeSurfaceFiles(segmentationNode, destination, fileFormat)
+        if fileFormat == "dicom":
+            sceneio.writeDicomSeg(segmentationNode, self.referenceVolume(segmentationNode), destination)
+            return [destination]
+        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fileFormat!r}")
+
+    def defaultExportName(self, segmentationNode, fileFormat: str) -> str:
+        """A file (or folder) name for an export: the node name made safe for file systems, plus the extension."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in segmentationNode.GetName()).strip("_")
+        suffix = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz"}.get(fileFormat.lower(), f"_{fileFormat.lower()}")
+        return (safe or "segmentation") + suffix
+

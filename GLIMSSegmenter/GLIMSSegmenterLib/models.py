@@ -1,0 +1,110 @@
+"""The model catalog as the panel needs it: list, describe, match volumes to inputs, add and remove user models.
+
+Reading the catalog (``glims.catalog``) imports no torch. Adding a model verifies the checkpoint by loading it into
+the network, so that runs in an engine process (``glims models add``), as does removing one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .engine import engineCommand, engineEnvironment
+from .process import EngineProcess, ProcessState
+
+__all__ = [
+    "PRESETS",
+    "loadCatalog",
+    "modelSummary",
+    "matchVolumes",
+    "userModelsFolder",
+    "addUserModel",
+    "removeUserModel",
+    "ModelCommandError",
+]
+
+PRESETS = ("brats", "btcv")
+"""Task presets a user checkpoint can be registered with."""
+
+
+class ModelCommandError(RuntimeError):
+    """``glims models add/rm`` failed; the message is the engine's one-line explanation."""
+
+
+def loadCatalog(glimsHome: str | os.PathLike | None = None):
+    """Built-in and user models (``glims.catalog.Catalog``)."""
+    from glims.catalog import load_catalog
+
+    return load_catalog(glimsHome)
+
+
+def modelSummary(spec) -> str:
+    """Several lines for the panel: title and version, source, inputs, output segments, licence."""
+    source = "built-in" if spec.builtin else "added by you"
+    lines = [
+        f"{spec.title} — version {spec.version} ({source})",
+        "Inputs: " + ", ".join(i.title for i in spec.inputs),
+        "Segments: " + ", ".join(label.name for label in spec.labels),
+        f"Licence: {spec.license}",
+    ]
+    if spec.description:
+        lines.insert(1, spec.description)
+    return "\n".join(lines)
+
+
+def matchVolumes(spec, volumeNodes: Sequence) -> dict[str, object]:
+    """Input key -> volume node, assigned by the model's name patterns (unmatched inputs are absent).
+
+    Each volume is used at most once; of volumes with the same name, the first counts.
+    """
+    from glims.catalog import match_inputs
+
+    byName: dict[str, object] = {}
+    for node in volumeNodes:
+        byName.setdefault(node.GetName(), node)
+    return {key: byName[name] for key, name in match_inputs(spec, list(byName)).items()}
+
+
+def userModelsFolder(glimsHome: str | os.PathLike | None = None) -> Path:
+    """Where user models (their weights and catalog) are kept."""
+    from glims.catalog import user_catalog_path
+
+    return user_catalog_path(glimsHome).parent
+
+
+def _runModelsCommand(arguments: Sequence[str], glimsHome, env: Mapping[str, str] | None) -> list[str]:
+    """Run ``glims models ...`` to completion; returns its log lines."""
+    lines: list[str] = []
+    process = EngineProcess(engineCommand(["models", *arguments]), env=engineEnvironment(env, glimsHome),
+                            onLog=lines.append)
+    process.start()
+    outcome = process.wait()
+    if outcome.state is not ProcessState.SUCCEEDED:
+        raise ModelCommandError(outcome.errorMessage)
+    return lines
+
+
+def addUserModel(weightsFile: str | os.PathLike, modelId: str, preset: str,
+                 glimsHome: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+    """Verify, hash and register a checkpoint (e.g. the GLIMS authors' BraTS weights) as a user model.
+
+    Returns:
+        The engine's messages.
+
+    Raises:
+        ModelCommandError: the file is not a usable GLIMS checkpoint for that preset, or the id is taken.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, not {preset!r}")
+    return _runModelsCommand(["add", str(weightsFile), "--id", modelId, "--preset", preset], glimsHome, env)
+
+
+def removeUserModel(modelRef: str, glimsHome: str | os.PathLike | None = None,
+                    env: Mapping[str, str] | None = None) -> list[str]:
+    """Remove a user model (``ID`` = all its versions, ``ID@VERSION`` = one) and its weights.
+
+    Raises:
+        ModelCommandError: unknown or built-in model.
+    """
+    return _runModelsCommand(["rm", modelRef], glimsHome, env)

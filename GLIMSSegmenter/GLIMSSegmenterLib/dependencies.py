@@ -80,9 +80,9 @@ def _releaseNumbers(version: str) -> tuple[int, ...]:
 
 
 def versionAtLeast(version: str, minimum: str) -> bool:
-    """PEP 440 comparison (via ``packaging`` where available, else on the release numbers).
+    """PEP 440 ``version >= minimum`` (via ``packaging`` where available, else on the release numbers).
 
-    Local labels such as ``2.4.0+cu121`` count as their release.
+    Local labels such as ``2.4.0+cu121`` satisfy their release; pre-releases do not.
     """
     try:
         from packaging.version import InvalidVersion, Version
@@ -90,7 +90,7 @@ def versionAtLeast(version: str, minimum: str) -> bool:
         Version = None
     if Version is not None:
         try:
-            return Version(version).release >= Version(minimum).release
+            return Version(version) >= Version(minimum)
         except InvalidVersion:
             pass
     have, need = _releaseNumbers(version), _releaseNumbers(minimum)

@@ -84,6 +84,7 @@ def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, ou
         OSError: the file could not be read; nothing is added to the scene then.
     """
     scene = referenceVolume.GetScene() or slicer.mrmlScene
+    _checkImageHeader(path)
     loaded = slicer.vtkMRMLSegmentationNode()
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
@@ -103,6 +104,22 @@ def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, ou
     node.SetAndObserveTransformNodeID(referenceVolume.GetTransformNodeID())
     placeNextTo(node, referenceVolume)
     return node
+
+
+def _checkImageHeader(path: str | os.PathLike) -> None:
+    """Raise OSError unless ``path`` is an image file with a readable header.
+
+    Checked first because Slicer's NRRD reader aborts the whole process on some malformed headers.
+    """
+    import SimpleITK as sitk  # bundled with Slicer
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        detail = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
+        raise OSError(f"could not read the segmentation file {path}: {detail}") from None
 
 
 def placeNextTo(node, siblingNode) -> None:

@@ -1,0 +1,204 @@
+"""The synthetic case generator: labels agree with the images, tissues have their sequence contrasts, seeds are
+reproducible, the site shift changes the appearance only, and cases are written in BraTS naming."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from glims.cli import main
+from glims.errors import ConfigError
+from glims.synth import (
+    LABEL_ED,
+    LABEL_ET,
+    LABEL_NCR,
+    MODALITIES,
+    NORMAL_TISSUES,
+    SynthParams,
+    dataset_case_seed,
+    generate_case,
+    shifted_site,
+    write_case,
+)
+
+SHAPE = (64, 64, 64)
+SPACING = 2.5
+SEEDS = tuple(range(6))
+WM, GM, CSF = (NORMAL_TISSUES.index(t) + 1 for t in ("wm", "gm", "csf"))
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return {seed: generate_case(seed, SHAPE, SPACING) for seed in SEEDS}
+
+
+def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
+    """6-connected binary dilation, ``steps`` times (no wrap-around)."""
+    out = mask.copy()
+    for _ in range(steps):
+        grown = out.copy()
+        for axis in range(3):
+            for shift in (1, -1):
+                moved = np.zeros_like(out)
+                src = [slice(None)] * 3
+                dst = [slice(None)] * 3
+                src[axis] = slice(0, -1) if shift == 1 else slice(1, None)
+                dst[axis] = slice(1, None) if shift == 1 else slice(0, -1)
+                moved[tuple(dst)] = out[tuple(src)]
+                grown |= moved
+        out = grown
+    return out
+
+
+def test_cases_have_brats_structure(cases):
+    for case in cases.values():
+        assert list(case.images) == list(MODALITIES)
+        assert case.label.dtype == np.uint8 and case.label.shape == SHAPE
+        assert set(np.unique(case.label)) <= {0, LABEL_NCR, LABEL_ED, LABEL_ET}
+        brain = case.tissue > 0
+        assert 0.1 < brain.mean() < 0.8
+        assert not case.label[~brain].any(), "tumour labels outside the brain"
+        for name, image in case.images.items():
+            assert image.dtype == np.float32 and image.shape == SHAPE
+            assert np.all(image[~brain] == 0), f"{name}: background is not exactly 0 (skull-stripped)"
+            assert np.array_equal(image, np.round(image)) and image.min() >= 0, f"{name}: not integer intensities"
+            assert (image[brain] > 0).mean() > 0.99
+        assert case.stack().shape == (4, *SHAPE)
+
+
+def test_same_seed_same_case_and_other_seeds_differ(cases):
+    again = generate_case(3, SHAPE, SPACING)
+    assert np.array_equal(again.label, cases[3].label)
+    for name in MODALITIES:
+        assert np.array_equal(again.images[name], cases[3].images[name])
+    assert again.info == cases[3].info
+    assert not np.array_equal(cases[3].label, cases[4].label)
+    assert not np.array_equal(cases[3].images["t1ce"], cases[4].images["t1ce"])
+
+
+def test_normal_tissue_contrast_per_sequence(cases):
+    for seed, case in cases.items():
+        normal = case.label == 0
+        mean = {name: {code: float(img[normal & (case.tissue == code)].mean()) for code in (WM, GM, CSF)}
+                for name, img in case.images.items()}
+        assert mean["t1"][WM] > mean["t1"][GM] > mean["t1"][CSF], seed
+        assert mean["t1ce"][WM] > mean["t1ce"][CSF], seed
+        assert mean["t2"][CSF] > mean["t2"][GM] > mean["t2"][WM], seed
+        assert mean["flair"][CSF] < mean["flair"][WM], seed
+
+
+def test_enhancing_tumour_is_bright_on_t1ce_against_its_surroundings(cases):
+    checked = 0
+    for seed, case in cases.items():
+        et = case.label == LABEL_ET
+        if et.sum() < 30:
+            continue
+        brain = case.tissue > 0
+        around = dilate(et, 2) & ~et & brain & (case.label != LABEL_NCR)
+        t1ce = case.images["t1ce"]
+        assert t1ce[et].mean() > 1.1 * t1ce[around].mean(), seed
+        ncr = case.label == LABEL_NCR
+        if ncr.sum() >= 10:
+            assert t1ce[ncr].mean() < t1ce[et].mean(), seed
+        checked += 1
+    assert checked >= 3
+
+
+def test_oedema_is_bright_on_flair_and_t2_against_nearby_white_matter(cases):
+    checked = 0
+    for seed, case in cases.items():
+        ed = case.label == LABEL_ED
+        if ed.sum() < 50:
+            continue
+        near_wm = dilate(case.label > 0, 6) & (case.label == 0) & (case.tissue == WM)
+        for name in ("flair", "t2"):
+            img = case.images[name]
+            assert img[ed].mean() > 1.15 * img[near_wm].mean(), (seed, name)
+        checked += 1
+    assert checked >= 5
+
+
+def test_necrosis_is_dark_on_t1ce_and_bright_on_t2(cases):
+    checked = 0
+    for seed, case in cases.items():
+        ncr = case.label == LABEL_NCR
+        if ncr.sum() < 10 or not (case.label == LABEL_ET).any():
+            continue
+        near_wm = dilate(case.label > 0, 6) & (case.label == 0) & (case.tissue == WM)
+        assert case.images["t1ce"][ncr].mean() < case.images["t1ce"][near_wm].mean(), seed
+        assert case.images["t2"][ncr].mean() > case.images["t2"][near_wm].mean(), seed
+        checked += 1
+    assert checked >= 2
+
+
+def test_tumour_types_follow_the_probabilities():
+    low_grade = generate_case(11, (48, 48, 48), 3.0, SynthParams(p_no_enhancement=1.0))
+    assert low_grade.info["tumour"] == "non-enhancing"
+    assert not (low_grade.label == LABEL_ET).any()
+    assert (low_grade.label == LABEL_NCR).sum() > 20 and (low_grade.label == LABEL_ED).any()
+    high_grade = generate_case(11, (48, 48, 48), 3.0, SynthParams(p_no_enhancement=0.0))
+    assert (high_grade.label == LABEL_ET).sum() > 20
+    healthy = generate_case(11, (48, 48, 48), 3.0, SynthParams(p_no_tumour=1.0))
+    assert not healthy.label.any() and healthy.info["lesions"] == 0
+
+
+def test_site_shift_changes_the_appearance_not_the_anatomy(cases):
+    base = cases[2]
+    shifted = generate_case(2, SHAPE, SPACING, SynthParams(site=shifted_site(1.0)))
+    assert np.array_equal(shifted.label, base.label)
+    assert np.array_equal(shifted.tissue, base.tissue)
+    normal = base.label == 0
+
+    def csf_to_wm(case):
+        flair = case.images["flair"]
+        return flair[normal & (case.tissue == CSF)].mean() / flair[normal & (case.tissue == WM)].mean()
+
+    # incomplete CSF suppression on the new site's FLAIR: the drawn CSF mean is multiplied, and the image shows it
+    assert shifted.info["contrast"]["flair"]["csf"] == pytest.approx(base.info["contrast"]["flair"]["csf"] * 2.6,
+                                                                     abs=2e-3)
+    assert csf_to_wm(shifted) > 1.1 * csf_to_wm(base)
+    assert shifted.info["acquisition"]["flair"]["slice_factor"] >= 2
+    assert shifted.info["site"] == "shifted-site-1"
+    with pytest.raises(ConfigError):
+        shifted_site(5.0)
+
+
+def test_invalid_arguments_are_refused():
+    with pytest.raises(ConfigError):
+        generate_case(0, (16, 64, 64))
+    with pytest.raises(ConfigError):
+        generate_case(-1)
+    with pytest.raises(ConfigError):
+        SynthParams(p_no_enhancement=1.5)
+
+
+def test_write_case_uses_brats_2021_names_and_keeps_values(cases, tmp_path):
+    case = cases[1]
+    paths = write_case(case, tmp_path, "SYN-1")
+    assert {p.name for p in paths.values()} == {f"SYN-1_{m}.nii.gz" for m in (*MODALITIES, "seg")}
+    seg = sitk.ReadImage(str(paths["seg"]))
+    assert seg.GetSpacing() == (SPACING,) * 3 and seg.GetSize() == SHAPE[::-1]
+    assert np.array_equal(sitk.GetArrayFromImage(seg), case.label)
+    t1ce = sitk.ReadImage(str(paths["t1ce"]))
+    assert t1ce.GetPixelID() == sitk.sitkInt16
+    assert np.array_equal(sitk.GetArrayFromImage(t1ce), case.images["t1ce"])
+    assert not [p for p in (tmp_path / "SYN-1").iterdir() if p.name.startswith(".")], "temporary files left"
+
+
+def test_cli_writes_a_reproducible_dataset(tmp_path):
+    args = ["synth", "--n", "2", "--seed", "5", "--shape", "48", "40", "36", "--spacing", "3", "--progress", "none"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    manifest = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert [c["id"] for c in manifest["cases"]] == ["GLIMS-SYN-5-0000", "GLIMS-SYN-5-0001"]
+    assert manifest["cases"][1]["seed"] == dataset_case_seed(5, 1)
+    for case in manifest["cases"]:
+        for suffix in (*MODALITIES, "seg"):
+            name = f"{case['id']}/{case['id']}_{suffix}.nii.gz"
+            a = sitk.ReadImage(str(tmp_path / "a" / name))
+            b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "b" / name)))
+            assert a.GetSize() == (48, 40, 36)
+            assert np.array_equal(sitk.GetArrayFromImage(a), b)

@@ -1,0 +1,468 @@
+"""Evaluate segmentations against reference labels: Dice and HD95 of TC, WT and ET per case, a CSV and a summary.
+
+Two entry points:
+
+* ``evaluate_folders(pred_dir, ref_dir)``: label maps already on disk, matched by case id;
+* ``evaluate_model(model_id, cases_dir, pred_dir)``: segment every case of a folder with a catalog model (through
+  ``segment_cases``, the only place that calls the segmentation pipeline), then score each against the case's
+  own reference label.
+
+Case ids come from file names (see ``find_label_files``): ``<ID>/<ID>_seg.nii.gz`` (BraTS 2021),
+``<ID>/<ID>-seg.nii.gz`` (BraTS 2023), ``<ID>_seg.nii.gz``, ``<ID>.seg.nrrd``, ``<ID>/seg.nii.gz`` or, in a folder
+without any such file, ``<ID>.nii.gz``; or from an explicit pattern such as ``"{id}_fusion_simple_silver.nii.gz"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import atomic_write
+from .errors import ConfigError, InputError
+from .metrics import BRATS_HD95_PENALTY, REGIONS, RegionScore, get_convention, score_regions
+from .progress import CancelToken, ProgressCallback, StagePlan
+
+__all__ = [
+    "CaseFiles",
+    "CaseResult",
+    "find_label_files",
+    "find_cases",
+    "read_label",
+    "evaluate_pair",
+    "evaluate_folders",
+    "evaluate_model",
+    "segment_cases",
+    "summarize",
+    "format_summary",
+    "write_csv",
+    "MISSING_POLICIES",
+]
+
+log = logging.getLogger(__name__)
+
+MISSING_POLICIES = ("error", "empty", "skip")
+_EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+_SEG_SUFFIX = re.compile(r"[_\-.](seg|segmentation|label|labels|labelmap|pred|prediction)$", re.IGNORECASE)
+_IMAGE_SUFFIX = re.compile(
+    r"[_\-](flair|fla|t2flair|t2f|t1ce|t1c|t1gd|t1|t1n|t2|t2w|ct)$", re.IGNORECASE
+)
+_GENERIC_NAMES = {"seg", "segmentation", "label", "labels", "labelmap", "pred", "prediction"}
+_MAX_DEPTH = 3
+_GEOMETRY_TOLERANCE_MM = 1e-2
+
+
+@dataclass(frozen=True)
+class _Found:
+    case_id: str
+    kind: str  # "seg", "image" or "plain"
+    path: Path
+
+
+def _split_name(path: Path) -> tuple[str, str] | None:
+    """(stem, extension) for a readable image/label file name, None otherwise."""
+    lower = path.name.lower()
+    for ext in _EXTENSIONS:
+        if lower.endswith(ext) and len(lower) > len(ext):
+            return path.name[: -len(ext)], ext
+    return None
+
+
+def _classify(path: Path) -> _Found | None:
+    split = _split_name(path)
+    if split is None:
+        return None
+    stem, ext = split
+    if ext == ".seg.nrrd":
+        return _Found(stem, "seg", path)
+    if stem.lower() in _GENERIC_NAMES:
+        return _Found(path.parent.name, "seg", path)
+    match = _SEG_SUFFIX.search(stem)
+    if match:
+        return _Found(stem[: match.start()], "seg", path)
+    match = _IMAGE_SUFFIX.search(stem)
+    if match:
+        return _Found(stem[: match.start()], "image", path)
+    return _Found(stem, "plain", path)
+
+
+def _walk(root: Path) -> list[Path]:
+    """Files under ``root`` down to ``_MAX_DEPTH`` levels, hidden files and folders excluded, sorted."""
+    found: list[Path] = []
+    base_depth = len(root.parts)
+    for folder, dirs, files in os.walk(root):
+        depth = len(Path(folder).parts) - base_depth
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < _MAX_DEPTH else []
+        found.extend(Path(folder) / f for f in sorted(files) if not f.startswith("."))
+    return found
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    if pattern.count("{id}") != 1:
+        raise ConfigError(f"the file pattern {pattern!r} must contain {{id}} exactly once")
+    parts = [re.escape(p).replace(r"\*", "[^/]*").replace(r"\?", "[^/]") for p in pattern.split("{id}")]
+    return re.compile(f"{parts[0]}(?P<id>[^/]+?){parts[1]}")
+
+
+def find_label_files(folder: str | os.PathLike, pattern: str | None = None) -> dict[str, Path]:
+    """Label files under ``folder`` by case id.
+
+    Without ``pattern``: files named like a segmentation (``*_seg``, ``*-seg``, ``*.seg.nrrd``, ``*_label``,
+    ``*_pred``..., or ``seg.nii.gz`` named by its folder) are the labels; only if there are none, every other
+    image file is a label named by its stem (a folder of ``<ID>.nii.gz`` predictions). Files named like an MR
+    sequence (``_flair``, ``_t1ce``, ``-t2w``...) are never labels. With ``pattern`` (``{id}`` once, ``*`` and
+    ``?`` allowed; matched against the path relative to ``folder`` when it holds a ``/``, else the file name):
+    exactly the matching files.
+
+    Raises:
+        InputError: the folder does not exist, or two files give the same case id.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{root} is not a folder")
+    files = _walk(root)
+    chosen: list[_Found] = []
+    if pattern:
+        regex = _pattern_regex(pattern)
+        for path in files:
+            target = path.relative_to(root).as_posix() if "/" in pattern else path.name
+            match = regex.fullmatch(target)
+            if match:
+                chosen.append(_Found(match.group("id"), "seg", path))
+    else:
+        found = [f for f in (_classify(p) for p in files) if f is not None]
+        chosen = [f for f in found if f.kind == "seg"] or [f for f in found if f.kind == "plain"]
+    labels: dict[str, Path] = {}
+    for item in chosen:
+        if item.case_id in labels:
+            raise InputError(
+                f"two label files for case {item.case_id!r} in {root}: {labels[item.case_id].name} and "
+                f"{item.path.name}; remove one or give a file pattern"
+            )
+        labels[item.case_id] = item.path
+    return labels
+
+
+@dataclass
+class CaseFiles:
+    """A case folder's input images and its reference label."""
+
+    case_id: str
+    images: list[Path]
+    label: Path
+
+
+def find_cases(folder: str | os.PathLike) -> list[CaseFiles]:
+    """Cases under ``folder``: each reference label (named as in ``find_label_files``) with the image files of
+    the same case id (``<ID>_flair.nii.gz``, ``<ID>-t1c.nii.gz``...), sorted by id.
+
+    Raises:
+        InputError: no case with both a label and images.
+    """
+    root = Path(folder)
+    labels = find_label_files(root)
+    images: dict[str, list[Path]] = {}
+    for path in _walk(root):
+        found = _classify(path)
+        if found is not None and found.kind == "image":
+            images.setdefault(found.case_id, []).append(path)
+    cases = [CaseFiles(cid, sorted(images[cid]), labels[cid]) for cid in sorted(labels) if cid in images]
+    for cid in sorted(set(labels) - set(images)):
+        log.warning("case %s has a label but no images; skipped", cid)
+    if not cases:
+        raise InputError(f"no case in {root} has both images (<ID>_flair.nii.gz, ...) and a label (<ID>_seg.nii.gz)")
+    return cases
+
+
+def read_label(path: str | os.PathLike):
+    """A label map as (array (z, y, x), SimpleITK image holding the geometry).
+
+    Raises:
+        InputError: unreadable, not 3-D, or with more than one component.
+    """
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
+        raise InputError(f"cannot read label file {path}: {message}") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{path} is not a 3-D single-component label map ({image.GetDimension()}-D, "
+            f"{image.GetNumberOfComponentsPerPixel()} components)"
+        )
+    return sitk.GetArrayFromImage(image), image
+
+
+def _check_same_grid(pred, ref, pred_path: Path, ref_path: Path) -> None:
+    problems = []
+    if pred.GetSize() != ref.GetSize():
+        problems.append(f"size {pred.GetSize()} vs {ref.GetSize()}")
+    elif not np.allclose(pred.GetSpacing(), ref.GetSpacing(), rtol=1e-4, atol=1e-5):
+        problems.append(f"spacing {pred.GetSpacing()} vs {ref.GetSpacing()}")
+    elif not np.allclose(pred.GetOrigin(), ref.GetOrigin(), atol=_GEOMETRY_TOLERANCE_MM):
+        problems.append(f"origin {pred.GetOrigin()} vs {ref.GetOrigin()}")
+    elif not np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-4):
+        problems.append("direction")
+    if problems:
+        raise InputError(
+            f"prediction {pred_path.name} is not on the grid of reference {ref_path.name} ({problems[0]}); "
+            "resample it onto the reference first"
+        )
+
+
+def evaluate_pair(
+    pred_path: str | os.PathLike | None,
+    ref_path: str | os.PathLike,
+    pred_convention: str = "brats2023",
+    ref_convention: str = "brats2023",
+    empty_penalty: float = BRATS_HD95_PENALTY,
+) -> dict[str, RegionScore]:
+    """Scores of one prediction file against one reference file on the same grid.
+
+    ``pred_path=None`` scores an empty prediction (a missing case counted as BraTS does).
+    """
+    ref_array, ref_image = read_label(ref_path)
+    if pred_path is None:
+        pred_array = np.zeros_like(ref_array)
+    else:
+        pred_array, pred_image = read_label(pred_path)
+        _check_same_grid(pred_image, ref_image, Path(pred_path), Path(ref_path))
+    spacing = tuple(reversed(ref_image.GetSpacing()))
+    try:
+        return score_regions(pred_array, ref_array, spacing, pred_convention, ref_convention, empty_penalty)
+    except InputError as err:
+        which = pred_path if "prediction" in str(err) else ref_path
+        raise InputError(f"{Path(str(which)).name}: {err}") from None
+
+
+@dataclass
+class CaseResult:
+    """The scores of one case."""
+
+    case_id: str
+    scores: dict[str, RegionScore]
+    pred_path: Path | None = None
+    ref_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def evaluate_folders(
+    pred_dir: str | os.PathLike,
+    ref_dir: str | os.PathLike,
+    *,
+    pred_convention: str = "brats2023",
+    ref_convention: str = "brats2023",
+    pred_pattern: str | None = None,
+    ref_pattern: str | None = None,
+    missing: str = "error",
+    empty_penalty: float = BRATS_HD95_PENALTY,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[CaseResult]:
+    """Score every reference case that has a prediction, matched by case id.
+
+    Args:
+        pred_dir, ref_dir: folders of label maps (see ``find_label_files``).
+        pred_convention, ref_convention: label conventions (``brats2023``, ``brats2017``, ``brats2013``).
+        pred_pattern, ref_pattern: optional file patterns with ``{id}``.
+        missing: a reference without a prediction is an ``error``, scored as an ``empty`` prediction (BraTS
+            rule: Dice 0 and the HD95 penalty where the reference has the region), or ``skip``ped.
+        empty_penalty: HD95 in mm when exactly one side is empty.
+        progress, cancel: see ``glims.progress``.
+
+    Returns:
+        One result per scored case, sorted by case id.
+    """
+    if missing not in MISSING_POLICIES:
+        raise ConfigError(f"missing must be one of {MISSING_POLICIES}, not {missing!r}")
+    get_convention(pred_convention)
+    get_convention(ref_convention)
+    preds = find_label_files(pred_dir, pred_pattern)
+    refs = find_label_files(ref_dir, ref_pattern)
+    if not refs:
+        raise InputError(f"no reference label files found in {ref_dir}")
+    unmatched = sorted(set(preds) - set(refs))
+    if unmatched:
+        log.warning("%d predictions have no reference and are ignored: %s", len(unmatched), ", ".join(unmatched[:5]))
+    lacking = sorted(set(refs) - set(preds))
+    if lacking and missing == "error":
+        shown = ", ".join(lacking[:5]) + (" ..." if len(lacking) > 5 else "")
+        raise InputError(
+            f"{len(lacking)} of {len(refs)} reference cases have no prediction in {pred_dir} ({shown}); "
+            "pass --missing empty to score them as empty or --missing skip to leave them out"
+        )
+    case_ids = sorted(refs) if missing == "empty" else sorted(set(refs) & set(preds))
+    if not case_ids:
+        raise InputError(f"no case id is shared by the predictions in {pred_dir} and the references in {ref_dir}")
+    plan = StagePlan([("evaluate", 1.0)], progress)
+    results = []
+    for done, case_id in enumerate(case_ids):
+        if cancel is not None:
+            cancel.check()
+        pred_path = preds.get(case_id)
+        scores = evaluate_pair(pred_path, refs[case_id], pred_convention, ref_convention, empty_penalty)
+        notes = [] if pred_path is not None else ["no prediction: scored as empty"]
+        results.append(CaseResult(case_id, scores, pred_path, refs[case_id], notes))
+        plan.report("evaluate", done + 1, len(case_ids), case_id)
+    return results
+
+
+def segment_cases(
+    model_id: str,
+    cases: Sequence[CaseFiles],
+    out_dir: str | os.PathLike,
+    *,
+    device: str | None = None,
+    home: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Path]:
+    """Segment each case's images with a catalog model into ``<out_dir>/<ID>.nii.gz`` label maps.
+
+    The only place where evaluation calls the segmentation pipeline (``glims.pipeline.segment_files``); inputs
+    are matched to the model's inputs by file name there.
+
+    Args:
+        model_id: catalog reference (``ID`` or ``ID@VERSION``).
+        cases: from ``find_cases``.
+        out_dir: folder for the label maps (created).
+        device: inference device (default: the catalog entry's).
+        home: user folder holding the user catalog.
+
+    Returns:
+        ``{case_id: label map path}``.
+    """
+    from dataclasses import replace
+
+    from .inference import InferenceOptions
+    from .pipeline import resolve_model, segment_files
+
+    spec = resolve_model(model_id, home)
+    options = InferenceOptions(**spec.inference)
+    if device:
+        options = replace(options, device=device)
+    out = Path(out_dir)
+    plan = StagePlan([("segment", 1.0)], progress)
+    written: dict[str, Path] = {}
+    for done, case in enumerate(cases):
+        if cancel is not None:
+            cancel.check()
+        plan.report("segment", done, len(cases), f"segmenting {case.case_id}")
+        target = out / f"{case.case_id}.nii.gz"
+        segment_files(spec, case.images, None, labelmap=target, options=options, home=home, cancel=cancel)
+        written[case.case_id] = target
+        log.info("segmented %s -> %s", case.case_id, target)
+    plan.report("segment", len(cases), len(cases), "all cases segmented")
+    return written
+
+
+def evaluate_model(
+    model_id: str,
+    cases_dir: str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    *,
+    pred_convention: str = "brats2023",
+    ref_convention: str = "brats2023",
+    empty_penalty: float = BRATS_HD95_PENALTY,
+    device: str | None = None,
+    home: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[CaseResult]:
+    """Segment every case under ``cases_dir`` (see ``find_cases``) with ``model_id``, writing the label maps to
+    ``pred_dir``, and score each against the case's reference label."""
+    get_convention(pred_convention)
+    get_convention(ref_convention)
+    cases = find_cases(cases_dir)
+    plan = StagePlan([("segment", 0.95), ("evaluate", 0.05)], progress)
+
+    def segment_progress(event) -> None:
+        plan.report("segment", event.done, event.total, event.message)
+
+    predictions = segment_cases(
+        model_id, cases, pred_dir, device=device, home=home, progress=segment_progress, cancel=cancel
+    )
+    results = []
+    for done, case in enumerate(cases):
+        scores = evaluate_pair(predictions[case.case_id], case.label, pred_convention, ref_convention, empty_penalty)
+        results.append(CaseResult(case.case_id, scores, predictions[case.case_id], case.label))
+        plan.report("evaluate", done + 1, len(cases), case.case_id)
+    return results
+
+
+def summarize(results: Sequence[CaseResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{metric: {region: {mean, median, std, min, max, n}}}`` for metric ``dice`` and ``hd95`` (mm).
+
+    ``std`` is the population standard deviation (ddof 0). HD95 statistics include the empty-region penalties.
+    """
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for metric in ("dice", "hd95"):
+        summary[metric] = {}
+        for region in REGIONS:
+            values = np.array([getattr(r.scores[region], metric) for r in results], dtype=np.float64)
+            if values.size == 0:
+                continue
+            summary[metric][region] = {
+                "mean": float(values.mean()),
+                "median": float(np.median(values)),
+                "std": float(values.std()),
+                "min": float(values.min()),
+                "max": float(values.max()),
+                "n": int(values.size),
+            }
+    return summary
+
+
+def format_summary(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """A fixed-width table of the summary, one row per region."""
+    lines = [
+        f"{'region':<7}{'Dice mean':>10}{'median':>9}{'std':>8}   {'HD95 mean':>10}{'median':>9}{'std':>9}  (mm)"
+    ]
+    for region in REGIONS:
+        d, h = summary["dice"].get(region), summary["hd95"].get(region)
+        if d is None or h is None:
+            continue
+        lines.append(
+            f"{region:<7}{d['mean']:>10.4f}{d['median']:>9.4f}{d['std']:>8.4f}   "
+            f"{h['mean']:>10.2f}{h['median']:>9.2f}{h['std']:>9.2f}"
+        )
+    count = next(iter(summary["dice"].values()), {}).get("n", 0)
+    lines.append(f"{int(count)} cases; HD95 of a region present on one side only = penalty")
+    return "\n".join(lines)
+
+
+def _csv_columns() -> list[str]:
+    columns = ["case_id"]
+    columns += [f"dice_{r}" for r in REGIONS] + [f"hd95_{r}" for r in REGIONS]
+    columns += [f"ref_voxels_{r}" for r in REGIONS] + [f"pred_voxels_{r}" for r in REGIONS]
+    return columns + ["prediction", "reference", "notes"]
+
+
+def write_csv(results: Sequence[CaseResult], path: str | os.PathLike) -> Path:
+    """Write one row per case (Dice, HD95 in mm and voxel counts per region), atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_csv_columns())
+    for result in results:
+        s = result.scores
+        writer.writerow(
+            [result.case_id]
+            + [f"{s[r].dice:.6f}" for r in REGIONS]
+            + [f"{s[r].hd95:.4f}" for r in REGIONS]
+            + [s[r].ref_voxels for r in REGIONS]
+            + [s[r].pred_voxels for r in REGIONS]
+            + [str(result.pred_path or ""), str(result.ref_path or ""), "; ".join(result.notes)]
+        )
+    target = Path(path)
+    with atomic_write(target, "w") as handle:
+        handle.write(buffer.getvalue())
+    return target

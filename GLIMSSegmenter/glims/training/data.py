@@ -1,0 +1,259 @@
+"""Training cases: finding them on disk, loading them exactly as inference prepares its input, and sampling patches.
+
+A *case folder* holds one image per model input and one label map. Images are assigned to inputs by the
+catalog preset's name patterns (the same rules ``glims segment`` uses), so BraTS 2021 names (``_flair``,
+``_t1ce``, ``_t1``, ``_t2``), BraTS 2023 names (``-t2f``, ``-t1c``, ``-t1n``, ``-t2w``) and BraTS-Toolkit names
+(``_fla_``, ``_t1c_``...) all work. The label is the file whose name says ``seg``, ``label``, ``gt``, ``truth`` or
+``silver``; when there are several, a plain ``..._seg`` (a reference label) wins over predictions and silver
+fusions, then the alphabetically first.
+
+Which BraTS label convention a case uses (see ``labels``) is taken, in this order, from the caller, from a
+``dataset.json`` beside the case folders (written by ``glims synth``), from BraTS 2023 file names (ET = 3), and
+finally from the label values themselves.
+
+Loading runs ``glims.preprocessing.prepare_case`` (orientation, spacing, foreground crop, per-channel z-score), so a
+network sees in training what it sees in ``glims segment``. Region masks are resampled onto that grid by linear
+interpolation of each binary mask and a 0.5 threshold (a voxel belongs to a region when at least half of it does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..catalog import InputSpec, match_inputs
+from ..errors import InputError
+from ..preprocessing import prepare_case, to_xyz
+from .labels import REGIONS, detect_convention, regions_from_labels
+
+__all__ = ["CaseFiles", "LoadedCase", "InputMatcher", "discover_cases", "load_case", "sample_patch", "split_cases"]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_LABEL_WORDS = re.compile(r"(^|[-_.])(seg|label|labels|gt|truth|silver)([-_.]|$)|silver", re.IGNORECASE)
+_PREDICTED = re.compile(r"pred|silver|fusion", re.IGNORECASE)
+_BRATS2023_NAMES = re.compile(r"-(t2f|t1c|t1n|t2w)\.", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class InputMatcher:
+    """The part of a catalog entry that assigns files to model inputs (``inputs`` and ``match_priority``)."""
+
+    inputs: tuple[InputSpec, ...]
+    match_priority: tuple[str, ...]
+
+    @classmethod
+    def from_preset(cls, preset: Mapping) -> InputMatcher:
+        inputs = tuple(InputSpec(i["key"], i["title"], tuple(i["patterns"])) for i in preset["inputs"])
+        return cls(inputs, tuple(preset.get("match_priority", [i.key for i in inputs])))
+
+
+@dataclass(frozen=True)
+class CaseFiles:
+    """The files of one case."""
+
+    case_id: str
+    images: tuple[Path, ...]
+    """One file per model input, in the model's input order."""
+    label: Path
+    convention: str
+    """``brats2023``, ``brats2017``, ``brats2013`` or ``auto`` (decided from the values when loaded)."""
+    label_quality: str
+    """``exact`` (synthetic), ``silver`` (algorithm output or fusion) or ``reference`` (as given)."""
+
+    def to_dict(self) -> dict:
+        return {"id": self.case_id, "images": [str(p) for p in self.images], "label": str(self.label),
+                "convention": self.convention, "label_quality": self.label_quality}
+
+
+@dataclass
+class LoadedCase:
+    """A case on the processing grid, cropped to the foreground as inference crops it."""
+
+    case_id: str
+    image: np.ndarray
+    """(C, X, Y, Z) float32, normalised."""
+    target: np.ndarray
+    """(3, X, Y, Z) uint8 masks of TC, WT, ET."""
+    files: CaseFiles
+    convention: str
+    """The convention actually applied."""
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in IMAGE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _dataset_convention(folder: Path) -> tuple[str | None, bool]:
+    """(convention, synthetic) stated by a ``dataset.json`` in ``folder`` (glims synth writes one)."""
+    manifest = folder / "dataset.json"
+    if not manifest.is_file():
+        return None, False
+    try:
+        info = json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, False
+    text = str(info.get("label_convention", ""))
+    convention = "brats2023" if "2023" in text else "brats2017" if "2017" in text or "2021" in text else None
+    return convention, info.get("generator") == "glims.synth"
+
+
+def _case_in_folder(folder: Path, matcher: InputMatcher, convention: str) -> CaseFiles | None:
+    files = sorted(p for p in folder.iterdir() if _is_image(p))
+    if not files:
+        return None
+    labels = [p for p in files if _LABEL_WORDS.search(_stem(p))]
+    images = [p for p in files if p not in labels]
+    assigned = match_inputs(matcher, [str(p) for p in images])  # type: ignore[arg-type]
+    missing = [i.title.split(" (")[0] for i in matcher.inputs if i.key not in assigned]
+    if missing:
+        raise InputError(f"case {folder}: no image found for {', '.join(missing)}")
+    if not labels:
+        raise InputError(f"case {folder}: no label map (a file named *seg*, *label*, *gt* or *silver*)")
+    labels.sort(key=lambda p: (bool(_PREDICTED.search(_stem(p))), p.name))
+    if len(labels) > 1:
+        logger.info("case %s: using label %s (also present: %s)", folder.name, labels[0].name,
+                    ", ".join(p.name for p in labels[1:]))
+    stated, synthetic = _dataset_convention(folder.parent)
+    if convention == "auto":
+        if stated:
+            convention = stated
+        elif any(_BRATS2023_NAMES.search(p.name) for p in images):
+            convention = "brats2023"
+    quality = "exact" if synthetic else "silver" if _PREDICTED.search(_stem(labels[0])) else "reference"
+    return CaseFiles(
+        case_id=folder.name,
+        images=tuple(Path(assigned[i.key]) for i in matcher.inputs),
+        label=labels[0],
+        convention=convention,
+        label_quality=quality,
+    )
+
+
+def discover_cases(
+    roots: Sequence[str | Path], matcher: InputMatcher, convention: str = "auto"
+) -> list[CaseFiles]:
+    """Cases under each root: the root itself if it holds images, else each of its sub-folders that does.
+
+    Args:
+        roots: case folders or folders of case folders.
+        matcher: how files are assigned to model inputs.
+        convention: label convention for all cases, or ``auto`` (see module docstring).
+
+    Raises:
+        InputError: a root does not exist or holds no case; a case lacks an input or its label.
+    """
+    cases: list[CaseFiles] = []
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise InputError(f"case folder not found: {root}")
+        direct = _case_in_folder(root, matcher, convention)
+        if direct is not None:
+            cases.append(direct)
+            continue
+        found = [c for c in (_case_in_folder(sub, matcher, convention) for sub in sorted(root.iterdir())
+                             if sub.is_dir()) if c is not None]
+        if not found:
+            raise InputError(f"no cases found in {root} (expected image files, or folders of them)")
+        cases.extend(found)
+    ids = [c.case_id for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise InputError(f"case ids occur twice: {', '.join(duplicates[:5])}")
+    return cases
+
+
+def _region_masks_on(label: sitk.Image, grid: sitk.Image, convention: str, name: str) -> tuple[np.ndarray, str]:
+    values = sitk.GetArrayViewFromImage(label)
+    if convention == "auto":
+        convention = detect_convention(np.asarray(values))
+    regions_zyx = regions_from_labels(np.asarray(values), convention, name)
+    out = np.empty((len(REGIONS), *grid.GetSize()), dtype=np.uint8)
+    for index in range(len(REGIONS)):
+        mask = sitk.GetImageFromArray(regions_zyx[index].astype(np.float32))
+        mask.CopyInformation(label)
+        resampled = sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        out[index] = to_xyz(resampled) >= 0.5
+    return out, convention
+
+
+def load_case(files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int],
+              titles: Sequence[str] | None = None) -> LoadedCase:
+    """Read and prepare a case (see module docstring).
+
+    Raises:
+        InputError: unreadable images or label, label values outside the convention, label grid far from the
+            images'.
+    """
+    names = [f"{t} ({p.name})" for t, p in zip(titles or [p.name for p in files.images], files.images)]
+    prepared = prepare_case(files.images, names, preprocessing, roi_size)
+    try:
+        label = sitk.ReadImage(str(files.label))
+    except RuntimeError as err:
+        raise InputError(f"{files.label.name}: cannot read the label map ({str(err).strip()[:160]})") from None
+    if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{files.label.name}: a label map must be a single-channel 3D image")
+    reference = prepared.reference
+    if not np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1.0) or label.GetSize() != reference.GetSize():
+        logger.warning("case %s: label grid differs from the first image's; resampling it in physical space",
+                       files.case_id)
+    regions, convention = _region_masks_on(label, prepared.processing, files.convention, files.label.name)
+    target = np.ascontiguousarray(regions[(slice(None), *prepared.box)])
+    return LoadedCase(files.case_id, prepared.array, target, files, convention)
+
+
+def split_cases(cases: Sequence[CaseFiles], val_fraction: float, seed: int) -> tuple[list[CaseFiles], list[CaseFiles]]:
+    """Seeded split into (training, validation); at least one case each when there are two or more.
+
+    With a single case it is used for both (a smoke run, reported as such by the trainer).
+    """
+    if not cases:
+        raise InputError("no training cases")
+    if len(cases) == 1:
+        return list(cases), list(cases)
+    order = np.random.default_rng([seed, 7919]).permutation(len(cases))
+    n_val = min(len(cases) - 1, max(1, int(round(val_fraction * len(cases))))) if val_fraction > 0 else 0
+    val = [cases[i] for i in sorted(order[:n_val])]
+    train = [cases[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def sample_patch(
+    case: LoadedCase, size: Sequence[int], rng: np.random.Generator, tumour_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random window of ``size`` voxels from a case: (C, *size) float32 image and (3, *size) uint8 target.
+
+    With probability ``tumour_fraction`` the window is centred on a random whole-tumour voxel (when the case has
+    one), else placed uniformly. Cases smaller than the window are zero-padded (like inference pads them).
+    """
+    shape = case.image.shape[1:]
+    pad = [(0, 0)] + [(0, max(0, s - n)) for s, n in zip(size, shape)]
+    image, target = case.image, case.target
+    if any(p[1] for p in pad[1:]):
+        image, target = np.pad(image, pad), np.pad(target, pad)
+        shape = image.shape[1:]
+    wt = case.target[REGIONS.index("WT")]
+    if rng.random() < tumour_fraction and wt.any():
+        voxels = np.flatnonzero(wt)
+        centre = np.unravel_index(voxels[rng.integers(len(voxels))], wt.shape)
+        start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, size, shape)]
+    else:
+        start = [int(rng.integers(0, n - s + 1)) for s, n in zip(size, shape)]
+    box = tuple(slice(b, b + s) for b, s in zip(start, size))
+    return np.ascontiguousarray(image[(slice(None), *box)]), np.ascontiguousarray(target[(slice(None), *box)])

@@ -1,0 +1,423 @@
+"""A seeded, resumable GLIMS trainer: the authors' recipe scaled to the hardware at hand.
+
+One *epoch* is ``steps_per_epoch`` optimiser steps (default: one pass over the training cases at the batch size),
+each on a batch of random windows (``data.sample_patch``) augmented by ``augment.augment_patch``. The loss is the
+deep-supervised Dice + cross-entropy of ``loss``; the optimiser AdamW (lr 1e-3, weight decay 1e-5 by default)
+with a cosine learning rate that falls from ``lr`` to ``min_lr`` over the planned steps. With a ``minutes``
+budget and no ``epochs``, the plan is made after the first epoch from its duration, so the schedule ends when the
+budget does. After each epoch (every ``val_every``) the model is validated exactly as ``glims segment`` runs it
+(``glims.inference.predict_logits`` sliding windows on the whole prepared case, the preset's sigmoid thresholds),
+and Dice per region is logged.
+
+Reproducibility: the random draws of epoch ``e`` come from generators seeded by ``(seed, e)`` (numpy for data and
+augmentation, torch for initialisation), so a run resumed at an epoch boundary continues exactly as an
+uninterrupted run would (on the same hardware and thread count). Cancelling (token or SIGINT/SIGTERM in the CLI)
+stops between steps; the last completed epoch stays resumable.
+
+Outputs in ``out_dir``: ``best.safetensors``/``.json`` (best validation mean Dice; our checkpoint format, with the
+training summary in the JSON), ``state.pt`` + ``last-eNNNN.*`` (resume), ``log.jsonl``, ``log.csv``,
+``curves.png``, ``config.json`` and ``split.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..catalog import load_presets
+from ..checkpoint import atomic_write, load_checkpoint, load_into_model, save_checkpoint
+from ..errors import ConfigError
+from ..inference import InferenceOptions, predict_logits, resolve_device
+from ..metrics import dice
+from ..network import GLIMS
+from ..postprocessing import activate
+from ..progress import CancelToken, ProgressCallback, StagePlan
+from .augment import AugmentConfig, augment_patch
+from .data import CaseFiles, InputMatcher, LoadedCase, discover_cases, load_case, sample_patch, split_cases
+from .history import write_history
+from .labels import REGIONS
+from .loss import deep_supervision_loss
+from .state import STATE_FILE, load_state, save_state
+
+__all__ = ["TrainConfig", "TrainResult", "train", "cosine_lr"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARCHITECTURE = {"feature_size": 12, "img_size": [32, 32, 32], "depths": [2, 2, 2, 2],
+                        "num_heads": [3, 6, 12, 24], "window": 7}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json``; a resumed run reuses the saved one)."""
+
+    out_dir: str
+    cases: tuple[str, ...]
+    """Case folders or folders of case folders (see ``data.discover_cases``)."""
+    val_cases: tuple[str, ...] = ()
+    """Explicit validation cases; when given, ``val_fraction`` is not used."""
+    preset: str = "brats"
+    architecture: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
+    spacing: tuple[float, float, float] | None = None
+    """Processing voxel size in mm (overrides the preset's; the model's catalog entry must say the same)."""
+    label_convention: str = "auto"
+    epochs: int | None = None
+    minutes: float | None = None
+    steps_per_epoch: int | None = None
+    batch_size: int = 2
+    lr: float = 1e-3
+    min_lr: float = 0.0
+    weight_decay: float = 1e-5
+    ce: str = "bce"
+    tumour_fraction: float = 0.5
+    augment: bool = True
+    val_fraction: float = 0.2
+    val_every: int = 1
+    val_overlap: float = 0.25
+    early_stop_patience: int | None = None
+    """Stop after this many validations without a better mean Dice (None: never)."""
+    init_weights: str | None = None
+    """Start from these weights (any format ``glims.checkpoint`` reads); their architecture wins."""
+    seed: int = 25
+    device: str = "auto"
+    threads: int | None = None
+    save_dtype: str = "fp32"
+    """Dtype of ``best.safetensors``: ``fp32`` or ``fp16``."""
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.minutes is None:
+            raise ConfigError("give a budget: --epochs N and/or --minutes M")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"minutes must be positive, not {self.minutes}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        if self.batch_size < 1 or (self.steps_per_epoch is not None and self.steps_per_epoch < 1):
+            raise ConfigError("batch size and steps per epoch must be at least 1")
+        if self.save_dtype not in ("fp32", "fp16"):
+            raise ConfigError(f"save_dtype must be fp32 or fp16, not {self.save_dtype!r}")
+        if not 0 <= self.tumour_fraction <= 1:
+            raise ConfigError(f"tumour_fraction must be in [0, 1], not {self.tumour_fraction}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["architecture"] = dict(self.architecture)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = set(cls.__dataclass_fields__)
+        values = {k: v for k, v in data.items() if k in known}
+        for key in ("cases", "val_cases"):
+            values[key] = tuple(values.get(key, ()))
+        if values.get("spacing") is not None:
+            values["spacing"] = tuple(values["spacing"])
+        return cls(**values)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_checkpoint: Path | None
+    best_metric: float | None
+    best_epoch: int | None
+    epochs_done: int
+    steps_done: int
+    elapsed_s: float
+    history: list[dict[str, Any]]
+    stopped_because: str
+
+
+def cosine_lr(step: int, total_steps: int | None, lr: float, min_lr: float) -> float:
+    """Cosine annealing from ``lr`` (step 0) to ``min_lr`` (step ``total_steps``); ``lr`` while the plan is unknown."""
+    if not total_steps:
+        return lr
+    progress = min(1.0, step / total_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def _preprocessing(config: TrainConfig) -> tuple[dict, dict]:
+    presets = load_presets()
+    if config.preset not in presets:
+        raise ConfigError(f"unknown preset {config.preset!r}; choose from {', '.join(presets)}")
+    preset = presets[config.preset]
+    if preset["output"].get("activation") != "sigmoid" or not preset.get("regions"):
+        raise ConfigError(f"training is implemented for sigmoid region models (brats); not for {config.preset}")
+    preprocessing = dict(preset["preprocessing"])
+    if config.spacing is not None:
+        preprocessing["spacing"] = list(config.spacing)
+    return preset, preprocessing
+
+
+def _build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[GLIMS, dict]:
+    if config.init_weights:
+        loaded = load_checkpoint(config.init_weights)
+        architecture = dict(loaded.metadata.get("architecture") or {})
+        if not architecture:
+            from ..checkpoint import infer_architecture
+
+            architecture = infer_architecture(loaded.state_dict)
+        net = GLIMS(**{k: v for k, v in architecture.items() if k != "name"})
+        load_into_model(net, loaded.state_dict)
+    else:
+        arch = {k: v for k, v in config.architecture.items() if k != "name"}
+        arch.setdefault("in_channels", in_channels)
+        arch.setdefault("out_channels", out_channels)
+        try:
+            net = GLIMS(**arch)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"invalid architecture: {err}") from None
+    if net.config.in_channels != in_channels or net.config.out_channels != out_channels:
+        raise ConfigError(f"the network takes {net.config.in_channels} inputs and gives {net.config.out_channels} "
+                          f"outputs; the preset needs {in_channels} and {out_channels}")
+    return net, {"name": "GLIMS", **net.config.to_dict()}
+
+
+def _validate(net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: TrainConfig,
+              cancel: CancelToken | None) -> dict[str, Any]:
+    output = preset["output"]
+    channels = list(output["channels"])
+    thresholds = output.get("thresholds", {})
+    options = InferenceOptions(device=config.device, overlap=config.val_overlap, sw_batch_size=2)
+    per_region: dict[str, list[float]] = {r: [] for r in REGIONS}
+    per_case = {}
+    net.eval()
+    for case in cases:
+        logits, _ = predict_logits([net], case.image, net.img_size, options, cancel=cancel)
+        probs = activate(logits, "sigmoid")
+        scores = {}
+        for region in REGIONS:
+            index = channels.index(region)
+            predicted = probs[index] > float(thresholds.get(region, 0.5))
+            scores[region] = dice(predicted, case.target[REGIONS.index(region)].astype(bool))
+            per_region[region].append(scores[region])
+        per_case[case.case_id] = {k: round(v, 4) for k, v in scores.items()}
+    net.train()
+    means = {region: float(np.mean(values)) for region, values in per_region.items()}
+    return {"dice": means, "mean": float(np.mean(list(means.values()))), "cases": per_case}
+
+
+def _batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rng: np.random.Generator,
+           config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    images, targets = [], []
+    augment = AugmentConfig() if config.augment else AugmentConfig.none()
+    for _ in range(batch_size):
+        case = cases[int(rng.integers(len(cases)))]
+        image, target = sample_patch(case, size, rng, config.tumour_fraction)
+        image, target = augment_patch(image, target, rng, augment)
+        images.append(image)
+        targets.append(target)
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
+
+
+def _torch_seed(seed: int, epoch: int, purpose: int = 1) -> int:
+    """Torch seed for an epoch's draws (purpose 1) or for the initial weights (purpose 0)."""
+    return int(np.random.SeedSequence([seed, epoch, purpose]).generate_state(1, dtype=np.uint32)[0])
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+
+
+def _load_cases(files: Sequence[CaseFiles], preprocessing: Mapping, roi: Sequence[int], titles: Sequence[str],
+                plan: StagePlan, offset: int, total: int, cancel: CancelToken | None) -> list[LoadedCase]:
+    loaded = []
+    for index, case in enumerate(files):
+        if cancel is not None:
+            cancel.check()
+        loaded.append(load_case(case, preprocessing, roi, titles))
+        plan.report("load", offset + index + 1, total, f"loaded {case.case_id}")
+    return loaded
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> TrainResult:
+    """Train (or resume training) a GLIMS model; see the module docstring.
+
+    Args:
+        config: the run's configuration; with ``resume`` the configuration saved in ``config.out_dir`` is used
+            (budgets ``epochs``/``minutes`` and ``device``/``threads`` of ``config`` replace the saved ones).
+        resume: continue from ``out_dir/state.pt``.
+        progress: receives ``load`` and ``train`` stage events; training events carry ``data`` with ``epoch``,
+            ``step``, ``loss``, ``lr`` and, after validation, ``val_dice`` per region and ``eta_s``.
+        cancel: checked between steps and between validation windows.
+
+    Raises:
+        ConfigError, InputError, CheckpointError, DeviceError, Cancelled.
+    """
+    run_dir = Path(config.out_dir)
+    state: dict[str, Any] | None = None
+    resumed_weights = None
+    if resume:
+        state, resumed_weights = load_state(run_dir)
+        saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        config = replace(saved, epochs=config.epochs or saved.epochs, minutes=config.minutes,
+                         device=config.device, threads=config.threads, out_dir=str(run_dir))
+    elif (run_dir / STATE_FILE).exists():
+        raise ConfigError(f"{run_dir} already holds a training run; use --resume or another --out folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    device = resolve_device(config.device)
+    preset, preprocessing = _preprocessing(config)
+    matcher = InputMatcher.from_preset(preset)
+    titles = [i.title.split(" (")[0] for i in matcher.inputs]
+
+    all_cases = discover_cases(config.cases, matcher, config.label_convention)
+    if config.val_cases:
+        train_files = all_cases
+        val_files = discover_cases(config.val_cases, matcher, config.label_convention)
+    else:
+        train_files, val_files = split_cases(all_cases, config.val_fraction, config.seed)
+    if state is not None and state.get("split", {}).get("train") != [c.case_id for c in train_files]:
+        raise ConfigError("the cases found now differ from those of the interrupted run; cannot resume exactly")
+
+    torch.manual_seed(_torch_seed(config.seed, 0, purpose=0))
+    net, architecture = _build_model(config, len(matcher.inputs), len(preset["output"]["channels"]))
+    roi = list(net.img_size)
+    plan = StagePlan([("load", 1.0), ("train", 20.0)], progress)
+    total_load = len(train_files) + len(val_files)
+    train_cases = _load_cases(train_files, preprocessing, roi, titles, plan, 0, total_load, cancel)
+    same = [c.case_id for c in val_files] == [c.case_id for c in train_files]
+    val_cases = train_cases if same else _load_cases(val_files, preprocessing, roi, titles, plan,
+                                                     len(train_files), total_load, cancel)
+    if same:
+        logger.warning("only one case: validating on the training case (a smoke run, not a measurement)")
+
+    net.to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(train_cases) / config.batch_size))
+    history: list[dict[str, Any]] = []
+    epoch, step, elapsed_before = 0, 0, 0.0
+    planned_epochs = config.epochs
+    best_metric, best_epoch, stale = None, None, 0
+    if state is not None:
+        load_into_model(net, resumed_weights)
+        optimizer.load_state_dict(state["optimizer"])
+        epoch, step = int(state["epoch"]), int(state["step"])
+        history = list(state["history"])
+        planned_epochs = state.get("planned_epochs") or config.epochs
+        if config.epochs and not config.minutes:
+            planned_epochs = config.epochs
+        best_metric, best_epoch = state.get("best_metric"), state.get("best_epoch")
+        stale = int(state.get("stale", 0))
+        elapsed_before = float(state.get("elapsed_s", 0.0))
+        torch.set_rng_state(state["torch_rng"])
+        logger.info("resuming %s at epoch %d (step %d)", run_dir, epoch, step)
+    else:
+        _write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
+        _write_json(run_dir / "split.json", {"train": [c.to_dict() for c in train_files],
+                                             "validation": [c.to_dict() for c in val_files]})
+
+    budget_s = config.minutes * 60.0 if config.minutes else None
+    started = time.perf_counter()
+    stopped = "epochs"
+    net.train()
+    while True:
+        if planned_epochs is not None and epoch >= planned_epochs:
+            stopped = "epochs"
+            break
+        epoch_start = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])
+        torch.manual_seed(_torch_seed(config.seed, epoch))
+        losses = []
+        out_of_time = False
+        for index in range(steps_per_epoch):
+            if cancel is not None:
+                cancel.check()
+            total_steps = planned_epochs * steps_per_epoch if planned_epochs else None
+            lr = cosine_lr(step, total_steps, config.lr, config.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, targets = _batch(train_cases, roi, config.batch_size, rng, config)
+            outputs = net(images.to(device))
+            loss = deep_supervision_loss(outputs, targets.to(device), config.ce)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            plan.report("train", step, total_steps or step + 1, f"epoch {epoch + 1} step {index + 1}/"
+                        f"{steps_per_epoch} loss {losses[-1]:.4f}", epoch=epoch + 1, step=step,
+                        loss=round(losses[-1], 5), lr=lr)
+            if budget_s is not None and time.perf_counter() - started > budget_s:
+                out_of_time = True
+                break
+        epoch += 1
+        row: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 5),
+                               "lr": lr, "steps": len(losses)}
+        if epoch % config.val_every == 0 or out_of_time or epoch == planned_epochs:
+            result = _validate(net, val_cases, preset, config, cancel)
+            row.update({f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()})
+            row["val_dice_mean"] = round(result["mean"], 4)
+            row["val_cases"] = result["cases"]
+            if best_metric is None or result["mean"] > best_metric:
+                best_metric, best_epoch, stale = result["mean"], epoch, 0
+                _save_best(run_dir, net, architecture, config, row, train_files, val_files)
+            else:
+                stale += 1
+        epoch_s = time.perf_counter() - epoch_start
+        row["epoch_s"] = round(epoch_s, 1)
+        row["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 1)
+        row["steps_per_s"] = round(len(losses) / epoch_s, 4)
+        history.append(row)
+        if planned_epochs is None and budget_s is not None:
+            planned_epochs = max(epoch, int(budget_s // max(epoch_s, 1e-6)))
+            logger.info("budget of %.1f min: planning %d epochs of %.0f s", config.minutes, planned_epochs, epoch_s)
+        save_state(run_dir, net, architecture, {
+            "epoch": epoch, "step": step, "planned_epochs": planned_epochs, "optimizer": optimizer.state_dict(),
+            "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,
+                          "total_steps": (planned_epochs or 0) * steps_per_epoch},
+            "best_metric": best_metric, "best_epoch": best_epoch, "stale": stale, "history": history,
+            "torch_rng": torch.get_rng_state(), "elapsed_s": row["elapsed_s"],
+            "split": {"train": [c.case_id for c in train_files], "validation": [c.case_id for c in val_files]},
+        })
+        write_history(run_dir, history)
+        remaining = ((planned_epochs or epoch) - epoch) * epoch_s
+        plan.report("train", step, (planned_epochs or epoch) * steps_per_epoch,
+                    f"epoch {epoch} done: loss {row['train_loss']:.4f}"
+                    + (f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""),
+                    epoch=epoch, step=step, loss=row["train_loss"], eta_s=round(remaining, 1),
+                    **({"val_dice": {r: row[f'val_dice_{r}'] for r in REGIONS}} if "val_dice_mean" in row else {}))
+        if out_of_time:
+            stopped = "time budget"
+            break
+        if config.early_stop_patience is not None and stale >= config.early_stop_patience:
+            stopped = "early stopping"
+            break
+    best = run_dir / "best.json"
+    return TrainResult(run_dir, best if best.is_file() else None, best_metric, best_epoch, epoch, step,
+                       elapsed_before + time.perf_counter() - started, history, stopped)
+
+
+def _save_best(run_dir: Path, net: GLIMS, architecture: Mapping, config: TrainConfig, row: Mapping,
+               train_files: Sequence[CaseFiles], val_files: Sequence[CaseFiles]) -> None:
+    summary = {
+        "training": {
+            "epoch": row["epoch"], "step": row["step"], "train_loss": row["train_loss"],
+            "val_dice": {r: row[f"val_dice_{r}"] for r in REGIONS}, "val_dice_mean": row["val_dice_mean"],
+            "preset": config.preset, "spacing": list(config.spacing) if config.spacing else None,
+            "train_cases": [c.case_id for c in train_files], "val_cases": [c.case_id for c in val_files],
+            "seed": config.seed,
+        },
+    }
+    dtype = torch.float16 if config.save_dtype == "fp16" else None
+    save_checkpoint(run_dir / "best", net.state_dict(), architecture, extra=summary, dtype=dtype)

@@ -1,0 +1,258 @@
+"""Training: label conventions, case discovery, augmentation, the loss decreasing, one short CLI run with its log,
+exact resume after an interruption, the resume state loaded weights-only, and the bundled default model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from glims.catalog import load_catalog, load_presets
+from glims.checkpoint import load_checkpoint, sha256_file
+from glims.cli import main
+from glims.errors import Cancelled, CheckpointError, InputError
+from glims.network import GLIMS
+from glims.progress import CancelToken, parse_protocol_line
+from glims.synth import generate_case, write_case
+from glims.training.augment import AugmentConfig, augment_patch
+from glims.training.data import InputMatcher, discover_cases, load_case, sample_patch
+from glims.training.labels import detect_convention, regions_from_labels
+from glims.training.loss import deep_supervision_loss
+from glims.training.state import load_state
+from glims.training.trainer import TrainConfig, cosine_lr, train
+
+TINY = {"feature_size": 6, "img_size": [32, 32, 32], "num_heads": [1, 2, 2, 4], "depths": [2, 2, 2, 2]}
+PRESET = load_presets()["brats"]
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    """Three small synthetic cases (40^3 voxels of 4 mm) in BraTS 2021 naming, as ``glims synth`` writes them."""
+    root = tmp_path_factory.mktemp("synth")
+    for index in range(3):
+        write_case(generate_case(100 + index, (40, 40, 40), 4.0), root, f"SYN-{index}")
+    (root / "dataset.json").write_text(json.dumps({"generator": "glims.synth",
+                                                   "label_convention": "BraTS 2023 (1 NCR, 2 ED, 3 ET)"}))
+    return root
+
+
+# ------------------------------------------------------------------------------------------- label conventions
+
+
+def test_label_conventions_give_exact_regions():
+    tc, wt, et = 0, 1, 2
+    brats2023 = np.array([[[0, 1, 2, 3]]])
+    regions = regions_from_labels(brats2023, "brats2023")
+    assert regions.shape == (3, 1, 1, 4) and regions.dtype == np.uint8
+    assert regions[tc].ravel().tolist() == [0, 1, 0, 1]
+    assert regions[wt].ravel().tolist() == [0, 1, 1, 1]
+    assert regions[et].ravel().tolist() == [0, 0, 0, 1]
+    brats2017 = np.array([[[0, 1, 2, 4]]])
+    regions = regions_from_labels(brats2017, "brats2017")
+    assert regions[tc].ravel().tolist() == [0, 1, 0, 1]
+    assert regions[wt].ravel().tolist() == [0, 1, 1, 1]
+    assert regions[et].ravel().tolist() == [0, 0, 0, 1]
+    brats2013 = np.array([[[0, 1, 2, 3, 4]]])  # 3 = non-enhancing tumour: core, not enhancing
+    regions = regions_from_labels(brats2013, "brats2013")
+    assert regions[tc].ravel().tolist() == [0, 1, 0, 1, 1]
+    assert regions[wt].ravel().tolist() == [0, 1, 1, 1, 1]
+    assert regions[et].ravel().tolist() == [0, 0, 0, 0, 1]
+
+
+def test_label_convention_detection_and_refusal():
+    assert detect_convention(np.array([0, 1, 2, 3])) == "brats2023"
+    assert detect_convention(np.array([0, 1, 2, 4])) == "brats2017"
+    assert detect_convention(np.array([0, 1, 2, 3, 4])) == "brats2013"
+    assert regions_from_labels(np.array([0, 2, 4]), "auto")[2].tolist() == [0, 0, 1]
+    with pytest.raises(InputError, match="brats2023"):
+        regions_from_labels(np.array([0, 1, 4]), "brats2023")
+    with pytest.raises(InputError):
+        regions_from_labels(np.array([0, 5]), "auto")
+
+
+# ----------------------------------------------------------------------------------------------- data, augment
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+
+
+def test_discovery_understands_brats_2021_and_2023_names(tmp_path):
+    image = np.random.default_rng(0).integers(1, 100, (8, 8, 8)).astype(np.int16)
+    label = np.zeros((8, 8, 8), np.uint8)
+    old = tmp_path / "old" / "BraTS2021_00001"
+    new = tmp_path / "new" / "BraTS-GLI-00002-000"
+    old.mkdir(parents=True)
+    new.mkdir(parents=True)
+    for suffix in ("flair", "t1ce", "t1", "t2"):
+        _write(old / f"BraTS2021_00001_{suffix}.nii.gz", image)
+    _write(old / "BraTS2021_00001_seg.nii.gz", label)
+    _write(old / "BraTS2021_00001_seg_pred_silver.nii.gz", label)
+    for suffix in ("t2f", "t1c", "t1n", "t2w"):
+        _write(new / f"BraTS-GLI-00002-000-{suffix}.nii.gz", image)
+    _write(new / "BraTS-GLI-00002-000-seg.nii.gz", label)
+    matcher = InputMatcher.from_preset(PRESET)
+    (old_case,) = discover_cases([tmp_path / "old"], matcher)
+    assert [p.name.split("_")[-1] for p in old_case.images] == ["flair.nii.gz", "t1ce.nii.gz", "t1.nii.gz",
+                                                                "t2.nii.gz"]
+    assert old_case.label.name == "BraTS2021_00001_seg.nii.gz"  # a reference label wins over a prediction
+    assert old_case.convention == "auto" and old_case.label_quality == "reference"
+    (new_case,) = discover_cases([new], matcher)
+    assert [p.name[-10:-7] for p in new_case.images] == ["t2f", "t1c", "t1n", "t2w"]
+    assert new_case.convention == "brats2023"
+    (new / "BraTS-GLI-00002-000-seg.nii.gz").unlink()
+    with pytest.raises(InputError, match="no label"):
+        discover_cases([new], matcher)
+
+
+def test_loading_matches_inference_preprocessing(synth_root):
+    matcher = InputMatcher.from_preset(PRESET)
+    cases = discover_cases([synth_root], matcher)
+    assert [c.case_id for c in cases] == ["SYN-0", "SYN-1", "SYN-2"]
+    assert all(c.convention == "brats2023" and c.label_quality == "exact" for c in cases)
+    loaded = load_case(cases[0], PRESET["preprocessing"], [32, 32, 32])
+    assert loaded.image.shape[0] == 4 and loaded.target.shape == (3, *loaded.image.shape[1:])
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(cases[0].label)))
+    expected = regions_from_labels(label, "brats2023").sum(axis=(1, 2, 3))
+    assert loaded.target.sum(axis=(1, 2, 3)).tolist() == expected.tolist()  # same grid: nothing lost by cropping
+    inside = loaded.image[0] != 0
+    assert abs(float(loaded.image[0][inside].mean())) < 1e-3  # z-scored over the brain, as inference does
+    patch, target = sample_patch(loaded, (32, 32, 32), np.random.default_rng(0), tumour_fraction=1.0)
+    assert patch.shape == (4, 32, 32, 32) and target.shape == (3, 32, 32, 32) and target[1].any()
+
+
+def test_augmentation_keeps_image_and_target_aligned():
+    rng = np.random.default_rng(3)
+    image = np.zeros((2, 16, 16, 16), np.float32)
+    image[:, 2:6, 3:9, 4:12] = 1.0
+    target = (image[:1] > 0).astype(np.uint8)
+    flips_only = AugmentConfig(p_flip=1.0, p_scale=0, p_shift=0, p_contrast=0, p_noise=0, p_smooth=0)
+    out, out_target = augment_patch(image, target, rng, flips_only)
+    assert np.array_equal(out[0] > 0, out_target[0] > 0)
+    assert np.array_equal(out[0], image[0, ::-1, ::-1, ::-1])
+    everything = AugmentConfig(p_scale=1, p_shift=1, p_contrast=1, p_noise=1, p_smooth=1)
+    out, out_target = augment_patch(image, target, rng, everything)
+    assert np.all(out[image_flip_mask(out_target)] == 0)  # background stays exactly 0
+    assert np.array_equal(augment_patch(image, target, np.random.default_rng(9))[0],
+                          augment_patch(image, target, np.random.default_rng(9))[0])
+
+
+def image_flip_mask(target: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(target[0] == 0, (2, *target.shape[1:]))
+
+
+# ------------------------------------------------------------------------------------------- loss and training
+
+
+def test_cosine_schedule():
+    assert cosine_lr(0, 100, 1e-3, 0.0) == pytest.approx(1e-3)
+    assert cosine_lr(50, 100, 1e-3, 0.0) == pytest.approx(5e-4)
+    assert cosine_lr(100, 100, 1e-3, 1e-5) == pytest.approx(1e-5)
+    assert cosine_lr(7, None, 1e-3, 0.0) == 1e-3
+
+
+def test_loss_decreases_on_a_fixed_batch(synth_root):
+    torch.manual_seed(0)
+    cases = discover_cases([synth_root], InputMatcher.from_preset(PRESET))
+    loaded = load_case(cases[0], PRESET["preprocessing"], [32, 32, 32])
+    image, target = sample_patch(loaded, (32, 32, 32), np.random.default_rng(1), tumour_fraction=1.0)
+    x, y = torch.from_numpy(image[None]), torch.from_numpy(target[None])
+    net = GLIMS(**TINY).train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-5)
+    losses = []
+    for _ in range(8):
+        loss = deep_supervision_loss(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def _config(synth_root: Path, out: Path, **changes) -> TrainConfig:
+    values = dict(out_dir=str(out), cases=(str(synth_root),), architecture=TINY, epochs=2, steps_per_epoch=2,
+                  batch_size=1, val_fraction=0.34, seed=5, device="cpu")
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_cli_trains_one_short_epoch_with_log_and_json_progress(synth_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--cases", str(synth_root), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "2",
+                 "--batch-size", "1", "--feature-size", "6", "--num-heads", "1", "2", "2", "4", "--img-size", "32",
+                 "--val-fraction", "0.34", "--device", "cpu", "--progress", "json"])
+    assert code == 0
+    lines = [parse_protocol_line(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(lines), "every stdout line is a protocol v1 object"
+    steps = [m for m in lines if m["type"] == "progress" and m["stage"] == "train" and "lr" in m.get("data", {})]
+    assert len(steps) == 2 and all(math.isfinite(m["data"]["loss"]) for m in steps)
+    assert lines[-1]["type"] == "result" and Path(lines[-1]["outputs"]["best"]).is_file()
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and {"train_loss", "val_dice_TC", "val_dice_WT", "val_dice_ET"} <= set(rows[0])
+    assert (out / "log.csv").read_text().startswith("epoch,")
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = load_checkpoint(out / "best.json")
+    split = json.loads((out / "split.json").read_text())
+    assert best.metadata["training"]["epoch"] == 1
+    assert best.metadata["training"]["val_cases"] == [c["id"] for c in split["validation"]]
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(synth_root, tmp_path):
+    straight = train(_config(synth_root, tmp_path / "straight"))
+    assert straight.epochs_done == 2 and straight.steps_done == 4
+
+    token = CancelToken()
+
+    def stop_after_first_epoch(event):
+        if event.stage == "train" and "done" in event.message and event.data.get("epoch") == 1:
+            token.cancel("test interruption")
+
+    with pytest.raises(Cancelled):
+        train(_config(synth_root, tmp_path / "split"), progress=stop_after_first_epoch, cancel=token)
+    state, _ = load_state(tmp_path / "split")
+    assert state["epoch"] == 1 and state["step"] == 2 and state["optimizer"]["state"]
+    resumed = train(_config(synth_root, tmp_path / "split"), resume=True)
+    assert resumed.epochs_done == 2 and resumed.steps_done == 4
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
+    a = load_state(tmp_path / "straight")[1]
+    b = load_state(tmp_path / "split")[1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_state_is_loaded_weights_only(synth_root, tmp_path):
+    run = tmp_path / "run"
+    train(_config(synth_root, run, epochs=1, steps_per_epoch=1))
+    state, weights = load_state(run)
+    assert state["format"] == "glims-train-state" and weights
+    # A state carrying an arbitrary Python object must be refused, not unpickled.
+    payload = torch.load(run / "state.pt", weights_only=True)
+    payload["history"] = [Path("/etc/passwd")]
+    torch.save(payload, run / "state.pt")
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load_state(run)
+
+
+# ------------------------------------------------------------------------------------------ bundled model
+
+
+def test_bundled_default_model_loads_and_matches_its_sha256():
+    catalog = load_catalog(home=Path("/nonexistent-glims-home"))
+    bundled = [m for m in catalog.models if m.builtin and m.default and m.preset == "brats"]
+    if not bundled:
+        pytest.skip("no bundled default BraTS model in the catalog yet")
+    spec = bundled[0]
+    for weights in spec.weights:
+        assert weights.path.is_file() and weights.path.stat().st_size <= 25 * 1024 * 1024
+        assert sha256_file(weights.path) == weights.sha256
+    from glims.inference import load_models
+
+    (net,) = load_models(spec)
+    x = torch.zeros(1, 4, *spec.roi_size)
+    assert net(x).shape == (1, 3, *spec.roi_size)
+    assert spec.model_card and (Path(__file__).resolve().parents[2] / spec.model_card).is_file()

@@ -4,8 +4,8 @@ One *epoch* is ``steps_per_epoch`` optimiser steps (default: one pass over the t
 each on a batch of random windows (``data.sample_patch``) augmented by ``augment.augment_patch``. The loss is the
 deep-supervised Dice + cross-entropy of ``loss``; the optimiser AdamW (lr 1e-3, weight decay 1e-5 by default)
 with a cosine learning rate that falls from ``lr`` to ``min_lr`` over the planned steps. With a ``minutes``
-budget and no ``epochs``, the plan is made after the first epoch from its duration, so the schedule ends when the
-budget does. After each epoch (every ``val_every``) the model is validated exactly as ``glims segment`` runs it
+budget and no ``epochs``, the number of epochs is planned after each epoch from the mean epoch duration so far
+and the time left (the machine's load may change), so the schedule ends when the budget does. After each epoch (every ``val_every``) the model is validated exactly as ``glims segment`` runs it
 (``glims.inference.predict_logits`` sliding windows on the whole prepared case, the preset's sigmoid thresholds),
 and Dice per region is logged.
 
@@ -328,6 +328,7 @@ def train(
                                              "validation": [c.to_dict() for c in val_files]})
 
     budget_s = config.minutes * 60.0 if config.minutes else None
+    session_epochs = 0
     started = time.perf_counter()
     stopped = "epochs"
     net.train()
@@ -355,7 +356,7 @@ def train(
             optimizer.step()
             step += 1
             losses.append(float(loss.detach()))
-            plan.report("train", step, total_steps or step + 1, f"epoch {epoch + 1} step {index + 1}/"
+            plan.report("train", step, total_steps or (epoch + 1) * steps_per_epoch, f"epoch {epoch + 1} step {index + 1}/"
                         f"{steps_per_epoch} loss {losses[-1]:.4f}", epoch=epoch + 1, step=step,
                         loss=round(losses[-1], 5), lr=lr)
             if budget_s is not None and time.perf_counter() - started > budget_s:
@@ -379,9 +380,13 @@ def train(
         row["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 1)
         row["steps_per_s"] = round(len(losses) / epoch_s, 4)
         history.append(row)
-        if planned_epochs is None and budget_s is not None:
-            planned_epochs = max(epoch, int(budget_s // max(epoch_s, 1e-6)))
-            logger.info("budget of %.1f min: planning %d epochs of %.0f s", config.minutes, planned_epochs, epoch_s)
+        if budget_s is not None and config.epochs is None:
+            session_epochs += 1
+            used = time.perf_counter() - started
+            per_epoch = used / session_epochs
+            planned_epochs = epoch + int(max(0.0, budget_s - used) // per_epoch)
+            logger.info("budget of %.1f min: planning %d epochs (%.0f s each)", config.minutes, planned_epochs,
+                        per_epoch)
         save_state(run_dir, net, architecture, {
             "epoch": epoch, "step": step, "planned_epochs": planned_epochs, "optimizer": optimizer.state_dict(),
             "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,

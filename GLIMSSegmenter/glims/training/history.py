@@ -1,6 +1,6 @@
 """The per-epoch training log: ``log.jsonl`` (one JSON object per epoch), ``log.csv`` and ``curves.png``.
 
-All three are rewritten atomically from the full history after each epoch, so they always agree with the resumable
+The PNG needs matplotlib (optional; without it the PNG is skipped with a warning). All are rewritten atomically from the full history after each epoch, so they always agree with the resumable
 state (a resumed run continues the same files).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 from ..checkpoint import atomic_write
 
 __all__ = ["write_history", "plot_curves"]
+
+logger = logging.getLogger(__name__)
 
 
 def write_history(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> None:
@@ -33,7 +36,10 @@ def write_history(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> None:
     with atomic_write(run_dir / "log.csv", "w") as handle:
         handle.write(text.getvalue())
     if history:
-        plot_curves(history, run_dir / "curves.png")
+        try:
+            plot_curves(history, run_dir / "curves.png")
+        except ImportError:  # matplotlib is an optional dependency (the ``plots`` extra)
+            logger.warning("matplotlib is not installed: no curves.png (pip install matplotlib)")
 
 
 def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:

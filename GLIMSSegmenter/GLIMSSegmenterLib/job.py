@@ -82,7 +82,7 @@ class SegmentationJob:
         elif outcome.state is ProcessState.CANCELLED:
             self.state = JobState.CANCELLED
         else:
-            self.errorMessage = self._userWords(outcome.errorMessage)
+            self.errorMessage = self.inUserWords(outcome.errorMessage)
             self.state = JobState.FAILED
         if not self.keepFiles:
             shutil.rmtree(self.workFolder, ignore_errors=True)
@@ -92,7 +92,8 @@ class SegmentationJob:
             self.onFinished(self)
         return True
 
-    def _userWords(self, message: str) -> str:
+    def inUserWords(self, message: str) -> str:
+        """An engine message with the temporary input files replaced by the user's volume names."""
         for fileName, userName in self.inputNames.items():
             message = message.replace(str(self.workFolder / fileName), userName).replace(fileName, userName)
         return message

@@ -169,18 +169,22 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         outputPath = workFolder / "segmentation.seg.nrrd"
         arguments = segmentArguments(spec.ref, inputPaths, outputPath, reportPath=workFolder / "report.json",
                                      device=device, overlap=overlap, testTimeFlips=testTimeFlips)
-        process = EngineProcess(engineCommand(arguments, self.pythonExecutable), env=engineEnvironment(self.baseEnvironment, self.glimsHome),
-                                cwd=str(workFolder), onProgress=onProgress, onLog=onLog)
+        process = EngineProcess(engineCommand(arguments, self.pythonExecutable),
+                                env=engineEnvironment(self.baseEnvironment, self.glimsHome), cwd=str(workFolder),
+                                onProgress=onProgress)
         reference = volumes[0]
         name = f"{reference.GetName()} {spec.title}"
 
         def importResult(outcome: ProcessOutcome):
-            path = outcome.outputs.get("segmentation", str(outputPath))
-            return sceneio.readSegmentationFile(path, reference, name, outputSegmentation)
+            if "segmentation" not in outcome.outputs:
+                raise OSError("the engine finished without reporting a segmentation file")
+            return sceneio.readSegmentationFile(outcome.outputs["segmentation"], reference, name, outputSegmentation)
 
         inputNames = {path.name: f"volume '{volume.GetName()}'" for path, volume in zip(inputPaths, volumes)}
         job = SegmentationJob(process, workFolder, importResult, onFinished, keepFiles=self.keepTemporaryFiles,
                               inputNames=inputNames)
+        if onLog is not None:
+            process.onLog = lambda line: onLog(job.inUserWords(line))
         process.start()
         return job
 

@@ -11,7 +11,17 @@ from dataclasses import dataclass
 
 from .job import JobState
 
-__all__ = ["PanelState", "panelState", "progressPercent", "progressStatus", "deviceChoices"]
+__all__ = ["EXPORT_CHOICES", "PanelState", "panelState", "progressPercent", "progressStatus", "deviceChoices",
+           "inputLabel"]
+
+EXPORT_CHOICES = (
+    ("seg.nrrd", "Slicer segmentation (.seg.nrrd)"),
+    ("nifti", "NIfTI label map (.nii.gz)"),
+    ("stl", "STL surfaces (one file per segment)"),
+    ("obj", "OBJ surfaces (one file, a group per segment)"),
+    ("dicom", "DICOM SEG (inputs loaded from DICOM)"),
+)
+"""(format of ``GLIMSSegmenterLogic.export``, label in the panel)."""
 
 
 @dataclass(frozen=True)
@@ -71,3 +81,11 @@ def deviceChoices(detected: Mapping[str, str]) -> list[tuple[str, str]]:
         if device in detected:
             choices.append((device, detected[device]))
     return choices
+
+
+def inputLabel(title: str) -> str:
+    """A short form label for a model input: its title without the parenthesised aliases, plus a colon.
+
+    E.g. ``T1 contrast-enhanced (T1ce / T1c / T1Gd)`` -> ``T1 contrast-enhanced:`` (the full title is the tooltip).
+    """
+    return title.split(" (", 1)[0].strip() + ":"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from glims.progress import ProgressEvent
 
 from GLIMSSegmenterLib.job import JobState
-from GLIMSSegmenterLib.presentation import deviceChoices, panelState, progressPercent, progressStatus
+from GLIMSSegmenterLib.presentation import deviceChoices, inputLabel, panelState, progressPercent, progressStatus
 
 
 def test_segment_turns_into_cancel_while_running_and_back_afterwards():
@@ -41,3 +41,8 @@ def test_device_choices_say_what_automatic_will_use():
                                                        ("cpu", "CPU (2 cores)")]
     gpu = deviceChoices({"cpu": "CPU (16 cores)", "cuda": "GPU: NVIDIA H200, 140 GiB"})
     assert gpu[0] == ("auto", "Automatic (GPU: NVIDIA H200, 140 GiB)") and gpu[-1][0] == "cuda"
+
+
+def test_input_labels_are_short():
+    assert inputLabel("T1 contrast-enhanced (T1ce / T1c / T1Gd)") == "T1 contrast-enhanced:"
+    assert inputLabel("FLAIR") == "FLAIR:"

@@ -1,0 +1,73 @@
+"""GLIMSSegmenter.py as Slicer loads it: it can only be imported inside Slicer (qt, PythonQt), so it is checked
+statically: it compiles, imports only Slicer-provided packages at file scope, runs nothing at import time, and
+declares the classes Slicer looks for. Its behaviour lives in GLIMSSegmenterLib, tested on slicer-core."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "GLIMSSegmenter"
+MODULE_FILE = MODULE_DIR / "GLIMSSegmenter.py"
+SLICER_PROVIDED = {"qt", "ctk", "vtk", "slicer", "logging", "os", "typing"}
+
+
+def _tree() -> ast.Module:
+    return ast.parse(MODULE_FILE.read_text(), filename=str(MODULE_FILE))
+
+
+def test_file_scope_imports_are_slicer_provided_or_the_modules_own():
+    for node in _tree().body:
+        if isinstance(node, ast.Import):
+            roots = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots = {(node.module or "").split(".")[0]}
+        else:
+            continue
+        assert roots <= SLICER_PROVIDED | {"GLIMSSegmenterLib"}, ast.unparse(node)
+
+
+def test_the_modules_own_file_scope_imports_stay_light():
+    """What GLIMSSegmenter.py imports from GLIMSSegmenterLib may import only the stdlib, slicer/vtk and glims'
+    stdlib-only modules at file scope (torch, MONAI, SimpleITK... are imported inside functions)."""
+    allowed = SLICER_PROVIDED | {"__future__", "GLIMSSegmenterLib", "glims", "abc", "collections", "dataclasses",
+                                 "enum", "importlib", "json", "queue", "re", "shutil", "subprocess", "sys", "tempfile",
+                                 "threading", "time", "pathlib", "signal"}
+    for path in sorted((MODULE_DIR / "GLIMSSegmenterLib").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                continue  # relative imports inside GLIMSSegmenterLib
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert {n.split(".")[0] for n in names} <= allowed, f"{path.name}: {ast.unparse(node)}"
+                if any(n.split(".")[0] == "glims" for n in names):
+                    assert names[0] in {"glims.progress", "glims.errors"}, f"{path.name}: {ast.unparse(node)}"
+
+
+def test_nothing_runs_at_import_time():
+    for node in _tree().body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        assert isinstance(node, (ast.Import, ast.ImportFrom, ast.ClassDef, ast.FunctionDef)), \
+            f"line {node.lineno}: {ast.unparse(node)[:80]}"
+
+
+def test_slicer_finds_the_module_widget_logic_and_test_classes():
+    classes = {node.name: [ast.unparse(b) for b in node.bases] for node in _tree().body
+               if isinstance(node, ast.ClassDef)}
+    assert classes["GLIMSSegmenter"] == ["ScriptedLoadableModule"]
+    assert classes["GLIMSSegmenterWidget"] == ["ScriptedLoadableModuleWidget", "VTKObservationMixin"]
+    assert classes["GLIMSSegmenterTest"] == ["ScriptedLoadableModuleTest"]
+    source = MODULE_FILE.read_text()
+    assert "from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic" in source
+    assert 'self.parent.categories = ["Segmentation"]' in source
+    assert "10.1016/j.imavis.2024.105055" in source  # the GLIMS citation in the acknowledgement
+
+
+def test_slicer_files_use_camel_case_methods():
+    files = [MODULE_FILE, *sorted((MODULE_DIR / "GLIMSSegmenterLib").glob("*.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("__"):
+                assert "_" not in node.name.lstrip("_") or node.name.startswith("test_"), f"{path.name}: {node.name}"

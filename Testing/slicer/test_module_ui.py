@@ -1,0 +1,122 @@
+"""The panel: the .ui loads in real Qt with typed widgets and resolved connections, every widget the module code
+uses exists, the parameter bindings match the parameter node, and the panel can be drawn (README screenshot)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_FILE = REPO / "GLIMSSegmenter" / "GLIMSSegmenter.py"
+UI_FILE = REPO / "GLIMSSegmenter" / "Resources" / "UI" / "GLIMSSegmenter.ui"
+SLICER_CLASSES = {"qMRMLWidget", "qMRMLNodeComboBox", "ctkCollapsibleButton", "ctkSliderWidget", "ctkPathLineEdit",
+                  "ctkDirectoryButton"}
+
+QtWidgets = pytest.importorskip("PySide6.QtWidgets", reason="PySide6 is not installed")
+
+
+def _ui_widgets() -> dict[str, str]:
+    return {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).iter("widget")}
+
+
+def _names_used_by_module() -> set[str]:
+    source = MODULE_FILE.read_text()
+    names = set(re.findall(r"self\.ui\.([A-Za-z_]\w*)", source))
+    for prefix, count in re.findall(r'getattr\(self\.ui, f"(\w+)\{slot\}"\) for slot in range\(1, (\w+) \+ 1\)',
+                                    source):
+        from GLIMSSegmenterLib.parameters import INPUT_SLOTS
+
+        assert count == "INPUT_SLOTS"
+        names |= {f"{prefix}{slot}" for slot in range(1, INPUT_SLOTS + 1)}
+    return names
+
+
+@pytest.fixture(scope="module")
+def panel():
+    from panel_screenshot import load_panel
+
+    from PySide6 import QtCore
+
+    messages = []
+    previous = QtCore.qInstallMessageHandler(lambda kind, context, text: messages.append(text))
+    try:
+        widget = load_panel()
+    finally:
+        QtCore.qInstallMessageHandler(previous)
+    return widget, messages
+
+
+def test_ui_declares_every_slicer_class_it_uses():
+    tree = ET.parse(UI_FILE)
+    declared = {c.findtext("class") for c in tree.iter("customwidget")}
+    used = set(_ui_widgets().values())
+    assert used - declared <= {c for c in used if c.startswith("Q")}
+    assert declared == SLICER_CLASSES & used | {"qMRMLWidget"}
+    names = [w.get("name") for w in tree.iter("widget")]
+    assert len(names) == len(set(names)), "widget names must be unique (they become self.ui attributes)"
+
+
+def test_ui_loads_in_qt_with_typed_widgets_and_no_warnings(panel):
+    widget, messages = panel
+    assert widget.metaObject().className() == "qMRMLWidget"
+    assert messages == [], messages  # unknown classes, properties or unresolved <connections> would warn
+    for name, cls in _ui_widgets().items():
+        child = widget if name == "GLIMSSegmenter" else widget.findChild(QtWidgets.QWidget, name)
+        assert child is not None and child.metaObject().className() == cls, name
+    selector = widget.findChild(QtWidgets.QWidget, "outputSegmentationSelector")
+    assert selector.property("nodeTypes") == ["vtkMRMLSegmentationNode"]
+    assert selector.property("noneDisplay") == "Create new segmentation"
+
+
+def test_every_widget_the_module_uses_exists(panel):
+    widget, _ = panel
+    used = _names_used_by_module()
+    assert {"applyButton", "progressBar", "logTextEdit", "inputVolumeSelector4", "exportButton"} <= used
+    missing = sorted(n for n in used if widget.findChild(QtWidgets.QWidget, n) is None)
+    assert missing == []
+
+
+def test_widgets_bound_to_parameters_are_the_parameter_nodes_fields(panel):
+    from GLIMSSegmenterLib.parameters import PARAMETER_TYPES
+
+    widget, _ = panel
+    bound = {w.property("SlicerParameterName"): w.metaObject().className()
+             for w in widget.findChildren(QtWidgets.QWidget) if w.property("SlicerParameterName")}
+    assert set(bound) <= set(PARAMETER_TYPES)
+    assert {f"inputVolume{i}" for i in range(1, 5)} | {"outputSegmentation", "overlap", "testTimeFlips"} == set(bound)
+    for name, cls in bound.items():
+        expected = {"vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox", "vtkMRMLSegmentationNode": "qMRMLNodeComboBox",
+                    "float": "ctkSliderWidget", "bool": "QCheckBox"}[PARAMETER_TYPES[name]]
+        assert cls == expected, name
+
+
+def test_the_parameter_node_wrapper_declares_the_same_fields_as_the_logic():
+    from GLIMSSegmenterLib.parameters import PARAMETER_TYPES
+
+    tree = ast.parse(MODULE_FILE.read_text())
+    wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GLIMSSegmenterParameterNode")
+    assert [ast.unparse(d) for d in wrapper.decorator_list] == ["parameterNodeWrapper"]
+    fields = {}
+    for statement in wrapper.body:
+        if isinstance(statement, ast.AnnAssign):
+            annotation = statement.annotation
+            if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) == "Annotated":
+                annotation = annotation.slice.elts[0]
+            fields[statement.target.id] = ast.unparse(annotation)
+    assert fields == PARAMETER_TYPES
+
+
+def test_panel_screenshot_is_drawn(tmp_path):
+    from PySide6 import QtGui
+
+    from panel_screenshot import render_panel
+
+    path = render_panel(tmp_path / "panel.png")
+    image = QtGui.QImage(str(path))
+    assert image.width() == 460 and image.height() > 600
+    colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+    assert len(colours) > 20  # text, widgets and the progress bar, not a blank image

@@ -52,7 +52,7 @@ class GLIMSSegmenter(ScriptedLoadableModule):
             "The network runs in the background on the GPU when one is available. Each model's licence is shown "
             "under its name; the licence of added checkpoints is the responsibility of whoever added them. "
             "Results are for research, not for clinical use.<br>"
-            "See the <a href='https://github.com/GLIMSSegmenter/SlicerGLIMSSegmenter'>documentation</a>."
+            "See the <a href='https://github.com/glims-segmenter/SlicerGLIMSSegmenter#readme'>documentation</a>."
         )
         self.parent.acknowledgementText = (
             "GLIMS network: Z. A. Yazici, I. Oksuz, H. K. Ekenel, \"GLIMS: Attention-guided lightweight "
@@ -253,9 +253,10 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelsTableWidget.setRowCount(0)
         try:
             catalog = self.logic.catalog(reload=True)
-        except Exception as err:
+        except Exception as err:  # typically a Python package not installed yet: show where to install it
             self.ui.modelInfoLabel.text = (f"The model catalog could not be read: {err}\n"
                                            "Click 'Check Python packages' under 'Device and quality'.")
+            self.ui.advancedCollapsibleButton.collapsed = False
             catalog = None
         for spec in (catalog.models if catalog else []):
             self.ui.modelComboBox.addItem(f"{spec.title} ({spec.id} {spec.version})", spec.id)

@@ -81,24 +81,24 @@ DEFAULT_CONTRAST: dict[str, dict[str, tuple[float, float]]] = {
     # necrosis dark on T1/T1ce and bright on T2. Cortical vessels and the choroid plexus enhance on T1ce too
     # (so that brightness on T1ce alone does not make a tumour); vessels are flow voids on T2.
     "flair": {
-        "wm": (1.0, 1.0), "gm": (1.08, 1.35), "deep_gm": (1.0, 1.2), "csf": (0.15, 0.45), "plexus": (0.3, 0.7),
+        "wm": (1.0, 1.0), "gm": (1.05, 1.3), "deep_gm": (1.0, 1.2), "csf": (0.15, 0.45), "plexus": (0.3, 0.7),
         "vessel": (0.2, 0.6),
         "edema": (1.45, 2.3), "enhancing": (1.2, 2.0), "necrosis": (0.8, 2.0), "nonenhancing": (1.3, 2.2),
     },
     "t1ce": {
-        "wm": (1.0, 1.0), "gm": (0.68, 0.85), "deep_gm": (0.8, 0.93), "csf": (0.25, 0.5), "plexus": (1.1, 1.6),
+        "wm": (1.0, 1.0), "gm": (0.72, 0.9), "deep_gm": (0.8, 0.94), "csf": (0.25, 0.5), "plexus": (1.1, 1.6),
         "vessel": (1.2, 2.2),
-        "edema": (0.65, 0.95), "enhancing": (1.15, 1.9), "necrosis": (0.35, 0.8), "nonenhancing": (0.5, 0.88),
+        "edema": (0.65, 0.95), "enhancing": (1.12, 1.7), "necrosis": (0.4, 0.88), "nonenhancing": (0.5, 0.9),
     },
     "t1": {
-        "wm": (1.0, 1.0), "gm": (0.65, 0.82), "deep_gm": (0.78, 0.92), "csf": (0.25, 0.45), "plexus": (0.3, 0.6),
+        "wm": (1.0, 1.0), "gm": (0.68, 0.88), "deep_gm": (0.78, 0.93), "csf": (0.25, 0.45), "plexus": (0.3, 0.6),
         "vessel": (0.3, 0.8),
-        "edema": (0.6, 0.92), "enhancing": (0.6, 0.95), "necrosis": (0.35, 0.8), "nonenhancing": (0.45, 0.85),
+        "edema": (0.6, 0.92), "enhancing": (0.6, 0.95), "necrosis": (0.4, 0.9), "nonenhancing": (0.45, 0.85),
     },
     "t2": {
-        "wm": (1.0, 1.0), "gm": (1.2, 1.5), "deep_gm": (1.05, 1.3), "csf": (2.4, 4.0), "plexus": (1.5, 2.5),
+        "wm": (1.0, 1.0), "gm": (1.08, 1.3), "deep_gm": (1.0, 1.2), "csf": (2.4, 4.0), "plexus": (1.5, 2.5),
         "vessel": (0.3, 1.0),
-        "edema": (1.5, 2.3), "enhancing": (1.3, 2.0), "necrosis": (1.8, 3.2), "nonenhancing": (1.6, 2.6),
+        "edema": (1.55, 2.4), "enhancing": (1.3, 2.0), "necrosis": (1.8, 3.2), "nonenhancing": (1.6, 2.6),
     },
 }
 
@@ -196,10 +196,10 @@ class SynthParams:
     rotation_deg: float = 6.0
     ventricle_scale: tuple[float, float] = (0.6, 1.6)
     cortex_thickness_mm: tuple[float, float] = (2.2, 3.4)
-    sulcus_width_mm: tuple[float, float] = (0.8, 3.0)
+    sulcus_width_mm: tuple[float, float] = (0.5, 2.2)
     sulcus_depth_mm: tuple[float, float] = (12.0, 22.0)
     vessel_density: tuple[float, float] = (0.0, 1.0)
-    outer_csf_mm: tuple[float, float] = (0.3, 2.5)
+    outer_csf_mm: tuple[float, float] = (0.2, 1.8)
     # tumour
     p_no_tumour: float = 0.0
     p_second_lesion: float = 0.1
@@ -780,17 +780,13 @@ def _acquire(
     blur = _uniform(rng, params.blur_mm) + (site.extra_blur_mm if site else 0.0)
     if blur > 0.05:
         image = _gaussian_blur(image, [blur / sp for sp in grid.spacing])
-    thick = None
+    thick: float | None = None
     axis = 0
     if site is not None and modality in site.thick_slices:
         thick, axis = float(site.thick_slices[modality]), site.slice_axis
-        rng.random()
-        rng.random()  # keep the stream aligned with the unshifted case
     elif rng.random() < params.p_thick_slices:
         thick = _uniform(rng, params.slice_thickness_mm)
-        axis = int(rng.choice(3, p=[0.6, 0.2, 0.2]))
-    else:
-        rng.random()
+        axis = int(rng.choice(3, p=[0.6, 0.2, 0.2]))  # mostly axial 2-D acquisitions
     factor = 1
     if thick is not None:
         factor = int(round(thick / grid.spacing[axis]))

@@ -49,10 +49,11 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    epochs = [row["epoch"] for row in history]
+    losses = [(row["epoch"], row["train_loss"]) for row in history if row.get("train_loss") is not None]
     figure = Figure(figsize=(9, 3.6), dpi=100)
     ax_loss, ax_dice = figure.subplots(1, 2)
-    ax_loss.plot(epochs, [row["train_loss"] for row in history], color="black", marker=".")
+    if losses:
+        ax_loss.plot(*zip(*losses), color="black", marker=".")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss (Dice + CE, deep supervision)")
     ax_loss.grid(alpha=0.3)

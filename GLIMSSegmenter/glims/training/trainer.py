@@ -88,6 +88,9 @@ class TrainConfig:
     """Stop after this many validations without a better mean Dice (None: never)."""
     init_weights: str | None = None
     """Start from these weights (any format ``glims.checkpoint`` reads); their architecture wins."""
+    validate_initial: bool = False
+    """Validate the starting weights before training (history row of epoch 0; fine-tuning's "before" Dice). The
+    initial weights then count as a candidate for ``best``."""
     seed: int = 25
     device: str = "auto"
     threads: int | None = None
@@ -326,6 +329,17 @@ def train(
         _write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
         _write_json(run_dir / "split.json", {"train": [c.to_dict() for c in train_files],
                                              "validation": [c.to_dict() for c in val_files]})
+
+        if config.validate_initial:
+            result = _validate(net, val_cases, preset, config, cancel)
+            row = {"epoch": 0, "step": 0, **{f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()},
+                   "val_dice_mean": round(result["mean"], 4), "val_cases": result["cases"]}
+            history.append(row)
+            best_metric, best_epoch = result["mean"], 0
+            _save_best(run_dir, net, architecture, config, {**row, "train_loss": None}, train_files, val_files)
+            plan.report("train", 0, (planned_epochs or 1) * steps_per_epoch,
+                        f"starting weights: val Dice {row['val_dice_mean']:.3f}", epoch=0, step=0,
+                        val_dice={r: row[f"val_dice_{r}"] for r in REGIONS})
 
     budget_s = config.minutes * 60.0 if config.minutes else None
     session_epochs = 0

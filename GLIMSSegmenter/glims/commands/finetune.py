@@ -1,0 +1,47 @@
+"""``glims finetune``: teach a model a site's corrected cases; the result is a new user model version."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "fine-tune a model on corrected cases (the training-set store or folders) and register a new version"
+PROGRESS = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", "--model", required=True, help="base model (id or id@version)")
+    parser.add_argument("--name", required=True, help="id of the fine-tuned model (a new version if it exists)")
+    parser.add_argument("--cases", nargs="+", help="case folders or folders of them (default: `glims cases` store)")
+    parser.add_argument("--epochs", type=int, help="epoch budget")
+    parser.add_argument("--minutes", type=float, help="wall-time budget")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="held out when more than 5 cases")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--patience", type=int, default=4, help="early stopping patience in validations (0: off)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--seed", type=int, default=25)
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted run of --name")
+    parser.add_argument("--home", help="glims user folder (default: $GLIMS_HOME or the per-user data folder)")
+
+
+def run(args: argparse.Namespace, ui) -> int:
+    from ..errors import ConfigError
+    from ..finetune import finetune
+    from ..progress import CancelToken, cancel_on_signals
+
+    if args.epochs is None and args.minutes is None:
+        raise ConfigError("give a budget: --epochs N and/or --minutes M")
+    with cancel_on_signals(CancelToken()) as token:
+        result = finetune(
+            args.model, args.name, cases=args.cases, epochs=args.epochs, minutes=args.minutes,
+            val_fraction=args.val_fraction, lr=args.lr, patience=args.patience or None, device=args.device,
+            threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
+            progress=ui.progress, cancel=token,
+        )
+    ui.log(f"{'validation Dice':<18} {'TC':>6} {'WT':>6} {'ET':>6} {'mean':>6}")
+    for label, row in (("before (base)", result.before), ("after (best)", result.after)):
+        ui.log(f"{label:<18} {row['TC']:6.3f} {row['WT']:6.3f} {row['ET']:6.3f} {row['mean']:6.3f}")
+    ui.log(f"registered {result.model.ref} (run in {result.run_dir}; stopped: {result.training.stopped_because})")
+    ui.result({"model": result.model.ref, "run_dir": str(result.run_dir)},
+              {"before": result.before, "after": result.after})
+    return 0

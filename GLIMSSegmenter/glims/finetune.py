@@ -1,0 +1,207 @@
+"""Fine-tuning a catalog model on a site's corrected cases, and registering the result as a new model version.
+
+``finetune`` starts from the base model's weights (verified by sha256), holds out validation cases (one case —
+leave-one-out — when there are five or fewer, else ``val_fraction``), trains with the same recipe as
+``glims.training`` (deep-supervised Dice + CE, AdamW, cosine schedule, augmentation; a lower learning rate),
+validates the starting weights first (the "before" Dice) and after every epoch with early stopping, and
+registers the best checkpoint in the user catalog as ``NAME@<next version>``. The base model and the built-in
+catalog are never written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
+an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
+catalog valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .casestore import list_cases
+from .catalog import ModelSpec, add_user_entry, load_catalog, next_version, user_catalog_path, user_home
+from .checkpoint import atomic_write, sha256_file
+from .errors import CheckpointError, ConfigError, InputError
+from .progress import CancelToken, ProgressCallback
+from .training.data import InputMatcher, discover_cases
+from .training.labels import REGIONS
+from .training.trainer import TrainConfig, TrainResult, train
+
+__all__ = ["FinetuneResult", "finetune", "split_for_finetuning"]
+
+REGISTERED_FILE = "registered.json"
+FEW_CASES = 5
+
+
+@dataclass
+class FinetuneResult:
+    model: ModelSpec
+    """The new user model version."""
+    run_dir: Path
+    before: dict[str, float]
+    """Validation Dice per region (and ``mean``) of the base model."""
+    after: dict[str, float]
+    """Validation Dice of the registered (best) checkpoint."""
+    training: TrainResult
+
+
+def split_for_finetuning(case_dirs: Sequence[Path], val_fraction: float, seed: int) -> tuple[list[Path], list[Path]]:
+    """(train, validation) folders: leave one case out when there are few, else a seeded ``val_fraction`` split.
+
+    Raises:
+        InputError: fewer than two cases.
+    """
+    if len(case_dirs) < 2:
+        raise InputError(f"fine-tuning needs at least 2 corrected cases (one is held out for validation); "
+                         f"found {len(case_dirs)}")
+    order = np.random.default_rng(seed).permutation(len(case_dirs))
+    n_val = 1 if len(case_dirs) <= FEW_CASES else max(1, round(len(case_dirs) * val_fraction))
+    val = sorted(case_dirs[i] for i in order[:n_val])
+    return [c for c in case_dirs if c not in val], val
+
+
+def _case_dirs(spec: ModelSpec, cases: Sequence[str | os.PathLike] | None, home) -> tuple[list[Path], str]:
+    if cases is None:
+        stored = list_cases(home, spec.preset)
+        return [c.folder for c in stored], "brats2023"
+    matcher = InputMatcher(spec.inputs, spec.match_priority)
+    found = discover_cases(list(cases), matcher)
+    return [Path(c.images[0]).parent for c in found], "auto"
+
+
+def _run_dir(home, name: str, version: str, resume: bool) -> Path:
+    root = user_home(home) / "finetune"
+    if resume:
+        runs = sorted((p for p in root.glob(f"{name}-*") if (p / "state.pt").is_file()
+                       and not (p / REGISTERED_FILE).is_file()), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise ConfigError(f"no interrupted fine-tuning run of {name!r} to resume in {root}")
+        return runs[-1]
+    run = root / f"{name}-{version}"
+    if run.exists() and not (run / "state.pt").is_file():
+        shutil.rmtree(run)  # killed before its first epoch ended: nothing to resume
+    if run.exists():
+        raise ConfigError(f"{run} holds an interrupted run of {name!r}: continue it with --resume")
+    return run
+
+
+def _dice_row(row: Mapping[str, Any]) -> dict[str, float]:
+    return {**{r: row[f"val_dice_{r}"] for r in REGIONS}, "mean": row["val_dice_mean"]}
+
+
+def finetune(
+    base: str,
+    name: str,
+    *,
+    cases: Sequence[str | os.PathLike] | None = None,
+    epochs: int | None = None,
+    minutes: float | None = None,
+    val_fraction: float = 0.2,
+    lr: float = 2e-4,
+    patience: int | None = 4,
+    device: str = "auto",
+    threads: int | None = None,
+    seed: int = 25,
+    home: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``base`` on corrected cases and register the best weights as ``name``'s next version.
+
+    Args:
+        base: catalog reference of the starting model.
+        name: id of the new model (a new id, or an existing user model's id to add a version).
+        cases: case folders (or folders of them); default: the training-set store (``glims cases``).
+        epochs, minutes: budget (at least one).
+        val_fraction: share of cases held out when there are more than five.
+        lr: peak learning rate (lower than training from scratch).
+        patience: early stopping after this many validations without improvement (None: never).
+        resume: continue the latest interrupted run of ``name``.
+
+    Raises:
+        CatalogError, ConfigError, InputError, CheckpointError, DeviceError, Cancelled.
+    """
+    catalog = load_catalog(home)
+    spec = catalog.get(base)
+    if spec.output.get("activation") != "sigmoid":
+        raise ConfigError(f"fine-tuning supports the BraTS (sigmoid TC/WT/ET) models; {spec.ref} is {spec.preset}")
+    if name in {m.id for m in catalog.models if m.builtin}:
+        raise ConfigError(f"{name} is a built-in model id; choose a new name for the fine-tuned model")
+    weights = spec.weights[0]
+    if not weights.path.is_file() or sha256_file(weights.path) != weights.sha256:
+        raise CheckpointError(f"weights of {spec.ref} are missing or fail their sha256 check: {weights.path}")
+    version = next_version(catalog, name)
+    run_dir = _run_dir(home, name, version, resume)
+    if resume:
+        config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs or config.epochs,
+                                        "minutes": minutes, "device": device, "threads": threads})
+    else:
+        case_dirs, convention = _case_dirs(spec, cases, home)
+        train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
+        config = TrainConfig(
+            out_dir=str(run_dir), cases=tuple(map(str, train_dirs)), val_cases=tuple(map(str, val_dirs)),
+            preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
+            spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
+            label_convention=convention, epochs=epochs, minutes=minutes, lr=lr, min_lr=lr * 0.05,
+            early_stop_patience=patience, init_weights=str(weights.path), validate_initial=True,
+            seed=seed, device=device, threads=threads,
+        )
+    result = train(config, resume=resume, progress=progress, cancel=cancel)
+    rows = [r for r in result.history if "val_dice_mean" in r]
+    before = _dice_row(next(r for r in rows if r["epoch"] == 0))
+    after = _dice_row(next(r for r in rows if r["epoch"] == result.best_epoch))
+    model = _register(spec, name, version, run_dir, result, before, after, home)
+    with atomic_write(run_dir / REGISTERED_FILE, "w") as handle:
+        json.dump({"model": model.ref, "before": before, "after": after}, handle, indent=2)
+    return FinetuneResult(model, run_dir, before, after, result)
+
+
+def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: TrainResult,
+              before: Mapping[str, float], after: Mapping[str, float], home) -> ModelSpec:
+    models_dir = user_catalog_path(home).parent
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / f"{name}-{version}.safetensors"
+    with open(run_dir / "best.safetensors", "rb") as source, atomic_write(target) as handle:
+        shutil.copyfileobj(source, handle)
+    split = json.loads((run_dir / "split.json").read_text())
+    entry = {
+        "id": name,
+        "version": version,
+        "title": f"{spec.title} — fine-tuned ({name})",
+        "description": f"{spec.ref} fine-tuned on {len(split['train'])} local corrected case(s); validation "
+                       f"Dice (mean TC/WT/ET) {before['mean']:.3f} -> {after['mean']:.3f} on "
+                       f"{len(split['validation'])} held-out case(s).",
+        "license": f"Derived from {spec.ref} ({spec.license}); fine-tuned on local data: check your data's terms "
+                   "before sharing.",
+        "preset": spec.preset,
+        "architecture": dict(spec.architecture),
+        "weights": [{"file": target.name, "sha256": sha256_file(target)}],
+        "inputs": [{"key": i.key, "title": i.title, "patterns": list(i.patterns)} for i in spec.inputs],
+        "labels": [{"value": lab.value, "name": lab.name, "color": list(lab.color),
+                    "terminology": {k: list(v) for k, v in lab.terminology.items()}} for lab in spec.labels],
+        "preprocessing": dict(spec.preprocessing),
+        "output": dict(spec.output),
+        "postprocessing": dict(spec.postprocessing),
+        "inference": dict(spec.inference),
+        "provenance": {
+            "base_model": spec.ref,
+            "base_sha256": spec.weights[0].sha256,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "train_cases": [c["id"] for c in split["train"]],
+            "validation_cases": [c["id"] for c in split["validation"]],
+            "validation_dice_before": dict(before),
+            "validation_dice_after": dict(after),
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs_done,
+            "stopped_because": result.stopped_because,
+            "run_dir": str(run_dir),
+        },
+    }
+    return add_user_entry(entry, home)

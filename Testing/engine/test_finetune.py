@@ -1,0 +1,121 @@
+"""Fine-tuning on real corrected cases: a new version is registered, the base is untouched, kills are survivable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from glims.casestore import add_case
+from glims.catalog import load_catalog
+from glims.checkpoint import sha256_file
+from glims.errors import InputError
+from glims.finetune import split_for_finetuning
+from glims.progress import parse_protocol_line
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_models import brats_case_paths, coarse_copy, register_tiny_model  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+KEYS = ("flair", "t1ce", "t1", "t2")
+SILVER = {  # case -> (silver label file, relabelling into BraTS 2023 values)
+    "tcga_fg_6692": ("TCGA-FG-6692_fusion_simple_silver.nii.gz", {4: 3}),
+    "tcga_du_7294": ("TCGA-DU-7294_fusion_simple_silver.nii.gz", {4: 3}),
+    "brats_gli_00001": ("BraTS-GLI-00001-000-seg_BraTS23_1_pred_silver.nii.gz", {}),
+}
+
+
+@pytest.fixture(scope="module")
+def home(shared_data, tmp_path_factory) -> Path:
+    """A user folder with a tiny base model and the three real cases (3 mm copies, silver labels) in the store."""
+    home = tmp_path_factory.mktemp("home")
+    register_tiny_model(home, "brats", model_id="base")
+    for case, (label_name, relabel) in SILVER.items():
+        folder = tmp_path_factory.mktemp(case)
+        images = coarse_copy(brats_case_paths(shared_data, case), folder)
+        label = sitk.Resample(sitk.ReadImage(str(shared_data / "brats" / case / label_name)),
+                              sitk.ReadImage(str(images[0])), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        sitk.WriteImage(label, str(folder / "label.nii.gz"))
+        add_case("brats", dict(zip(KEYS, images)), folder / "label.nii.gz", case_id=case, home=home,
+                 label_map=relabel, provenance={"draft_model": "base@1.0.0"})
+    return home
+
+
+def glims(home: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO / "GLIMSSegmenter"), "GLIMS_HOME": str(home)}
+    return subprocess.Popen([sys.executable, "-m", "glims", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def test_leave_one_out_when_few_cases():
+    dirs = [Path(f"c{i}") for i in range(4)]
+    train, val = split_for_finetuning(dirs, 0.2, seed=1)
+    assert len(val) == 1 and sorted(train + val) == dirs
+    train, val = split_for_finetuning([Path(f"c{i}") for i in range(10)], 0.2, seed=1)
+    assert len(val) == 2
+    with pytest.raises(InputError, match="at least 2 corrected cases"):
+        split_for_finetuning(dirs[:1], 0.2, seed=1)
+
+
+def test_finetune_registers_a_new_version_and_leaves_the_base_untouched(home):
+    base = load_catalog(home).get("base")
+    base_sha = sha256_file(base.weights[0].path)
+    proc = glims(home, "finetune", "-m", "base", "--name", "site-a", "--epochs", "2", "--progress", "json",
+                 "--threads", "1")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    events = [parse_protocol_line(line) for line in stdout.splitlines()]
+    assert all(e is not None for e in events), stdout
+    assert events[-1]["type"] == "result" and events[-1]["outputs"]["model"] == "site-a@1.0.0"
+    fractions = [e["fraction"] for e in events if e["type"] == "progress"]
+    assert fractions == sorted(fractions)
+    epochs_done = [e for e in events if e["type"] == "progress" and "done:" in e["message"]]
+    assert [e["data"]["epoch"] for e in epochs_done] == [1, 2] and all("loss" in e["data"] for e in epochs_done)
+
+    catalog = load_catalog(home)
+    tuned = catalog.get("site-a")
+    assert tuned.version == "1.0.0" and not tuned.builtin
+    assert tuned.provenance["base_model"] == "base@1.0.0" and len(tuned.provenance["validation_cases"]) == 1
+    assert set(tuned.provenance["validation_dice_before"]) == {"TC", "WT", "ET", "mean"}
+    assert sha256_file(tuned.weights[0].path) == tuned.weights[0].sha256
+    assert sha256_file(base.weights[0].path) == base_sha == base.weights[0].sha256
+    assert catalog.get("base").version == "1.0.0"
+
+
+def test_a_killed_run_leaves_the_catalog_valid_and_resume_finishes_it(home):
+    before = json.loads((home / "models" / "catalog.json").read_text())
+    proc = glims(home, "finetune", "-m", "base", "--name", "site-b", "--epochs", "3", "--progress", "json",
+                 "--threads", "1")
+    for line in proc.stdout:
+        event = parse_protocol_line(line)
+        if event and event["type"] == "progress" and "epoch 1 done" in event["message"]:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    catalog = load_catalog(home)  # still valid
+    assert "site-b" not in catalog.ids()
+    assert json.loads((home / "models" / "catalog.json").read_text()) == before
+
+    resumed = glims(home, "finetune", "-m", "base", "--name", "site-b", "--epochs", "3", "--resume",
+                    "--progress", "json", "--threads", "1")
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr
+    epochs = [parse_protocol_line(line)["data"]["epoch"] for line in stdout.splitlines()
+              if "done:" in line and parse_protocol_line(line)]
+    assert epochs and epochs[0] >= 2 and epochs[-1] == 3  # continued, did not start over
+    assert load_catalog(home).get("site-b").version == "1.0.0"
+
+
+def test_resume_without_an_interrupted_run_is_a_clear_error(home, capsys):
+    from glims.cli import main
+
+    assert main(["finetune", "-m", "base", "--name", "never-ran", "--epochs", "1", "--resume",
+                 "--home", str(home), "--progress", "none"]) == 2
+    assert "no interrupted fine-tuning run of 'never-ran'" in capsys.readouterr().err

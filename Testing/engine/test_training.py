@@ -256,3 +256,41 @@ def test_bundled_default_model_loads_and_matches_its_sha256():
     x = torch.zeros(1, 4, *spec.roi_size)
     assert net(x).shape == (1, 3, *spec.roi_size)
     assert spec.model_card and (Path(__file__).resolve().parents[2] / spec.model_card).is_file()
+
+
+# ------------------------------------------------------------------------------------------- real shared cases
+
+
+def test_shared_real_cases_are_found_with_their_label_conventions(shared_data):
+    brats = shared_data / "brats"
+    matcher = InputMatcher.from_preset(PRESET)
+    gli, fg, du = discover_cases([brats / "brats_gli_00001", brats / "tcga_fg_6692", brats / "tcga_du_7294"], matcher)
+    assert gli.label.name == "BraTS-GLI-00001-000-seg_BraTS23_1_pred_silver.nii.gz"
+    assert gli.convention == "brats2023" and gli.label_quality == "silver"  # BraTS 2023 names: ET = 3
+    assert [p.name for p in gli.images] == [f"BraTS-GLI-00001-000-{s}.nii.gz" for s in ("t2f", "t1c", "t1n", "t2w")]
+    assert fg.label.name == "TCGA-FG-6692_fusion_mav_silver.nii.gz" and fg.convention == "auto"
+    assert [p.name.split("_")[1] for p in fg.images] == ["fla", "t1c", "t1", "t2"]
+    assert du.label_quality == "silver"
+    # On a coarse 4 mm grid the region volumes stay those of the 1 mm label (partial-volume rule: >= half).
+    coarse = {**PRESET["preprocessing"], "spacing": [4.0, 4.0, 4.0]}
+    for case, convention, values in ((gli, "brats2023", (1, 2, 3)), (fg, "brats2017", (1, 2, 4))):
+        loaded = load_case(case, coarse, [32, 32, 32])
+        assert loaded.convention == convention
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+        assert set(np.unique(label).tolist()) == {0, *values}
+        expected_ml = regions_from_labels(label, convention).sum(axis=(1, 2, 3)) / 1000.0
+        got_ml = loaded.target.sum(axis=(1, 2, 3)) * 64 / 1000.0
+        assert np.allclose(got_ml, expected_ml, rtol=0.2, atol=1.0), (case.case_id, got_ml, expected_ml)
+        assert loaded.target[2].any() == (expected_ml[2] > 0)
+
+
+def test_two_modality_brats2015_case_is_refused_and_its_labels_read_as_brats2013(shared_data):
+    folder = shared_data / "brats" / "brats2015_deepmedic_pat0001_2mod"
+    with pytest.raises(InputError, match="no image found for T1"):
+        discover_cases([folder], InputMatcher.from_preset(PRESET))
+    label_file = next(p for p in folder.iterdir() if "OTMultiClass" in p.name)
+    label = np.rint(sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))).astype(np.int16)
+    assert detect_convention(label) == "brats2013"
+    regions = regions_from_labels(label, "auto")
+    assert regions[0].sum() == np.isin(label, (1, 3, 4)).sum()  # non-enhancing (3) is tumour core, not ET
+    assert regions[2].sum() == (label == 4).sum()

@@ -29,3 +29,15 @@ def spec_keys_file() -> Path:
     if not path.is_file():
         pytest.skip(f"reference state_dict listing not found at {path}")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread (restored after): on the shared 2-core machines the tiny networks and
+    small tensors of the tests run several times faster without the second thread's synchronisation."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

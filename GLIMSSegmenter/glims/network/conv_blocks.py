@@ -1,7 +1,12 @@
 """Convolutional building blocks of GLIMS: the dilated depthwise encoder/decoder stages and the skip gates.
 
 Every submodule name here mirrors the authors' state_dict (see ``shared/spec/glims_state_dict_keys.txt``) so that
-their checkpoints load with ``strict=True``. Layouts are channel-first: (B, C, D, H, W).
+their checkpoints load with ``strict=True``. Tensors are (B, C, D, H, W).
+
+Each block has two forwards with the same weights and the same function: the reference one (channel-first, op for
+op as the authors' model) and a CPU inference fast path (channels-last kernels of ``fast_cpu``) that the block
+takes when its ``fast`` attribute is true (the default), autograd is off, and the input is a float32 or bfloat16
+CPU tensor. Fast-path outputs are channels-last in memory.
 """
 
 from __future__ import annotations
@@ -9,6 +14,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fast_cpu import (
+    active_workspace,
+    channel_moments,
+    channels_last_weight,
+    depthwise_conv,
+    empty_channels_last,
+    fast_path_applies,
+    normalize_,
+    prelu_slope,
+    rows,
+    to_channels_last,
+)
 
 __all__ = ["ConvNormAct", "DepthwiseUnit", "DACB", "DMSF", "DMSU", "CSAB", "OutputHead"]
 
@@ -46,9 +64,39 @@ class ConvNormAct(nn.Module):
         padding = 0 if kernel_size == stride or kernel_size == 1 else (kernel_size - 1) // 2
         self.conv = conv_cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=True)
         self.adn = _ActOnly()
+        self.fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path_applies(self.fast, x):
+            return self._forward_fast(x)
         return self.adn(self.conv(x))
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        # The bias is left out: the InstanceNorm that follows removes any per-channel constant.
+        x = to_channels_last(x)
+        conv = self.conv
+        if conv.kernel_size == (1, 1, 1):
+            y = empty_channels_last(x, conv.out_channels)
+            torch.mm(rows(x).reshape(-1, conv.in_channels), self.matrix(x.dtype).t(),
+                     out=rows(y).view(-1, conv.out_channels))
+        elif isinstance(conv, nn.ConvTranspose3d):
+            weight = channels_last_weight(conv.weight, x.dtype)
+            y = F.conv_transpose3d(x, weight, None, stride=conv.stride, padding=conv.padding)
+        else:
+            y = F.conv3d(x, channels_last_weight(conv.weight, x.dtype), None, stride=conv.stride, padding=conv.padding)
+        y = to_channels_last(y)
+        self.norm_act_(rows(y))
+        return y
+
+    def matrix(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight of a 1x1x1 convolution as a (C_out, C_in) matrix in ``dtype``."""
+        conv = self.conv
+        return conv.weight.detach().to(dtype).view(conv.out_channels, conv.in_channels)
+
+    def norm_act_(self, x3: torch.Tensor) -> torch.Tensor:
+        """In place on (B, N, C) rows of the convolution output: parameter-free InstanceNorm, then the PReLU."""
+        mean, var = channel_moments(x3, active_workspace())
+        return normalize_(x3, mean, var, _INSTANCE_NORM_EPS, slope=prelu_slope(self.adn.A))
 
 
 class DepthwiseUnit(nn.Module):
@@ -61,9 +109,35 @@ class DepthwiseUnit(nn.Module):
         )
         self.norm = nn.GroupNorm(channels, channels)
         self.prelu = nn.PReLU(num_parameters=1, init=0.25)
+        self.dilation = dilation
+        self.fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path_applies(self.fast, x):
+            x = to_channels_last(x)
+            out = empty_channels_last(x)
+            self.forward_rows(x, rows(out))
+            return out
         return self.prelu(self.norm(self.conv(x)))
+
+    def forward_rows(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Fast path on channels-last ``x``: the unit's output as contiguous (B, N, C) rows in voxel order.
+
+        The result is written to ``out`` (a contiguous (B, N, C) tensor) when given; otherwise it may be the
+        convolution's own output buffer.
+        """
+        # No bias: the per-channel GroupNorm that follows removes any per-channel constant.
+        ws = active_workspace()
+        flat, natural = depthwise_conv(x, self.conv.weight, self.dilation, ws)
+        mean, var = channel_moments(flat, ws)
+        norm = self.norm
+        normalize_(flat, mean, var, norm.eps, norm.weight, norm.bias, prelu_slope(self.prelu))
+        if out is None and natural.dim() == 5:
+            return flat
+        if out is None:
+            out = torch.empty_like(flat)
+        out.view(natural.shape).copy_(natural)
+        return out
 
 
 class DACB(nn.Module):
@@ -86,11 +160,43 @@ class DACB(nn.Module):
         # Present in the authors' model and state_dict but never called by their forward.
         self.prelu = nn.PReLU(num_parameters=1, init=0.25)
         self.prelu2 = nn.PReLU(num_parameters=1, init=0.25)
+        self.fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path_applies(self.fast, x):
+            return self._forward_fast(x)
         branches = torch.cat([self.conv_3x3(x), self.conv_3x3_dil(x), self.conv_3x3_dil2(x)], dim=1)
         y = self.conv_1x1_2(self.conv_1x1(branches)) + x
         return self.prelu2(F.instance_norm(y, eps=_INSTANCE_NORM_EPS))
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        # Same function as the reference forward. The 3C -> E convolution of the concatenated branches is computed
+        # as the sum of three C -> E GEMMs (the weight's column blocks), one per branch as soon as it is ready, so
+        # the concatenation never exists. Conv biases before InstanceNorm are left out (the norm cancels them).
+        x = to_channels_last(x)
+        ws = active_workspace()
+        b, c = x.shape[:2]
+        m = x.numel() // c
+        first = self.conv_1x1.matrix(x.dtype)
+        hidden = ws.get("dacb.hidden", (m, first.shape[0]), x.dtype, x.device)
+        scratch = ws.get("dacb.branch", (b, m // b, c), x.dtype, x.device)
+        for k, unit in enumerate((self.conv_3x3, self.conv_3x3_dil, self.conv_3x3_dil2)):
+            branch = unit.forward_rows(x, None if k == 0 else scratch).view(m, c)
+            part = first[:, k * c : (k + 1) * c].t()
+            if k == 0:
+                torch.mm(branch, part, out=hidden)
+            else:
+                hidden.addmm_(branch, part)
+            del branch
+        self.conv_1x1.norm_act_(hidden.view(b, -1, hidden.shape[1]))
+        out = empty_channels_last(x)
+        y = rows(out)
+        torch.mm(hidden, self.conv_1x1_2.matrix(x.dtype).t(), out=y.view(m, c))
+        self.conv_1x1_2.norm_act_(y)
+        y.add_(rows(x))
+        mean, var = channel_moments(y, ws)
+        normalize_(y, mean, var, _INSTANCE_NORM_EPS, slope=prelu_slope(self.prelu2))
+        return out
 
 
 class _Downsample(nn.Module):
@@ -142,10 +248,27 @@ class DMSU(nn.Module):
         self.l1 = DACB(out_channels, 2 * out_channels)
         self.l2 = DACB(out_channels, 2 * out_channels)
         self.conv1x1 = ConvNormAct(2 * out_channels, out_channels, kernel_size=1)
+        self.fast = True
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = self.conv1x1(torch.cat([self.up(x), skip], dim=1))
+        if fast_path_applies(self.fast, x):
+            x = self._fuse_fast(self.up(x), skip)
+        else:
+            x = self.conv1x1(torch.cat([self.up(x), skip], dim=1))
         return self.l2(self.l1(x))
+
+    def _fuse_fast(self, up: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        # conv1x1(cat([up, skip])) without the concatenation: the weight's two column blocks, two GEMMs (no bias:
+        # the InstanceNorm that follows cancels it).
+        up, skip = to_channels_last(up), to_channels_last(skip.to(up.dtype))
+        weight = self.conv1x1.matrix(up.dtype)
+        n_up, n_skip = up.shape[1], skip.shape[1]
+        out = empty_channels_last(up, weight.shape[0])
+        y = rows(out).view(-1, weight.shape[0])
+        torch.mm(rows(up).view(-1, n_up), weight[:, :n_up].t(), out=y)
+        y.addmm_(rows(skip).view(-1, n_skip), weight[:, n_up:].t())
+        self.conv1x1.norm_act_(rows(out))
+        return out
 
 
 class _ChannelGate(nn.Module):
@@ -206,9 +329,27 @@ class CSAB(nn.Module):
         super().__init__()
         self.ChannelGate = _ChannelGate(channels)
         self.SpatialGate = _SpatialGate()
+        self.fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path_applies(self.fast, x):
+            return self._forward_fast(x)
         return (x * self.ChannelGate(x)) * self.SpatialGate.spatial.constant_gate()
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_channels_last(x)
+        x3 = rows(x)
+        b, n, c = x3.shape
+        ones = active_workspace().ones(n, x.dtype, x.device)
+        avg = torch.stack([torch.mv(x3[i].t(), ones) for i in range(b)]).float() / n
+        peak = x3.amax(dim=1).float()
+        mlp = self.ChannelGate.mlp
+        gate = torch.sigmoid(mlp(avg) + mlp(peak)).to(x.dtype)[:, None, :]
+        out = empty_channels_last(x)
+        y = rows(out)
+        torch.mul(x3, gate, out=y)
+        y.mul_(self.SpatialGate.spatial.constant_gate().to(x.dtype))
+        return out
 
 
 class _PlainConv(nn.Module):
@@ -226,6 +367,15 @@ class OutputHead(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = _PlainConv(in_channels, out_channels)
+        self.fast = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fast_path_applies(self.fast, x):
+            x = to_channels_last(x)
+            conv = self.conv.conv
+            out = empty_channels_last(x, conv.out_channels)
+            weight = conv.weight.detach().to(x.dtype).view(conv.out_channels, conv.in_channels)
+            torch.addmm(conv.bias.detach().to(x.dtype), rows(x).reshape(-1, conv.in_channels), weight.t(),
+                        out=rows(out).view(-1, conv.out_channels))
+            return out
         return self.conv(x)

@@ -18,9 +18,13 @@ import torch
 from torch import nn
 
 from .conv_blocks import CSAB, DMSF, DMSU, ConvNormAct, OutputHead
+from .fast_cpu import Workspace, fast_path_applies, to_channels_last, use_workspace
 from .swin import SwinStage, SwinUpStage
 
-__all__ = ["GLIMS", "GLIMSConfig"]
+__all__ = ["GLIMS", "GLIMSConfig", "PRECISIONS"]
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Compute precisions of the CPU fast path: float32 (exact, the default) and bfloat16 (reduced, opt-in)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,16 @@ class GLIMS(nn.Module):
     In eval mode ``forward(x)`` returns logits (B, out_channels, D, H, W). In training mode it returns the four
     deep-supervision logits at full, 1/2, 1/4 and 1/8 resolution. The input's spatial size must equal ``img_size``.
 
+    Execution: with autograd off (``torch.no_grad()`` / ``torch.inference_mode()``) on a CPU float32 input, the
+    convolutional stages take the channels-last fast path (``fast_cpu``; same weights, same function, logits within
+    float32 rounding of the reference path) unless ``fast_path`` is False. ``precision = "bfloat16"`` (or running
+    under ``torch.autocast("cpu", dtype=torch.bfloat16)``) makes that path compute the convolutional stages in
+    bfloat16 (transformer stages stay float32; logits are returned as float32); it is opt-in because it is not
+    exact. Under CPU autocast to another dtype the reference path runs. Training and anything under autograd use
+    the reference path. The fast path keeps its scratch buffers (about 0.35 GB for the 96^3 reference
+    configuration) between calls; ``release_workspace()`` frees them. One model must not run forwards on two
+    threads at once.
+
     Example::
 
         net = GLIMS().eval()
@@ -132,10 +146,40 @@ class GLIMS(nn.Module):
         self.out2 = OutputHead(2 * f, out_channels)
         self.out3 = OutputHead(4 * f, out_channels)
         self.out4 = OutputHead(8 * f, out_channels)
+        self._workspace = Workspace()
+        self._precision = "float32"
 
     @property
     def img_size(self) -> tuple[int, int, int]:
         return self.config.img_size
+
+    @property
+    def fast_path(self) -> bool:
+        """Whether inference on the CPU may use the channels-last fast path (default True)."""
+        return all(m.fast for m in self._fast_blocks())
+
+    @fast_path.setter
+    def fast_path(self, enabled: bool) -> None:
+        for module in self._fast_blocks():
+            module.fast = bool(enabled)
+
+    def _fast_blocks(self) -> list[nn.Module]:
+        return [m for m in self.modules() if m is not self and isinstance(getattr(m, "fast", None), bool)]
+
+    @property
+    def precision(self) -> str:
+        """Compute precision of the CPU fast path: "float32" (default, exact) or "bfloat16" (opt-in)."""
+        return self._precision
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {value!r}")
+        self._precision = value
+
+    def release_workspace(self) -> None:
+        """Free the fast path's scratch buffers (they are re-created by the next fast forward)."""
+        self._workspace.clear()
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.config.in_channels or tuple(x.shape[2:]) != self.config.img_size:
@@ -146,15 +190,39 @@ class GLIMS(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self._check_input(x)
+        if not (x.dtype == torch.float32 and fast_path_applies(self.fast_path, x)):
+            return self._forward_layers(x)
+        compute = PRECISIONS[self._precision]
+        if torch.is_autocast_enabled("cpu"):
+            # CPU autocast to bfloat16 asks for the reduced-precision path; other autocast dtypes take the reference.
+            if torch.get_autocast_dtype("cpu") != torch.bfloat16:
+                return self._forward_layers(x)
+            compute = torch.bfloat16
+        with use_workspace(self._workspace), torch.autocast("cpu", enabled=False):
+            out = self._forward_layers(to_channels_last(x.to(compute)))
+        # Callers get ordinary float32 channel-first tensors whatever the path.
+        if isinstance(out, list):
+            return [o.to(x.dtype).contiguous() for o in out]
+        return out.to(x.dtype).contiguous()
+
+    def _transformer(self, stage: nn.Module, *inputs: torch.Tensor):
+        """Run a transformer stage in float32 even when the convolutional stages compute in bfloat16."""
+        dtype = inputs[0].dtype
+        if dtype != torch.bfloat16:
+            return stage(*inputs)
+        out = stage(*(t.float() for t in inputs))
+        return tuple(o.to(dtype) for o in out) if isinstance(out, tuple) else out.to(dtype)
+
+    def _forward_layers(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         x = self.stem(x)
         down1, skip1 = self.dmsf_1(x)
         down2, skip2 = self.dmsf_2(down1)
         down3, skip3 = self.dmsf_3(down2)
-        down4, skip4 = self.dmsf_4(self.t3(down3))
-        merged, skip5 = self.t4_pre(down4)
-        up5 = self.t4_post(self.t4(merged), self.csab5(skip5))
+        down4, skip4 = self.dmsf_4(self._transformer(self.t3, down3))
+        merged, skip5 = self._transformer(self.t4_pre, down4)
+        up5 = self._transformer(self.t4_post, self._transformer(self.t4, merged), self.csab5(skip5))
         up4 = self.dmsu_4(up5, self.csab4(skip4))
-        up3 = self.dmsu_3(self.t3_up(up4), self.csab3(skip3))
+        up3 = self.dmsu_3(self._transformer(self.t3_up, up4), self.csab3(skip3))
         up2 = self.dmsu_2(up3, self.csab2(skip2))
         up1 = self.dmsu_1(up2, self.csab1(skip1))
         if not self.training:

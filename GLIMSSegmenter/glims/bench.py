@@ -1,0 +1,522 @@
+"""Benchmarks of the engine on this machine: ``glims bench TARGET``.
+
+A *target* is one benchmark (``network`` today: a single forward pass at the reference window). Every measurement
+runs in a fresh subprocess (``python -m glims.bench worker SPEC``) so that each model's peak resident memory
+(``ru_maxrss``) is its own and no model warms the caches or the allocator for another; the parent only collects the
+JSON each worker prints and builds a ``BenchReport`` (Markdown table, or JSON), with the machine context the figures
+depend on (CPU, cores, torch version, threads, load average before and after).
+
+Adding a target (e.g. ``segment``, a whole case through ``glims.pipeline``): subclass ``BenchTarget`` (name, help,
+``add_arguments``, ``run``), register a worker function with ``@worker("segment")`` that measures one
+configuration inside its subprocess and returns a JSON-able dict, build the target's rows from
+``measure_in_subprocess`` results, and add an instance to ``TARGETS``. ``glims bench`` and its tests pick it up from
+there; the helpers here (subprocess isolation, context, table formatting, ratios) are shared.
+
+Importing this module is cheap (no torch); heavy imports happen inside the workers and ``run`` methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, GlimsError
+from .progress import CancelToken, ProgressCallback, StagePlan
+
+__all__ = [
+    "BenchReport",
+    "BenchTarget",
+    "NetworkBenchmark",
+    "NETWORK_MODELS",
+    "TARGETS",
+    "machine_context",
+    "measure_in_subprocess",
+    "worker",
+]
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Report
+
+
+@dataclass
+class BenchReport:
+    """The result of one benchmark run: rows of measurements plus what they depend on.
+
+    Attributes:
+        target: benchmark name (``network``...).
+        title: one-line description of what was measured.
+        columns: (key, header) pairs, in table order; each row is a dict keyed by these keys.
+        rows: one dict per measured configuration (values: str, int, float or None for "not applicable").
+        context: machine and run facts (CPU, cores, torch, threads, load average, command...).
+        notes: sentences printed under the table (what the counters count, caveats).
+    """
+
+    target: str
+    title: str
+    columns: list[tuple[str, str]]
+    rows: list[dict[str, Any]]
+    context: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["columns"] = [list(c) for c in self.columns]
+        return data
+
+    def to_markdown(self) -> str:
+        """A Markdown section: title, context line, table, notes."""
+        lines = [f"### {self.title}", ""]
+        ctx = self.context
+        facts = [f"{k}: {ctx[k]}" for k in _CONTEXT_ORDER if k in ctx]
+        lines += [f"- {fact}" for fact in facts] + [""]
+        lines.append("| " + " | ".join(header for _, header in self.columns) + " |")
+        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+        for row in self.rows:
+            lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in self.columns) + " |")
+        if self.notes:
+            lines.append("")
+            lines += [f"- {note}" for note in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+_CONTEXT_ORDER = (
+    "command", "date", "cpu", "cores", "python", "torch", "monai", "threads", "allocator", "input", "weights",
+    "glims_feature_size",
+    "load_before", "load_after",
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 0.01:
+            return f"{value:.3g}" if abs(value) < 10 else f"{value:.2f}"
+        return f"{value:.1e}"
+    if isinstance(value, int):
+        return f"{value:,d}"
+    return str(value).replace("|", "\\|")
+
+
+def machine_context(threads: int) -> dict[str, Any]:
+    """Facts a CPU timing depends on: CPU model, cores, Python/torch versions, threads, load average now."""
+    import torch
+
+    ctx: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": threads,
+        "load_before": load_average(),
+    }
+    try:
+        import monai
+
+        ctx["monai"] = monai.__version__
+    except ImportError:  # pragma: no cover - monai is a dependency
+        pass
+    return ctx
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages as text ("n/a" where the OS has none)."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (OSError, AttributeError):
+        return "n/a"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Subprocess workers
+
+_WORKERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def worker(kind: str) -> Callable:
+    """Register the function that measures one ``kind`` of configuration inside a worker subprocess."""
+
+    def register(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        _WORKERS[kind] = fn
+        return fn
+
+    return register
+
+
+class BenchError(GlimsError):
+    """A benchmark worker failed; the message carries its last error line."""
+
+
+def measure_in_subprocess(kind: str, spec: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+    """Run worker ``kind`` on ``spec`` in a fresh Python process and return the dict it printed.
+
+    The child inherits the environment, with this package importable and the allocator setting applied by the
+    worker itself. Raises ``BenchError`` with the child's last stderr line when it fails.
+    """
+    package_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "glims.bench", "worker", kind, json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise BenchError(f"benchmark worker {kind} timed out after {timeout:.0f} s") from err
+    if proc.returncode != 0:
+        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise BenchError(f"benchmark worker {kind} failed: {tail[-1] if tail else f'exit code {proc.returncode}'}")
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise BenchError(f"benchmark worker {kind} printed no result")
+
+
+def _worker_main(argv: Sequence[str]) -> int:
+    if len(argv) != 3 or argv[0] != "worker" or argv[1] not in _WORKERS:
+        print(f"usage: python -m glims.bench worker {{{','.join(sorted(_WORKERS))}}} SPEC_JSON", file=sys.stderr)
+        return 2
+    spec = json.loads(argv[2])
+    if spec.get("allocator") == "retain":
+        from .cpu_allocator import retain_freed_memory
+
+        retain_freed_memory()
+    result = _WORKERS[argv[1]](spec)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB (``ru_maxrss``; Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Targets
+
+
+class BenchTarget(ABC):
+    """One benchmark: its CLI arguments and how to run it."""
+
+    name: str = ""
+    help: str = ""
+
+    @abstractmethod
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add this target's options to its ``glims bench NAME`` subparser."""
+
+    @abstractmethod
+    def run(
+        self, args: argparse.Namespace, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> BenchReport:
+        """Measure and return the report (raises ``GlimsError`` subclasses on failure)."""
+
+
+@dataclass(frozen=True)
+class NetworkModel:
+    """A network configuration the ``network`` target can time."""
+
+    key: str
+    label: str
+    family: str  # "glims" or "swinunetr"
+    fast_path: bool = False
+    precision: str = "float32"
+
+
+NETWORK_MODELS: dict[str, NetworkModel] = {
+    m.key: m
+    for m in (
+        NetworkModel("glims-reference", "GLIMS, reference path (fp32)", "glims", fast_path=False),
+        NetworkModel("glims-fast", "GLIMS, CPU fast path (fp32, default)", "glims", fast_path=True),
+        NetworkModel("glims-fast-bf16", "GLIMS, CPU fast path (bf16, opt-in)", "glims", True, "bfloat16"),
+        NetworkModel("swinunetr", "MONAI SwinUNETR (feature_size 48)", "swinunetr"),
+    )
+}
+DEFAULT_NETWORK_MODELS = ("glims-reference", "glims-fast", "swinunetr")
+
+
+class NetworkBenchmark(BenchTarget):
+    """Forward wall time, peak memory, MACs and fast-path accuracy of GLIMS vs MONAI's SwinUNETR on this CPU."""
+
+    name = "network"
+    help = "time one forward pass of GLIMS (reference and fast paths) and MONAI's SwinUNETR at 1x4x96^3"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--models",
+            default=",".join(DEFAULT_NETWORK_MODELS),
+            help=f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)",
+        )
+        parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every worker (default 2)")
+        parser.add_argument("--repeats", type=int, default=3,
+                            help="timed forwards per model after 1 warm-up (default 3)")
+        parser.add_argument("--size", type=int, default=96, help="cubic input size (default 96, the reference)")
+        parser.add_argument("--in-channels", type=int, default=4)
+        parser.add_argument("--out-channels", type=int, default=3)
+        parser.add_argument("--feature-size", type=int, default=24,
+                            help="GLIMS feature_size (default 24, the reference; SwinUNETR stays at 48)")
+        parser.add_argument("--weights", type=Path, default=None,
+                            help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)")
+        parser.add_argument("--allocator", choices=("default", "retain"), default="default",
+                            help="retain: every worker keeps freed memory for reuse instead of returning it to the "
+                                 "OS (glibc only; applied to all models alike). Default: the platform's default")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--no-flops", action="store_true", help="skip the MAC counts")
+        parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker before giving up")
+
+    def run(
+        self, args: argparse.Namespace, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> BenchReport:
+        keys = [k.strip() for k in str(args.models).split(",") if k.strip()]
+        unknown = [k for k in keys if k not in NETWORK_MODELS]
+        if unknown or not keys:
+            raise ConfigError(f"unknown model(s) {unknown or keys}; choose from {', '.join(NETWORK_MODELS)}")
+        if args.threads < 1 or args.repeats < 1 or args.feature_size < 1:
+            raise ConfigError("--threads, --repeats and --feature-size must be at least 1")
+        if args.size < 32 or args.size % 32:
+            raise ConfigError(f"--size must be a multiple of 32, got {args.size}")
+        if args.weights is not None and not Path(args.weights).is_file():
+            raise ConfigError(f"--weights: no such file: {args.weights}")
+
+        context = machine_context(args.threads)
+        context["allocator"] = "glibc, freed memory retained" if args.allocator == "retain" else "platform default"
+        context["input"] = f"1x{args.in_channels}x{args.size}^3 float32, eval, torch.no_grad()"
+        context["weights"] = str(args.weights) if args.weights else f"seeded random (seed {args.seed})"
+        if args.feature_size != 24:
+            context["glims_feature_size"] = args.feature_size
+        plan = StagePlan([(k, 1.0) for k in keys], progress)
+        results: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(prefix="glims-bench-") as tmp:
+            for key in keys:
+                if cancel is not None:
+                    cancel.check()
+                model = NETWORK_MODELS[key]
+                plan.report(key, 0, 1, f"timing {model.label}")
+                spec = {
+                    "model": asdict(model),
+                    "threads": args.threads,
+                    "repeats": args.repeats,
+                    "size": args.size,
+                    "in_channels": args.in_channels,
+                    "out_channels": args.out_channels,
+                    "feature_size": args.feature_size,
+                    "seed": args.seed,
+                    "weights": str(args.weights) if args.weights else None,
+                    "allocator": args.allocator,
+                    "count_flops": not args.no_flops,
+                    "save_output": str(Path(tmp) / f"{key}.pt") if model.family == "glims" else None,
+                }
+                try:
+                    results[key] = measure_in_subprocess("network", spec, timeout=args.timeout)
+                except BenchError as err:
+                    logger.warning("%s", err)
+                    results[key] = {"error": str(err)}
+                plan.report(key, 1, 1, f"{model.label}: done")
+            accuracy = _accuracy_against_reference(results, tmp)
+        context["load_after"] = load_average()
+        return _network_report(keys, results, accuracy, context, args)
+
+
+def _accuracy_against_reference(results: dict[str, dict[str, Any]], folder: str) -> dict[str, float]:
+    import torch
+
+    ref = results.get("glims-reference", {})
+    if "output" not in ref:
+        return {}
+    reference = torch.load(ref["output"], weights_only=True)
+    diffs = {}
+    for key, res in results.items():
+        if key != "glims-reference" and "output" in res:
+            diffs[key] = float((torch.load(res["output"], weights_only=True) - reference).abs().max())
+    return diffs
+
+
+def _network_report(
+    keys: list[str],
+    results: dict[str, dict[str, Any]],
+    accuracy: dict[str, float],
+    context: dict[str, Any],
+    args: argparse.Namespace,
+) -> BenchReport:
+    swin = results.get("swinunetr", {}).get("median_s")
+    glims_ref = results.get("glims-reference", {}).get("median_s")
+    rows = []
+    for key in keys:
+        res, model = results[key], NETWORK_MODELS[key]
+        row: dict[str, Any] = {"model": model.label, "key": key}
+        if "error" in res:
+            row["status"] = res["error"]
+            rows.append(row)
+            continue
+        median = res["median_s"]
+        row.update(
+            status="ok",
+            median_s=median,
+            runs_s=" / ".join(f"{t:.2f}" for t in res["times_s"]),
+            vs_swinunetr=median / swin if swin else None,
+            vs_glims_reference=median / glims_ref if glims_ref and model.family == "glims" else None,
+            peak_rss_mib=res["peak_rss_mib"],
+            params=res["params"],
+            gmac=res.get("gflop", 0) / 2 if res.get("gflop") else None,
+            max_abs_diff=accuracy.get(key),
+            cpu_s=res.get("cpu_s"),
+        )
+        rows.append(row)
+    columns = [
+        ("model", "model"),
+        ("median_s", "forward, median (s)"),
+        ("runs_s", "timed runs (s)"),
+        ("vs_swinunetr", "× SwinUNETR"),
+        ("vs_glims_reference", "× GLIMS reference"),
+        ("peak_rss_mib", "peak RSS (MiB)"),
+        ("gmac", "GMAC"),
+        ("params", "parameters"),
+        ("max_abs_diff", "max abs diff vs GLIMS reference"),
+        ("cpu_s", "CPU s / forward"),
+    ]
+    if any(r.get("status", "ok") != "ok" for r in rows):
+        columns.append(("status", "status"))
+    notes = [
+        f"Each model runs in its own process: {args.threads} threads (torch.set_num_threads), 1 warm-up forward, "
+        f"then the median of {args.repeats} timed forwards; peak RSS is that process's ru_maxrss (interpreter, "
+        "torch, weights and activations).",
+        "GMAC = FLOPs / 2 from torch.utils.flop_counter.FlopCounterMode, which counts FLOPs of convolutions and "
+        "matrix products only (not norms, activations, softmax or element-wise work); counted on the network "
+        "definition (the fast path does the same convolutions and products).",
+        "CPU s / forward: process CPU time (all threads) per forward, warm-up included; about threads x wall time "
+        "when the cores were ours.",
+        "Accuracy: maximum absolute difference of the logits from the GLIMS reference path on the same weights and "
+        "input.",
+        "Ratios compare models measured in the same run; the machine may be shared, so compare ratios rather than "
+        "absolute times across runs.",
+    ]
+    title = f"Network forward at 1x{args.in_channels}x{args.size}^3 on the CPU"
+    return BenchReport("network", title, columns, rows, context, notes)
+
+
+@worker("network")
+def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(int(spec["threads"]))
+    model_spec = NetworkModel(**spec["model"])
+    size, cin, cout = int(spec["size"]), int(spec["in_channels"]), int(spec["out_channels"])
+
+    torch.manual_seed(int(spec["seed"]))
+    if model_spec.family == "glims":
+        from .network import GLIMS
+
+        if spec.get("weights"):
+            from .checkpoint import infer_architecture, load_into_model, load_state_dict
+
+            state = load_state_dict(spec["weights"])
+            net = GLIMS(**infer_architecture(state))
+            load_into_model(net, state)
+        else:
+            net = GLIMS(in_channels=cin, out_channels=cout, feature_size=int(spec["feature_size"]), img_size=size)
+        net.fast_path = model_spec.fast_path
+        net.precision = model_spec.precision
+    else:
+        net = _swinunetr(cin, cout)
+    net.eval()
+    params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    torch.manual_seed(int(spec["seed"]) + 1)
+    x = torch.randn(1, cin, size, size, size)
+    output: list[torch.Tensor] = []
+
+    def forward() -> None:
+        with torch.no_grad():
+            output[:] = [net(x)]
+
+    cpu_start = time.process_time()
+    times = time_calls(forward, int(spec["repeats"]), warmup=1)
+    cpu_s = (time.process_time() - cpu_start) / (int(spec["repeats"]) + 1)
+    result: dict[str, Any] = {
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "cpu_s": cpu_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "params": params,
+    }
+    if spec.get("save_output"):
+        torch.save(output[0].float().contiguous(), spec["save_output"])
+        result["output"] = spec["save_output"]
+    if spec.get("count_flops"):
+        result["gflop"] = _count_flops(net, cin, size) / 1e9
+    return result
+
+
+def _swinunetr(in_channels: int, out_channels: int):
+    try:
+        import einops  # noqa: F401  (MONAI's SwinUNETR needs it and imports it lazily)
+        from monai.networks.nets import SwinUNETR
+    except ImportError as err:
+        raise BenchError(f"MONAI's SwinUNETR is unavailable here ({err.name} is not installed)") from err
+    try:
+        return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=48)
+    except TypeError:  # MONAI < 1.5 also wants img_size
+        return SwinUNETR(img_size=96, in_channels=in_channels, out_channels=out_channels, feature_size=48)
+
+
+def _count_flops(net: Any, in_channels: int, size: int) -> float:
+    """FLOPs of one forward counted by FlopCounterMode with the model moved to meta tensors (no arithmetic)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = net.to("meta")
+    x = torch.empty(1, in_channels, size, size, size, device="meta")
+    # Not under no_grad: the counter's module tracker needs autograd nodes.
+    with FlopCounterMode(display=False) as counter:
+        net(x)
+    return float(counter.get_total_flops())
+
+
+# Targets of ``glims bench``, by name (the order of ``glims bench --help``).
+TARGETS: dict[str, BenchTarget] = {t.name: t for t in (NetworkBenchmark(),)}
+
+
+if __name__ == "__main__":  # pragma: no cover - the worker entry point
+    sys.exit(_worker_main(sys.argv[1:]))

@@ -1,0 +1,76 @@
+"""``glims bench``: report format, isolation in worker processes, and a real (tiny) network benchmark run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from glims import bench
+from glims.cli import main
+
+TINY_RUN = ["--size", "32", "--feature-size", "6", "--repeats", "1", "--threads", "1"]
+
+
+def test_importing_the_benchmark_module_does_not_import_torch():
+    code = "import sys, glims.bench, glims.commands.bench; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_report_renders_markdown_and_json():
+    report = bench.BenchReport(
+        target="network",
+        title="A title",
+        columns=[("model", "model"), ("median_s", "median (s)"), ("gmac", "GMAC"), ("params", "parameters")],
+        rows=[
+            {"model": "a|b", "median_s": 2.345, "gmac": 56.98, "params": 47163349},
+            {"model": "c", "median_s": None, "gmac": 0.004, "params": 3},
+        ],
+        context={"cpu": "Some CPU", "threads": 2, "not shown": 1},
+        notes=["A note."],
+    )
+    text = report.to_markdown()
+    lines = text.splitlines()
+    assert lines[0] == "### A title"
+    assert "- cpu: Some CPU" in lines and "- threads: 2" in lines and not any("not shown" in x for x in lines)
+    assert "| model | median (s) | GMAC | parameters |" in lines
+    assert "| a\\|b | 2.35 | 56.98 | 47,163,349 |" in lines
+    assert "| c | – | 4.0e-03 | 3 |" in lines
+    assert lines[-1] == "- A note."
+    data = json.loads(json.dumps(report.to_json()))
+    assert data["rows"][0]["params"] == 47163349 and data["columns"][0] == ["model", "model"]
+
+
+def test_network_benchmark_times_both_glims_paths_in_worker_processes(tmp_path, capsys):
+    out_file = tmp_path / "report.json"
+    argv = ["bench", "--progress", "none", "network", *TINY_RUN, "--models", "glims-reference,glims-fast"]
+    assert main([*argv, "--json", "--output", str(out_file)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert json.loads(out_file.read_text()) == report
+    assert report["target"] == "network" and report["context"]["threads"] == 1
+    assert report["context"]["glims_feature_size"] == 6
+    rows = {r["key"]: r for r in report["rows"]}
+    assert set(rows) == {"glims-reference", "glims-fast"}
+    for row in rows.values():
+        assert row["status"] == "ok" and row["median_s"] > 0 and row["peak_rss_mib"] > 50
+        assert row["params"] == rows["glims-reference"]["params"]
+        assert row["gmac"] == pytest.approx(rows["glims-reference"]["gmac"]) and row["gmac"] > 0
+        assert row["vs_swinunetr"] is None
+    assert rows["glims-reference"]["vs_glims_reference"] == 1
+    assert rows["glims-fast"]["max_abs_diff"] < 1e-3
+    assert rows["glims-reference"]["max_abs_diff"] is None
+
+
+def test_bad_requests_are_clear_errors(capsys):
+    assert main(["bench", "--progress", "none", "network", "--models", "glims-fast,resnet"]) == 2
+    assert "unknown model(s) ['resnet']" in capsys.readouterr().err
+    assert main(["bench", "--progress", "none", "network", "--size", "40"]) == 2
+    assert main(["bench", "--progress", "none", "network", "--weights", "/nonexistent.pt"]) == 2
+
+
+def test_a_failing_worker_raises_with_its_last_error_line():
+    with pytest.raises(bench.BenchError, match="benchmark worker network failed: .*KeyError"):
+        bench.measure_in_subprocess("network", {"threads": 1})

@@ -62,7 +62,7 @@ def load_panel(ui_file: Path = UI_FILE):
     return panel
 
 
-def _example_catalog():
+def example_catalog():
     """The real catalog; when it has no BraTS model yet, a temporary example model (tiny, random) stands in."""
     from glims.catalog import load_catalog
 
@@ -133,7 +133,7 @@ def fill_example(panel, catalog) -> None:
 def render_panel(path: Path, width: int = 460) -> Path:
     """Draw the example panel to a PNG file."""
     panel = load_panel()
-    fill_example(panel, _example_catalog())
+    fill_example(panel, example_catalog())
     panel.setFixedWidth(width)
     panel.show()  # lay out word-wrapped labels at this width
     panel.resize(width, panel.layout().totalHeightForWidth(width))

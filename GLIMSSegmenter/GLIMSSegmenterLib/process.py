@@ -174,7 +174,7 @@ class EngineProcess:
         Returns:
             True once the process has ended and every line it wrote has been delivered.
         """
-        if self.state in (ProcessState.NOT_STARTED,) or self.finished:
+        if self.state is ProcessState.NOT_STARTED or self.finished:
             return self.finished
         while True:
             try:

@@ -37,19 +37,22 @@ LABEL_VALUE_TAG = "GLIMSSegmenter.LabelValue"
 SURFACE_FORMATS = ("STL", "OBJ")
 
 
-def writeVolumeFile(volumeNode, path: str | os.PathLike) -> Path:
+def _writeWithStorageNode(storage, node, path: str | os.PathLike, what: str) -> Path:
+    storage.SetFileName(str(path))
+    if not storage.WriteData(node):
+        raise OSError(f"could not write {what} to {path}")
+    return Path(path)
+
+
+def writeVolumeFile(volumeNode, path: str | os.PathLike, compress: bool = False) -> Path:
     """Write a volume (its voxels and image geometry; parent transforms are not applied) to NRRD or NIfTI.
 
     Raises:
         OSError: the file could not be written.
     """
-    path = Path(path)
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(False)
-    if not storage.WriteData(volumeNode):
-        raise OSError(f"could not write volume '{volumeNode.GetName()}' to {path}")
-    return path
+    storage.SetUseCompression(compress)
+    return _writeWithStorageNode(storage, volumeNode, path, f"volume '{volumeNode.GetName()}'")
 
 
 def segmentIds(segmentationNode) -> list[str]:
@@ -142,12 +145,8 @@ def writeSegmentationFile(segmentationNode, path: str | os.PathLike) -> Path:
     Raises:
         OSError: the file could not be written.
     """
-    path = Path(path)
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    storage.SetFileName(str(path))
-    if not storage.WriteData(segmentationNode):
-        raise OSError(f"could not write the segmentation to {path}")
-    return path
+    return _writeWithStorageNode(slicer.vtkMRMLSegmentationStorageNode(), segmentationNode, path,
+                                 f"segmentation '{segmentationNode.GetName()}'")
 
 
 def modelLabelValue(segment) -> int | None:
@@ -203,7 +202,7 @@ def writeLabelmapFile(segmentationNode, referenceVolume, path: str | os.PathLike
             slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, colorTable)
         if not exported:
             raise OSError(f"could not convert '{segmentationNode.GetName()}' to a label map")
-        writeVolumeFile(labelmap, path)
+        writeVolumeFile(labelmap, path, compress=True)
     finally:
         scene.RemoveNode(labelmap)
         scene.RemoveNode(colorTable)

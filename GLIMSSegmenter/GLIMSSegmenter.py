@@ -150,6 +150,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def enter(self):
         self.initializeParameterNode()
+        self.onAutoFillInputs(onlyEmpty=True)  # volumes loaded since the panel was last shown
         if not self._devicesDetected:
             self._devicesDetected = True
             qt.QTimer.singleShot(0, self._detectDevices)

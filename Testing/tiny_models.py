@@ -40,6 +40,13 @@ def register_tiny_model(home: Path, preset: str = "brats", model_id: str | None 
     )
 
 
+def register_tiny_brats_and_ct(home: Path) -> Path:
+    """``home`` with ``tiny-brats`` and ``tiny-btcv`` (the CT one at 3 mm processing spacing, so tests stay fast)."""
+    register_tiny_model(home, "brats")
+    register_tiny_model(home, "btcv", overrides={"preprocessing": {"spacing": [3.0, 3.0, 3.0]}})
+    return home
+
+
 def brats_case_paths(shared_data: Path, case: str) -> list[Path]:
     folder = shared_data / "brats" / case
     return [folder / f"{name}.nii.gz" for name in BRATS_CASES[case]]

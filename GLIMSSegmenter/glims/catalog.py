@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import sys
@@ -43,6 +44,8 @@ __all__ = [
     "add_user_entry",
     "spec_from_entry",
 ]
+
+logger = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
@@ -239,11 +242,22 @@ class Catalog:
 _schema_cache: dict[str, Any] = {}
 
 
-def _validate(document: Any, source: str) -> None:
+def _validate(document: Any, source: str, required: bool = True) -> None:
+    """Check a catalog document against ``models.schema.json``.
+
+    Without the ``jsonschema`` package (inside 3D Slicer before the first package install) a document that must be
+    checked (``required``: user catalogs, anything being written) raises; the built-in catalog, which the test
+    suite validates, is then read unchecked so that the model list can show before any install.
+    """
     try:
         import jsonschema
-    except ImportError as err:  # pragma: no cover - jsonschema is a declared dependency
-        raise CatalogError("the Python package 'jsonschema' is needed to validate the model catalog") from err
+    except ImportError:
+        if not required:
+            logger.info("jsonschema not installed: reading %s without schema validation", source)
+            return
+        raise CatalogError(
+            "the Python package 'jsonschema' is needed to validate the model catalog (install the module's packages)"
+        ) from None
     if "schema" not in _schema_cache:
         _schema_cache["schema"] = json.loads((RESOURCES / "models.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(_schema_cache["schema"])
@@ -312,12 +326,12 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
     )
 
 
-def _read_document(path: Path) -> dict[str, Any]:
+def _read_document(path: Path, required: bool = True) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CatalogError(f"model catalog {path} is not valid JSON: {err}") from None
-    _validate(document, str(path))
+    _validate(document, str(path), required)
     return document
 
 
@@ -333,7 +347,8 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
     """
     presets = load_presets()
     builtin_path = builtin_path or RESOURCES / "models.json"
-    models = [spec_from_entry(e, presets, builtin_path.parent, True) for e in _read_document(builtin_path)["models"]]
+    builtin = _read_document(builtin_path, required=False)["models"]
+    models = [spec_from_entry(e, presets, builtin_path.parent, True) for e in builtin]
     user_path = user_catalog_path(home)
     if user_path.is_file():
         models += [spec_from_entry(e, presets, user_path.parent, False) for e in _read_document(user_path)["models"]]

@@ -104,3 +104,17 @@ def test_input_patterns_tell_t1_from_t1ce(names, expected):
 
     spec = spec_from_entry(spec_entry, load_presets(), Path("."), True)
     assert match_inputs(spec, names) == expected
+
+
+def test_without_jsonschema_the_builtin_catalog_loads_and_user_catalogs_are_refused(tmp_path, monkeypatch):
+    """Inside Slicer before the first package install the model list must still show."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # makes `import jsonschema` fail as if not installed
+    builtin_ids = [m.id for m in load_catalog(tmp_path / "empty-home").models]
+    assert all(m.builtin for m in load_catalog(tmp_path / "empty-home").models)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "catalog.json").write_text(json.dumps({"catalog_version": 1, "models": []}))
+    with pytest.raises(CatalogError, match="'jsonschema' is needed"):
+        load_catalog(tmp_path)
+    assert builtin_ids == [m.id for m in load_catalog(tmp_path / "empty-home").models]

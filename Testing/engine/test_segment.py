@@ -19,17 +19,14 @@ from glims.pipeline import assign_inputs, segment_files
 from glims.progress import parse_protocol_line
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import brats_case_paths, coarse_copy, register_tiny_model  # noqa: E402
+from tiny_models import brats_case_paths, coarse_copy, register_tiny_brats_and_ct  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("glims_home")
-    register_tiny_model(home, "brats")
-    register_tiny_model(home, "btcv", overrides={"preprocessing": {"spacing": [3.0, 3.0, 3.0]}})
-    return home
+    return register_tiny_brats_and_ct(tmp_path_factory.mktemp("glims_home"))
 
 
 @pytest.fixture(scope="module")

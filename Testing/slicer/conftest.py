@@ -36,11 +36,10 @@ def scene(headless):
 @pytest.fixture(scope="session")
 def glims_home(tmp_path_factory) -> Path:
     """A user folder with two tiny random GLIMS models: ``tiny-brats`` and ``tiny-btcv`` (3 mm grid)."""
-    from tiny_models import register_tiny_model
+    from tiny_models import register_tiny_brats_and_ct
 
     home = tmp_path_factory.mktemp("glims_home")
-    register_tiny_model(home, "brats")
-    register_tiny_model(home, "btcv", overrides={"preprocessing": {"spacing": [3.0, 3.0, 3.0]}})
+    register_tiny_brats_and_ct(home)
     return home
 
 

@@ -120,8 +120,8 @@ def segment_files(
         inputs: image files or DICOM folders, one per model input (matched by name pattern, else catalog order).
         output: Slicer segmentation file (``.seg.nrrd``) to write, or None.
         labelmap: label map to write (``.nii.gz``, ``.nrrd``...), or None.
-        probabilities: per-channel probability map file (``.nii.gz``; channels along a 4th axis is not used:
-            a multi-component NRRD/NIfTI with one component per output channel), or None.
+        probabilities: probability map to write (``.nrrd`` or ``.nii.gz``): one vector component per output
+            channel, on the reference grid, or None.
         report: JSON report to write, or None.
         options: device, overlap, blending, batch, precision, flips (default: the catalog entry's ``inference``).
         postprocess: apply the catalog's clean-up rules (default: as the catalog says).
@@ -238,8 +238,6 @@ def _torch_version() -> str:
 
 def _labels_on_reference(spec, case, logits, postprocess, thresholds) -> tuple[np.ndarray, np.ndarray]:
     """Label map (X, Y, Z) on the reference grid, and the probabilities on the full processing grid."""
-    import SimpleITK as sitk_
-
     output = spec.output
     probs = activate(logits, output["activation"])
     background = [1.0] + [0.0] * (probs.shape[0] - 1) if output["activation"] == "softmax" else 0.0
@@ -251,7 +249,7 @@ def _labels_on_reference(spec, case, logits, postprocess, thresholds) -> tuple[n
         if rules.get("fill_holes"):
             fill_holes(labels, int(rules["fill_holes"]["label"]), int(rules["fill_holes"]["fill_with"]))
     labels[~case.foreground] = 0
-    on_reference = case.to_reference(labels[None].astype(np.float32), sitk_.sitkNearestNeighbor)[0]
+    on_reference = case.to_reference(labels[None].astype(np.float32), sitk.sitkNearestNeighbor)[0]
     return to_xyz(on_reference).astype(np.uint8), probs_full
 
 

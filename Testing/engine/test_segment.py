@@ -42,7 +42,7 @@ def geometry(image: sitk.Image) -> tuple[float, ...]:
 def test_output_is_on_the_reference_grid_with_model_labels_and_a_readable_slicer_file(home, fg6692, tmp_path):
     out = tmp_path / "case.seg.nrrd"
     result = segment_files("tiny-brats", fg6692, out, labelmap=tmp_path / "case.nii.gz",
-                           report=tmp_path / "case.json", home=home)
+                           report=tmp_path / "case.json", probabilities=tmp_path / "probs.nrrd", home=home)
     reference = sitk.ReadImage(str(fg6692[0]))
     labelmap = sitk.ReadImage(str(tmp_path / "case.nii.gz"))
     assert geometry(labelmap) == pytest.approx(geometry(reference))
@@ -61,6 +61,11 @@ def test_output_is_on_the_reference_grid_with_model_labels_and_a_readable_slicer
     voxels_ijk = seg["voxels"]
     assert np.array_equal(voxels_ijk, sitk.GetArrayFromImage(labelmap).transpose(2, 1, 0))
     assert np.allclose(seg["ijkToLPS"][:3, 3], reference.GetOrigin())
+
+    probs = sitk.ReadImage(str(tmp_path / "probs.nrrd"))
+    assert probs.GetNumberOfComponentsPerPixel() == 3 and geometry(probs) == pytest.approx(geometry(reference))
+    values = sitk.GetArrayFromImage(probs)
+    assert values.min() >= 0 and values.max() <= 1 and values.max() > 0.5
 
     report = json.loads((tmp_path / "case.json").read_text())
     assert report["model"]["id"] == "tiny-brats" and report["device"] == "cpu"

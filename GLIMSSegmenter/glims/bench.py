@@ -292,7 +292,10 @@ class NetworkBenchmark(BenchTarget):
         )
         parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every worker (default 2)")
         parser.add_argument("--repeats", type=int, default=3,
-                            help="timed forwards per model after 1 warm-up (default 3)")
+                            help="timed forwards per model and round, after 1 warm-up (default 3)")
+        parser.add_argument("--rounds", type=int, default=1,
+                            help="worker processes per model, run in interleaved rounds; the median is over all "
+                                 "their timed forwards (default 1)")
         parser.add_argument("--size", type=int, default=96, help="cubic input size (default 96, the reference)")
         parser.add_argument("--in-channels", type=int, default=4)
         parser.add_argument("--out-channels", type=int, default=3)
@@ -314,8 +317,8 @@ class NetworkBenchmark(BenchTarget):
         unknown = [k for k in keys if k not in NETWORK_MODELS]
         if unknown or not keys:
             raise ConfigError(f"unknown model(s) {unknown or keys}; choose from {', '.join(NETWORK_MODELS)}")
-        if args.threads < 1 or args.repeats < 1 or args.feature_size < 1:
-            raise ConfigError("--threads, --repeats and --feature-size must be at least 1")
+        if min(args.threads, args.repeats, args.rounds, args.feature_size) < 1:
+            raise ConfigError("--threads, --repeats, --rounds and --feature-size must be at least 1")
         if args.size < 32 or args.size % 32:
             raise ConfigError(f"--size must be a multiple of 32, got {args.size}")
         if args.weights is not None and not Path(args.weights).is_file():
@@ -328,13 +331,15 @@ class NetworkBenchmark(BenchTarget):
         if args.feature_size != 24:
             context["glims_feature_size"] = args.feature_size
         plan = StagePlan([(k, 1.0) for k in keys], progress)
-        results: dict[str, dict[str, Any]] = {}
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
         with tempfile.TemporaryDirectory(prefix="glims-bench-") as tmp:
-            for key in keys:
+            # Rounds interleave the models, so that a change of machine load over the run hits them alike.
+            for round_index, key in ((r, k) for r in range(args.rounds) for k in keys):
                 if cancel is not None:
                     cancel.check()
                 model = NETWORK_MODELS[key]
-                plan.report(key, 0, 1, f"timing {model.label}")
+                plan.report(key, round_index, args.rounds, f"timing {model.label} (round {round_index + 1})")
+                first = round_index == 0
                 spec = {
                     "model": asdict(model),
                     "threads": args.threads,
@@ -346,18 +351,32 @@ class NetworkBenchmark(BenchTarget):
                     "seed": args.seed,
                     "weights": str(args.weights) if args.weights else None,
                     "allocator": args.allocator,
-                    "count_flops": not args.no_flops,
-                    "save_output": str(Path(tmp) / f"{key}.pt") if model.family == "glims" else None,
+                    "count_flops": first and not args.no_flops,
+                    "save_output": str(Path(tmp) / f"{key}.pt") if first and model.family == "glims" else None,
                 }
                 try:
-                    results[key] = measure_in_subprocess("network", spec, timeout=args.timeout)
+                    runs[key].append(measure_in_subprocess("network", spec, timeout=args.timeout))
                 except BenchError as err:
                     logger.warning("%s", err)
-                    results[key] = {"error": str(err)}
-                plan.report(key, 1, 1, f"{model.label}: done")
+                    runs[key].append({"error": str(err)})
+                plan.report(key, round_index + 1, args.rounds, f"{model.label}: round {round_index + 1} done")
+            results = {k: _combine_rounds(v) for k, v in runs.items()}
             accuracy = _accuracy_against_reference(results, tmp)
         context["load_after"] = load_average()
         return _network_report(keys, results, accuracy, context, args)
+
+
+def _combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's worker results over the rounds: all timed forwards pooled, the worst peak RSS."""
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        return failed[0]
+    combined = dict(runs[0])
+    combined["times_s"] = [t for r in runs for t in r["times_s"]]
+    combined["median_s"] = statistics.median(combined["times_s"])
+    combined["cpu_s"] = statistics.mean(r["cpu_s"] for r in runs)
+    combined["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
+    return combined
 
 
 def _accuracy_against_reference(results: dict[str, dict[str, Any]], folder: str) -> dict[str, float]:
@@ -420,9 +439,10 @@ def _network_report(
     if any(r.get("status", "ok") != "ok" for r in rows):
         columns.append(("status", "status"))
     notes = [
-        f"Each model runs in its own process: {args.threads} threads (torch.set_num_threads), 1 warm-up forward, "
-        f"then the median of {args.repeats} timed forwards; peak RSS is that process's ru_maxrss (interpreter, "
-        "torch, weights and activations).",
+        f"Each model runs in its own process ({args.rounds} per model, in interleaved rounds): {args.threads} "
+        f"threads (torch.set_num_threads), 1 warm-up forward, then {args.repeats} timed forwards; the time is the "
+        "median of all timed forwards; peak RSS is the process's ru_maxrss (interpreter, torch, weights and "
+        "activations).",
         "GMAC = FLOPs / 2 from torch.utils.flop_counter.FlopCounterMode, which counts FLOPs of convolutions and "
         "matrix products only (not norms, activations, softmax or element-wise work); counted on the network "
         "definition (the fast path does the same convolutions and products).",

@@ -74,3 +74,14 @@ def test_bad_requests_are_clear_errors(capsys):
 def test_a_failing_worker_raises_with_its_last_error_line():
     with pytest.raises(bench.BenchError, match="benchmark worker network failed: .*KeyError"):
         bench.measure_in_subprocess("network", {"threads": 1})
+
+
+def test_rounds_pool_the_timed_forwards_and_keep_the_worst_memory():
+    runs = [
+        {"times_s": [3.0, 1.0], "median_s": 2.0, "cpu_s": 4.0, "peak_rss_mib": 900.0, "params": 7, "output": "a.pt"},
+        {"times_s": [2.0, 9.0, 8.0], "median_s": 8.0, "cpu_s": 6.0, "peak_rss_mib": 950.0, "params": 7},
+    ]
+    combined = bench._combine_rounds(runs)
+    assert combined["times_s"] == [3.0, 1.0, 2.0, 9.0, 8.0] and combined["median_s"] == 3.0
+    assert combined["cpu_s"] == 5.0 and combined["peak_rss_mib"] == 950.0 and combined["output"] == "a.pt"
+    assert bench._combine_rounds([runs[0], {"error": "worker failed"}]) == {"error": "worker failed"}

@@ -257,7 +257,8 @@ def train(
 
     Args:
         config: the run's configuration; with ``resume`` the configuration saved in ``config.out_dir`` is used
-            (budgets ``epochs``/``minutes`` and ``device``/``threads`` of ``config`` replace the saved ones).
+            (the budgets ``epochs``/``minutes``, ``device``, ``threads`` and ``val_every`` of ``config`` replace
+            the saved ones: none of them changes the training trajectory).
         resume: continue from ``out_dir/state.pt``.
         progress: receives ``load`` and ``train`` stage events; training events carry ``data`` with ``epoch``,
             ``step``, ``loss``, ``lr`` and, after validation, ``val_dice`` per region and ``eta_s``.
@@ -273,7 +274,8 @@ def train(
         state, resumed_weights = load_state(run_dir)
         saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         config = replace(saved, epochs=config.epochs or saved.epochs, minutes=config.minutes,
-                         device=config.device, threads=config.threads, out_dir=str(run_dir))
+                         device=config.device, threads=config.threads, val_every=config.val_every,
+                         out_dir=str(run_dir))
     elif (run_dir / STATE_FILE).exists():
         raise ConfigError(f"{run_dir} already holds a training run; use --resume or another --out folder")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -377,13 +379,23 @@ def train(
                 out_of_time = True
                 break
         epoch += 1
+        train_s = time.perf_counter() - epoch_start
         row: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 5),
-                               "lr": lr, "steps": len(losses)}
-        if epoch % config.val_every == 0 or out_of_time or epoch == planned_epochs:
+                               "lr": lr, "steps": len(losses), "train_s": round(train_s, 1),
+                               "steps_per_s": round(len(losses) / train_s, 4)}
+        if budget_s is not None and config.epochs is None:
+            session_epochs += 1
+            used = time.perf_counter() - started
+            planned_epochs = epoch + int(max(0.0, budget_s - used) // (used / session_epochs))
+            logger.info("budget of %.1f min: planning %d epochs", config.minutes, planned_epochs)
+        last = out_of_time or (planned_epochs is not None and epoch >= planned_epochs)
+        if epoch % config.val_every == 0 or last:
+            val_start = time.perf_counter()
             result = _validate(net, val_cases, preset, config, cancel)
             row.update({f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()})
             row["val_dice_mean"] = round(result["mean"], 4)
             row["val_cases"] = result["cases"]
+            row["val_s"] = round(time.perf_counter() - val_start, 1)
             if best_metric is None or result["mean"] > best_metric:
                 best_metric, best_epoch, stale = result["mean"], epoch, 0
                 _save_best(run_dir, net, architecture, config, row, train_files, val_files)
@@ -392,15 +404,7 @@ def train(
         epoch_s = time.perf_counter() - epoch_start
         row["epoch_s"] = round(epoch_s, 1)
         row["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 1)
-        row["steps_per_s"] = round(len(losses) / epoch_s, 4)
         history.append(row)
-        if budget_s is not None and config.epochs is None:
-            session_epochs += 1
-            used = time.perf_counter() - started
-            per_epoch = used / session_epochs
-            planned_epochs = epoch + int(max(0.0, budget_s - used) // per_epoch)
-            logger.info("budget of %.1f min: planning %d epochs (%.0f s each)", config.minutes, planned_epochs,
-                        per_epoch)
         save_state(run_dir, net, architecture, {
             "epoch": epoch, "step": step, "planned_epochs": planned_epochs, "optimizer": optimizer.state_dict(),
             "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,

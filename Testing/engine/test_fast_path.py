@@ -134,6 +134,19 @@ def test_whole_network_fast_path_is_as_accurate_as_the_reference_path():
     assert net._workspace.nbytes() == 0
 
 
+def test_workspace_made_in_inference_mode_is_usable_under_no_grad_and_back():
+    torch.manual_seed(10)
+    net = GLIMS(in_channels=4, out_channels=3, img_size=32, **TINY).eval()
+    x = torch.randn(1, 4, 32, 32, 32)
+    with torch.inference_mode():
+        first = net(x)
+    with torch.no_grad():
+        second = net(x)
+    with torch.inference_mode():
+        third = net(x)
+    assert torch.equal(first, second) and torch.equal(second, third)
+
+
 def test_fast_path_in_training_mode_without_autograd_returns_the_four_heads():
     torch.manual_seed(7)
     net = GLIMS(in_channels=2, out_channels=2, img_size=32, **TINY).train()

@@ -64,7 +64,9 @@ class Workspace:
     """Named scratch tensors reused across blocks and calls (grown on demand, never shrunk until ``clear``).
 
     A buffer is identified by a name; asking for a different shape or dtype under the same name replaces it.
-    Buffers are uninitialised memory. One workspace must not be used by two threads at once.
+    Buffers are uninitialised memory. One workspace must not be used by two threads at once. A buffer made under
+    ``torch.inference_mode()`` is an inference tensor, which may not be written outside that mode: it is then
+    replaced by an ordinary one.
     """
 
     def __init__(self) -> None:
@@ -74,7 +76,7 @@ class Workspace:
         """An uninitialised tensor of ``shape`` (contiguous), kept for the next request under ``name``."""
         numel = math.prod(shape)
         buf = self._buffers.get(name)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device:
+        if buf is None or buf.numel() < numel or buf.dtype != dtype or buf.device != device or _stale(buf):
             buf = torch.empty(numel, dtype=dtype, device=device)
             self._buffers[name] = buf
         return buf[:numel].view(tuple(shape))
@@ -83,7 +85,7 @@ class Workspace:
         """A cached vector of ones of at least ``length`` (sliced to it)."""
         key = f"ones.{dtype}"
         buf = self._buffers.get(key)
-        if buf is None or buf.numel() < length or buf.device != device:
+        if buf is None or buf.numel() < length or buf.device != device or _stale(buf):
             buf = torch.ones(length, dtype=dtype, device=device)
             self._buffers[key] = buf
         return buf[:length]
@@ -93,6 +95,11 @@ class Workspace:
 
     def clear(self) -> None:
         self._buffers.clear()
+
+
+def _stale(buf: torch.Tensor) -> bool:
+    """An inference tensor cannot be written outside inference mode."""
+    return buf.is_inference() and not torch.is_inference_mode_enabled()
 
 
 _local = threading.local()

@@ -1,7 +1,8 @@
-"""One background segmentation: engine process, then the result imported into the scene, then clean-up.
+"""Background engine jobs: the engine process, then its result taken into Slicer, then clean-up; one at a time.
 
-The job owns a temporary folder holding the inputs and the engine's outputs. Nothing is added to the scene
-until the engine has succeeded; on failure or cancel the scene is left as it was and the folder is removed.
+A job owns a temporary folder (the engine's inputs and outputs, or just its working folder). Nothing is added to
+the scene or the panel until the engine has succeeded; on failure or cancel the scene is left as it was and the
+folder is removed. Segmentation and fine-tuning share one :class:`JobSlot`, so only one engine job runs at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from .process import EngineProcess, ProcessOutcome, ProcessState
 
-__all__ = ["JobState", "SegmentationJob"]
+__all__ = ["JobState", "EngineJob", "SegmentationJob", "JobSlot", "JobBusyError"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +34,27 @@ class JobState(enum.Enum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
-class SegmentationJob:
+class EngineJob:
     """Poll until :attr:`finished` (Slicer: from a QTimer), or :meth:`wait`; :meth:`cancel` at any time.
 
     Args:
         process: the engine process, already started.
         workFolder: the job's temporary folder (removed at the end unless ``keepFiles``).
-        importResult: called with the engine outcome once it succeeded; returns the segmentation node.
+        importResult: called with the engine outcome once it succeeded; returns what the job produced
+            (:attr:`result`).
         onFinished: called once with this job when it has finished (any state).
         keepFiles: keep ``workFolder`` for debugging.
         inputNames: temporary input file name -> what the user knows it as (e.g. ``volume 'T2 FLAIR'``), so that
             engine messages name the user's volumes.
     """
 
+    description = "an engine job"
+    """What the job is, for messages (e.g. "a segmentation")."""
+    resultName = "result"
+    """What :attr:`result` is, for the message when importing it fails."""
+
     def __init__(self, process: EngineProcess, workFolder: Path, importResult: Callable[[ProcessOutcome], object],
-                 onFinished: Callable[[SegmentationJob], None] | None = None, keepFiles: bool = False,
+                 onFinished: Callable[[EngineJob], None] | None = None, keepFiles: bool = False,
                  inputNames: Mapping[str, str] | None = None) -> None:
         self.process = process
         self.workFolder = Path(workFolder)
@@ -56,7 +63,7 @@ class SegmentationJob:
         self.keepFiles = keepFiles
         self.inputNames = dict(inputNames or {})
         self.state = JobState.RUNNING
-        self.segmentationNode = None
+        self.result = None
         self.errorMessage = ""
         self.summary: dict = {}
 
@@ -72,12 +79,12 @@ class SegmentationJob:
         if outcome.state is ProcessState.SUCCEEDED:
             self.state = JobState.IMPORTING
             try:
-                self.segmentationNode = self.importResult(outcome)
                 self.summary = outcome.summary
+                self.result = self.importResult(outcome)
                 self.state = JobState.SUCCEEDED
             except Exception as err:  # a failed import must end the job, with the reason for the user
-                logger.exception("importing the segmentation failed")
-                self.errorMessage = f"the segmentation could not be loaded: {err}"
+                logger.exception("importing the %s failed", self.resultName)
+                self.errorMessage = f"the {self.resultName} could not be loaded: {err}"
                 self.state = JobState.FAILED
         elif outcome.state is ProcessState.CANCELLED:
             self.state = JobState.CANCELLED
@@ -109,3 +116,45 @@ class SegmentationJob:
         while not self.poll():
             time.sleep(pollInterval)
         return self.state
+
+
+class SegmentationJob(EngineJob):
+    """A segmentation run; its result is the segmentation node (added to the scene only on success)."""
+
+    description = "a segmentation"
+    resultName = "segmentation"
+
+    @property
+    def segmentationNode(self):
+        return self.result
+
+
+class JobBusyError(RuntimeError):
+    """Another engine job is running: the panel runs one job at a time."""
+
+
+class JobSlot:
+    """The one engine job that may run at a time (segmentation or fine-tuning)."""
+
+    def __init__(self) -> None:
+        self.job: EngineJob | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and not self.job.finished
+
+    def ensureFree(self, what: str) -> None:
+        """Raise :class:`JobBusyError` (naming the running job) if a job is running.
+
+        Args:
+            what: the job about to start, e.g. "fine-tuning", for the message.
+        """
+        if self.busy:
+            raise JobBusyError(f"{self.job.description} is running: wait for it to finish or stop it before "
+                               f"starting {what}")
+
+    def hold(self, job: EngineJob) -> EngineJob:
+        """Occupy the slot with ``job`` (after :meth:`ensureFree`); returns the job."""
+        self.ensureFree(job.description)
+        self.job = job
+        return job

@@ -24,7 +24,7 @@ from glims.errors import InputError, OutputError
 
 from . import sceneio
 from .engine import engineCommand, engineEnvironment, segmentArguments
-from .job import JobState, SegmentationJob
+from .job import JobSlot, JobState, SegmentationJob
 from .models import loadCatalog, matchVolumes
 from .parameters import INPUT_SLOTS, SegmentationParameters
 from .process import EngineProcess, ProcessOutcome
@@ -46,6 +46,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         baseEnvironment: environment of the engine process (None: Slicer's start-up environment / os.environ).
         pythonExecutable: the interpreter (or launcher) that runs the engine (None: PythonSlicer in Slicer, else
             this interpreter).
+        jobs: the one engine job that may run at a time (shared with fine-tuning, see ``FineTuningLogic``).
     """
 
     def __init__(self, glimsHome: str | os.PathLike | None = None) -> None:
@@ -54,6 +55,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         self.keepTemporaryFiles = False
         self.baseEnvironment: Mapping[str, str] | None = None
         self.pythonExecutable: str | None = None
+        self.jobs = JobSlot()
         self._catalog = None
 
     # ---- models -------------------------------------------------------------------------------------------
@@ -152,14 +154,16 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         Raises:
             glims.errors.CatalogError: unknown model. InputError: an input is missing or empty.
             OutputError: ``outputSegmentation`` has segments and ``replaceExisting`` is False.
+            JobBusyError: another job (segmentation or fine-tuning) is running.
         """
         spec = self.model(modelId)
+        self.jobs.ensureFree("a segmentation")
         volumes = self._orderedInputs(spec, inputVolumes)
         if (outputSegmentation is not None and not replaceExisting
                 and outputSegmentation.GetSegmentation().GetNumberOfSegments() > 0):
             raise OutputError(f"'{outputSegmentation.GetName()}' already has segments; choose a new segmentation "
                               "or confirm that its segments may be replaced")
-        workFolder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-", dir=self._temporaryRoot()))
+        workFolder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-", dir=self.temporaryRoot()))
         try:
             inputPaths = [sceneio.writeVolumeFile(volume, workFolder / f"{inp.key}.nrrd")
                           for inp, volume in zip(spec.inputs, volumes)]
@@ -185,8 +189,12 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                               inputNames=inputNames)
         if onLog is not None:
             process.onLog = lambda line: onLog(job.inUserWords(line))
-        process.start()
-        return job
+        try:
+            process.start()
+        except Exception:
+            shutil.rmtree(workFolder, ignore_errors=True)
+            raise
+        return self.jobs.hold(job)
 
     def segment(self, modelId: str, inputVolumes: Mapping[str, object] | Sequence, **options):
         """Run a segmentation to the end (blocking) and return the segmentation node.
@@ -209,7 +217,8 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                                       outputSegmentation=params.outputSegmentation, device=params.device,
                                       overlap=params.overlap, testTimeFlips=params.testTimeFlips, **options)
 
-    def _temporaryRoot(self) -> str | None:
+    def temporaryRoot(self) -> str | None:
+        """Slicer's temporary folder in the application, None (the system's) elsewhere."""
         app = getattr(slicer, "app", None)
         return app.temporaryPath if app is not None else None
 

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["MODULE_DIR", "pythonExecutable", "engineEnvironment", "engineCommand", "segmentArguments"]
+__all__ = ["MODULE_DIR", "pythonExecutable", "engineEnvironment", "engineCommand", "segmentArguments",
+           "finetuneArguments"]
 
 MODULE_DIR = Path(__file__).resolve().parent.parent
 """The module folder: holds GLIMSSegmenter.py, GLIMSSegmenterLib/ and the engine package glims/."""
@@ -92,5 +93,41 @@ def segmentArguments(
         arguments += ["--overlap", f"{overlap:g}"]
     if testTimeFlips:
         arguments.append("--tta")
+    arguments += ["--progress", "json"]
+    return arguments
+
+
+def finetuneArguments(
+    baseModel: str,
+    name: str,
+    epochs: int | None = None,
+    minutes: float | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    valFraction: float | None = None,
+    resume: bool = False,
+) -> list[str]:
+    """Arguments of ``glims finetune`` on the training-set store, with JSON progress.
+
+    Args:
+        baseModel: catalog reference of the starting model.
+        name: id of the fine-tuned model (registered as its next version).
+        epochs, minutes: the budget (at least one).
+        threads: CPU threads of the engine (None: its default).
+        valFraction: share of cases held out when there are more than five (None: the engine's default).
+        resume: continue the interrupted run of ``name``.
+    """
+    arguments = ["finetune", "-m", baseModel, "--name", name]
+    if epochs is not None:
+        arguments += ["--epochs", str(int(epochs))]
+    if minutes is not None:
+        arguments += ["--minutes", f"{minutes:g}"]
+    arguments += ["--device", device]
+    if threads is not None:
+        arguments += ["--threads", str(int(threads))]
+    if valFraction is not None:
+        arguments += ["--val-fraction", f"{valFraction:g}"]
+    if resume:
+        arguments.append("--resume")
     arguments += ["--progress", "json"]
     return arguments

@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from glims.errors import InputError, OutputError
 
-from . import sceneio
+from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
 from .job import JobSlot, JobState, SegmentationJob
 from .models import loadCatalog, matchVolumes
@@ -182,7 +182,9 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         def importResult(outcome: ProcessOutcome):
             if "segmentation" not in outcome.outputs:
                 raise OSError("the engine finished without reporting a segmentation file")
-            return sceneio.readSegmentationFile(outcome.outputs["segmentation"], reference, name, outputSegmentation)
+            node = sceneio.readSegmentationFile(outcome.outputs["segmentation"], reference, name, outputSegmentation)
+            trainingset.recordDraft(node, spec, dict(zip((inp.key for inp in spec.inputs), volumes)))
+            return node
 
         inputNames = {path.name: f"volume '{volume.GetName()}'" for path, volume in zip(inputPaths, volumes)}
         job = SegmentationJob(process, workFolder, importResult, onFinished, keepFiles=self.keepTemporaryFiles,

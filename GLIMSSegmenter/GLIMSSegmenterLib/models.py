@@ -17,6 +17,7 @@ __all__ = [
     "PRESETS",
     "loadCatalog",
     "modelSummary",
+    "modelChoice",
     "matchVolumes",
     "userModelsFolder",
     "addUserModel",
@@ -51,6 +52,15 @@ def modelSummary(spec) -> str:
     if spec.description:
         lines.insert(1, spec.description)
     return "\n".join(lines)
+
+
+def modelChoice(catalog, spec) -> str:
+    """How the panel refers to a catalog entry: its id when it is the newest version, else ``ID@VERSION``.
+
+    ``ID`` means "the newest version" to the catalog, so a model's newest version stays selected when it is
+    fine-tuned again, and older versions remain selectable.
+    """
+    return spec.id if catalog.get(spec.id).version == spec.version else spec.ref
 
 
 def matchVolumes(spec, volumeNodes: Sequence) -> dict[str, object]:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from .job import JobState
 
-__all__ = ["EXPORT_CHOICES", "PanelState", "panelState", "progressPercent", "progressStatus", "deviceChoices",
-           "inputLabel"]
+__all__ = ["EXPORT_CHOICES", "BUDGET_UNITS", "PanelState", "panelState", "progressPercent", "progressStatus",
+           "deviceChoices", "inputLabel", "fineTuneState", "fineTuneStatus", "formatDuration", "diceComparison",
+           "trainingCaseRow", "trainingCaseToolTip"]
 
 EXPORT_CHOICES = (
     ("seg.nrrd", "Slicer segmentation (.seg.nrrd)"),
@@ -23,10 +24,14 @@ EXPORT_CHOICES = (
 )
 """(format of ``GLIMSSegmenterLogic.export``, label in the panel)."""
 
+BUDGET_UNITS = (("minutes", "minutes"), ("epochs", "epochs"))
+"""(keyword of ``FineTuningLogic.startFineTuning``, label in the panel) of the fine-tuning budget."""
+
 
 @dataclass(frozen=True)
 class PanelState:
     applyText: str
+    """Text of the section's start button (Segment / Cancel, Fine-tune / Stop)."""
     applyEnabled: bool
     busy: bool
     """A job is running: inputs and model are locked, the progress bar is shown."""
@@ -89,3 +94,83 @@ def inputLabel(title: str) -> str:
     E.g. ``T1 contrast-enhanced (T1ce / T1c / T1Gd)`` -> ``T1 contrast-enhanced:`` (the full title is the tooltip).
     """
     return title.split(" (", 1)[0].strip() + ":"
+
+
+def fineTuneState(jobState: JobState | None, problem: str = "", errorMessage: str = "",
+                  modelRef: str = "") -> PanelState:
+    """The Fine-tune/Stop button and the fine-tuning status line.
+
+    Args:
+        jobState: state of the current or last fine-tuning; None before the first.
+        problem: why fine-tuning cannot start now ("" when it can; shown when idle).
+        errorMessage: the last run's error (shown when it failed).
+        modelRef: the model the last run registered (shown when it succeeded).
+    """
+    if jobState is JobState.RUNNING:
+        return PanelState("Stop", True, True, "Fine-tuning…")
+    if jobState is JobState.IMPORTING:
+        return PanelState("Stop", False, True, "Registering the new model…")
+    if jobState is JobState.CANCELLING:
+        return PanelState("Stopping…", False, True, "Stopping the engine…")
+    status = {
+        None: "",
+        JobState.SUCCEEDED: f"Finished: registered {modelRef}." if modelRef else "Finished.",
+        JobState.CANCELLED: "Stopped: no model was registered and the model catalog is unchanged.",
+        JobState.FAILED: f"Failed: {errorMessage}" if errorMessage else "Failed.",
+    }[jobState]
+    if problem and jobState is not JobState.FAILED:
+        status = problem[0].upper() + problem[1:] + ("" if problem.endswith(".") else ".")
+    return PanelState("Fine-tune", not problem, False, status)
+
+
+def formatDuration(seconds: float) -> str:
+    """``45 s``, ``3 min``, ``1 h 5 min``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def fineTuneStatus(event) -> str:
+    """One status line for a fine-tuning progress event, with the time left when the engine estimates it.
+
+    E.g. ``Train: epoch 2 done: loss 0.8123, val Dice 0.412 (about 3 min left)``.
+    """
+    status = progressStatus(event)
+    eta = (event.data or {}).get("eta_s")
+    if eta:
+        status += f" (about {formatDuration(eta)} left)"
+    return status
+
+
+def diceComparison(before: Mapping[str, float], after: Mapping[str, float]) -> str:
+    """A small rich-text table of validation Dice per region and their mean: base, fine-tuned, change."""
+    columns = [c for c in ("TC", "WT", "ET", "mean") if c in before and c in after]
+    cell = '<td align="right">&nbsp;{}&nbsp;</td>'
+    rows = ['<tr><td>Validation Dice</td>' + "".join(cell.format(f"<b>{c}</b>") for c in columns) + "</tr>"]
+    for title, values in (("base model", before), ("fine-tuned", after)):
+        rows.append(f"<tr><td>{title}</td>" + "".join(cell.format(f"{values[c]:.3f}") for c in columns) + "</tr>")
+    rows.append("<tr><td>change</td>" + "".join(cell.format(f"{after[c] - before[c]:+.3f}") for c in columns)
+                + "</tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+def trainingCaseRow(case) -> list[str]:
+    """The training-set table's cells for a stored case: case id, when it was added (UTC), first-draft model."""
+    provenance = case.provenance
+    added = str(provenance.get("added", "")).replace("T", " ")[:16]
+    return [case.case_id, added, provenance.get("draft_model") or "—"]
+
+
+def trainingCaseToolTip(case) -> str:
+    """What a stored case is: its id, task, source volumes and label voxel counts."""
+    provenance = case.provenance
+    lines = [f"{case.case_id} ({case.preset})"]
+    sources = provenance.get("sources") or {}
+    if sources:
+        lines.append("Volumes: " + ", ".join(f"{key}: {name}" for key, name in sources.items()))
+    counts = provenance.get("label_voxels") or {}
+    if counts:
+        lines.append("Label voxels: " + ", ".join(f"{value}: {count}" for value, count in counts.items()))
+    return "\n".join(lines)

@@ -24,6 +24,7 @@ __all__ = [
     "modelLabelValue",
     "writeSegmentationFile",
     "writeLabelmapFile",
+    "writeLabelValuesFile",
     "writeSurfaceFiles",
     "dicomSegExportProblem",
     "writeDicomSeg",
@@ -207,6 +208,66 @@ def writeLabelmapFile(segmentationNode, referenceVolume, path: str | os.PathLike
         scene.RemoveNode(labelmap)
         scene.RemoveNode(colorTable)
     return path
+
+
+def _segmentMask(segmentationNode, segmentId: str, referenceVolume, labelmap):
+    """One segment as a (k, j, i) boolean array on the reference volume's grid (exported through ``labelmap``)."""
+    exported = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
+        segmentationNode, _stringArray([segmentId]), labelmap, referenceVolume,
+        slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+    if not exported:
+        name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
+        raise OSError(f"could not convert segment '{name}' of '{segmentationNode.GetName()}' to a label map")
+    return slicer.util.arrayFromVolume(labelmap) != 0
+
+
+_TEMPORARY_EXPORT_CLASSES = ("vtkMRMLVolumeNode", "vtkMRMLDisplayNode", "vtkMRMLColorTableNode", "vtkMRMLStorageNode")
+
+
+def _nodeIds(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+
+
+def writeLabelValuesFile(segmentationNode, referenceVolume, labelValues: dict[str, int],
+                         path: str | os.PathLike) -> Path:
+    """Write chosen segments as one uint8 label map on the reference volume's grid, with the given values.
+
+    Unlike :func:`writeLabelmapFile`, several segments may share a value (e.g. two painted edema segments), and
+    segments not in ``labelValues`` are left out. Where segments overlap, the later segment wins. The scene is
+    left as it was (the temporary label map, display and colour nodes are removed).
+
+    Args:
+        segmentationNode: the segments.
+        referenceVolume: the grid (origin, spacing, directions, extent) of the label map.
+        labelValues: segment id -> label value (1-255).
+        path: a ``.nrrd`` or ``.nii.gz`` file.
+
+    Raises:
+        OSError: nothing to write, a segment could not be converted, or the file could not be written.
+    """
+    import numpy as np
+
+    if not labelValues:
+        raise OSError(f"no segments of '{segmentationNode.GetName()}' to write")
+    scene = segmentationNode.GetScene()
+    before = _nodeIds(scene)
+    try:
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName("GLIMS labels"))
+        labelmap.SetHideFromEditors(True)
+        labels = None
+        for segmentId, value in labelValues.items():
+            mask = _segmentMask(segmentationNode, segmentId, referenceVolume, labelmap)
+            if labels is None:
+                labels = np.zeros(mask.shape, np.uint8)
+            labels[mask] = value
+        labelmap.CopyOrientation(referenceVolume)
+        slicer.util.updateVolumeFromArray(labelmap, labels)
+        return writeVolumeFile(labelmap, path, compress=str(path).endswith(".gz"))
+    finally:
+        for nodeId in _nodeIds(scene) - before:  # the label map and the display/colour nodes the export added
+            node = scene.GetNodeByID(nodeId)
+            if node is not None and any(node.IsA(c) for c in _TEMPORARY_EXPORT_CLASSES):
+                scene.RemoveNode(node)
 
 
 def writeSurfaceFiles(segmentationNode, folder: str | os.PathLike, fileFormat: str = "STL",

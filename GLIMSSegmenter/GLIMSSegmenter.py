@@ -30,9 +30,10 @@ from slicer.util import VTKObservationMixin
 
 from GLIMSSegmenterLib import dependencies, models, presentation
 from GLIMSSegmenterLib.devices import detectDevices
+from GLIMSSegmenterLib.finetuning import FineTuningLogic
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic  # noqa: F401  (Slicer looks it up in this module)
-from GLIMSSegmenterLib.parameters import DEVICES, INPUT_SLOTS
+from GLIMSSegmenterLib.parameters import DEVICES, INPUT_SLOTS, SegmentationParameters
 
 
 
@@ -48,7 +49,8 @@ class GLIMSSegmenter(ScriptedLoadableModule):
         self.parent.helpText = (
             "Segments brain tumours on co-registered FLAIR, T1ce, T1 and T2 MRI (necrotic core, edema, enhancing "
             "tumour) and 13 abdominal organs on CT with the GLIMS network. Select a model and its input volumes, "
-            "click <b>Segment</b>, then refine the segments in Segment Editor and export them.<br>"
+            "click <b>Segment</b>, then refine the segments in Segment Editor and export them. Corrected "
+            "segmentations can be added to a training set and the model fine-tuned on them (<b>Fine-tune</b>).<br>"
             "The network runs in the background on the GPU when one is available. Each model's licence is shown "
             "under its name; the licence of added checkpoints is the responsibility of whoever added them. "
             "Results are for research, not for clinical use.<br>"
@@ -93,6 +95,10 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._job = None
         self._lastJobState = None
         self._lastError = ""
+        self.fineTuning = None
+        self._fineTuneJob = None
+        self._lastFineTuneJob = None
+        self._trainingCases = []
         self._updatingGui = False
         self._devicesDetected = False
         self._pollTimer = None
@@ -106,6 +112,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = GLIMSSegmenterLogic()
+        self.fineTuning = FineTuningLogic(self.logic)
 
         self._inputLabels = [getattr(self.ui, f"inputVolumeLabel{slot}") for slot in range(1, INPUT_SLOTS + 1)]
         self._inputSelectors = [getattr(self.ui, f"inputVolumeSelector{slot}") for slot in range(1, INPUT_SLOTS + 1)]
@@ -116,6 +123,15 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportDirectoryButton.directory = qt.QDir.homePath()
         self._fillDeviceChoices({"cpu": "CPU"})
         self.ui.progressBar.setVisible(False)
+        for unit, label in presentation.BUDGET_UNITS:
+            self.ui.fineTuneBudgetUnitComboBox.addItem(label, unit)
+        self.ui.fineTuneProgressBar.setVisible(False)
+        self.ui.fineTuneResultLabel.setVisible(False)
+        self.ui.useFineTunedModelButton.setVisible(False)
+        header = self.ui.trainingCasesTableWidget.horizontalHeader()
+        header.setSectionResizeMode(0, qt.QHeaderView.Stretch)  # long case ids are elided in the middle
+        for column in (1, 2):
+            header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
 
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(200)
@@ -137,15 +153,24 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.addModelButton.connect("clicked(bool)", self.onAddModel)
         self.ui.removeModelButton.connect("clicked(bool)", self.onRemoveModel)
         self.ui.openModelsFolderButton.connect("clicked(bool)", self.onOpenModelsFolder)
+        self.ui.addToTrainingSetButton.connect("clicked(bool)", self.onAddToTrainingSet)
+        self.ui.removeTrainingCaseButton.connect("clicked(bool)", self.onRemoveTrainingCase)
+        self.ui.fineTuneButton.connect("clicked(bool)", self.onFineTuneButton)
+        self.ui.useFineTunedModelButton.connect("clicked(bool)", self.onUseFineTunedModel)
 
         self._reloadModels()
+        self._reloadTrainingCases()
         self.initializeParameterNode()
         self.onResultChanged(self.ui.resultSegmentationSelector.currentNode())
 
+    def _stopJobs(self):
+        for job in (self._job, self._fineTuneJob):
+            if job is not None and not job.finished:
+                job.cancel()
+                job.wait()
+
     def cleanup(self):
-        if self._job is not None and not self._job.finished:
-            self._job.cancel()
-            self._job.wait()
+        self._stopJobs()
         self.removeObservers()
 
     def enter(self):
@@ -159,9 +184,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event):
-        if self._job is not None and not self._job.finished:
-            self._job.cancel()
-            self._job.wait()
+        self._stopJobs()
         self._disconnectParameterNode()
 
     def onSceneEndClose(self, caller, event):
@@ -221,6 +244,9 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 if visible:
                     label.text = presentation.inputLabel(spec.inputs[slot].title)
                     label.toolTip = spec.inputs[slot].title
+            self.ui.fineTuneBaseValueLabel.text = f"{spec.title} ({spec.ref})" if spec else "No model selected."
+            self.ui.fineTuneNameLineEdit.placeholderText = (self.fineTuning.defaultModelName(spec.ref) if spec
+                                                            else "")
             self._updateProcessingState()
         finally:
             self._updatingGui = False
@@ -231,12 +257,17 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return ["a model"]
         return [inp.title for inp, selector in zip(spec.inputs, self._inputSelectors) if selector.currentNode() is None]
 
+    def _fineTuneBusy(self):
+        return self._fineTuneJob is not None and not self._fineTuneJob.finished
+
     def _updateProcessingState(self):
         jobState = self._job.state if self._job is not None else self._lastJobState
         busy = self._job is not None and not self._job.finished
         missing = self._missingInputs()
         reason = f"Select {', '.join(missing)}." if missing else ""
-        state = presentation.panelState(jobState, canSegment=busy or not missing, errorMessage=self._lastError,
+        if self._fineTuneBusy():
+            reason = "Fine-tuning is running: wait for it to finish or stop it."
+        state = presentation.panelState(jobState, canSegment=busy or not reason, errorMessage=self._lastError,
                                         reason=reason)
         self.ui.applyButton.text = state.applyText
         self.ui.applyButton.enabled = state.applyEnabled
@@ -244,6 +275,33 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = state.status
         for widget in [self.ui.modelComboBox, self.ui.autoFillInputsButton, self.ui.outputSegmentationSelector,
                        self.ui.advancedCollapsibleButton, self.ui.modelsCollapsibleButton] + self._inputSelectors:
+            widget.enabled = not state.busy and not self._fineTuneBusy()
+        self._updateFineTuneState(segmenting=busy)
+
+    def _updateFineTuneState(self, segmenting=False):
+        job = self._fineTuneJob or self._lastFineTuneJob
+        busy = self._fineTuneBusy()
+        problem = ""
+        if not busy:
+            if segmenting:
+                problem = "a segmentation is running: wait for it to finish or cancel it"
+            elif not self._parameterNode or not self._parameterNode.modelId:
+                problem = "select a model under Inputs"
+            else:
+                try:
+                    problem = self.fineTuning.fineTuneProblem(self._parameterNode.modelId, self._trainingCases)
+                except Exception as err:  # an unknown model: the status says why
+                    problem = str(err)
+        state = presentation.fineTuneState(job.state if job else None, problem=problem,
+                                           errorMessage=job.errorMessage if job else "",
+                                           modelRef=job.modelRef if job else "")
+        self.ui.fineTuneButton.text = state.applyText
+        self.ui.fineTuneButton.enabled = state.applyEnabled
+        self.ui.fineTuneProgressBar.setVisible(state.busy)
+        self.ui.fineTuneStatusLabel.text = state.status
+        for widget in (self.ui.fineTuneNameLineEdit, self.ui.fineTuneBudgetSpinBox,
+                       self.ui.fineTuneBudgetUnitComboBox, self.ui.addToTrainingSetButton,
+                       self.ui.removeTrainingCaseButton):
             widget.enabled = not state.busy
 
     # ---- inputs -------------------------------------------------------------------------------------------
@@ -260,7 +318,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.advancedCollapsibleButton.collapsed = False
             catalog = None
         for spec in (catalog.models if catalog else []):
-            self.ui.modelComboBox.addItem(f"{spec.title} ({spec.id} {spec.version})", spec.id)
+            self.ui.modelComboBox.addItem(f"{spec.title} ({spec.id} {spec.version})", models.modelChoice(catalog, spec))
             row = self.ui.modelsTableWidget.rowCount
             self.ui.modelsTableWidget.insertRow(row)
             for column, text in enumerate([spec.id, spec.version, spec.preset, "built-in" if spec.builtin else "added"]):
@@ -364,8 +422,9 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateProcessingState()
 
     def onPollJob(self):
-        if self._job is not None:
-            self._job.poll()
+        for job in (self._job, self._fineTuneJob):
+            if job is not None:
+                job.poll()
 
     def onJobProgress(self, event):
         self.ui.progressBar.value = presentation.progressPercent(event)
@@ -466,6 +525,136 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         folder = models.userModelsFolder(self.logic.glimsHome)
         folder.mkdir(parents=True, exist_ok=True)
         qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(folder)))
+
+    # ---- training set and fine-tuning ---------------------------------------------------------------------
+
+    def _reloadTrainingCases(self):
+        try:
+            self._trainingCases = self.fineTuning.trainingCases()
+        except Exception as err:  # e.g. SimpleITK or jsonschema not installed yet: the status says why
+            logging.warning("GLIMS Segmenter: the training set could not be read: %s", err)
+            self._trainingCases = []
+        table = self.ui.trainingCasesTableWidget
+        table.setRowCount(0)
+        for case in self._trainingCases:
+            row = table.rowCount
+            table.insertRow(row)
+            for column, text in enumerate(presentation.trainingCaseRow(case)):
+                item = qt.QTableWidgetItem(text)
+                item.setToolTip(presentation.trainingCaseToolTip(case))
+                table.setItem(row, column, item)
+        self._updateGui()
+
+    def onAddToTrainingSet(self):
+        node = self.ui.resultSegmentationSelector.currentNode()
+        if node is None:
+            slicer.util.warningDisplay("Select the corrected segmentation under Result first.", "GLIMS Segmenter")
+            return
+        if not self._ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("The case was not added to the training set.", waitCursor=True):
+            params = SegmentationParameters.fromParameterNode(self._parameterNode.parameterNode)
+            selected = self.logic.inputsFromParameters(params) if params.modelId else {}
+            case = self.fineTuning.addToTrainingSet(node, params.modelId or None, inputVolumes=selected)
+            self._reloadTrainingCases()
+            self.ui.fineTuneStatusLabel.text = f"Added '{node.GetName()}' to the training set as {case.case_id}."
+            self.onJobLog(f"Training set: added {case.case_id} ({case.folder})")
+
+    def onRemoveTrainingCase(self):
+        row = self.ui.trainingCasesTableWidget.currentRow()
+        if row < 0:
+            return
+        caseId = self.ui.trainingCasesTableWidget.item(row, 0).text()
+        if not slicer.util.confirmOkCancelDisplay(f"Remove {caseId} from the training set (its stored volumes and "
+                                                  "label map are deleted)?", "GLIMS Segmenter"):
+            return
+        with slicer.util.tryWithErrorDisplay("The case could not be removed.", waitCursor=True):
+            self.fineTuning.removeTrainingCase(caseId)
+        self._reloadTrainingCases()
+
+    def _fineTuneName(self):
+        return self.ui.fineTuneNameLineEdit.text.strip() or self.ui.fineTuneNameLineEdit.placeholderText
+
+    def _askResume(self, name):
+        """True: continue the stopped run of ``name``; False: start again; None: do nothing."""
+        box = qt.QMessageBox(slicer.util.mainWindow())
+        box.setWindowTitle("GLIMS Segmenter")
+        box.setText(f"A stopped fine-tuning of '{name}' exists. Continue it, or discard it and start again?")
+        continueButton = box.addButton("Continue it", qt.QMessageBox.AcceptRole)
+        restartButton = box.addButton("Start again", qt.QMessageBox.DestructiveRole)
+        box.addButton(qt.QMessageBox.Cancel)
+        box.exec_()
+        if box.clickedButton() == continueButton:
+            return True
+        if box.clickedButton() == restartButton:
+            self.fineTuning.discardInterruptedRuns(name)
+            return False
+        return None
+
+    def onFineTuneButton(self):
+        if self._fineTuneBusy():
+            self._fineTuneJob.cancel()
+            self._updateProcessingState()
+            return
+        if not self._ensureDependencies():
+            return
+        name = self._fineTuneName()
+        resume = False
+        if self.fineTuning.interruptedRuns(name):
+            resume = self._askResume(name)
+            if resume is None:
+                return
+        budget = {self.ui.fineTuneBudgetUnitComboBox.currentData: self.ui.fineTuneBudgetSpinBox.value}
+        self.ui.fineTuneProgressBar.value = 0
+        self.ui.fineTuneResultLabel.setVisible(False)
+        self.ui.useFineTunedModelButton.setVisible(False)
+        self._lastFineTuneJob = None
+        with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
+            self._fineTuneJob = self.fineTuning.startFineTuning(
+                self._parameterNode.modelId, name, device=self._parameterNode.device, resume=resume,
+                onProgress=self.onFineTuneProgress, onLog=self.onJobLog, onFinished=self.onFineTuneFinished,
+                **budget)
+            self._pollTimer.start()
+            self._showPlot(self._fineTuneJob.plot)
+        self._updateProcessingState()
+
+    def _showPlot(self, plot):
+        """Show the fine-tuning chart in the layout's plot view (switching to a layout with one if needed)."""
+        if plot is not None:
+            slicer.modules.plots.logic().ShowChartInLayout(plot.chartNode)
+
+    def onFineTuneProgress(self, event):
+        self.ui.fineTuneProgressBar.value = presentation.progressPercent(event)
+        self.ui.fineTuneStatusLabel.text = presentation.fineTuneStatus(event)
+
+    def onFineTuneFinished(self, job):
+        self._pollTimer.stop()
+        self._fineTuneJob = None
+        self._lastFineTuneJob = job
+        if job.state is JobState.SUCCEEDED:
+            self._reloadModels()
+            self.ui.fineTuneResultLabel.text = presentation.diceComparison(job.before, job.after)
+            self.ui.fineTuneResultLabel.setVisible(True)
+            self.ui.useFineTunedModelButton.text = f"Use {job.modelRef} for segmentation"
+            self.ui.useFineTunedModelButton.setVisible(True)
+        self._updateProcessingState()
+        if job.state is JobState.SUCCEEDED:
+            before, after = job.before.get("mean"), job.after.get("mean")
+            dice = (f" Mean validation Dice: {before:.3f} before, {after:.3f} after."
+                    if None not in (before, after) else "")
+            if slicer.util.confirmOkCancelDisplay(f"Fine-tuning registered the model {job.modelRef}.{dice}\n\n"
+                                                  "Use it for segmentation now?", "GLIMS Segmenter"):
+                self.onUseFineTunedModel()
+        elif job.state is JobState.FAILED:
+            slicer.util.errorDisplay(f"Fine-tuning failed: {job.errorMessage}", "GLIMS Segmenter")
+
+    def onUseFineTunedModel(self):
+        job = self._lastFineTuneJob
+        if job is None or not job.modelRef or not self._parameterNode:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not select the fine-tuned model.", waitCursor=True):
+            self.fineTuning.useModel(self._parameterNode.parameterNode, job.modelRef)
+            self.ui.useFineTunedModelButton.setVisible(False)
 
 
 class GLIMSSegmenterTest(ScriptedLoadableModuleTest):

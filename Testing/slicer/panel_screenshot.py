@@ -1,11 +1,14 @@
 """Load the module's ``.ui`` in real Qt (PySide6, offscreen) with our stand-in widgets, and draw the panel.
 
-Used by the tests, and run as a script to refresh the README screenshot::
+Used by the tests, and run as a script to refresh the documentation's screenshots::
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python Testing/slicer/panel_screenshot.py docs/images/panel.png
+    QT_QPA_PLATFORM=offscreen .venv/bin/python Testing/slicer/panel_screenshot.py docs/images/panel_finetune.png finetuned
 
-The panel is filled the way the widget fills it (model list, input labels, device choices, a run in progress)
-using the module's own presentation functions, with the real BraTS case's volume names.
+The panel is filled the way the widget fills it (model list, input labels, device choices, training set) using
+the module's own presentation functions, with the real BraTS cases' volume names, in one of two states:
+``segmenting`` (a segmentation in progress; fine-tuning waits for it) or ``finetuned`` (a fine-tuning has just
+registered a new model; its Dice values are illustrative, not measured).
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ REPO = HERE.parents[1]
 UI_FILE = REPO / "GLIMSSegmenter" / "Resources" / "UI" / "GLIMSSegmenter.ui"
 BRATS_VOLUMES = ("BraTS-GLI-00001-000-t2f", "BraTS-GLI-00001-000-t1c", "BraTS-GLI-00001-000-t1n",
                  "BraTS-GLI-00001-000-t2w")
+TRAINING_CASES = (  # (case id, model of the first draft): the real shared cases, as the panel would list them
+    ("BraTS-GLI-00001-000-t2f-20261129T101502", "glims-brats-example@1.0.0"),
+    ("TCGA-FG-6692_fla_sri24_bet-20261129T102233", "glims-brats-example@1.0.0"),
+    ("TCGA-DU-7294_fla_sri24_bet-20261129T103010", None),
+)
+EXAMPLE_DICE = (  # illustrative before/after validation Dice of the "finetuned" state (not a measurement)
+    {"TC": 0.412, "WT": 0.655, "ET": 0.388, "mean": 0.485},
+    {"TC": 0.603, "WT": 0.781, "ET": 0.559, "mean": 0.648},
+)
 LOG_LINES = (
     "input flair  <- volume 'BraTS-GLI-00001-000-t2f'",
     "input t1ce   <- volume 'BraTS-GLI-00001-000-t1c'",
@@ -77,8 +89,62 @@ def example_catalog():
     return load_catalog(home)
 
 
-def fill_example(panel, catalog) -> None:
-    """Put the panel in the state of a BraTS run in progress, as the widget would."""
+def _fill_table(table, rows) -> None:
+    from PySide6 import QtWidgets
+
+    for cells in rows:
+        row = table.rowCount()
+        table.insertRow(row)
+        for column, text in enumerate(cells):
+            table.setItem(row, column, QtWidgets.QTableWidgetItem(text))
+    table.resizeColumnsToContents()
+
+
+def _fill_fine_tuning(panel, spec, state: str) -> None:
+    """The Fine-tune section: the training set, the base model, and either waiting for the running segmentation
+    (``segmenting``) or the result of a finished fine-tuning (``finetuned``)."""
+    from PySide6 import QtWidgets
+
+    from glims.casestore import StoredCase
+
+    from GLIMSSegmenterLib import presentation
+    from GLIMSSegmenterLib.job import JobState
+
+    find = panel.findChild
+    cases = [StoredCase(case_id, Path(case_id), "brats", {}, Path("label.nii.gz"),
+                        {"added": f"2026-11-29T10:{15 + 7 * n:02d}:02+00:00", "draft_model": draft})
+             for n, (case_id, draft) in enumerate(TRAINING_CASES)]
+    table = find(QtWidgets.QTableWidget, "trainingCasesTableWidget")
+    _fill_table(table, [presentation.trainingCaseRow(case) for case in cases])
+    header = table.horizontalHeader()  # as the widget sets it up
+    header.setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)
+    for column in (1, 2):
+        header.setSectionResizeMode(column, QtWidgets.QHeaderView.ResizeToContents)
+    find(QtWidgets.QLabel, "fineTuneBaseValueLabel").setText(f"{spec.title} ({spec.ref})")
+    name = find(QtWidgets.QLineEdit, "fineTuneNameLineEdit")
+    name.setPlaceholderText(f"{spec.id}-finetuned")
+    for unit, label in presentation.BUDGET_UNITS:
+        find(QtWidgets.QComboBox, "fineTuneBudgetUnitComboBox").addItem(label, unit)
+    newModel = f"{spec.id}-site"
+    if state == "finetuned":
+        name.setText(newModel)
+        fine = presentation.fineTuneState(JobState.SUCCEEDED, modelRef=f"{newModel}@1.0.0")
+        find(QtWidgets.QLabel, "fineTuneResultLabel").setText(presentation.diceComparison(*EXAMPLE_DICE))
+        find(QtWidgets.QPushButton, "useFineTunedModelButton").setText(f"Use {newModel}@1.0.0 for segmentation")
+    else:
+        fine = presentation.fineTuneState(
+            None, problem="a segmentation is running: wait for it to finish or cancel it")
+    for name in ("fineTuneResultLabel", "useFineTunedModelButton"):
+        find(QtWidgets.QWidget, name).setVisible(state == "finetuned")
+    button = find(QtWidgets.QPushButton, "fineTuneButton")
+    button.setText(fine.applyText)
+    button.setEnabled(fine.applyEnabled)
+    find(QtWidgets.QWidget, "fineTuneProgressBar").setVisible(fine.busy)
+    find(QtWidgets.QLabel, "fineTuneStatusLabel").setText(fine.status)
+
+
+def fill_example(panel, catalog, state: str = "segmenting") -> None:
+    """Put the panel in an example state (see the module docstring), as the widget would."""
     from PySide6 import QtWidgets
 
     from glims.progress import ProgressEvent
@@ -104,36 +170,36 @@ def fill_example(panel, catalog) -> None:
         export.addItem(label, file_format)
     find(QtWidgets.QWidget, "exportDirectoryButton").setText(str(Path.home() / "GLIMS exports"))
     find(QtWidgets.QComboBox, "resultSegmentationSelector").addNodeName("BraTS-GLI-00001-000-t2f segmentation")
-    table = find(QtWidgets.QTableWidget, "modelsTableWidget")
-    for model in catalog.models:
-        row = table.rowCount()
-        table.insertRow(row)
-        for column, text in enumerate([model.id, model.version, model.preset, "built-in" if model.builtin else "added"]):
-            table.setItem(row, column, QtWidgets.QTableWidgetItem(text))
+    _fill_table(find(QtWidgets.QTableWidget, "modelsTableWidget"),
+                [[m.id, m.version, m.preset, "built-in" if m.builtin else "added"] for m in catalog.models])
     for preset in models.PRESETS:
         find(QtWidgets.QComboBox, "addModelPresetComboBox").addItem(preset)
 
     event = ProgressEvent("infer", 12, 26, 0.52, "window batch 12/26")
-    state = presentation.panelState(JobState.RUNNING, canSegment=True)
+    segmenting = state == "segmenting"
+    panel_state = presentation.panelState(JobState.RUNNING if segmenting else JobState.SUCCEEDED, canSegment=True)
     apply = find(QtWidgets.QPushButton, "applyButton")
-    apply.setText(state.applyText)
-    apply.setEnabled(state.applyEnabled)
+    apply.setText(panel_state.applyText)
+    apply.setEnabled(panel_state.applyEnabled)
     find(QtWidgets.QProgressBar, "progressBar").setValue(presentation.progressPercent(event))
-    find(QtWidgets.QLabel, "statusLabel").setText(presentation.progressStatus(event))
+    find(QtWidgets.QProgressBar, "progressBar").setVisible(panel_state.busy)
+    find(QtWidgets.QLabel, "statusLabel").setText(presentation.progressStatus(event) if segmenting
+                                                  else panel_state.status)
     find(QtWidgets.QPlainTextEdit, "logTextEdit").setPlainText("\n".join(LOG_LINES))
     busy = ["modelComboBox", "autoFillInputsButton", "outputSegmentationSelector", "advancedCollapsibleButton",
             "modelsCollapsibleButton"] + [f"inputVolumeSelector{slot}" for slot in range(1, 5)]
     for name in busy:  # what the widget locks while a job runs
-        find(QtWidgets.QWidget, name).setEnabled(not state.busy)
-    for name, expanded in (("advancedCollapsibleButton", True), ("logCollapsibleButton", True),
-                           ("modelsCollapsibleButton", False)):
+        find(QtWidgets.QWidget, name).setEnabled(not panel_state.busy)
+    _fill_fine_tuning(panel, spec, state)
+    for name, expanded in (("advancedCollapsibleButton", segmenting), ("logCollapsibleButton", segmenting),
+                           ("fineTuneCollapsibleButton", True), ("modelsCollapsibleButton", False)):
         find(QtWidgets.QWidget, name).setProperty("collapsed", not expanded)
 
 
-def render_panel(path: Path, width: int = 460) -> Path:
-    """Draw the example panel to a PNG file."""
+def render_panel(path: Path, width: int = 460, state: str = "segmenting") -> Path:
+    """Draw the example panel in ``state`` (``segmenting`` or ``finetuned``) to a PNG file."""
     panel = load_panel()
-    fill_example(panel, example_catalog())
+    fill_example(panel, example_catalog(), state)
     panel.setFixedWidth(width)
     panel.show()  # lay out word-wrapped labels at this width
     panel.resize(width, panel.layout().totalHeightForWidth(width))
@@ -145,4 +211,5 @@ def render_panel(path: Path, width: int = 460) -> Path:
 
 if __name__ == "__main__":
     sys.path[:0] = [str(HERE), str(REPO / "GLIMSSegmenter")]
-    print(render_panel(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "images" / "panel.png"))
+    print(render_panel(Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "images" / "panel.png",
+                       state=sys.argv[2] if len(sys.argv) > 2 else "segmenting"))

@@ -18,17 +18,26 @@ class qMRMLWidget(QtWidgets.QWidget):  # noqa: N801 - Slicer's class name
 
 
 class ctkCollapsibleButton(QtWidgets.QGroupBox):  # noqa: N801
-    """A titled box with an arrow; its content is hidden while collapsed."""
+    """A titled box with an arrow; its content is hidden while collapsed. As in CTK, a child the panel hid
+    itself stays hidden when the box is expanded."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._label = ""
         self._collapsed = False
+        self._hiddenByCollapse: list[QtWidgets.QWidget] = []
 
     def _applyState(self) -> None:
         self.setTitle(("▸ " if self._collapsed else "▾ ") + self._label)
-        for child in self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly):
-            child.setVisible(not self._collapsed)
+        if self._collapsed:
+            for child in self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly):
+                if not child.isHidden():
+                    self._hiddenByCollapse.append(child)
+                    child.setVisible(False)
+        else:
+            for child in self._hiddenByCollapse:
+                child.setVisible(True)
+            self._hiddenByCollapse.clear()
 
     def showEvent(self, event) -> None:  # children exist only after the .ui set the properties
         self._applyState()

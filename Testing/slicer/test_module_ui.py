@@ -110,12 +110,13 @@ def test_the_parameter_node_wrapper_declares_the_same_fields_as_the_logic():
     assert fields == PARAMETER_TYPES
 
 
-def test_panel_screenshot_is_drawn(tmp_path):
+@pytest.mark.parametrize("state", ["segmenting", "finetuned"])
+def test_panel_screenshot_is_drawn(tmp_path, state):
     from PySide6 import QtGui
 
     from panel_screenshot import render_panel
 
-    path = render_panel(tmp_path / "panel.png")
+    path = render_panel(tmp_path / "panel.png", state=state)
     image = QtGui.QImage(str(path))
     assert image.width() == 460 and image.height() > 600
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}

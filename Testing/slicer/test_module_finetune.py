@@ -337,8 +337,23 @@ def test_stop_mid_run_kills_the_engine_and_registers_nothing(finetuned, tuning, 
     assert [p.name for p in tuning.interruptedRuns("tiny-brats-stopped")] == ["tiny-brats-stopped-1.0.0"]
     with pytest.raises(ConfigError, match="a stopped fine-tuning of 'tiny-brats-stopped' exists"):
         tuning.startFineTuning(MODEL, "tiny-brats-stopped", epochs=1)
-    tuning.discardInterruptedRuns("tiny-brats-stopped")
-    assert tuning.interruptedRuns("tiny-brats-stopped") == []
+
+
+def test_a_stopped_run_is_continued_where_it_stopped(tuning):
+    job = tuning.startFineTuning(MODEL, "tiny-brats-stopped", epochs=2, device="cpu", threads=1, resume=True)
+    assert job.wait() is JobState.SUCCEEDED, job.errorMessage
+    assert job.modelRef == "tiny-brats-stopped@1.0.0"
+    assert [row["epoch"] for row in job.plot.rows()] == [2]  # epoch 1 was done before the stop
+    assert set(job.before) == {"TC", "WT", "ET", "mean"} and tuning.interruptedRuns("tiny-brats-stopped") == []
+
+
+def test_a_stopped_run_can_be_discarded(tuning, home):
+    run = home / "finetune" / "never-finished-1.0.0"
+    run.mkdir(parents=True)
+    (run / "state.pt").write_bytes(b"")  # how the engine marks a run stopped after an epoch
+    assert tuning.interruptedRuns("never-finished") == [run]
+    tuning.discardInterruptedRuns("never-finished")
+    assert tuning.interruptedRuns("never-finished") == [] and not run.exists()
 
 
 def test_fine_tuning_is_refused_before_anything_starts(logic, headless):

@@ -1,6 +1,7 @@
 """Benchmarks of the engine on this machine: ``glims bench TARGET``.
 
-A *target* is one benchmark (``network`` today: a single forward pass at the reference window). Every measurement
+A *target* is one benchmark: ``network`` (a single forward pass at the reference window) and ``segment`` (a whole
+case through ``glims.pipeline``, against the slow reference pipeline). Every measurement
 runs in a fresh subprocess (``python -m glims.bench worker SPEC``) so that each model's peak resident memory
 (``ru_maxrss``) is its own and no model warms the caches or the allocator for another; the parent only collects the
 JSON each worker prints and builds a ``BenchReport`` (Markdown table, or JSON), with the machine context the figures
@@ -40,6 +41,7 @@ __all__ = [
     "BenchReport",
     "BenchTarget",
     "NetworkBenchmark",
+    "SegmentBenchmark",
     "NETWORK_MODELS",
     "TARGETS",
     "machine_context",
@@ -535,7 +537,176 @@ def _count_flops(net: Any, in_channels: int, size: int) -> float:
 
 
 # Targets of ``glims bench``, by name (the order of ``glims bench --help``).
-TARGETS: dict[str, BenchTarget] = {t.name: t for t in (NetworkBenchmark(),)}
+# ----------------------------------------------------------------------------------------------------------------
+# Target "segment": a whole case through glims.pipeline, ours against the reference pipeline.
+#
+# Two configurations run in their own worker processes (peak RSS of each is its own) on the same case and model:
+# "default" is what `glims segment` does (foreground crop, the CPU fast path, the catalog's overlap); "reference"
+# is the slow baseline of issue 7 (overlap 0.5, fp32, no cropping, the network's reference path). Per-stage wall
+# times, peak RSS, the time ratio and the agreement of the two segmentations (Dice per BraTS region) are reported.
+# The case is a BraTS case folder (--case) or a synthetic 240x240x155 case; the model a catalog model (--model) or
+# a seeded random full-size GLIMS (timings only: with random weights the Dice column means nothing).
+
+SEGMENT_STAGES = ("load", "preprocess", "infer", "postprocess", "write")
+SEGMENT_CONFIGS = {
+    "default": {"label": "glims segment (default: crop, fast path)", "crop": None, "fast_path": True, "overlap": None},
+    "reference": {"label": "reference pipeline (overlap 0.5, fp32, no crop, reference path)", "crop": False,
+                  "fast_path": False, "overlap": 0.5},
+}
+
+
+@worker("segment")
+def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from .inference import InferenceOptions
+    from .pipeline import resolve_model, segment_files
+
+    torch.set_num_threads(int(spec["threads"]))
+    model = resolve_model(spec["model"], spec["home"])
+    defaults = InferenceOptions(**model.inference)
+    options = InferenceOptions(
+        device="cpu", overlap=defaults.overlap if spec["overlap"] is None else float(spec["overlap"]),
+        blend=defaults.blend, sw_batch_size=defaults.sw_batch_size, precision=spec["precision"],
+        fast_path=bool(spec["fast_path"]),
+    )
+    result = segment_files(model, spec["inputs"], None, labelmap=spec["labelmap"], options=options,
+                           crop=spec["crop"], home=spec["home"])
+    return {"timings_s": result.report["timings_s"], "peak_rss_mib": peak_rss_mib(), "model": model.ref,
+            "overlap": options.overlap}
+
+
+def _case_images(folder: Path) -> list[str]:
+    """The image files of a case folder, label maps and algorithm outputs left out."""
+    import re
+
+    if not folder.is_dir():
+        raise ConfigError(f"--case: no such folder: {folder}")
+    labels = re.compile(r"seg|label|silver|fusion|pred|truth|(^|[-_.])gt([-_.]|$)", re.IGNORECASE)
+    suffixes = (".nii.gz", ".nii", ".nrrd", ".mha")
+    return [str(p) for p in sorted(folder.iterdir())
+            if p.is_file() and p.name.lower().endswith(suffixes) and not labels.search(p.name)]
+
+
+def _synthetic_case(folder: Path, seed: int) -> list[Path]:
+    from .synth import MODALITIES, generate_case, write_case
+
+    files = write_case(generate_case(seed, shape=(155, 240, 240)), folder, f"GLIMS-SYN-BENCH-{seed}")
+    return [files[m] for m in MODALITIES]
+
+
+def _random_full_size_model(home: Path, seed: int) -> str:
+    import torch
+
+    from .catalog import register_model
+    from .checkpoint import save_checkpoint
+    from .network import GLIMS
+
+    torch.manual_seed(seed)
+    net = GLIMS()
+    meta = save_checkpoint(home / "random-full", net.state_dict(), {"name": "GLIMS", **net.config.to_dict()})
+    return register_model(meta, "glims-random-full", "brats", home=home, license_text="random weights").ref
+
+
+class SegmentBenchmark(BenchTarget):
+    """Whole-case wall time per stage and peak memory: default pipeline vs the reference pipeline."""
+
+    name = "segment"
+    help = "time a whole case through glims segment, against the slow reference pipeline (overlap 0.5, no crop)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--case", type=Path, help="BraTS case folder (default: a synthetic 240x240x155 case)")
+        parser.add_argument("-m", "--model", help="catalog model (default: seeded random full-size GLIMS)")
+        parser.add_argument("--home", help="glims user folder holding --model")
+        parser.add_argument("--configs", default="default,reference", help="comma-separated from: default, reference")
+        parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the default config")
+        parser.add_argument("--threads", type=int, default=2)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--timeout", type=float, default=7200, help="seconds per worker")
+
+    def run(self, args: argparse.Namespace, *, progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> BenchReport:
+        from .pipeline import assign_inputs, resolve_model
+
+        keys = [k.strip() for k in args.configs.split(",") if k.strip()]
+        if not keys or any(k not in SEGMENT_CONFIGS for k in keys):
+            raise ConfigError(f"--configs: choose from {', '.join(SEGMENT_CONFIGS)}")
+        context = machine_context(args.threads)
+        plan = StagePlan([("prepare", 1.0)] + [(k, 10.0) for k in keys], progress)
+        results: dict[str, dict[str, Any]] = {}
+        with tempfile.TemporaryDirectory(prefix="glims-bench-segment-") as tmp:
+            tmp_path = Path(tmp)
+            home = Path(args.home) if args.home else tmp_path / "home"
+            plan.report("prepare", 0, 1, "preparing the case and the model")
+            model = args.model or _random_full_size_model(home, args.seed)
+            spec = resolve_model(model, home)
+            if args.case:
+                inputs = _case_images(args.case)
+                context["input"] = f"{args.case.name} (real case)"
+            else:
+                inputs = [str(p) for p in _synthetic_case(tmp_path / "case", args.seed)]
+                context["input"] = "synthetic BraTS-like case, 240x240x155, 1 mm"
+            inputs = [str(p) for _, p in assign_inputs(spec, inputs)]
+            context["weights"] = model if args.model else f"seeded random full-size GLIMS (seed {args.seed})"
+            for key in keys:
+                if cancel is not None:
+                    cancel.check()
+                config = SEGMENT_CONFIGS[key]
+                plan.report(key, 0, 1, f"running {config['label']}")
+                job = {"model": model, "home": str(home), "inputs": inputs, "threads": args.threads,
+                       "overlap": config["overlap"], "crop": config["crop"], "fast_path": config["fast_path"],
+                       "precision": args.precision if key == "default" else "fp32",
+                       "labelmap": str(tmp_path / f"{key}.nii.gz")}
+                try:
+                    results[key] = measure_in_subprocess("segment", job, timeout=args.timeout)
+                except BenchError as err:
+                    results[key] = {"error": str(err)}
+                plan.report(key, 1, 1, f"{config['label']} done")
+            agreement = _agreement(tmp_path, keys, results)
+        context["load_after"] = load_average()
+        return _segment_report(keys, results, agreement, context)
+
+
+def _agreement(folder: Path, keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, float] | None:
+    if "reference" not in keys or "default" not in keys or any("error" in results[k] for k in keys):
+        return None
+    import SimpleITK as sitk
+
+    from .metrics import score_regions
+
+    ours, ref = (sitk.ReadImage(str(folder / f"{k}.nii.gz")) for k in ("default", "reference"))
+    scores = score_regions(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(ref), ref.GetSpacing()[::-1])
+    return {region: score.dice for region, score in scores.items()}
+
+
+def _segment_report(keys, results, agreement, context) -> BenchReport:
+    columns = [("config", "configuration")] + [(s, f"{s} s") for s in SEGMENT_STAGES] + [
+        ("total", "total s"), ("ratio", "time vs reference"), ("rss", "peak RSS MiB"), ("dice", "Dice vs reference (TC/WT/ET)")]
+    reference_total = results.get("reference", {}).get("timings_s", {}).get("total")
+    rows = []
+    for key in keys:
+        result = results[key]
+        row: dict[str, Any] = {"config": SEGMENT_CONFIGS[key]["label"]}
+        if "error" in result:
+            row["total"] = result["error"]
+            rows.append(row)
+            continue
+        timings = result["timings_s"]
+        row.update({s: timings.get(s) for s in SEGMENT_STAGES})
+        row["total"] = timings["total"]
+        row["ratio"] = round(timings["total"] / reference_total, 3) if reference_total else None
+        row["rss"] = round(result["peak_rss_mib"])
+        if key == "default" and agreement:
+            row["dice"] = "/".join(f"{agreement[r]:.4f}" for r in ("TC", "WT", "ET"))
+        rows.append(row)
+    notes = ["Each configuration runs in its own worker process; peak RSS includes Python, torch and the weights.",
+             "Dice compares the default pipeline's segmentation with the reference pipeline's on the same case "
+             "(agreement, not accuracy); with random weights it is not meaningful."]
+    return BenchReport("segment", "Whole case through glims segment vs the reference pipeline", columns, rows,
+                       context, notes)
+
+
+TARGETS: dict[str, BenchTarget] = {t.name: t for t in (NetworkBenchmark(), SegmentBenchmark())}
 
 
 if __name__ == "__main__":  # pragma: no cover - the worker entry point

@@ -46,6 +46,8 @@ class InferenceOptions:
     """``fp32``, ``bf16`` or ``fp16`` (the latter two through autocast)."""
     tta: bool = False
     """Average over mirrored copies (flips of each axis)."""
+    fast_path: bool = True
+    """Let the network use its CPU fast path (same function, float32 rounding); False: the reference path."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
@@ -175,6 +177,7 @@ def _predict_on(models, image, roi_size, options, device, progress, cancel) -> n
     with torch.inference_mode():
         for model, flips in passes:
             model.to(device)
+            model.fast_path = options.fast_path
 
             def predictor(batch: torch.Tensor, _model=model) -> torch.Tensor:
                 nonlocal done

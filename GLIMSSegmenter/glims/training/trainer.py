@@ -42,6 +42,7 @@ from ..metrics import dice
 from ..network import GLIMS
 from ..postprocessing import activate
 from ..progress import CancelToken, ProgressCallback, StagePlan
+from . import distributed
 from .augment import AugmentConfig, augment_patch
 from .data import CaseFiles, InputMatcher, LoadedCase, discover_cases, load_case, sample_patch, split_cases
 from .history import write_history
@@ -281,7 +282,7 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    device = resolve_device(config.device)
+    device = distributed.local_device(resolve_device(config.device))
     preset, preprocessing = _preprocessing(config)
     matcher = InputMatcher.from_preset(preset)
     titles = [i.title.split(" (")[0] for i in matcher.inputs]
@@ -298,7 +299,7 @@ def train(
     torch.manual_seed(_torch_seed(config.seed, 0, purpose=0))
     net, architecture = _build_model(config, len(matcher.inputs), len(preset["output"]["channels"]))
     roi = list(net.img_size)
-    plan = StagePlan([("load", 1.0), ("train", 20.0)], progress)
+    plan = StagePlan([("load", 1.0), ("train", 20.0)], progress if distributed.is_main_process() else None)
     total_load = len(train_files) + len(val_files)
     train_cases = _load_cases(train_files, preprocessing, roi, titles, plan, 0, total_load, cancel)
     same = [c.case_id for c in val_files] == [c.case_id for c in train_files]
@@ -327,7 +328,7 @@ def train(
         elapsed_before = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
         logger.info("resuming %s at epoch %d (step %d)", run_dir, epoch, step)
-    else:
+    elif distributed.is_main_process():
         _write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
         _write_json(run_dir / "split.json", {"train": [c.to_dict() for c in train_files],
                                              "validation": [c.to_dict() for c in val_files]})
@@ -342,18 +343,21 @@ def train(
             plan.report("train", 0, (planned_epochs or 1) * steps_per_epoch,
                         f"starting weights: val Dice {row['val_dice_mean']:.3f}", epoch=0, step=0,
                         val_dice={r: row[f"val_dice_{r}"] for r in REGIONS})
+    if state is None:  # other ranks take rank 0's starting validation (distributed runs only)
+        history, best_metric, best_epoch = distributed.from_main((history, best_metric, best_epoch))
 
     budget_s = config.minutes * 60.0 if config.minutes else None
     session_epochs = 0
     started = time.perf_counter()
     stopped = "epochs"
+    model = distributed.wrap_model(net, device)  # trains; `net` is validated and saved
     net.train()
     while True:
         if planned_epochs is not None and epoch >= planned_epochs:
             stopped = "epochs"
             break
         epoch_start = time.perf_counter()
-        rng = np.random.default_rng([config.seed, epoch])
+        rng = np.random.default_rng(distributed.stream_key(config.seed, epoch))
         torch.manual_seed(_torch_seed(config.seed, epoch))
         losses = []
         out_of_time = False
@@ -365,17 +369,17 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, targets = _batch(train_cases, roi, config.batch_size, rng, config)
-            outputs = net(images.to(device))
+            outputs = model(images.to(device))
             loss = deep_supervision_loss(outputs, targets.to(device), config.ce)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            losses.append(float(loss.detach()))
+            losses.append(distributed.mean_across_ranks(float(loss.detach())))
             plan.report("train", step, total_steps or (epoch + 1) * steps_per_epoch, f"epoch {epoch + 1} step {index + 1}/"
                         f"{steps_per_epoch} loss {losses[-1]:.4f}", epoch=epoch + 1, step=step,
                         loss=round(losses[-1], 5), lr=lr)
-            if budget_s is not None and time.perf_counter() - started > budget_s:
+            if budget_s is not None and distributed.any_rank(time.perf_counter() - started > budget_s):
                 out_of_time = True
                 break
         epoch += 1
@@ -386,34 +390,37 @@ def train(
         if budget_s is not None and config.epochs is None:
             session_epochs += 1
             used = time.perf_counter() - started
-            planned_epochs = epoch + int(max(0.0, budget_s - used) // (used / session_epochs))
+            planned_epochs = distributed.from_main(epoch + int(max(0.0, budget_s - used) // (used / session_epochs)))
             logger.info("budget of %.1f min: planning %d epochs", config.minutes, planned_epochs)
         last = out_of_time or (planned_epochs is not None and epoch >= planned_epochs)
         if epoch % config.val_every == 0 or last:
-            val_start = time.perf_counter()
-            result = _validate(net, val_cases, preset, config, cancel)
-            row.update({f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()})
-            row["val_dice_mean"] = round(result["mean"], 4)
-            row["val_cases"] = result["cases"]
-            row["val_s"] = round(time.perf_counter() - val_start, 1)
-            if best_metric is None or result["mean"] > best_metric:
-                best_metric, best_epoch, stale = result["mean"], epoch, 0
-                _save_best(run_dir, net, architecture, config, row, train_files, val_files)
-            else:
-                stale += 1
+            if distributed.is_main_process():
+                val_start = time.perf_counter()
+                result = _validate(net, val_cases, preset, config, cancel)
+                row.update({f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()})
+                row["val_dice_mean"] = round(result["mean"], 4)
+                row["val_cases"] = result["cases"]
+                row["val_s"] = round(time.perf_counter() - val_start, 1)
+                if best_metric is None or result["mean"] > best_metric:
+                    best_metric, best_epoch, stale = result["mean"], epoch, 0
+                    _save_best(run_dir, net, architecture, config, row, train_files, val_files)
+                else:
+                    stale += 1
+            row, best_metric, best_epoch, stale = distributed.from_main((row, best_metric, best_epoch, stale))
         epoch_s = time.perf_counter() - epoch_start
         row["epoch_s"] = round(epoch_s, 1)
         row["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 1)
         history.append(row)
-        save_state(run_dir, net, architecture, {
-            "epoch": epoch, "step": step, "planned_epochs": planned_epochs, "optimizer": optimizer.state_dict(),
-            "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,
-                          "total_steps": (planned_epochs or 0) * steps_per_epoch},
-            "best_metric": best_metric, "best_epoch": best_epoch, "stale": stale, "history": history,
-            "torch_rng": torch.get_rng_state(), "elapsed_s": row["elapsed_s"],
-            "split": {"train": [c.case_id for c in train_files], "validation": [c.case_id for c in val_files]},
-        })
-        write_history(run_dir, history)
+        if distributed.is_main_process():
+            save_state(run_dir, net, architecture, {
+                "epoch": epoch, "step": step, "planned_epochs": planned_epochs, "optimizer": optimizer.state_dict(),
+                "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,
+                              "total_steps": (planned_epochs or 0) * steps_per_epoch},
+                "best_metric": best_metric, "best_epoch": best_epoch, "stale": stale, "history": history,
+                "torch_rng": torch.get_rng_state(), "elapsed_s": row["elapsed_s"],
+                "split": {"train": [c.case_id for c in train_files], "validation": [c.case_id for c in val_files]},
+            })
+            write_history(run_dir, history)
         remaining = ((planned_epochs or epoch) - epoch) * epoch_s
         plan.report("train", step, (planned_epochs or epoch) * steps_per_epoch,
                     f"epoch {epoch} done: loss {row['train_loss']:.4f}"
@@ -426,6 +433,7 @@ def train(
         if config.early_stop_patience is not None and stale >= config.early_stop_patience:
             stopped = "early stopping"
             break
+    distributed.barrier()
     best = run_dir / "best.json"
     return TrainResult(run_dir, best if best.is_file() else None, best_metric, best_epoch, epoch, step,
                        elapsed_before + time.perf_counter() - started, history, stopped)

@@ -8,6 +8,9 @@ registers the best checkpoint in the user catalog as ``NAME@<next version>``. Th
 catalog are never written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
 an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
 catalog valid.
+
+Under ``torchrun`` every rank trains (``glims.training.distributed``); rank 0 alone picks the run folder, writes
+and registers, and the other ranks receive the registered model from it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .catalog import ModelSpec, add_user_entry, load_catalog, next_version, user
 from .checkpoint import atomic_write, sha256_file
 from .errors import CheckpointError, ConfigError, InputError
 from .progress import CancelToken, ProgressCallback
+from .training import distributed
 from .training.data import InputMatcher, discover_cases
 from .training.labels import REGIONS
 from .training.trainer import TrainConfig, TrainResult, train
@@ -137,7 +141,7 @@ def finetune(
     if not weights.path.is_file() or sha256_file(weights.path) != weights.sha256:
         raise CheckpointError(f"weights of {spec.ref} are missing or fail their sha256 check: {weights.path}")
     version = next_version(catalog, name)
-    run_dir = _run_dir(home, name, version, resume)
+    run_dir = distributed.from_main(_run_dir(home, name, version, resume) if distributed.is_main_process() else None)
     if resume:
         config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs or config.epochs,
@@ -157,9 +161,12 @@ def finetune(
     rows = [r for r in result.history if "val_dice_mean" in r]
     before = _dice_row(next(r for r in rows if r["epoch"] == 0))
     after = _dice_row(next(r for r in rows if r["epoch"] == result.best_epoch))
-    model = _register(spec, name, version, run_dir, result, before, after, home)
-    with atomic_write(run_dir / REGISTERED_FILE, "w") as handle:
-        json.dump({"model": model.ref, "before": before, "after": after}, handle, indent=2)
+    model = None
+    if distributed.is_main_process():
+        model = _register(spec, name, version, run_dir, result, before, after, home)
+        with atomic_write(run_dir / REGISTERED_FILE, "w") as handle:
+            json.dump({"model": model.ref, "before": before, "after": after}, handle, indent=2)
+    model = distributed.from_main(model)
     return FinetuneResult(model, run_dir, before, after, result)
 
 

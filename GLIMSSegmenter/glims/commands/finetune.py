@@ -28,16 +28,20 @@ def run(args: argparse.Namespace, ui) -> int:
     from ..errors import ConfigError
     from ..finetune import finetune
     from ..progress import CancelToken, cancel_on_signals
+    from ..training import distributed
 
     if args.epochs is None and args.minutes is None:
         raise ConfigError("give a budget: --epochs N and/or --minutes M")
-    with cancel_on_signals(CancelToken()) as token:
+    with distributed.session(args.device) as parallel, cancel_on_signals(CancelToken()) as token:
+        main = distributed.is_main_process()
         result = finetune(
             args.model, args.name, cases=args.cases, epochs=args.epochs, minutes=args.minutes,
             val_fraction=args.val_fraction, lr=args.lr, patience=args.patience or None, device=args.device,
             threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
             progress=ui.progress, cancel=token,
         )
+    if parallel and not main:
+        return 0  # rank 0 reports
     ui.log(f"{'validation Dice':<18} {'TC':>6} {'WT':>6} {'ET':>6} {'mean':>6}")
     for label, row in (("before (base)", result.before), ("after (best)", result.after)):
         ui.log(f"{label:<18} {row['TC']:6.3f} {row['WT']:6.3f} {row['ET']:6.3f} {row['mean']:6.3f}")

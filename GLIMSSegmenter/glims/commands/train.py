@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time budget; without --epochs the schedule is fitted to it after the first epoch")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="optimiser steps per epoch (default: one pass over the training cases)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2,
+                        help="windows per optimiser step; per process under torchrun (docs/DISTRIBUTED.md)")
     parser.add_argument("--feature-size", type=int, default=12, help="channels of the first stage (reference: 24)")
     parser.add_argument("--img-size", type=int, default=32, help="training window, voxels per axis, divisible by 32")
     parser.add_argument("--depths", type=int, nargs=4, default=(2, 2, 2, 2), metavar="D",
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ui) -> int:
     from ..progress import CancelToken, cancel_on_signals
+    from ..training import distributed
     from ..training.trainer import TrainConfig, train
 
     config = TrainConfig(
@@ -75,8 +77,11 @@ def run(args: argparse.Namespace, ui) -> int:
         threads=args.threads,
         save_dtype="fp16" if args.save_fp16 else "fp32",
     )
-    with cancel_on_signals(CancelToken()) as token:
+    with distributed.session(args.device) as parallel, cancel_on_signals(CancelToken()) as token:
+        main = distributed.is_main_process()
         result = train(config, resume=args.resume, progress=ui.progress, cancel=token)
+    if parallel and not main:
+        return 0  # rank 0 reports
     summary = {"epochs": result.epochs_done, "steps": result.steps_done, "elapsed_s": round(result.elapsed_s, 1),
                "best_val_dice_mean": result.best_metric, "best_epoch": result.best_epoch,
                "stopped": result.stopped_because}

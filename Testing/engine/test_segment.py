@@ -39,10 +39,18 @@ def geometry(image: sitk.Image) -> tuple[float, ...]:
     return (*image.GetSize(), *image.GetSpacing(), *image.GetOrigin(), *image.GetDirection())
 
 
-def test_output_is_on_the_reference_grid_with_model_labels_and_a_readable_slicer_file(home, fg6692, tmp_path):
+@pytest.fixture(scope="module")
+def segmented(home, fg6692, tmp_path_factory):
+    """TCGA-FG-6692 (3 mm) segmented once with every output; shared by the tests that read it."""
+    out_dir = tmp_path_factory.mktemp("segmented")
+    result = segment_files("tiny-brats", fg6692, out_dir / "case.seg.nrrd", labelmap=out_dir / "case.nii.gz",
+                           report=out_dir / "case.json", probabilities=out_dir / "probs.nrrd", home=home)
+    return result, out_dir
+
+
+def test_output_is_on_the_reference_grid_with_model_labels_and_a_readable_slicer_file(segmented, fg6692):
+    result, tmp_path = segmented
     out = tmp_path / "case.seg.nrrd"
-    result = segment_files("tiny-brats", fg6692, out, labelmap=tmp_path / "case.nii.gz",
-                           report=tmp_path / "case.json", probabilities=tmp_path / "probs.nrrd", home=home)
     reference = sitk.ReadImage(str(fg6692[0]))
     labelmap = sitk.ReadImage(str(tmp_path / "case.nii.gz"))
     assert geometry(labelmap) == pytest.approx(geometry(reference))
@@ -102,8 +110,8 @@ def _permute_xz(image: sitk.Image) -> sitk.Image:
 
 
 @pytest.mark.parametrize("transform", [_flip_xy, _permute_xz], ids=["LPS-to-RAS", "permuted-axes"])
-def test_reoriented_copy_gives_the_same_segmentation_in_physical_space(home, fg6692, tmp_path, transform):
-    base = segment_files("tiny-brats", fg6692, None, home=home).labels
+def test_reoriented_copy_gives_the_same_segmentation_in_physical_space(home, fg6692, segmented, tmp_path, transform):
+    base = segmented[0].labels
     copies = []
     for path in fg6692:
         target = tmp_path / path.name

@@ -98,7 +98,7 @@ class BenchReport:
 
 _CONTEXT_ORDER = (
     "command", "date", "cpu", "cores", "python", "torch", "monai", "threads", "allocator", "input", "weights",
-    "glims_feature_size",
+    "glims_feature_size", "omp_wait_policy",
     "load_before", "load_after",
 )
 
@@ -130,6 +130,7 @@ def machine_context(threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP default: spin, then sleep)"),
         "load_before": load_average(),
     }
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -85,3 +86,12 @@ def test_rounds_pool_the_timed_forwards_and_keep_the_worst_memory():
     assert combined["times_s"] == [3.0, 1.0, 2.0, 9.0, 8.0] and combined["median_s"] == 3.0
     assert combined["cpu_s"] == 5.0 and combined["peak_rss_mib"] == 950.0 and combined["output"] == "a.pt"
     assert bench._combine_rounds([runs[0], {"error": "worker failed"}]) == {"error": "worker failed"}
+
+
+def test_the_command_line_makes_idle_openmp_threads_sleep_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    main(["bench", "--progress", "none", "network", "--models", "nope"])
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main(["bench", "--progress", "none", "network", "--models", "nope"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

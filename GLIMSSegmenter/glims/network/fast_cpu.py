@@ -10,7 +10,8 @@ whose page faults cost as much as the work done in it. This module computes the 
 * a **dilated depthwise convolution** becomes an undilated one by space-to-batch: with dilation d, the voxels of
   each phase (z mod d, y mod d) form a sub-grid that a dilation-1 kernel walks exactly as the dilated kernel walks
   the full grid, and the x phase folds into channels for free (d copies of each channel's kernel). oneDNN's fast
-  depthwise kernel then runs at every dilation and the result is bit-identical to the dilated convolution;
+  depthwise kernel then runs at every dilation, on the same products and sums as the dilated convolution (the
+  results were bit-identical wherever we compared them);
 * **instance/group norm statistics** are computed in one sweep of cache-sized chunks (per-chunk cascade sums,
   chunk-centred squares, chunks combined in float64), as accurate as the reference kernels, and the normalisation,
   affine and PReLU are applied in place on contiguous memory (``addcmul`` then ``leaky_relu_``, which is PReLU for

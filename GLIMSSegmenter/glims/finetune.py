@@ -108,6 +108,7 @@ def finetune(
     val_fraction: float = 0.2,
     lr: float = 2e-4,
     patience: int | None = 4,
+    steps_per_epoch: int = 20,
     device: str = "auto",
     threads: int | None = None,
     seed: int = 25,
@@ -126,6 +127,8 @@ def finetune(
         val_fraction: share of cases held out when there are more than five.
         lr: peak learning rate (lower than training from scratch).
         patience: early stopping after this many validations without improvement (None: never).
+        steps_per_epoch: optimiser steps between validations (with a handful of cases, one pass over them would be
+            one or two steps: too few to measure progress, so an "epoch" here is a fixed number of steps).
         resume: continue the latest interrupted run of ``name``.
 
     Raises:
@@ -153,7 +156,8 @@ def finetune(
             out_dir=str(run_dir), cases=tuple(map(str, train_dirs)), val_cases=tuple(map(str, val_dirs)),
             preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
             spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
-            label_convention=convention, epochs=epochs, minutes=minutes, lr=lr, min_lr=lr * 0.05,
+            label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
+            lr=lr, min_lr=lr * 0.05,
             early_stop_patience=patience, init_weights=str(weights.path), validate_initial=True,
             seed=seed, device=device, threads=threads,
         )

@@ -165,7 +165,7 @@ def test_finetune_under_torchrun_registers_exactly_one_version(cases, tmp_path):
     before = load_catalog(home).ids()
     # two steps (the second fails if DDP mishandles a parameter); with --minutes each step agrees on the budget
     events, _ = torchrun("finetune", "-m", "base", "--name", "site-ddp", "--cases", str(cases), "--epochs", "2",
-                         "--minutes", "60", "--patience", "0", home=home)
+                         "--steps-per-epoch", "1", "--minutes", "60", "--patience", "0", home=home)
     results = [e for e in events if e["type"] == "result"]
     assert len(results) == 1 and results[0]["outputs"]["model"] == "site-ddp@1.0.0"
     assert epochs_done(events) == [1, 2]

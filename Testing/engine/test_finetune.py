@@ -66,8 +66,8 @@ def test_leave_one_out_when_few_cases():
 def test_finetune_registers_a_new_version_and_leaves_the_base_untouched(home):
     base = load_catalog(home).get("base")
     base_sha = sha256_file(base.weights[0].path)
-    proc = glims(home, "finetune", "-m", "base", "--name", "site-a", "--epochs", "2", "--progress", "json",
-                 "--threads", "1")
+    proc = glims(home, "finetune", "-m", "base", "--name", "site-a", "--epochs", "2", "--steps-per-epoch", "2",
+                 "--progress", "json", "--threads", "1")
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr
     events = [parse_protocol_line(line) for line in stdout.splitlines()]
@@ -90,8 +90,8 @@ def test_finetune_registers_a_new_version_and_leaves_the_base_untouched(home):
 
 def test_a_killed_run_leaves_the_catalog_valid_and_resume_finishes_it(home):
     before = json.loads((home / "models" / "catalog.json").read_text())
-    proc = glims(home, "finetune", "-m", "base", "--name", "site-b", "--epochs", "3", "--progress", "json",
-                 "--threads", "1")
+    proc = glims(home, "finetune", "-m", "base", "--name", "site-b", "--epochs", "3", "--steps-per-epoch", "2",
+                 "--progress", "json", "--threads", "1")
     for line in proc.stdout:
         event = parse_protocol_line(line)
         if event and event["type"] == "progress" and "epoch 1 done" in event["message"]:

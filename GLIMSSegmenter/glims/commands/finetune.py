@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="held out when more than 5 cases")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--patience", type=int, default=4, help="early stopping patience in validations (0: off)")
+    parser.add_argument("--steps-per-epoch", type=int, default=20, help="optimiser steps between validations")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--seed", type=int, default=25)
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace, ui) -> int:
         main = distributed.is_main_process()
         result = finetune(
             args.model, args.name, cases=args.cases, epochs=args.epochs, minutes=args.minutes,
-            val_fraction=args.val_fraction, lr=args.lr, patience=args.patience or None, device=args.device,
+            val_fraction=args.val_fraction, lr=args.lr, patience=args.patience or None,
+            steps_per_epoch=args.steps_per_epoch, device=args.device,
             threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
             progress=ui.progress, cancel=token,
         )

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -946,6 +945,8 @@ def _write_nifti(array: np.ndarray, spacing: Sequence[float], path: Path, intege
     """Write a (z, y, x) array as NIfTI in BraTS geometry (LPS, identity direction), atomically."""
     import SimpleITK as sitk
 
+    from .imageio import write_image
+
     if integer and array.dtype != np.uint8:
         low, high = float(array.min()), float(array.max())
         array = array.astype(np.int16 if -32768 <= low and high <= 32767 else np.int32)
@@ -953,14 +954,7 @@ def _write_nifti(array: np.ndarray, spacing: Sequence[float], path: Path, intege
     sz, sy, sx = (float(v) for v in spacing)
     image.SetSpacing((sx, sy, sz))
     image.SetOrigin((0.0, -(array.shape[1] - 1) * sy, 0.0))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_image(image, path)
 
 
 def write_case(case: SynthCase, out_dir: str | os.PathLike, case_id: str) -> dict[str, Path]:

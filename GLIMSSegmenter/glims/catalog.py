@@ -376,12 +376,10 @@ def match_inputs(spec: ModelSpec, names: Sequence[str]) -> dict[str, str]:
 
 
 def _write_user_document(home: str | os.PathLike | None, document: dict[str, Any]) -> None:
-    from .checkpoint import atomic_write  # local import: checkpoint pulls in torch
+    from .checkpoint import write_json  # local import: checkpoint pulls in torch
 
     _validate(document, "(user catalog being written)")
-    with atomic_write(user_catalog_path(home), "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
+    write_json(user_catalog_path(home), document)
 
 
 def _user_document(home: str | os.PathLike | None) -> dict[str, Any]:

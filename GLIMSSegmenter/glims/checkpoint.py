@@ -39,6 +39,7 @@ __all__ = [
     "infer_architecture",
     "sha256_file",
     "atomic_write",
+    "write_json",
     "current_umask",
 ]
 
@@ -93,6 +94,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON (with a final newline) atomically; returns the path."""
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    return Path(path)
 
 
 def current_umask() -> int:
@@ -285,10 +294,7 @@ def save_checkpoint(
         "glims_version": __version__,
         **dict(extra or {}),
     }
-    with atomic_write(meta_path, "w") as handle:
-        json.dump(metadata, handle, indent=2, sort_keys=False)
-        handle.write("\n")
-    return meta_path
+    return write_json(meta_path, metadata)
 
 
 def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .casestore import list_cases
 from .catalog import ModelSpec, add_user_entry, load_catalog, next_version, user_catalog_path, user_home
-from .checkpoint import atomic_write, sha256_file
+from .checkpoint import atomic_write, sha256_file, write_json
 from .errors import CheckpointError, ConfigError, InputError
 from .progress import CancelToken, ProgressCallback
 from .training import distributed
@@ -168,8 +168,7 @@ def finetune(
     model = None
     if distributed.is_main_process():
         model = _register(spec, name, version, run_dir, result, before, after, home)
-        with atomic_write(run_dir / REGISTERED_FILE, "w") as handle:
-            json.dump({"model": model.ref, "before": before, "after": after}, handle, indent=2)
+        write_json(run_dir / REGISTERED_FILE, {"model": model.ref, "before": before, "after": after})
     model = distributed.from_main(model)
     return FinetuneResult(model, run_dir, before, after, result)
 

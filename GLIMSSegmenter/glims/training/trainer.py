@@ -35,7 +35,7 @@ import torch
 
 from .. import __version__
 from ..catalog import load_presets
-from ..checkpoint import atomic_write, load_checkpoint, load_into_model, save_checkpoint
+from ..checkpoint import load_checkpoint, load_into_model, save_checkpoint, write_json
 from ..errors import ConfigError
 from ..inference import InferenceOptions, predict_logits, resolve_device
 from ..metrics import dice
@@ -230,12 +230,6 @@ def _torch_seed(seed: int, epoch: int, purpose: int = 1) -> int:
     return int(np.random.SeedSequence([seed, epoch, purpose]).generate_state(1, dtype=np.uint32)[0])
 
 
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_write(path, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-
-
 def _load_cases(files: Sequence[CaseFiles], preprocessing: Mapping, roi: Sequence[int], titles: Sequence[str],
                 plan: StagePlan, offset: int, total: int, cancel: CancelToken | None) -> list[LoadedCase]:
     loaded = []
@@ -329,8 +323,8 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         logger.info("resuming %s at epoch %d (step %d)", run_dir, epoch, step)
     elif distributed.is_main_process():
-        _write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
-        _write_json(run_dir / "split.json", {"train": [c.to_dict() for c in train_files],
+        write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
+        write_json(run_dir / "split.json", {"train": [c.to_dict() for c in train_files],
                                              "validation": [c.to_dict() for c in val_files]})
 
         if config.validate_initial:

@@ -9,7 +9,10 @@ Steps (each driven by the model's catalog entry):
    resample to it: this is the *processing grid*;
 4. stack channels into a float32 array (C, X, Y, Z) — voxel (i, j, k) order as nibabel/MONAI load NIfTI, which is
    how the reference model saw its training data — and normalise intensities;
-5. crop to the foreground bounding box (plus a margin).
+5. crop to the foreground bounding box, plus ``crop_margin`` voxels (default 8). The BraTS preset uses no margin:
+   its background is exactly zero after normalisation, so the windows' zero padding at the crop's edge shows the
+   network the same zeros the uncropped image holds, and a tight box needs fewer windows (a 1 mm BraTS brain:
+   18 windows of 96^3 at overlap 0.5 instead of 27).
 
 ``CasePreparation`` keeps what is needed to put an output computed on the cropped processing grid back onto the
 reference grid.
@@ -37,7 +40,7 @@ __all__ = [
     "from_xyz",
 ]
 
-CROP_MARGIN = 8  # voxels kept around the foreground
+CROP_MARGIN = 8  # voxels kept around the foreground unless the preprocessing says ``crop_margin``
 
 
 def to_xyz(image: sitk.Image) -> np.ndarray:
@@ -192,6 +195,7 @@ def prepare_case(
     rule = preprocessing.get("intensity", {"kind": "zscore_nonzero"})
     mask = foreground_mask(raw, rule)
     do_crop = preprocessing.get("crop_foreground", True) if crop is None else crop
-    box = foreground_box(mask, roi_size) if do_crop else tuple(slice(0, s) for s in mask.shape)
+    margin = int(preprocessing.get("crop_margin", CROP_MARGIN))
+    box = foreground_box(mask, roi_size, margin) if do_crop else tuple(slice(0, s) for s in mask.shape)
     array = normalize_intensity(np.ascontiguousarray(raw[(slice(None), *box)]), rule)
     return CasePreparation(array, reference, channels[0], box, mask)

@@ -65,6 +65,22 @@ def test_network_benchmark_times_both_glims_paths_in_worker_processes(tmp_path, 
     assert rows["glims-reference"]["max_abs_diff"] is None
 
 
+def test_train_benchmark_runs_both_layouts_on_the_same_trajectory(capsys):
+    argv = ["bench", "--progress", "none", "train", "--steps", "1", "--warmup", "1", "--threads", "1", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["target"] == "train"
+    rows = {r["config"]: r for r in report["rows"]}
+    fast, base = rows[bench.TRAIN_CONFIGS["default"]["label"]], rows[bench.TRAIN_CONFIGS["reference"]["label"]]
+    for row in (fast, base):
+        assert row["steps_per_s"] > 0 and row["rss"] > 50
+        assert 0.1 < row["loss"] < 10
+    assert base["speedup"] == 1 and fast["speedup"] > 0
+    # Same weights and batch: the first step's loss is the same function's value in either layout.
+    assert fast["diff"] < 1e-4
+    assert main(["bench", "--progress", "none", "train", "--configs", "fastest"]) == 2
+
+
 def test_bad_requests_are_clear_errors(capsys):
     assert main(["bench", "--progress", "none", "network", "--models", "glims-fast,resnet"]) == 2
     assert "unknown model(s) ['resnet']" in capsys.readouterr().err

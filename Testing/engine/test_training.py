@@ -15,7 +15,7 @@ import torch
 from glims.catalog import load_catalog, load_presets
 from glims.checkpoint import load_checkpoint, sha256_file
 from glims.cli import main
-from glims.errors import Cancelled, CheckpointError, InputError
+from glims.errors import Cancelled, CheckpointError, ConfigError, InputError
 from glims.network import GLIMS
 from glims.progress import CancelToken, parse_protocol_line
 from glims.synth import generate_case, write_case
@@ -154,6 +154,37 @@ def test_cosine_schedule():
     assert cosine_lr(50, 100, 1e-3, 0.0) == pytest.approx(5e-4)
     assert cosine_lr(100, 100, 1e-3, 1e-5) == pytest.approx(1e-5)
     assert cosine_lr(7, None, 1e-3, 0.0) == 1e-3
+
+
+def test_case_weights_set_how_often_each_folder_is_sampled(synth_root, tmp_path):
+    from glims.training.trainer import _batch, _sampling_weights
+
+    single = tmp_path / "single"
+    write_case(generate_case(200, (40, 40, 40), 4.0), single, "SYN-ONE")
+    case_dir = single / "SYN-ONE"
+    matcher = InputMatcher.from_preset(PRESET)
+    files = discover_cases([synth_root, case_dir], matcher)
+    config = TrainConfig(out_dir=str(tmp_path / "run"), cases=(str(synth_root), str(case_dir)), epochs=1,
+                         case_weights=(1.0, 3.0))
+    weights = _sampling_weights(config, matcher, files)
+    assert [c.case_id for c in files][-1] == "SYN-ONE"
+    np.testing.assert_allclose(weights, [1 / 6, 1 / 6, 1 / 6, 1 / 2])
+
+    # A weight of zero: that folder's cases are never drawn.
+    config = TrainConfig(out_dir=str(tmp_path / "run"), cases=(str(synth_root), str(case_dir)), epochs=1,
+                         case_weights=(0.0, 1.0), augment=False, tumour_fraction=0.0)
+    weights = _sampling_weights(config, matcher, files)
+    loaded = [load_case(f, PRESET["preprocessing"], [32] * 3, ["FLAIR", "T1ce", "T1", "T2"]) for f in files]
+    marker = [np.full_like(c.image, float(i)) for i, c in enumerate(loaded)]
+    for case, image in zip(loaded, marker):
+        case.image = image
+    images, _ = _batch(loaded, [32] * 3, 16, np.random.default_rng(0), config, weights)
+    assert set(images.reshape(16, -1)[:, 0].tolist()) == {3.0}
+
+    with pytest.raises(ConfigError, match="one case weight per"):
+        TrainConfig(out_dir="x", cases=("a", "b"), epochs=1, case_weights=(1.0,))
+    with pytest.raises(ConfigError, match="not all zero"):
+        TrainConfig(out_dir="x", cases=("a",), epochs=1, case_weights=(0.0,))
 
 
 def test_loss_decreases_on_a_fixed_batch(synth_root):

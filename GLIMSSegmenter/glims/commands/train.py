@@ -11,6 +11,9 @@ PROGRESS = True
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", nargs="+", required=True, metavar="DIR",
                         help="case folders, or folders of case folders (BraTS 2021/2023 names, glims synth output)")
+    parser.add_argument("--case-weights", nargs="+", type=float, default=(), metavar="W",
+                        help="sampling weight of the cases under each --cases entry, one per entry (default: every "
+                             "case equally likely)")
     parser.add_argument("--val-cases", nargs="+", default=(), metavar="DIR",
                         help="explicit validation cases (default: a seeded --val-fraction of --cases)")
     parser.add_argument("--out", required=True, metavar="DIR", help="run folder (weights, state, log, curves)")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace, ui) -> int:
         out_dir=args.out,
         cases=tuple(args.cases),
         val_cases=tuple(args.val_cases),
+        case_weights=tuple(args.case_weights),
         architecture={"feature_size": args.feature_size, "img_size": [args.img_size] * 3,
                       "depths": list(args.depths), "num_heads": list(args.num_heads)},
         spacing=(args.spacing,) * 3 if args.spacing else None,

@@ -428,7 +428,8 @@ def register_model(
 
     The file is loaded safely (no code execution), its architecture is read off its tensors and checked by
     building the network and loading it strictly; it is then converted to safetensors under
-    ``<home>/models/<id>-<version>.safetensors`` with its sha256 recorded. The original file is not modified.
+    ``<home>/models/<id>-<version>.safetensors`` with its sha256 recorded. The original file is not modified. A
+    checkpoint written by ``glims train --spacing S`` keeps that processing grid (``preprocessing.spacing``).
 
     Raises:
         CheckpointError: unreadable, unsafe or not a GLIMS checkpoint; CatalogError: bad id or preset.
@@ -452,6 +453,11 @@ def register_model(
             f"{Path(weights_file).name} takes {net.config.in_channels} input channels; preset {preset} has "
             f"{expected_inputs} inputs"
         )
+    overrides = dict(overrides or {})
+    trained = loaded.metadata.get("training") or {}
+    if trained.get("spacing") and "preprocessing" not in overrides:
+        # Trained by `glims train --spacing S`: the model only works on that processing grid.
+        overrides["preprocessing"] = {"spacing": [float(v) for v in trained["spacing"]]}
     catalog = load_catalog(home)
     version = next_version(catalog, model_id)
     models_dir = user_catalog_path(home).parent
@@ -472,7 +478,7 @@ def register_model(
             "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **dict(provenance or {}),
         },
-        **dict(overrides or {}),
+        **overrides,
     }
     return add_user_entry(entry, home)
 

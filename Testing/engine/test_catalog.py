@@ -62,6 +62,22 @@ def test_authors_checkpoint_is_registered_verified_and_converted(authors_pt, tmp
         load_catalog(tmp_path / "home").get("authors-fold2@1.0.0")
 
 
+def test_a_model_trained_on_a_coarser_grid_is_registered_with_that_grid(tmp_path):
+    from glims.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = GLIMS(**TINY)
+    architecture = {"name": "GLIMS", **net.config.to_dict()}
+    trained = save_checkpoint(tmp_path / "best", net.state_dict(), architecture,
+                              extra={"training": {"spacing": [2.0, 2.0, 2.0], "epoch": 3}})
+    plain = save_checkpoint(tmp_path / "plain", net.state_dict(), architecture)
+    home = tmp_path / "home"
+    assert register_model(trained, "coarse", "brats", home=home).preprocessing["spacing"] == [2.0, 2.0, 2.0]
+    # Without training metadata the preset's grid applies (BraTS: the images' own).
+    assert register_model(plain, "native", "brats", home=home).preprocessing["spacing"] is None
+    assert load_catalog(home).get("coarse").preprocessing["spacing"] == [2.0, 2.0, 2.0]
+
+
 def test_a_brats_checkpoint_cannot_be_registered_as_ct(authors_pt, tmp_path):
     path, _ = authors_pt
     with pytest.raises(CatalogError, match="takes 4 input channels; preset btcv has 1"):

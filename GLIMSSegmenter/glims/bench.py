@@ -733,7 +733,7 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(spec["threads"]))
     torch.manual_seed(int(spec["seed"]))
-    arch = {k: v for k, v in DEFAULT_ARCHITECTURE.items()}
+    arch = dict(DEFAULT_ARCHITECTURE)
     net = GLIMS(in_channels=4, out_channels=3, **arch).train()
     size = list(arch["img_size"])
     generator = torch.Generator().manual_seed(int(spec["seed"]) + 1)

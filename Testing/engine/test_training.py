@@ -206,6 +206,25 @@ def test_loss_decreases_on_a_fixed_batch(synth_root):
     assert losses[-1] < losses[0] - 0.05, losses
 
 
+def test_loss_has_a_floor_on_windows_without_tumour():
+    from glims.training.loss import dice_ce_loss
+
+    empty = torch.zeros(1, 3, 8, 8, 8)
+    # The more confidently right about an empty window, the closer the loss gets to 0, never below it (with the
+    # authors' smooth_dr = 0 the Dice term was 1 - 1e-6 / sum(p^2): about -1e43 at logit -60, unbounded below).
+    values = [float(dice_ce_loss(torch.full((1, 3, 8, 8, 8), logit), empty)) for logit in (-5.0, -20.0, -60.0, -200.0)]
+    assert all(0.0 <= v < 2.0 for v in values) and values == sorted(values, reverse=True), values
+    assert float(dice_ce_loss(torch.full((1, 3, 8, 8, 8), -60.0), empty)) < 1e-3
+    # Where there is tumour the Dice term is the authors' to float32 precision.
+    target = torch.zeros(1, 3, 8, 8, 8)
+    target[:, :, 2:6, 2:6, 2:6] = 1
+    logits = torch.where(target > 0, 3.0, -3.0)
+    p = torch.sigmoid(logits)
+    authors = 1 - (2 * (p * target).sum((2, 3, 4)) + 1e-6) / ((p * p).sum((2, 3, 4)) + target.sum((2, 3, 4)))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    assert float(dice_ce_loss(logits, target)) == pytest.approx(float(authors.mean() + bce), rel=1e-6)
+
+
 def _config(synth_root: Path, out: Path, **changes) -> TrainConfig:
     values = dict(out_dir=str(out), cases=(str(synth_root),), architecture=TINY, epochs=2, steps_per_epoch=2,
                   batch_size=1, val_fraction=0.34, seed=5, device="cpu")

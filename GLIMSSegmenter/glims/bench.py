@@ -239,6 +239,14 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[flo
     return times
 
 
+def config_keys(text: str, known: Sequence[str]) -> list[str]:
+    """The configurations named in a ``--configs`` value (comma-separated), each one of ``known``."""
+    keys = [k.strip() for k in text.split(",") if k.strip()]
+    if not keys or any(k not in known for k in keys):
+        raise ConfigError(f"--configs: choose from {', '.join(known)}")
+    return keys
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Targets
 
@@ -631,9 +639,7 @@ class SegmentBenchmark(BenchTarget):
             cancel: CancelToken | None = None) -> BenchReport:
         from .pipeline import assign_inputs, resolve_model
 
-        keys = [k.strip() for k in args.configs.split(",") if k.strip()]
-        if not keys or any(k not in SEGMENT_CONFIGS for k in keys):
-            raise ConfigError(f"--configs: choose from {', '.join(SEGMENT_CONFIGS)}")
+        keys = config_keys(args.configs, SEGMENT_CONFIGS)
         context = machine_context(args.threads)
         plan = StagePlan([("prepare", 1.0)] + [(k, 10.0) for k in keys], progress)
         results: dict[str, dict[str, Any]] = {}
@@ -778,9 +784,7 @@ class TrainBenchmark(BenchTarget):
 
     def run(self, args: argparse.Namespace, *, progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> BenchReport:
-        keys = [k.strip() for k in args.configs.split(",") if k.strip()]
-        if not keys or any(k not in TRAIN_CONFIGS for k in keys):
-            raise ConfigError(f"--configs: choose from {', '.join(TRAIN_CONFIGS)}")
+        keys = config_keys(args.configs, TRAIN_CONFIGS)
         if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
             raise ConfigError("--steps and --batch-size must be at least 1, --warmup at least 0")
         context = machine_context(args.threads)

@@ -584,7 +584,7 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
     result = segment_files(model, spec["inputs"], None, labelmap=spec["labelmap"], options=options,
                            crop=spec["crop"], home=spec["home"])
     return {"timings_s": result.report["timings_s"], "peak_rss_mib": peak_rss_mib(), "model": model.ref,
-            "overlap": options.overlap}
+            "overlap": options.overlap, "precision": options.precision}
 
 
 def _case_images(folder: Path) -> list[str]:
@@ -631,6 +631,10 @@ class SegmentBenchmark(BenchTarget):
         parser.add_argument("--home", help="glims user folder holding --model")
         parser.add_argument("--configs", default="default,reference", help="comma-separated from: default, reference")
         parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the default config")
+        parser.add_argument("--label", type=Path,
+                            help="reference label of --case: also score every configuration against it (accuracy)")
+        parser.add_argument("--label-convention", default="brats2023",
+                            help="of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013")
         parser.add_argument("--threads", type=int, default=2)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--timeout", type=float, default=7200, help="seconds per worker")
@@ -672,8 +676,11 @@ class SegmentBenchmark(BenchTarget):
                     results[key] = {"error": str(err)}
                 plan.report(key, 1, 1, f"{config['label']} done")
             agreement = _agreement(tmp_path, keys, results)
+            accuracy = _accuracy(tmp_path, keys, results, args.label, args.label_convention) if args.label else {}
+        if args.label:
+            context["label"] = f"{args.label.name} ({args.label_convention})"
         context["load_after"] = load_average()
-        return _segment_report(keys, results, agreement, context)
+        return _segment_report(keys, results, agreement, context, accuracy)
 
 
 def _agreement(folder: Path, keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, float] | None:
@@ -688,14 +695,40 @@ def _agreement(folder: Path, keys: list[str], results: dict[str, dict[str, Any]]
     return {region: score.dice for region, score in scores.items()}
 
 
-def _segment_report(keys, results, agreement, context) -> BenchReport:
+def _accuracy(folder: Path, keys: list[str], results: dict[str, dict[str, Any]], label: Path,
+              convention: str) -> dict[str, dict[str, float]]:
+    """Dice per region of each configuration's segmentation against a reference label of the case."""
+    import SimpleITK as sitk
+
+    from .metrics import score_regions
+
+    if not label.is_file():
+        raise ConfigError(f"--label: no such file: {label}")
+    reference = sitk.ReadImage(str(label))
+    scores = {}
+    for key in keys:
+        if "error" in results[key]:
+            continue
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{key}.nii.gz")))
+        regions = score_regions(ours, sitk.GetArrayFromImage(reference), reference.GetSpacing()[::-1],
+                                ref_convention=convention)
+        scores[key] = {region: score.dice for region, score in regions.items()}
+    return scores
+
+
+def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchReport:
     columns = [("config", "configuration")] + [(s, f"{s} s") for s in SEGMENT_STAGES] + [
         ("total", "total s"), ("ratio", "time vs reference"), ("rss", "peak RSS MiB"), ("dice", "Dice vs reference (TC/WT/ET)")]
+    if accuracy:
+        columns.append(("accuracy", "Dice vs label (TC/WT/ET)"))
     reference_total = results.get("reference", {}).get("timings_s", {}).get("total")
     rows = []
     for key in keys:
         result = results[key]
-        row: dict[str, Any] = {"config": SEGMENT_CONFIGS[key]["label"]}
+        label = SEGMENT_CONFIGS[key]["label"]
+        if result.get("precision", "fp32") != "fp32":
+            label = f"{label}, {result['precision']}"
+        row: dict[str, Any] = {"config": label}
         if "error" in result:
             row["total"] = result["error"]
             rows.append(row)
@@ -707,25 +740,29 @@ def _segment_report(keys, results, agreement, context) -> BenchReport:
         row["rss"] = round(result["peak_rss_mib"])
         if key == "default" and agreement:
             row["dice"] = "/".join(f"{agreement[r]:.4f}" for r in ("TC", "WT", "ET"))
+        if accuracy and key in accuracy:
+            row["accuracy"] = "/".join(f"{accuracy[key][r]:.4f}" for r in ("TC", "WT", "ET"))
         rows.append(row)
     notes = ["Each configuration runs in its own worker process; peak RSS includes Python, torch and the weights.",
              "Dice compares the default pipeline's segmentation with the reference pipeline's on the same case "
              "(agreement, not accuracy); with random weights it is not meaningful."]
+    if accuracy:
+        notes.append("Dice vs label scores each configuration against the case's reference label (accuracy): the "
+                     "two pipelines place their windows differently, and this says whether either answer is worse.")
     return BenchReport("segment", "Whole case through glims segment vs the reference pipeline", columns, rows,
                        context, notes)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Target "train": optimiser steps per second of the default training configuration, in both memory layouts.
-#
-# "default" is what `glims train` does on the CPU (weights and batches channels-last, `training.trainer.
-# training_layout`); "reference" the same steps on channel-first tensors (the layout before that optimisation).
-# Each runs in its own worker on the same seeded weights and batches; the losses of the timed steps are reported
-# and the first step's loss is compared (same function, weights and batch: equal to float32 rounding).
+# Target "train": optimiser steps per second of the default training configuration, and of the same steps with
+# the weights and batches in channels-last 3D memory (oneDNN's other convolution kernels; not what `glims train`
+# does: it was slower on two threads, see docs/BENCHMARKS.md). Each runs in its own worker on the same seeded
+# weights and batches; the first step's loss is compared (same function, weights and batch: equal to float32
+# rounding).
 
 TRAIN_CONFIGS = {
-    "default": {"label": "glims train (channels-last on the CPU)", "channels_last": True},
-    "reference": {"label": "channel-first (before)", "channels_last": False},
+    "default": {"label": "glims train (channel-first)", "channels_last": False},
+    "channels-last": {"label": "channels-last weights and batches", "channels_last": True},
 }
 
 
@@ -735,7 +772,7 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from .network import GLIMS
     from .training.loss import deep_supervision_loss
-    from .training.trainer import DEFAULT_ARCHITECTURE, training_layout
+    from .training.trainer import DEFAULT_ARCHITECTURE
 
     torch.set_num_threads(int(spec["threads"]))
     torch.manual_seed(int(spec["seed"]))
@@ -746,7 +783,7 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     batches = [(torch.randn(int(spec["batch_size"]), 4, *size, generator=generator),
                 (torch.rand(int(spec["batch_size"]), 3, *size, generator=generator) > 0.8).float())
                for _ in range(4)]
-    layout = training_layout(torch.device("cpu")) if spec["channels_last"] else torch.contiguous_format
+    layout = torch.channels_last_3d if spec["channels_last"] else torch.contiguous_format
     net.to(memory_format=layout)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
     losses: list[float] = []
@@ -767,14 +804,15 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrainBenchmark(BenchTarget):
-    """Optimiser steps per second of the default training configuration, channels-last against channel-first."""
+    """Optimiser steps per second of the default training configuration, and of the same in channels-last memory."""
 
     name = "train"
     help = ("time optimiser steps of the default training configuration (feature size 12, batches of 2 windows "
-            "of 32^3): channels-last (default on the CPU) against channel-first")
+            "of 32^3), channel-first (what glims train does) and channels-last")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--configs", default="default,reference", help="comma-separated from: default, reference")
+        parser.add_argument("--configs", default="default,channels-last",
+                            help="comma-separated from: default, channels-last")
         parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps per configuration")
         parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
         parser.add_argument("--batch-size", type=int, default=2)
@@ -809,9 +847,9 @@ class TrainBenchmark(BenchTarget):
 
 def _train_report(keys: list[str], results: dict[str, dict[str, Any]], context: dict[str, Any]) -> BenchReport:
     columns = [("config", "configuration"), ("steps_per_s", "steps/s"), ("step_s", "step, median (s)"),
-               ("speedup", "× channel-first"), ("cpu", "CPU s / step"), ("rss", "peak RSS MiB"),
-               ("loss", "loss, last step"), ("diff", "first-step loss diff vs channel-first")]
-    base = results.get("reference", {})
+               ("speedup", "× default"), ("cpu", "CPU s / step"), ("rss", "peak RSS MiB"),
+               ("loss", "loss, last step"), ("diff", "first-step loss diff vs default")]
+    base = results.get("default", {})
     rows = []
     for key in keys:
         result = results[key]
@@ -831,8 +869,7 @@ def _train_report(keys: list[str], results: dict[str, dict[str, Any]], context: 
              "The first (warm-up) step's loss differs between the layouts only by float32 rounding (same function, same "
              "weights and batch); later losses drift apart slowly, as two runs on different thread counts do, "
              "because AdamW's normalised updates amplify rounding differences in near-zero gradients."]
-    return BenchReport("train", "Training steps per second, channels-last vs channel-first", columns, rows, context,
-                       notes)
+    return BenchReport("train", "Training steps per second (default configuration)", columns, rows, context, notes)
 
 
 TARGETS: dict[str, BenchTarget] = {

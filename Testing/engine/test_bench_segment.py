@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from glims.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -16,9 +18,14 @@ def test_segment_benchmark_reports_both_pipelines(shared_data, tmp_path, capsys)
     home = tmp_path / "home"
     register_tiny_model(home, "brats")
     case = tmp_path / "case"
-    coarse_copy(brats_case_paths(shared_data, "tcga_fg_6692"), case)
+    images = coarse_copy(brats_case_paths(shared_data, "tcga_fg_6692"), case)
+    silver = sitk.ReadImage(str(shared_data / "brats" / "tcga_fg_6692" / "TCGA-FG-6692_fusion_mav_silver.nii.gz"))
+    label = tmp_path / "TCGA-FG-6692_fusion_mav_silver.nii.gz"  # on the coarse copy's grid, outside the case
+    sitk.WriteImage(sitk.Resample(silver, sitk.ReadImage(str(images[0])), sitk.Transform(), sitk.sitkNearestNeighbor),
+                    str(label))
     assert main(["bench", "--progress", "none", "segment", "--model", "tiny-brats", "--home", str(home),
-                 "--case", str(case), "--threads", "1", "--json"]) == 0
+                 "--case", str(case), "--threads", "1", "--label", str(label), "--label-convention", "brats2017",
+                 "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     default, reference = report["rows"]
     assert default["config"].startswith("glims segment") and reference["config"].startswith("reference pipeline")
@@ -29,3 +36,7 @@ def test_segment_benchmark_reports_both_pipelines(shared_data, tmp_path, capsys)
     dice = [float(v) for v in default["dice"].split("/")]
     assert len(dice) == 3 and all(0 <= d <= 1 for d in dice)
     assert report["context"]["input"] == "case (real case)"
+    assert report["context"]["label"] == "TCGA-FG-6692_fusion_mav_silver.nii.gz (brats2017)"
+    for row in (default, reference):  # accuracy of each pipeline against the silver label
+        scores = [float(v) for v in row["accuracy"].split("/")]
+        assert len(scores) == 3 and all(0 <= d <= 1 for d in scores)

@@ -23,7 +23,7 @@ from glims.progress import parse_protocol_line
 from glims.synth import generate_case, write_case
 from glims.training.data import InputMatcher, discover_cases, load_case, split_cases
 from glims.training.loss import deep_supervision_loss
-from glims.training.trainer import TrainConfig, _batch, _build_model, _preprocessing, _torch_seed, training_layout
+from glims.training.trainer import TrainConfig, _batch, _build_model, _preprocessing, _torch_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import TINY_ARCH, register_tiny_model  # noqa: E402
@@ -107,8 +107,6 @@ def one_step_by_hand(config: TrainConfig, ranks: list[int]) -> dict[str, torch.T
     train_files, _ = split_cases(discover_cases(config.cases, matcher, config.label_convention), config.val_fraction,
                                  config.seed)
     train_cases = [load_case(c, preprocessing, list(net.img_size), titles) for c in train_files]
-    layout = training_layout(torch.device("cpu"))
-    net.to(memory_format=layout)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     grads = []
     for rank in ranks:
@@ -116,7 +114,7 @@ def one_step_by_hand(config: TrainConfig, ranks: list[int]) -> dict[str, torch.T
         torch.manual_seed(_torch_seed(config.seed, 0))
         images, targets = _batch(train_cases, list(net.img_size), config.batch_size, rng, config)
         net.zero_grad(set_to_none=True)
-        deep_supervision_loss(net(images.contiguous(memory_format=layout)), targets, config.ce).backward()
+        deep_supervision_loss(net(images), targets, config.ce).backward()
         grads.append([None if p.grad is None else p.grad.clone() for p in net.parameters()])
     for index, parameter in enumerate(net.parameters()):  # parameters the forward pass never uses have none
         if grads[0][index] is not None:

@@ -9,10 +9,6 @@ and the time left (the machine's load may change), so the schedule ends when the
 (``glims.inference.predict_logits`` sliding windows on the whole prepared case, the preset's sigmoid thresholds),
 and Dice per region is logged.
 
-Speed: on the CPU the network and its batches are kept in channels-last 3D memory (``training_layout``), where
-oneDNN's convolution kernels, forward and backward, are faster than on channel-first tensors (the same function;
-``glims bench train`` measures both layouts in one run).
-
 Reproducibility: the random draws of epoch ``e`` come from generators seeded by ``(seed, e)`` (numpy for data and
 augmentation, torch for initialisation), so a run resumed at an epoch boundary continues exactly as an
 uninterrupted run would (on the same hardware and thread count). Cancelling (token or SIGINT/SIGTERM in the CLI)
@@ -240,12 +236,6 @@ def _batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rn
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
 
 
-def training_layout(device: torch.device) -> torch.memory_format:
-    """Memory format for the network's weights and batches while training on ``device``: channels-last 3D on the
-    CPU (oneDNN's faster kernels), PyTorch's default elsewhere."""
-    return torch.channels_last_3d if device.type == "cpu" else torch.contiguous_format
-
-
 def _sampling_weights(config: TrainConfig, matcher: InputMatcher, train_files: Sequence[CaseFiles]) -> np.ndarray | None:
     """Probability of drawing each training case (None: uniform), from the weights of the ``cases`` entries."""
     if not config.case_weights:
@@ -338,8 +328,7 @@ def train(
     if same:
         logger.warning("only one case: validating on the training case (a smoke run, not a measurement)")
 
-    layout = training_layout(device)
-    net.to(device, memory_format=layout)
+    net.to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(train_cases) / config.batch_size))
     history: list[dict[str, Any]] = []
@@ -400,7 +389,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, targets = _batch(train_cases, roi, config.batch_size, rng, config, sampling)
-            outputs = model(images.to(device).contiguous(memory_format=layout))
+            outputs = model(images.to(device))
             loss = deep_supervision_loss(outputs, targets.to(device), config.ce)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -106,8 +106,9 @@ def finetune(
     epochs: int | None = None,
     minutes: float | None = None,
     val_fraction: float = 0.2,
-    lr: float = 2e-4,
-    patience: int | None = 4,
+    lr: float = 1e-4,
+    warmup_steps: int = 40,
+    patience: int | None = 8,
     steps_per_epoch: int = 20,
     device: str = "auto",
     threads: int | None = None,
@@ -126,6 +127,8 @@ def finetune(
         epochs, minutes: budget (at least one).
         val_fraction: share of cases held out when there are more than five.
         lr: peak learning rate (lower than training from scratch).
+        warmup_steps: linear learning-rate warm-up (see ``TrainConfig.warmup_steps``); without it the first steps
+            of a fresh optimiser made the base model worse on every validation case we tried.
         patience: early stopping after this many validations without improvement (None: never).
         steps_per_epoch: optimiser steps between validations (with a handful of cases, one pass over them would be
             one or two steps: too few to measure progress, so an "epoch" here is a fixed number of steps).
@@ -157,7 +160,7 @@ def finetune(
             preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
             spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
             label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
-            lr=lr, min_lr=lr * 0.05,
+            lr=lr, min_lr=lr * 0.05, warmup_steps=warmup_steps,
             early_stop_patience=patience, init_weights=str(weights.path), validate_initial=True,
             seed=seed, device=device, threads=threads,
         )

@@ -154,6 +154,13 @@ def test_cosine_schedule():
     assert cosine_lr(50, 100, 1e-3, 0.0) == pytest.approx(5e-4)
     assert cosine_lr(100, 100, 1e-3, 1e-5) == pytest.approx(1e-5)
     assert cosine_lr(7, None, 1e-3, 0.0) == 1e-3
+    # Linear warm-up: step s < W runs at (s + 1) / W of the cosine rate, then the cosine alone.
+    assert cosine_lr(0, 100, 1e-3, 0.0, warmup_steps=10) == pytest.approx(1e-4)
+    assert cosine_lr(4, 100, 1e-3, 0.0, warmup_steps=10) == pytest.approx(0.5 * cosine_lr(4, 100, 1e-3, 0.0))
+    assert cosine_lr(10, 100, 1e-3, 0.0, warmup_steps=10) == cosine_lr(10, 100, 1e-3, 0.0)
+    assert cosine_lr(2, None, 1e-3, 0.0, warmup_steps=4) == pytest.approx(7.5e-4)
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        TrainConfig(out_dir="x", cases=("a",), epochs=1, warmup_steps=-1)
 
 
 def test_case_weights_set_how_often_each_folder_is_sampled(synth_root, tmp_path):

@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epoch budget")
     parser.add_argument("--minutes", type=float, help="wall-time budget")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="held out when more than 5 cases")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--patience", type=int, default=4, help="early stopping patience in validations (0: off)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    parser.add_argument("--warmup-steps", type=int, default=40, help="linear learning-rate warm-up (0: none)")
+    parser.add_argument("--patience", type=int, default=8, help="early stopping patience in validations (0: off)")
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="optimiser steps between validations")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int)
@@ -37,7 +38,8 @@ def run(args: argparse.Namespace, ui) -> int:
         main = distributed.is_main_process()
         result = finetune(
             args.model, args.name, cases=args.cases, epochs=args.epochs, minutes=args.minutes,
-            val_fraction=args.val_fraction, lr=args.lr, patience=args.patience or None,
+            val_fraction=args.val_fraction, lr=args.lr, warmup_steps=args.warmup_steps,
+            patience=args.patience or None,
             steps_per_epoch=args.steps_per_epoch, device=args.device,
             threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
             progress=ui.progress, cancel=token,

@@ -82,6 +82,9 @@ class TrainConfig:
     batch_size: int = 2
     lr: float = 1e-3
     min_lr: float = 0.0
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up over the first steps (0: none). Fine-tuning needs it: a fresh AdamW moves every
+    weight by about ``lr`` in each of its first steps whatever the gradient's size, which wrecks trained weights."""
     weight_decay: float = 1e-5
     ce: str = "bce"
     tumour_fraction: float = 0.5
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ConfigError(f"minutes must be positive, not {self.minutes}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be at least 0, not {self.warmup_steps}")
         if self.batch_size < 1 or (self.steps_per_epoch is not None and self.steps_per_epoch < 1):
             raise ConfigError("batch size and steps per epoch must be at least 1")
         if self.save_dtype not in ("fp32", "fp16"):
@@ -153,12 +158,16 @@ class TrainResult:
     stopped_because: str
 
 
-def cosine_lr(step: int, total_steps: int | None, lr: float, min_lr: float) -> float:
-    """Cosine annealing from ``lr`` (step 0) to ``min_lr`` (step ``total_steps``); ``lr`` while the plan is unknown."""
+def cosine_lr(step: int, total_steps: int | None, lr: float, min_lr: float, warmup_steps: int = 0) -> float:
+    """Cosine annealing from ``lr`` (step 0) to ``min_lr`` (step ``total_steps``); ``lr`` while the plan is unknown.
+
+    With ``warmup_steps`` the rate of step ``s < warmup_steps`` is further scaled by ``(s + 1) / warmup_steps``.
+    """
+    ramp = (step + 1) / warmup_steps if step < warmup_steps else 1.0
     if not total_steps:
-        return lr
+        return lr * ramp
     progress = min(1.0, step / total_steps)
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    return (min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))) * ramp
 
 
 def _preprocessing(config: TrainConfig) -> tuple[dict, dict]:
@@ -385,7 +394,7 @@ def train(
             if cancel is not None:
                 cancel.check()
             total_steps = planned_epochs * steps_per_epoch if planned_epochs else None
-            lr = cosine_lr(step, total_steps, config.lr, config.min_lr)
+            lr = cosine_lr(step, total_steps, config.lr, config.min_lr, config.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, targets = _batch(train_cases, roi, config.batch_size, rng, config, sampling)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["MODULE_DIR", "pythonExecutable", "engineEnvironment", "engineCommand", "segmentArguments",
@@ -69,6 +69,11 @@ def engineCommand(arguments: Sequence[str], python: str | None = None) -> list[s
     return [python or pythonExecutable(), "-m", "glims", *[str(a) for a in arguments]]
 
 
+def _option(flag: str, value, text: Callable[[object], str]) -> list[str]:
+    """``[flag, text(value)]``, or nothing when ``value`` is None (the engine's default applies)."""
+    return [] if value is None else [flag, text(value)]
+
+
 def segmentArguments(
     modelId: str,
     inputPaths: Sequence[str | os.PathLike],
@@ -84,13 +89,8 @@ def segmentArguments(
     for path in inputPaths:
         arguments += ["-i", str(path)]
     arguments += ["-o", str(outputPath)]
-    if labelmapPath is not None:
-        arguments += ["--labelmap", str(labelmapPath)]
-    if reportPath is not None:
-        arguments += ["--report", str(reportPath)]
-    arguments += ["--device", device]
-    if overlap is not None:
-        arguments += ["--overlap", f"{overlap:g}"]
+    arguments += _option("--labelmap", labelmapPath, str) + _option("--report", reportPath, str)
+    arguments += ["--device", device] + _option("--overlap", overlap, "{:g}".format)
     if testTimeFlips:
         arguments.append("--tta")
     arguments += ["--progress", "json"]
@@ -118,15 +118,9 @@ def finetuneArguments(
         resume: continue the interrupted run of ``name``.
     """
     arguments = ["finetune", "-m", baseModel, "--name", name]
-    if epochs is not None:
-        arguments += ["--epochs", str(int(epochs))]
-    if minutes is not None:
-        arguments += ["--minutes", f"{minutes:g}"]
-    arguments += ["--device", device]
-    if threads is not None:
-        arguments += ["--threads", str(int(threads))]
-    if valFraction is not None:
-        arguments += ["--val-fraction", f"{valFraction:g}"]
+    arguments += _option("--epochs", epochs, lambda v: str(int(v))) + _option("--minutes", minutes, "{:g}".format)
+    arguments += ["--device", device] + _option("--threads", threads, lambda v: str(int(v)))
+    arguments += _option("--val-fraction", valFraction, "{:g}".format)
     if resume:
         arguments.append("--resume")
     arguments += ["--progress", "json"]

@@ -771,8 +771,7 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from .network import GLIMS
-    from .training.loss import deep_supervision_loss
-    from .training.trainer import DEFAULT_ARCHITECTURE
+    from .training.trainer import DEFAULT_ARCHITECTURE, optimizer_step
 
     torch.set_num_threads(int(spec["threads"]))
     torch.manual_seed(int(spec["seed"]))
@@ -790,11 +789,7 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     def step() -> None:
         images, targets = batches[len(losses) % len(batches)]
-        loss = deep_supervision_loss(net(images.contiguous(memory_format=layout)), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        losses.append(float(optimizer_step(net, optimizer, images.contiguous(memory_format=layout), targets)))
 
     cpu_start = time.process_time()
     times = time_calls(step, int(spec["steps"]), warmup=int(spec["warmup"]))

@@ -245,6 +245,19 @@ def _batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rn
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
 
 
+def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                   targets: torch.Tensor, ce: str = "bce") -> torch.Tensor:
+    """One training step: deep-supervised loss of ``model`` on the batch, backward, optimiser update.
+
+    Returns the loss (detached).
+    """
+    loss = deep_supervision_loss(model(images), targets, ce)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def _sampling_weights(config: TrainConfig, matcher: InputMatcher, train_files: Sequence[CaseFiles]) -> np.ndarray | None:
     """Probability of drawing each training case (None: uniform), from the weights of the ``cases`` entries."""
     if not config.case_weights:
@@ -398,13 +411,9 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, targets = _batch(train_cases, roi, config.batch_size, rng, config, sampling)
-            outputs = model(images.to(device))
-            loss = deep_supervision_loss(outputs, targets.to(device), config.ce)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss = optimizer_step(model, optimizer, images.to(device), targets.to(device), config.ce)
             step += 1
-            losses.append(distributed.mean_across_ranks(float(loss.detach())))
+            losses.append(distributed.mean_across_ranks(float(loss)))
             plan.report("train", step, total_steps or (epoch + 1) * steps_per_epoch, f"epoch {epoch + 1} step {index + 1}/"
                         f"{steps_per_epoch} loss {losses[-1]:.4f}", epoch=epoch + 1, step=step,
                         loss=round(losses[-1], 5), lr=lr)

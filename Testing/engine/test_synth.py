@@ -17,6 +17,7 @@ from glims.synth import (
     LABEL_NCR,
     MODALITIES,
     NORMAL_TISSUES,
+    SITE_PROFILES,
     SynthParams,
     dataset_case_seed,
     generate_case,
@@ -164,6 +165,33 @@ def test_site_shift_changes_the_appearance_not_the_anatomy(cases):
     assert shifted.info["site"] == "shifted-site-1"
     with pytest.raises(ConfigError):
         shifted_site(5.0)
+
+
+def test_site_profiles_differ_in_whether_the_enhancement_survives(tmp_path):
+    """low-contrast erases the rim's enhancement over the necrosis; other-scanner keeps it (and its own CLI name)."""
+    params = dict(p_no_enhancement=0.0, p_no_tumour=0.0)
+
+    def rim_over_necrosis(site):
+        case = generate_case(3, (48, 48, 48), 3.0, SynthParams(site=site, **params))
+        t1ce, label = case.images["t1ce"], case.label
+        brain = t1ce[(label == 0) & (case.tissue > 0)]
+        return (t1ce[label == LABEL_ET].mean() - t1ce[label == LABEL_NCR].mean()) / brain.std(), case
+
+    plain, base = rim_over_necrosis(None)
+    kept, scanner = rim_over_necrosis(shifted_site(1.5, "other-scanner"))
+    lost, _ = rim_over_necrosis(shifted_site(1.5, "low-contrast"))
+    assert np.array_equal(scanner.label, base.label)
+    assert plain > 1.0 and kept > 1.0, "the enhancing rim stands out from the necrosis"
+    assert lost < 0.5 * min(plain, kept)
+    assert scanner.info["site"] == "other-scanner-1.5"
+    assert scanner.info["acquisition"]["t1ce"]["gamma"] > 1.3 * base.info["acquisition"]["t1ce"]["gamma"]
+    with pytest.raises(ConfigError, match="profile"):
+        shifted_site(1.0, "vendor-x")
+    for profile in SITE_PROFILES:  # every profile can be written from the command line
+        out = tmp_path / profile
+        assert main(["synth", "--progress", "none", "--out", str(out), "--n", "1", "--shape", "32", "32", "32",
+                     "--spacing", "4", "--site-shift", "1", "--site-profile", profile]) == 0
+        assert len(list(out.glob("*/*_t1ce.nii.gz"))) == 1
 
 
 def test_invalid_arguments_are_refused():

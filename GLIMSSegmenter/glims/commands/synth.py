@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spacing", type=float, default=1.0, help="voxel size in mm (default 1)")
     parser.add_argument("--site-shift", type=float, default=0.0, metavar="STRENGTH",
                         help="simulate another scanner protocol (0 none, 1 strong; see docs/SYNTHETIC_DATA.md)")
+    parser.add_argument("--site-profile", choices=("low-contrast", "other-scanner"), default="low-contrast",
+                        help="what the site shift changes (see docs/SYNTHETIC_DATA.md; default low-contrast)")
     parser.add_argument("--prefix", default="GLIMS-SYN", help="case id prefix (ids are PREFIX-SEED-NNNN)")
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace, ui) -> int:
         raise ConfigError(f"--seed must be non-negative, not {args.seed}")
     if args.spacing <= 0:
         raise ConfigError(f"--spacing must be positive, not {args.spacing}")
-    params = SynthParams(site=shifted_site(args.site_shift) if args.site_shift > 0 else None)
+    params = SynthParams(site=shifted_site(args.site_shift, args.site_profile) if args.site_shift > 0 else None)
     shape_zyx = tuple(reversed(args.shape))
     with cancel_on_signals(CancelToken()) as token:
         folders = generate_dataset(

@@ -755,14 +755,16 @@ def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchRe
 
 # ----------------------------------------------------------------------------------------------------------------
 # Target "train": optimiser steps per second of the default training configuration, and of the same steps with
-# the weights and batches in channels-last 3D memory (oneDNN's other convolution kernels; not what `glims train`
-# does: it was slower on two threads, see docs/BENCHMARKS.md). Each runs in its own worker on the same seeded
-# weights and batches; the first step's loss is compared (same function, weights and batch: equal to float32
-# rounding).
+# the forward pass under bf16 autocast (`--precision bf16`, the default on GPUs) or with the weights and batches in
+# channels-last 3D memory (oneDNN's other convolution kernels; not what `glims train` does: it was slower on two
+# threads, see docs/BENCHMARKS.md). Each runs in its own worker on the same seeded weights and batches; the first
+# step's loss is compared (same function, weights and batch: equal to float32 rounding, or to bf16's).
 
 TRAIN_CONFIGS = {
-    "default": {"label": "glims train (channel-first)", "channels_last": False},
-    "channels-last": {"label": "channels-last weights and batches", "channels_last": True},
+    "default": {"label": "glims train (channel-first, fp32)", "channels_last": False, "precision": "fp32"},
+    "channels-last": {"label": "channels-last weights and batches", "channels_last": True, "precision": "fp32"},
+    "bf16": {"label": "bf16 autocast forward (glims train --precision bf16)", "channels_last": False,
+             "precision": "bf16"},
 }
 
 
@@ -789,7 +791,8 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     def step() -> None:
         images, targets = batches[len(losses) % len(batches)]
-        losses.append(float(optimizer_step(net, optimizer, images.contiguous(memory_format=layout), targets)))
+        losses.append(float(optimizer_step(net, optimizer, images.contiguous(memory_format=layout), targets,
+                                           precision=spec["precision"])))
 
     cpu_start = time.process_time()
     times = time_calls(step, int(spec["steps"]), warmup=int(spec["warmup"]))
@@ -799,15 +802,15 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrainBenchmark(BenchTarget):
-    """Optimiser steps per second of the default training configuration, and of the same in channels-last memory."""
+    """Optimiser steps per second of the default training configuration, with bf16 autocast, in channels-last."""
 
     name = "train"
     help = ("time optimiser steps of the default training configuration (feature size 12, batches of 2 windows "
-            "of 32^3), channel-first (what glims train does) and channels-last")
+            "of 32^3): fp32 channel-first (what glims train does on the CPU), bf16 autocast, channels-last")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--configs", default="default,channels-last",
-                            help="comma-separated from: default, channels-last")
+        parser.add_argument("--configs", default="default,bf16",
+                            help="comma-separated from: default, channels-last, bf16")
         parser.add_argument("--steps", type=int, default=20, help="timed optimiser steps per configuration")
         parser.add_argument("--warmup", type=int, default=3, help="untimed steps first")
         parser.add_argument("--batch-size", type=int, default=2)
@@ -829,7 +832,8 @@ class TrainBenchmark(BenchTarget):
             if cancel is not None:
                 cancel.check()
             plan.report(key, 0, 1, f"running {TRAIN_CONFIGS[key]['label']}")
-            job = {"channels_last": TRAIN_CONFIGS[key]["channels_last"], "threads": args.threads, "seed": args.seed,
+            job = {"channels_last": TRAIN_CONFIGS[key]["channels_last"], "precision": TRAIN_CONFIGS[key]["precision"],
+                   "threads": args.threads, "seed": args.seed,
                    "steps": args.steps, "warmup": args.warmup, "batch_size": args.batch_size}
             try:
                 results[key] = measure_in_subprocess("train", job, timeout=args.timeout)
@@ -862,7 +866,8 @@ def _train_report(keys: list[str], results: dict[str, dict[str, Any]], context: 
     notes = ["Each configuration runs in its own worker process on the same seeded weights and batches: warm-up "
              "steps, then timed steps (AdamW, deep-supervised Dice + BCE, as glims train).",
              "The first (warm-up) step's loss differs between the layouts only by float32 rounding (same function, same "
-             "weights and batch); later losses drift apart slowly, as two runs on different thread counts do, "
+             "weights and batch), with bf16 autocast by the forward pass's bf16 rounding; later losses drift apart "
+             "slowly, as two runs on different thread counts do, "
              "because AdamW's normalised updates amplify rounding differences in near-zero gradients."]
     return BenchReport("train", "Training steps per second (default configuration)", columns, rows, context, notes)
 

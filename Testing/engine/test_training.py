@@ -20,6 +20,7 @@ from glims.network import GLIMS
 from glims.progress import CancelToken, parse_protocol_line
 from glims.synth import generate_case, write_case
 from glims.training.augment import AugmentConfig, augment_patch
+from glims.training.averaging import WeightAverage
 from glims.training.data import InputMatcher, discover_cases, load_case, sample_patch
 from glims.training.labels import detect_convention, regions_from_labels
 from glims.training.loss import deep_supervision_loss
@@ -173,14 +174,14 @@ def test_case_weights_set_how_often_each_folder_is_sampled(synth_root, tmp_path)
     files = discover_cases([synth_root, case_dir], matcher)
     config = TrainConfig(out_dir=str(tmp_path / "run"), cases=(str(synth_root), str(case_dir)), epochs=1,
                          case_weights=(1.0, 3.0))
-    weights = _sampling_weights(config, matcher, files)
+    weights = _sampling_weights(config, files)
     assert [c.case_id for c in files][-1] == "SYN-ONE"
     np.testing.assert_allclose(weights, [1 / 6, 1 / 6, 1 / 6, 1 / 2])
 
     # A weight of zero: that folder's cases are never drawn.
     config = TrainConfig(out_dir=str(tmp_path / "run"), cases=(str(synth_root), str(case_dir)), epochs=1,
                          case_weights=(0.0, 1.0), augment=False, tumour_fraction=0.0)
-    weights = _sampling_weights(config, matcher, files)
+    weights = _sampling_weights(config, files)
     loaded = [load_case(f, PRESET["preprocessing"], [32] * 3, ["FLAIR", "T1ce", "T1", "T2"]) for f in files]
     marker = [np.full_like(c.image, float(i)) for i, c in enumerate(loaded)]
     for case, image in zip(loaded, marker):
@@ -211,6 +212,26 @@ def test_loss_decreases_on_a_fixed_batch(synth_root):
         losses.append(float(loss.detach()))
     assert all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_bf16_training_step_matches_fp32_to_bf16_rounding():
+    from glims.training.trainer import optimizer_step, training_precision
+
+    torch.manual_seed(3)
+    nets = [GLIMS(in_channels=4, out_channels=3, **TINY) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    images = torch.randn(1, 4, 32, 32, 32)
+    targets = (torch.rand(1, 3, 32, 32, 32) > 0.7).float()
+    losses = {}
+    for net, precision in zip(nets, ("fp32", "bf16")):
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        losses[precision] = float(optimizer_step(net.train(), optimizer, images, targets, precision=precision))
+        assert all(p.dtype == torch.float32 for p in net.parameters()), "weights stay float32"
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2) and losses["bf16"] != losses["fp32"]
+    assert training_precision("auto", torch.device("cpu")) == "fp32"
+    assert training_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(out_dir="x", cases=("a",), epochs=1, precision="fp16")
 
 
 def test_loss_has_a_floor_on_windows_without_tumour():
@@ -260,8 +281,9 @@ def test_cli_trains_one_short_epoch_with_log_and_json_progress(synth_root, tmp_p
     assert best.metadata["training"]["val_cases"] == [c["id"] for c in split["validation"]]
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(synth_root, tmp_path):
-    straight = train(_config(synth_root, tmp_path / "straight"))
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["raw-weights", "weight-average"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(synth_root, tmp_path, ema_decay):
+    straight = train(_config(synth_root, tmp_path / "straight", ema_decay=ema_decay))
     assert straight.epochs_done == 2 and straight.steps_done == 4
 
     token = CancelToken()
@@ -271,15 +293,82 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synth_root, tmp_
             token.cancel("test interruption")
 
     with pytest.raises(Cancelled):
-        train(_config(synth_root, tmp_path / "split"), progress=stop_after_first_epoch, cancel=token)
+        train(_config(synth_root, tmp_path / "split", ema_decay=ema_decay), progress=stop_after_first_epoch,
+              cancel=token)
     state, _ = load_state(tmp_path / "split")
     assert state["epoch"] == 1 and state["step"] == 2 and state["optimizer"]["state"]
-    resumed = train(_config(synth_root, tmp_path / "split"), resume=True)
+    resumed = train(_config(synth_root, tmp_path / "split", ema_decay=ema_decay), resume=True)
     assert resumed.epochs_done == 2 and resumed.steps_done == 4
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in straight.history]
-    a = load_state(tmp_path / "straight")[1]
-    b = load_state(tmp_path / "split")[1]
+    assert [r["val_dice_mean"] for r in resumed.history] == [r["val_dice_mean"] for r in straight.history]
+    (state_a, a), (state_b, b) = load_state(tmp_path / "straight"), load_state(tmp_path / "split")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if ema_decay:
+        assert state_a["ema_updates"] == state_b["ema_updates"] == 4
+        assert all(torch.equal(state_a["ema"][k], state_b["ema"][k]) for k in a)
+
+
+def test_weight_average_is_what_is_validated_and_kept(synth_root, tmp_path):
+    run = tmp_path / "run"
+    result = train(_config(synth_root, run, epochs=1, steps_per_epoch=3, ema_decay=0.9))
+    state, raw = load_state(run)
+    best = load_checkpoint(run / "best.json").state_dict
+    assert result.best_epoch == 1 and state["ema_updates"] == 3
+    assert all(torch.equal(best[k], state["ema"][k]) for k in raw)
+    assert not all(torch.equal(best[k], raw[k]) for k in raw)
+
+
+def test_weight_average_follows_the_update_rule_and_converges():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(2, 3, 3), torch.nn.InstanceNorm3d(3, affine=True))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    average = WeightAverage(net, decay=0.9)
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.add_(1.0)
+    average.update(net)  # first update: decay min(0.9, 1/10) = 0.1
+    for name, value in average.model.state_dict().items():
+        torch.testing.assert_close(value, 0.1 * start[name] + 0.9 * (start[name] + 1.0))
+    for _ in range(200):  # constant weights: the average converges to them, the network is untouched
+        average.update(net)
+    assert average.updates == 201 and average.current_decay() == 0.9
+    for name, value in average.model.state_dict().items():
+        torch.testing.assert_close(value, start[name] + 1.0, atol=1e-5, rtol=0)
+        torch.testing.assert_close(net.state_dict()[name], start[name] + 1.0)
+    assert not any(p.requires_grad for p in average.model.parameters()) and not average.model.training
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(net, decay=1.0)
+
+
+def test_trainable_early_updates_only_the_intensity_layers_and_norms(synth_root, tmp_path):
+    start = train(_config(synth_root, tmp_path / "start", epochs=1, steps_per_epoch=1))
+    run = tmp_path / "adapt"
+    train(_config(synth_root, run, epochs=1, steps_per_epoch=2, init_weights=str(start.best_checkpoint),
+                  trainable="early", lr=1e-2))
+    before = load_checkpoint(start.best_checkpoint).state_dict
+    _, after = load_state(run)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed, "the selected parameters were updated"
+    assert all(k.startswith(("stem.", "dmsf_1.", "dmsf_2.", "csab1.", "csab2.")) or ".norm" in k for k in changed)
+    assert any(k.startswith("t4.") and "norm" in k for k in changed)  # normalisations everywhere adapt
+    frozen = [k for k in before if k.startswith(("t4.", "dmsu_3.", "out1.")) and "norm" not in k]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    with pytest.raises(ConfigError, match="trainable"):
+        _config(synth_root, run, trainable="decoder")
+
+
+def test_keep_last_keeps_the_end_of_the_schedule(synth_root, tmp_path):
+    run = tmp_path / "run"
+    result = train(_config(synth_root, run, epochs=2, steps_per_epoch=1, keep="last", validate_initial=True))
+    _, last = load_state(run)
+    kept = load_checkpoint(run / "best.json")
+    assert result.best_epoch == 2 and kept.metadata["training"]["epoch"] == 2
+    assert all(torch.equal(kept.state_dict[k], last[k]) for k in last)
+    assert result.best_metric == pytest.approx(result.history[-1]["val_dice_mean"], abs=1e-4)
+    with pytest.raises(ConfigError, match="early stopping"):
+        _config(synth_root, run, keep="last", early_stop_patience=2)
+    with pytest.raises(ConfigError, match="keep"):
+        _config(synth_root, run, keep="median")
 
 
 def test_resume_state_is_loaded_weights_only(synth_root, tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .training_options import add_weight_update_options
+
 HELP = "train a GLIMS model on labelled cases (seeded, resumable, per-epoch log and curves)"
 PROGRESS = True
 
@@ -33,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processing voxel size in mm (default: the preset's, i.e. the images' own)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-5)
+    add_weight_update_options(parser)
     parser.add_argument("--ce", choices=("bce", "softmax"), default="bce",
                         help="cross-entropy term: per-channel BCE, or the softmax CE MONAI's DiceCELoss computes")
     parser.add_argument("--tumour-fraction", type=float, default=0.5,
@@ -42,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-every", type=int, default=1, help="validate every N epochs")
     parser.add_argument("--label-convention", default="auto",
                         help="auto, brats2023 (ET=3), brats2017 (ET=4) or brats2013 (3=non-enhancing, 4=ET)")
+    parser.add_argument("--keep", choices=("best", "last"), default="best",
+                        help="weights kept as best.safetensors: best validation Dice, or the end of the schedule")
     parser.add_argument("--init-weights", default=None, help="start from these weights instead of random ones")
     parser.add_argument("--save-fp16", action="store_true", help="store best.safetensors in float16")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
@@ -70,11 +75,15 @@ def run(args: argparse.Namespace, ui) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        trainable=args.trainable,
+        ema_decay=args.ema_decay,
+        precision=args.precision,
         ce=args.ce,
         tumour_fraction=args.tumour_fraction,
         augment=not args.no_augment,
         val_fraction=args.val_fraction,
         val_every=args.val_every,
+        keep=args.keep,
         init_weights=args.init_weights,
         seed=args.seed,
         device=args.device,

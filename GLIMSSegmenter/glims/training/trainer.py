@@ -14,9 +14,12 @@ augmentation, torch for initialisation), so a run resumed at an epoch boundary c
 uninterrupted run would (on the same hardware and thread count). Cancelling (token or SIGINT/SIGTERM in the CLI)
 stops between steps; the last completed epoch stays resumable.
 
-Outputs in ``out_dir``: ``best.safetensors``/``.json`` (best validation mean Dice; our checkpoint format, with the
-training summary in the JSON), ``state.pt`` + ``last-eNNNN.*`` (resume), ``log.jsonl``, ``log.csv``,
-``curves.png``, ``config.json`` and ``split.json``.
+Outputs in ``out_dir``: ``best.safetensors``/``.json`` (the kept weights: best validation mean Dice, or the last
+with ``keep="last"``; our checkpoint format, with the training summary in the JSON), ``state.pt`` +
+``last-eNNNN.*`` (resume), ``log.jsonl``, ``log.csv``, ``curves.png``, ``config.json`` and ``split.json``.
+
+Options for starting from trained weights: ``trainable`` (update only some layers), ``ema_decay`` (validate and
+keep a moving average of the weights), ``keep`` and ``precision`` (bf16 autocast).
 """
 
 from __future__ import annotations
@@ -44,15 +47,20 @@ from ..postprocessing import activate
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from . import distributed
 from .augment import AugmentConfig, augment_patch
+from .averaging import WeightAverage
 from .data import CaseFiles, InputMatcher, LoadedCase, discover_cases, load_case, sample_patch, split_cases
 from .history import write_history
 from .labels import REGIONS
 from .loss import deep_supervision_loss
 from .state import STATE_FILE, load_state, save_state
+from .trainable import TRAINABLE, select_trainable
 
 __all__ = ["TrainConfig", "TrainResult", "train", "cosine_lr"]
 
 logger = logging.getLogger(__name__)
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+"""Forward-pass precisions of training (fp16 would need loss scaling; bf16 has float32's range and does not)."""
 
 DEFAULT_ARCHITECTURE = {"feature_size": 12, "img_size": [32, 32, 32], "depths": [2, 2, 2, 2],
                         "num_heads": [3, 6, 12, 24], "window": 7}
@@ -86,6 +94,17 @@ class TrainConfig:
     """Linear learning-rate warm-up over the first steps (0: none). Fine-tuning needs it: a fresh AdamW moves every
     weight by about ``lr`` in each of its first steps whatever the gradient's size, which wrecks trained weights."""
     weight_decay: float = 1e-5
+    trainable: str = "all"
+    """Which parameters are updated (``trainable.TRAINABLE``): ``all``, or ``early`` (the intensity-reading layers
+    and the normalisations, to adapt a trained model to a new site)."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights with this decay per step (0: off) and validate, keep
+    and save the average instead of the raw weights. A handful of cases gives noisy gradients; the average
+    follows the trend of the last ~1 / (1 - decay) steps, not the last batch."""
+    precision: str = "auto"
+    """Forward-pass precision: ``fp32``, ``bf16`` autocast, or ``auto`` (bf16 on a GPU that supports it, else fp32:
+    on this project's CPU bf16 autocast made training slower, docs/BENCHMARKS.md). Weights, optimiser and loss
+    stay float32."""
     ce: str = "bce"
     tumour_fraction: float = 0.5
     augment: bool = True
@@ -94,6 +113,10 @@ class TrainConfig:
     val_overlap: float = 0.25
     early_stop_patience: int | None = None
     """Stop after this many validations without a better mean Dice (None: never)."""
+    keep: str = "best"
+    """Which weights become ``best.safetensors``: ``best`` (the best validation mean Dice) or ``last`` (those at the
+    end of the schedule, validated and logged like the others; no early stopping). A single validation case is
+    too noisy a judge to pick among checkpoints: fine-tuning on a few cases keeps the last."""
     init_weights: str | None = None
     """Start from these weights (any format ``glims.checkpoint`` reads); their architecture wins."""
     validate_initial: bool = False
@@ -114,6 +137,16 @@ class TrainConfig:
             raise ConfigError(f"minutes must be positive, not {self.minutes}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
+        if self.keep not in ("best", "last"):
+            raise ConfigError(f"keep must be best or last, not {self.keep!r}")
+        if self.keep == "last" and self.early_stop_patience is not None:
+            raise ConfigError("keep=last runs the schedule to its end: it cannot be combined with early stopping")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"trainable must be one of {', '.join(TRAINABLE)}, not {self.trainable!r}")
+        if self.precision not in ("auto", *AUTOCAST_DTYPES):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, not {self.precision!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), not {self.ema_decay}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be at least 0, not {self.warmup_steps}")
         if self.batch_size < 1 or (self.steps_per_epoch is not None and self.steps_per_epoch < 1):
@@ -245,28 +278,48 @@ def _batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rn
     return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(targets))
 
 
+def training_precision(requested: str, device: torch.device) -> str:
+    """The forward-pass precision ``requested`` means on ``device`` (see ``TrainConfig.precision``)."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                   targets: torch.Tensor, ce: str = "bce") -> torch.Tensor:
+                   targets: torch.Tensor, ce: str = "bce", precision: str = "fp32") -> torch.Tensor:
     """One training step: deep-supervised loss of ``model`` on the batch, backward, optimiser update.
 
-    Returns the loss (detached).
+    ``precision`` ``bf16`` runs the forward pass under autocast on the batch's device (the weights, the
+    optimiser and the loss stay float32; bf16 needs no loss scaling). Returns the loss (detached).
     """
-    loss = deep_supervision_loss(model(images), targets, ce)
+    dtype = AUTOCAST_DTYPES[precision]
+    with torch.autocast(device_type=images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        outputs = model(images)
+    if dtype is not None:
+        outputs = outputs.float() if isinstance(outputs, torch.Tensor) else [o.float() for o in outputs]
+    loss = deep_supervision_loss(outputs, targets, ce)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
 
 
-def _sampling_weights(config: TrainConfig, matcher: InputMatcher, train_files: Sequence[CaseFiles]) -> np.ndarray | None:
-    """Probability of drawing each training case (None: uniform), from the weights of the ``cases`` entries."""
+def _sampling_weights(config: TrainConfig, train_files: Sequence[CaseFiles]) -> np.ndarray | None:
+    """Probability of drawing each training case (None: uniform), from the weights of the ``cases`` entries.
+
+    A case belongs to the entry that is its folder or its folder's parent (``discover_cases`` finds no others).
+    """
     if not config.case_weights:
         return None
-    weight_of: dict[str, float] = {}
-    for root, weight in zip(config.cases, config.case_weights):
-        for case in discover_cases([root], matcher, config.label_convention):
-            weight_of[case.case_id] = float(weight)
-    weights = np.array([weight_of[c.case_id] for c in train_files], dtype=np.float64)
+    weight_of = {Path(root).resolve(): float(weight) for root, weight in zip(config.cases, config.case_weights)}
+
+    def weight(case: CaseFiles) -> float:
+        folder = case.images[0].parent.resolve()
+        return weight_of[folder] if folder in weight_of else weight_of[folder.parent]
+
+    weights = np.array([weight(c) for c in train_files], dtype=np.float64)
     if not weights.sum():
         raise ConfigError("every training case has weight 0 (the weighted ones all went to validation)")
     return weights / weights.sum()
@@ -336,7 +389,7 @@ def train(
         train_files, val_files = split_cases(all_cases, config.val_fraction, config.seed)
     if state is not None and state.get("split", {}).get("train") != [c.case_id for c in train_files]:
         raise ConfigError("the cases found now differ from those of the interrupted run; cannot resume exactly")
-    sampling = _sampling_weights(config, matcher, train_files)
+    sampling = _sampling_weights(config, train_files)
 
     torch.manual_seed(_torch_seed(config.seed, 0, purpose=0))
     net, architecture = _build_model(config, len(matcher.inputs), len(preset["output"]["channels"]))
@@ -351,7 +404,9 @@ def train(
         logger.warning("only one case: validating on the training case (a smoke run, not a measurement)")
 
     net.to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    precision = training_precision(config.precision, device)
+    optimizer = torch.optim.AdamW(select_trainable(net, config.trainable), lr=config.lr,
+                                  weight_decay=config.weight_decay)
     steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(train_cases) / config.batch_size))
     history: list[dict[str, Any]] = []
     epoch, step, elapsed_before = 0, 0, 0.0
@@ -370,18 +425,23 @@ def train(
         elapsed_before = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
         logger.info("resuming %s at epoch %d (step %d)", run_dir, epoch, step)
-    elif distributed.is_main_process():
+    average = WeightAverage(net, config.ema_decay) if config.ema_decay else None
+    if average is not None and state is not None:
+        average.load_state_dict(state["ema"])
+        average.updates = int(state["ema_updates"])
+    judged = average.model if average is not None else net  # the weights validated and kept
+    if state is None and distributed.is_main_process():
         write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
         write_json(run_dir / "split.json", {"train": [c.to_dict() for c in train_files],
                                              "validation": [c.to_dict() for c in val_files]})
 
         if config.validate_initial:
-            result = _validate(net, val_cases, preset, config, cancel)
+            result = _validate(judged, val_cases, preset, config, cancel)
             row = {"epoch": 0, "step": 0, **{f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()},
                    "val_dice_mean": round(result["mean"], 4), "val_cases": result["cases"]}
             history.append(row)
             best_metric, best_epoch = result["mean"], 0
-            _save_best(run_dir, net, architecture, config, {**row, "train_loss": None}, train_files, val_files)
+            _save_best(run_dir, judged, architecture, config, {**row, "train_loss": None}, train_files, val_files)
             plan.report("train", 0, (planned_epochs or 1) * steps_per_epoch,
                         f"starting weights: val Dice {row['val_dice_mean']:.3f}", epoch=0, step=0,
                         val_dice={r: row[f"val_dice_{r}"] for r in REGIONS})
@@ -411,7 +471,9 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             images, targets = _batch(train_cases, roi, config.batch_size, rng, config, sampling)
-            loss = optimizer_step(model, optimizer, images.to(device), targets.to(device), config.ce)
+            loss = optimizer_step(model, optimizer, images.to(device), targets.to(device), config.ce, precision)
+            if average is not None:
+                average.update(net)
             step += 1
             losses.append(distributed.mean_across_ranks(float(loss)))
             plan.report("train", step, total_steps or (epoch + 1) * steps_per_epoch, f"epoch {epoch + 1} step {index + 1}/"
@@ -434,14 +496,14 @@ def train(
         if epoch % config.val_every == 0 or last:
             if distributed.is_main_process():
                 val_start = time.perf_counter()
-                result = _validate(net, val_cases, preset, config, cancel)
+                result = _validate(judged, val_cases, preset, config, cancel)
                 row.update({f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()})
                 row["val_dice_mean"] = round(result["mean"], 4)
                 row["val_cases"] = result["cases"]
                 row["val_s"] = round(time.perf_counter() - val_start, 1)
-                if best_metric is None or result["mean"] > best_metric:
+                if best_metric is None or result["mean"] > best_metric or config.keep == "last":
                     best_metric, best_epoch, stale = result["mean"], epoch, 0
-                    _save_best(run_dir, net, architecture, config, row, train_files, val_files)
+                    _save_best(run_dir, judged, architecture, config, row, train_files, val_files)
                 else:
                     stale += 1
             row, best_metric, best_epoch, stale = distributed.from_main((row, best_metric, best_epoch, stale))
@@ -457,6 +519,7 @@ def train(
                 "best_metric": best_metric, "best_epoch": best_epoch, "stale": stale, "history": history,
                 "torch_rng": torch.get_rng_state(), "elapsed_s": row["elapsed_s"],
                 "split": {"train": [c.case_id for c in train_files], "validation": [c.case_id for c in val_files]},
+                **({"ema": average.state_dict(), "ema_updates": average.updates} if average is not None else {}),
             })
             write_history(run_dir, history)
         remaining = ((planned_epochs or epoch) - epoch) * epoch_s

@@ -2,9 +2,10 @@
 
 ``finetune`` starts from the base model's weights (verified by sha256), holds out validation cases (one case —
 leave-one-out — when there are five or fewer, else ``val_fraction``), trains with the same recipe as
-``glims.training`` (deep-supervised Dice + CE, AdamW, cosine schedule, augmentation; a lower learning rate),
-validates the starting weights first (the "before" Dice) and after every epoch with early stopping, and
-registers the best checkpoint in the user catalog as ``NAME@<next version>``. The base model and the built-in
+``glims.training`` (deep-supervised Dice + CE, AdamW, cosine schedule with warm-up, augmentation), validates the
+starting weights first (the "before" Dice) and after every epoch, and registers the kept weights in the user
+catalog as ``NAME@<next version>``: the best validation checkpoint (with early stopping) when several cases are
+held out, the end of the schedule when one is (see ``keep``). The base model and the built-in
 catalog are never written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
 an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
 catalog valid.
@@ -106,9 +107,13 @@ def finetune(
     epochs: int | None = None,
     minutes: float | None = None,
     val_fraction: float = 0.2,
-    lr: float = 1e-4,
+    lr: float = 3e-4,
     warmup_steps: int = 40,
+    trainable: str = "all",
+    ema_decay: float = 0.0,
+    precision: str = "auto",
     patience: int | None = 8,
+    keep: str = "auto",
     steps_per_epoch: int = 20,
     device: str = "auto",
     threads: int | None = None,
@@ -129,7 +134,14 @@ def finetune(
         lr: peak learning rate (lower than training from scratch).
         warmup_steps: linear learning-rate warm-up (see ``TrainConfig.warmup_steps``); without it the first steps
             of a fresh optimiser made the base model worse on every validation case we tried.
-        patience: early stopping after this many validations without improvement (None: never).
+        trainable: which parameters are updated (``TrainConfig.trainable``).
+        ema_decay: validate and register a moving average of the weights (``TrainConfig.ema_decay``; 0: off).
+        precision: forward-pass precision (``TrainConfig.precision``).
+        patience: early stopping after this many validations without improvement (None: never); only when the
+            best checkpoint is kept.
+        keep: ``best`` (best validation Dice), ``last`` (the end of the schedule) or ``auto``: ``last`` when a
+            single case is held out for validation — one case is too noisy a judge to pick among checkpoints
+            (docs/FINETUNING.md) — else ``best``.
         steps_per_epoch: optimiser steps between validations (with a handful of cases, one pass over them would be
             one or two steps: too few to measure progress, so an "epoch" here is a fixed number of steps).
         resume: continue the latest interrupted run of ``name``.
@@ -155,14 +167,19 @@ def finetune(
     else:
         case_dirs, convention = _case_dirs(spec, cases, home)
         train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
+        if keep not in ("auto", "best", "last"):
+            raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
+        if keep == "auto":
+            keep = "last" if len(val_dirs) == 1 else "best"
         config = TrainConfig(
             out_dir=str(run_dir), cases=tuple(map(str, train_dirs)), val_cases=tuple(map(str, val_dirs)),
             preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
             spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
             label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
-            lr=lr, min_lr=lr * 0.05, warmup_steps=warmup_steps,
-            early_stop_patience=patience, init_weights=str(weights.path), validate_initial=True,
-            seed=seed, device=device, threads=threads,
+            lr=lr, min_lr=lr * 0.05, warmup_steps=warmup_steps, trainable=trainable,
+            ema_decay=ema_decay, precision=precision,
+            early_stop_patience=patience if keep == "best" else None, keep=keep, init_weights=str(weights.path),
+            validate_initial=True, seed=seed, device=device, threads=threads,
         )
     result = train(config, resume=resume, progress=progress, cancel=cancel)
     rows = [r for r in result.history if "val_dice_mean" in r]
@@ -211,7 +228,8 @@ def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: T
             "validation_cases": [c["id"] for c in split["validation"]],
             "validation_dice_before": dict(before),
             "validation_dice_after": dict(after),
-            "best_epoch": result.best_epoch,
+            "kept": json.loads((run_dir / "config.json").read_text()).get("keep", "best"),
+            "kept_epoch": result.best_epoch,
             "epochs": result.epochs_done,
             "stopped_because": result.stopped_because,
             "run_dir": str(run_dir),

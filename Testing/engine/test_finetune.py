@@ -83,6 +83,10 @@ def test_finetune_registers_a_new_version_and_leaves_the_base_untouched(home):
     assert tuned.version == "1.0.0" and not tuned.builtin
     assert tuned.provenance["base_model"] == "base@1.0.0" and len(tuned.provenance["validation_cases"]) == 1
     assert set(tuned.provenance["validation_dice_before"]) == {"TC", "WT", "ET", "mean"}
+    # One validation case: the weights at the end of the schedule are registered, whatever that case says.
+    assert tuned.provenance["kept"] == "last" and tuned.provenance["kept_epoch"] == 2
+    after = tuned.provenance["validation_dice_after"]
+    assert {r: after[r] for r in ("TC", "WT", "ET")} == epochs_done[-1]["data"]["val_dice"]
     assert sha256_file(tuned.weights[0].path) == tuned.weights[0].sha256
     assert sha256_file(base.weights[0].path) == base_sha == base.weights[0].sha256
     assert catalog.get("base").version == "1.0.0"

@@ -133,7 +133,7 @@ def stored(headless, tuning, coarse_cases):
 
 def test_a_corrected_segmentation_made_by_the_module_is_stored_with_its_provenance(stored, coarse_cases):
     entry = stored["brats_gli_00001"]
-    case, volumes = entry["case"], entry["volumes"]
+    case = entry["case"]
     assert trainingset.draftModel(entry["node"]) == "tiny-brats@1.0.0"
     assert case.case_id.startswith("BraTS-GLI-00001-000-t2f-") and case.preset == "brats"
     provenance = json.loads((case.folder / "case.json").read_text())
@@ -261,8 +261,8 @@ def test_fine_tuning_plots_each_epoch_and_registers_the_new_model(finetuned, tun
         assert all(0.0 <= row[f"Dice {r}"] <= 1.0 for r in ("TC", "WT", "ET"))
     assert set(job.before) == set(job.after) == {"TC", "WT", "ET", "mean"}
     assert job.before["mean"] == pytest.approx(rows[0]["Dice mean"], abs=1e-3)
-    best = max(rows, key=lambda row: row["Dice mean"])
-    assert job.after["mean"] == pytest.approx(best["Dice mean"], abs=1e-3)
+    # One case held out for validation: the weights at the end of the schedule are registered.
+    assert job.after["mean"] == pytest.approx(rows[-1]["Dice mean"], abs=1e-3)
 
     chart = job.plot.chartNode
     assert chart.GetNumberOfPlotSeriesNodes() == 5

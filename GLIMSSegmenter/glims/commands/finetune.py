@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .training_options import add_weight_update_options
+
 HELP = "fine-tune a model on corrected cases (the training-set store or folders) and register a new version"
 PROGRESS = True
 
@@ -15,9 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, help="epoch budget")
     parser.add_argument("--minutes", type=float, help="wall-time budget")
     parser.add_argument("--val-fraction", type=float, default=0.2, help="held out when more than 5 cases")
-    parser.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int, default=40, help="linear learning-rate warm-up (0: none)")
-    parser.add_argument("--patience", type=int, default=8, help="early stopping patience in validations (0: off)")
+    add_weight_update_options(parser)
+    parser.add_argument("--patience", type=int, default=8,
+                        help="early stopping patience in validations (0: off; only when the best is kept)")
+    parser.add_argument("--keep", choices=("auto", "best", "last"), default="auto",
+                        help="weights to register: best validation Dice, the end of the schedule, or auto (last "
+                             "when one case is held out, else best)")
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="optimiser steps between validations")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int)
@@ -39,7 +46,8 @@ def run(args: argparse.Namespace, ui) -> int:
         result = finetune(
             args.model, args.name, cases=args.cases, epochs=args.epochs, minutes=args.minutes,
             val_fraction=args.val_fraction, lr=args.lr, warmup_steps=args.warmup_steps,
-            patience=args.patience or None,
+            trainable=args.trainable, ema_decay=args.ema_decay,
+            precision=args.precision, patience=args.patience or None, keep=args.keep,
             steps_per_epoch=args.steps_per_epoch, device=args.device,
             threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
             progress=ui.progress, cancel=token,
@@ -47,7 +55,7 @@ def run(args: argparse.Namespace, ui) -> int:
     if parallel and not main:
         return 0  # rank 0 reports
     ui.log(f"{'validation Dice':<18} {'TC':>6} {'WT':>6} {'ET':>6} {'mean':>6}")
-    for label, row in (("before (base)", result.before), ("after (best)", result.after)):
+    for label, row in (("before (base)", result.before), ("after (kept)", result.after)):
         ui.log(f"{label:<18} {row['TC']:6.3f} {row['WT']:6.3f} {row['ET']:6.3f} {row['mean']:6.3f}")
     ui.log(f"registered {result.model.ref} (run in {result.run_dir}; stopped: {result.training.stopped_because})")
     ui.result({"model": result.model.ref, "run_dir": str(result.run_dir)},

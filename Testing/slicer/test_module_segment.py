@@ -3,13 +3,9 @@ with a tiny random GLIMS on the real BraTS case: progress, the segmentation node
 
 from __future__ import annotations
 
-import os
-import stat
-import sys
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import SimpleITK as sitk
 import slicerio

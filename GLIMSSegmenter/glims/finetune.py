@@ -40,6 +40,7 @@ from .training.trainer import TrainConfig, TrainResult, train
 __all__ = ["FinetuneResult", "finetune", "split_for_finetuning"]
 
 REGISTERED_FILE = "registered.json"
+REPLAY_FILE = "replay.json"
 FEW_CASES = 5
 
 
@@ -79,6 +80,22 @@ def _case_dirs(spec: ModelSpec, cases: Sequence[str | os.PathLike] | None, home)
     return [Path(c.images[0]).parent for c in found], "auto"
 
 
+def _replay_cases(spec: ModelSpec, train_dirs: Sequence[Path], replay: Sequence[str | os.PathLike] | None,
+                  fraction: float) -> tuple[list[Path], tuple[float, ...]]:
+    """Replay case folders, and the sampling weights of the training then replay folders that give the replay
+    ``fraction`` of the windows (none without replay)."""
+    if not replay:
+        return [], ()
+    if not 0 < fraction < 1:
+        raise ConfigError(f"replay fraction must be between 0 and 1, not {fraction}")
+    replay_dirs, _ = _case_dirs(spec, replay, None)
+    overlap = {d.resolve() for d in replay_dirs} & {d.resolve() for d in train_dirs}
+    if overlap:
+        raise ConfigError(f"replay cases must not be fine-tuning cases: {', '.join(sorted(p.name for p in overlap))}")
+    weight = fraction / (1.0 - fraction) * len(train_dirs) / len(replay_dirs)
+    return replay_dirs, (1.0,) * len(train_dirs) + (weight,) * len(replay_dirs)
+
+
 def _run_dir(home, name: str, version: str, resume: bool) -> Path:
     root = user_home(home) / "finetune"
     if resume:
@@ -114,6 +131,8 @@ def finetune(
     precision: str = "auto",
     patience: int | None = 8,
     keep: str = "auto",
+    replay: Sequence[str | os.PathLike] | None = None,
+    replay_fraction: float = 0.3,
     steps_per_epoch: int = 20,
     device: str = "auto",
     threads: int | None = None,
@@ -142,6 +161,9 @@ def finetune(
         keep: ``best`` (best validation Dice), ``last`` (the end of the schedule) or ``auto``: ``last`` when a
             single case is held out for validation — one case is too noisy a judge to pick among checkpoints
             (docs/FINETUNING.md) — else ``best``.
+        replay: labelled cases of the base model's own domain (e.g. its training data) to mix into the training
+            windows, so that what the site's few cases do not show is not forgotten; never validated on.
+        replay_fraction: share of the training windows drawn from ``replay`` cases.
         steps_per_epoch: optimiser steps between validations (with a handful of cases, one pass over them would be
             one or two steps: too few to measure progress, so an "epoch" here is a fixed number of steps).
         resume: continue the latest interrupted run of ``name``.
@@ -171,8 +193,14 @@ def finetune(
             raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
         if keep == "auto":
             keep = "last" if len(val_dirs) == 1 else "best"
+        replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction)
+        if replay_dirs and distributed.is_main_process():
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            write_json(Path(run_dir) / REPLAY_FILE, {"cases": [str(d) for d in replay_dirs],
+                                                     "fraction": replay_fraction})
         config = TrainConfig(
-            out_dir=str(run_dir), cases=tuple(map(str, train_dirs)), val_cases=tuple(map(str, val_dirs)),
+            out_dir=str(run_dir), cases=tuple(map(str, [*train_dirs, *replay_dirs])), case_weights=case_weights,
+            val_cases=tuple(map(str, val_dirs)),
             preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
             spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
             label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
@@ -201,11 +229,14 @@ def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: T
     with open(run_dir / "best.safetensors", "rb") as source, atomic_write(target) as handle:
         shutil.copyfileobj(source, handle)
     split = json.loads((run_dir / "split.json").read_text())
+    replay_file = run_dir / REPLAY_FILE
+    replayed = {Path(c).name for c in json.loads(replay_file.read_text())["cases"]} if replay_file.is_file() else set()
+    site_cases = [c["id"] for c in split["train"] if c["id"] not in replayed]
     entry = {
         "id": name,
         "version": version,
         "title": f"{spec.title} — fine-tuned ({name})",
-        "description": f"{spec.ref} fine-tuned on {len(split['train'])} local corrected case(s); validation "
+        "description": f"{spec.ref} fine-tuned on {len(site_cases)} local corrected case(s); validation "
                        f"Dice (mean TC/WT/ET) {before['mean']:.3f} -> {after['mean']:.3f} on "
                        f"{len(split['validation'])} held-out case(s).",
         "license": f"Derived from {spec.ref} ({spec.license}); fine-tuned on local data: check your data's terms "
@@ -224,7 +255,8 @@ def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: T
             "base_model": spec.ref,
             "base_sha256": spec.weights[0].sha256,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "train_cases": [c["id"] for c in split["train"]],
+            "train_cases": site_cases,
+            "replay_cases": sorted(c["id"] for c in split["train"] if c["id"] in replayed),
             "validation_cases": [c["id"] for c in split["validation"]],
             "validation_dice_before": dict(before),
             "validation_dice_after": dict(after),

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from glims.casestore import add_case
 from glims.catalog import load_catalog
 from glims.checkpoint import sha256_file
-from glims.errors import InputError
+from glims.errors import ConfigError, InputError
 from glims.finetune import split_for_finetuning
 from glims.progress import parse_protocol_line
 
@@ -90,6 +90,27 @@ def test_finetune_registers_a_new_version_and_leaves_the_base_untouched(home):
     assert sha256_file(tuned.weights[0].path) == tuned.weights[0].sha256
     assert sha256_file(base.weights[0].path) == base_sha == base.weights[0].sha256
     assert catalog.get("base").version == "1.0.0"
+
+
+def test_replay_cases_are_mixed_into_training_but_neither_validated_nor_counted_as_site_cases(home, tmp_path):
+    from glims.finetune import finetune
+    from glims.synth import generate_case, write_case
+
+    replay_root = tmp_path / "replay"
+    write_case(generate_case(7, (40, 40, 40), 4.0), replay_root, "REPLAY-7")
+    result = finetune("base", "site-r", epochs=1, steps_per_epoch=2, replay=[replay_root], replay_fraction=0.5,
+                      home=home, device="cpu", threads=1)
+    provenance = result.model.provenance
+    assert provenance["replay_cases"] == ["REPLAY-7"] and "REPLAY-7" not in provenance["train_cases"]
+    assert len(provenance["train_cases"]) == 2 and "REPLAY-7" not in provenance["validation_cases"]
+    config = json.loads((result.run_dir / "config.json").read_text())
+    # two site cases of weight 1, one replay case weighted to draw half of the windows
+    assert config["case_weights"] == [1.0, 1.0, 2.0] and config["cases"][-1].endswith("REPLAY-7")
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        finetune("base", "site-r", epochs=1, replay=[replay_root], replay_fraction=1.0, home=home, device="cpu")
+    stored = Path(config["cases"][0])
+    with pytest.raises(ConfigError, match="must not be fine-tuning cases"):
+        finetune("base", "site-r", epochs=1, replay=[stored], home=home, device="cpu")
 
 
 def test_a_killed_run_leaves_the_catalog_valid_and_resume_finishes_it(home):

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", choices=("auto", "best", "last"), default="auto",
                         help="weights to register: best validation Dice, the end of the schedule, or auto (last "
                              "when one case is held out, else best)")
+    parser.add_argument("--replay", nargs="+", metavar="DIR",
+                        help="labelled cases of the base model's own domain to mix into the training windows")
+    parser.add_argument("--replay-fraction", type=float, default=0.3,
+                        help="share of the training windows drawn from --replay cases (default 0.3)")
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="optimiser steps between validations")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int)
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace, ui) -> int:
             val_fraction=args.val_fraction, lr=args.lr, warmup_steps=args.warmup_steps,
             trainable=args.trainable, ema_decay=args.ema_decay,
             precision=args.precision, patience=args.patience or None, keep=args.keep,
+            replay=args.replay, replay_fraction=args.replay_fraction,
             steps_per_epoch=args.steps_per_epoch, device=args.device,
             threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
             progress=ui.progress, cancel=token,

@@ -215,14 +215,14 @@ def finetune(
     after = _dice_row(next(r for r in rows if r["epoch"] == result.best_epoch))
     model = None
     if distributed.is_main_process():
-        model = _register(spec, name, version, run_dir, result, before, after, home)
+        model = _register(spec, name, version, run_dir, result, before, after, config.keep, home)
         write_json(run_dir / REGISTERED_FILE, {"model": model.ref, "before": before, "after": after})
     model = distributed.from_main(model)
     return FinetuneResult(model, run_dir, before, after, result)
 
 
 def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: TrainResult,
-              before: Mapping[str, float], after: Mapping[str, float], home) -> ModelSpec:
+              before: Mapping[str, float], after: Mapping[str, float], kept: str, home) -> ModelSpec:
     models_dir = user_catalog_path(home).parent
     models_dir.mkdir(parents=True, exist_ok=True)
     target = models_dir / f"{name}-{version}.safetensors"
@@ -260,7 +260,7 @@ def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: T
             "validation_cases": [c["id"] for c in split["validation"]],
             "validation_dice_before": dict(before),
             "validation_dice_after": dict(after),
-            "kept": json.loads((run_dir / "config.json").read_text()).get("keep", "best"),
+            "kept": kept,
             "kept_epoch": result.best_epoch,
             "epochs": result.epochs_done,
             "stopped_because": result.stopped_because,

@@ -425,10 +425,11 @@ def train(
         elapsed_before = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
         logger.info("resuming %s at epoch %d (step %d)", run_dir, epoch, step)
-    average = WeightAverage(net, config.ema_decay) if config.ema_decay else None
-    if average is not None and state is not None:
-        average.load_state_dict(state["ema"])
-        average.updates = int(state["ema_updates"])
+    average = None
+    if config.ema_decay:
+        average = WeightAverage(net, config.ema_decay, updates=int(state["ema_updates"]) if state is not None else 0)
+        if state is not None:
+            average.load_state_dict(state["ema"])
     judged = average.model if average is not None else net  # the weights validated and kept
     if state is None and distributed.is_main_process():
         write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})

@@ -94,10 +94,17 @@ def _classify(path: Path) -> _Found | None:
 
 
 def _walk(root: Path) -> list[Path]:
-    """Files under ``root`` down to ``_MAX_DEPTH`` levels, hidden files and folders excluded, sorted."""
+    """Files under ``root`` down to ``_MAX_DEPTH`` levels, hidden files and folders excluded, sorted. Symbolic links
+    to case folders are followed (datasets are often assembled that way), each folder read once (no link loops)."""
     found: list[Path] = []
     base_depth = len(root.parts)
-    for folder, dirs, files in os.walk(root):
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         depth = len(Path(folder).parts) - base_depth
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < _MAX_DEPTH else []
         found.extend(Path(folder) / f for f in sorted(files) if not f.startswith("."))

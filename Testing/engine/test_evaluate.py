@@ -187,6 +187,10 @@ def test_case_ids_from_file_names(tmp_path):
         (tmp_path / "pred" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "pred" / name).touch()
     assert sorted(find_label_files(tmp_path / "pred")) == ["P1", "P2"]
+    (tmp_path / "linked").mkdir()  # a dataset assembled from links to case folders (one links back to itself)
+    (tmp_path / "linked" / "C4").symlink_to(tmp_path / "ref" / "C4", target_is_directory=True)
+    (tmp_path / "linked" / "loop").symlink_to(tmp_path / "linked", target_is_directory=True)
+    assert sorted(find_label_files(tmp_path / "linked")) == ["C4"]
     (tmp_path / "ref" / "C3_seg.nii.gz").touch()
     with pytest.raises(InputError, match="two label files for case 'C3'"):
         find_label_files(tmp_path / "ref")

@@ -146,6 +146,8 @@ class ModelSpec:
     default: bool = False
     model_card: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    finetuning: Mapping[str, Any] = field(default_factory=dict)
+    """How to fine-tune it: ``replay`` recipe of its own domain's data (``glims.replay``)."""
 
     @property
     def ref(self) -> str:
@@ -190,6 +192,7 @@ class ModelSpec:
             "postprocessing": dict(self.postprocessing),
             "inference": dict(self.inference),
             "provenance": dict(self.provenance),
+            "finetuning": dict(self.finetuning),
         }
 
 
@@ -323,6 +326,7 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
         default=bool(merged.get("default", False)),
         model_card=merged.get("model_card", ""),
         provenance=merged.get("provenance", {}),
+        finetuning=merged.get("finetuning", {}),
     )
 
 

@@ -5,8 +5,10 @@ leave-one-out — when there are five or fewer, else ``val_fraction``), trains w
 ``glims.training`` (deep-supervised Dice + CE, AdamW, cosine schedule with warm-up, augmentation), validates the
 starting weights first (the "before" Dice) and after every epoch, and registers the kept weights in the user
 catalog as ``NAME@<next version>``: the best validation checkpoint (with early stopping) when several cases are
-held out, the end of the schedule when one is (see ``keep``). The base model and the built-in
-catalog are never written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
+held out, the end of the schedule when one is (see ``keep``). By default a share of the training windows comes
+from cases of the base model's own domain (its catalog replay recipe, ``glims.replay``), so that fine-tuning on a
+few cases does not make it forget what they do not show. The base model and the built-in catalog are never
+written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
 an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
 catalog valid.
 
@@ -32,6 +34,7 @@ from .catalog import ModelSpec, add_user_entry, load_catalog, next_version, user
 from .checkpoint import atomic_write, sha256_file, write_json
 from .errors import CheckpointError, ConfigError, InputError
 from .progress import CancelToken, ProgressCallback
+from .replay import replay_cases
 from .training import distributed
 from .training.data import InputMatcher, discover_cases
 from .training.labels import REGIONS
@@ -131,7 +134,7 @@ def finetune(
     precision: str = "auto",
     patience: int | None = 8,
     keep: str = "auto",
-    replay: Sequence[str | os.PathLike] | None = None,
+    replay: Sequence[str | os.PathLike] | str | None = "auto",
     replay_fraction: float = 0.3,
     steps_per_epoch: int = 20,
     device: str = "auto",
@@ -163,6 +166,8 @@ def finetune(
             (docs/FINETUNING.md) — else ``best``.
         replay: labelled cases of the base model's own domain (e.g. its training data) to mix into the training
             windows, so that what the site's few cases do not show is not forgotten; never validated on.
+            ``"auto"``: the cases of the base model's replay recipe (``glims.replay``; generated once into the
+            user folder), or none when it has no recipe; None or ``[]``: no replay.
         replay_fraction: share of the training windows drawn from ``replay`` cases.
         steps_per_epoch: optimiser steps between validations (with a handful of cases, one pass over them would be
             one or two steps: too few to measure progress, so an "epoch" here is a fixed number of steps).
@@ -193,6 +198,11 @@ def finetune(
             raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
         if keep == "auto":
             keep = "last" if len(val_dirs) == 1 else "best"
+        if isinstance(replay, str) and replay == "auto":
+            replay = distributed.from_main(
+                replay_cases(spec, home, progress=progress, cancel=cancel) if distributed.is_main_process() else None)
+        elif isinstance(replay, (str, os.PathLike)):
+            replay = [replay]
         replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction)
         if replay_dirs and distributed.is_main_process():
             Path(run_dir).mkdir(parents=True, exist_ok=True)
@@ -251,6 +261,7 @@ def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: T
         "output": dict(spec.output),
         "postprocessing": dict(spec.postprocessing),
         "inference": dict(spec.inference),
+        "finetuning": dict(spec.finetuning),
         "provenance": {
             "base_model": spec.ref,
             "base_sha256": spec.weights[0].sha256,

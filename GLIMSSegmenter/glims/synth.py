@@ -165,7 +165,8 @@ def shifted_site(strength: float = 1.0, profile: str = "low-contrast") -> SiteSh
     Factors are interpolated geometrically (``factor ** strength``); ``strength=0`` is no shift.
 
     Args:
-        strength: 0 (none) to about 1.5 (severe).
+        strength: 0 (none) to 3; 1.5 is severe, and at 2.0 the bundled model loses about 0.3 Dice on the
+            ``other-scanner`` profile (docs/FINETUNING.md).
         profile: one of ``SITE_PROFILES``.
 
     Returns:

@@ -113,6 +113,45 @@ def test_replay_cases_are_mixed_into_training_but_neither_validated_nor_counted_
         finetune("base", "site-r", epochs=1, replay=[stored], home=home, device="cpu")
 
 
+REPLAY_RECIPE = {"replay": {"synth": {"n": 2, "seed": 3, "shape": [40, 40, 32], "spacing": 4.0}}}
+
+
+def test_the_base_models_replay_recipe_is_generated_once_and_replayed_by_default(home):
+    from glims.finetune import finetune
+    from glims.replay import replay_cases
+
+    register_tiny_model(home, "brats", model_id="base-replay", seed=1, overrides={"finetuning": REPLAY_RECIPE})
+    result = finetune("base-replay", "site-auto", epochs=1, steps_per_epoch=2, home=home, device="cpu", threads=1)
+    provenance = result.model.provenance
+    assert provenance["replay_cases"] == ["GLIMS-REPLAY-3-0000", "GLIMS-REPLAY-3-0001"]
+    assert len(provenance["train_cases"]) == 2
+    assert result.model.finetuning == REPLAY_RECIPE  # a fine-tuned model replays the same domain in turn
+    replayed = json.loads((result.run_dir / "replay.json").read_text())["cases"]
+    assert all((Path(c) / f"{Path(c).name}_seg.nii.gz").is_file() for c in replayed)
+    # generated once: asking again returns the same folders without writing them anew
+    stamps = {c: (Path(c) / f"{Path(c).name}_t1ce.nii.gz").stat().st_mtime_ns for c in replayed}
+    again = replay_cases(load_catalog(home).get("base-replay"), home)
+    assert {str(c): (c / f"{c.name}_t1ce.nii.gz").stat().st_mtime_ns for c in again} == stamps
+    # explicitly without replay
+    plain = finetune("base-replay", "site-auto", epochs=1, steps_per_epoch=2, replay=[], home=home, device="cpu",
+                     threads=1)
+    assert plain.model.provenance["replay_cases"] == [] and not (plain.run_dir / "replay.json").exists()
+
+
+def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
+    from glims.errors import Cancelled
+    from glims.progress import CancelToken
+    from glims.replay import replay_cases
+
+    register_tiny_model(tmp_path, "brats", model_id="base-replay", overrides={"finetuning": REPLAY_RECIPE})
+    spec = load_catalog(tmp_path).get("base-replay")
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        replay_cases(spec, tmp_path, progress=lambda event: token.cancel(), cancel=token)  # after the first case
+    assert list((tmp_path / "replay").iterdir()) == []
+    assert [c.name for c in replay_cases(spec, tmp_path)] == ["GLIMS-REPLAY-3-0000", "GLIMS-REPLAY-3-0001"]
+
+
 def test_a_killed_run_leaves_the_catalog_valid_and_resume_finishes_it(home):
     before = json.loads((home / "models" / "catalog.json").read_text())
     proc = glims(home, "finetune", "-m", "base", "--name", "site-b", "--epochs", "3", "--steps-per-epoch", "2",

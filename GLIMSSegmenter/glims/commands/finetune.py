@@ -25,8 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", choices=("auto", "best", "last"), default="auto",
                         help="weights to register: best validation Dice, the end of the schedule, or auto (last "
                              "when one case is held out, else best)")
-    parser.add_argument("--replay", nargs="+", metavar="DIR",
-                        help="labelled cases of the base model's own domain to mix into the training windows")
+    replay = parser.add_mutually_exclusive_group()
+    replay.add_argument("--replay", nargs="+", metavar="DIR",
+                        help="labelled cases of the base model's own domain to mix into the training windows "
+                             "(default: the base model's replay recipe, if its catalog entry has one: the bundled "
+                             "model replays 10 synthetic cases, generated once)")
+    replay.add_argument("--no-replay", action="store_true", help="train on the site's cases only")
     parser.add_argument("--replay-fraction", type=float, default=0.3,
                         help="share of the training windows drawn from --replay cases (default 0.3)")
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="optimiser steps between validations")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace, ui) -> int:
             val_fraction=args.val_fraction, lr=args.lr, warmup_steps=args.warmup_steps,
             trainable=args.trainable, ema_decay=args.ema_decay,
             precision=args.precision, patience=args.patience or None, keep=args.keep,
-            replay=args.replay, replay_fraction=args.replay_fraction,
+            replay=[] if args.no_replay else (args.replay or "auto"), replay_fraction=args.replay_fraction,
             steps_per_epoch=args.steps_per_epoch, device=args.device,
             threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
             progress=ui.progress, cancel=token,

@@ -1,0 +1,95 @@
+"""Replay data for fine-tuning: labelled cases of a base model's own domain, made from its catalog recipe.
+
+Fine-tuning on a handful of a site's cases makes a model forget what those cases do not show (docs/FINETUNING.md:
+tumour cores it knew, lost). Mixing cases of the base model's own domain into the training windows ("replay")
+counters that. A model trained on ``glims.synth`` data can carry the recipe of that data in its catalog entry::
+
+    "finetuning": {"replay": {"synth": {"n": 10, "seed": 2026, "shape": [120, 120, 80], "spacing": 2.0}}}
+
+(``shape`` is x y z, as ``glims synth --shape`` takes it). ``replay_cases`` generates those cases once per user
+folder, under ``<home>/replay/<recipe digest>/``, and reuses them afterwards: the generator is deterministic by
+seed, so the cases are the same wherever they are made. Generation writes into a temporary folder that is
+renamed when complete, so an interrupted generation is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .catalog import ModelSpec, user_home
+from .errors import ConfigError
+from .progress import CancelToken, ProgressCallback
+
+__all__ = ["REPLAY_DIR", "replay_cases", "replay_recipe"]
+
+REPLAY_DIR = "replay"
+RECIPE_FILE = "recipe.json"
+
+
+def replay_recipe(spec: ModelSpec) -> dict[str, Any] | None:
+    """The model's synthetic replay recipe (``n``, ``seed``, ``shape`` x y z, ``spacing``), or None."""
+    synth = spec.finetuning.get("replay", {}).get("synth")
+    return dict(synth) if synth else None
+
+
+def _digest(recipe: Mapping[str, Any]) -> str:
+    from .synth import SynthParams
+
+    canonical = json.dumps({"recipe": dict(recipe), "params": SynthParams().to_dict()}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _case_folders(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir())
+
+
+def replay_cases(
+    spec: ModelSpec,
+    home: str | os.PathLike | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> list[Path]:
+    """The case folders of ``spec``'s replay recipe, generated on first use; [] when the model has no recipe.
+
+    The folder name digests the recipe together with the generator's default parameters, so a changed generator
+    makes new cases instead of reusing stale ones.
+
+    Raises:
+        ConfigError: a malformed recipe. Cancelled: cancelled during generation (nothing is left behind).
+    """
+    from .checkpoint import write_json
+    from .synth import SynthParams, generate_dataset
+
+    recipe = replay_recipe(spec)
+    if recipe is None:
+        return []
+    try:
+        count, seed = int(recipe["n"]), int(recipe["seed"])
+        shape_zyx = tuple(int(n) for n in reversed(recipe["shape"]))
+        spacing = float(recipe["spacing"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"model {spec.ref}: malformed replay recipe {recipe}: {exc}") from None
+    root = user_home(home) / REPLAY_DIR
+    target = root / _digest(recipe)
+    if (target / RECIPE_FILE).is_file():
+        return _case_folders(target / "cases")
+    staging = root / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, SynthParams(),
+                         prefix="GLIMS-REPLAY", progress=progress, cancel=cancel)
+        write_json(staging / RECIPE_FILE, {"model": spec.ref, "synth": recipe})
+        if target.exists():  # another process finished the same recipe first
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _case_folders(target / "cases")

@@ -633,7 +633,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastFineTuneJob = job
         if job.state is JobState.SUCCEEDED:
             self._reloadModels()
-            self.ui.fineTuneResultLabel.text = presentation.diceComparison(job.before, job.after)
+            self.ui.fineTuneResultLabel.text = presentation.diceComparison(job.before, job.after, job.validationCases)
             self.ui.fineTuneResultLabel.setVisible(True)
             self.ui.useFineTunedModelButton.text = f"Use {job.modelRef} for segmentation"
             self.ui.useFineTunedModelButton.setVisible(True)

@@ -80,6 +80,11 @@ class FineTuneJob(EngineJob):
         """Validation Dice (TC, WT, ET, mean) of the registered model."""
         return dict(self.summary.get("after") or {})
 
+    @property
+    def validationCases(self) -> int:
+        """How many held-out cases ``before`` and ``after`` were measured on (0 until the job succeeded)."""
+        return len(self.result.provenance.get("validation_cases", [])) if self.result is not None else 0
+
 
 class FineTuningLogic:
     """Training set and fine-tuning of ``segmenterLogic``'s models.

@@ -144,8 +144,13 @@ def fineTuneStatus(event) -> str:
     return status
 
 
-def diceComparison(before: Mapping[str, float], after: Mapping[str, float]) -> str:
-    """A small rich-text table of validation Dice per region and their mean: base, fine-tuned, change."""
+SINGLE_CASE_CAUTION = ("One held-out case is a noisy judge: in our measurements its Dice moved either way while "
+                       "other cases of the site improved. Try the new model on a few of your cases.")
+
+
+def diceComparison(before: Mapping[str, float], after: Mapping[str, float], validationCases: int = 0) -> str:
+    """A small rich-text table of validation Dice per region and their mean: base, fine-tuned, change; with the
+    number of held-out cases it was measured on (when known), and a caution when that is a single case."""
     columns = [c for c in ("TC", "WT", "ET", "mean") if c in before and c in after]
     cell = '<td align="right">&nbsp;{}&nbsp;</td>'
     rows = ['<tr><td>Validation Dice</td>' + "".join(cell.format(f"<b>{c}</b>") for c in columns) + "</tr>"]
@@ -153,7 +158,11 @@ def diceComparison(before: Mapping[str, float], after: Mapping[str, float]) -> s
         rows.append(f"<tr><td>{title}</td>" + "".join(cell.format(f"{values[c]:.3f}") for c in columns) + "</tr>")
     rows.append("<tr><td>change</td>" + "".join(cell.format(f"{after[c] - before[c]:+.3f}") for c in columns)
                 + "</tr>")
-    return "<table>" + "".join(rows) + "</table>"
+    table = "<table>" + "".join(rows) + "</table>"
+    if validationCases:
+        table += f"<p>Measured on {validationCases} held-out case{'s' if validationCases > 1 else ''}."
+        table += f" {SINGLE_CASE_CAUTION}</p>" if validationCases == 1 else "</p>"
+    return table
 
 
 def trainingCaseRow(case) -> list[str]:

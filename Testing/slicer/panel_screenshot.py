@@ -129,7 +129,8 @@ def _fill_fine_tuning(panel, spec, state: str) -> None:
     if state == "finetuned":
         name.setText(newModel)
         fine = presentation.fineTuneState(JobState.SUCCEEDED, modelRef=f"{newModel}@1.0.0")
-        find(QtWidgets.QLabel, "fineTuneResultLabel").setText(presentation.diceComparison(*EXAMPLE_DICE))
+        find(QtWidgets.QLabel, "fineTuneResultLabel").setText(
+            presentation.diceComparison(*EXAMPLE_DICE, validationCases=1))
         find(QtWidgets.QPushButton, "useFineTunedModelButton").setText(f"Use {newModel}@1.0.0 for segmentation")
     else:
         fine = presentation.fineTuneState(

@@ -263,6 +263,7 @@ def test_fine_tuning_plots_each_epoch_and_registers_the_new_model(finetuned, tun
     assert job.before["mean"] == pytest.approx(rows[0]["Dice mean"], abs=1e-3)
     # One case held out for validation: the weights at the end of the schedule are registered.
     assert job.after["mean"] == pytest.approx(rows[-1]["Dice mean"], abs=1e-3)
+    assert job.validationCases == 1
 
     chart = job.plot.chartNode
     assert chart.GetNumberOfPlotSeriesNodes() == 5

@@ -78,6 +78,11 @@ def test_training_progress_shows_the_time_left_and_the_dice_comparison_the_chang
                            {"TC": 0.5, "WT": 0.65, "ET": 0.25, "mean": 0.4667})
     assert table.startswith("<table>") and table.count("<tr>") == 4
     assert "0.400" in table and "0.650" in table and "+0.100" in table and "-0.050" in table and "+0.033" in table
+    assert "held-out" not in table  # the number of cases is said only when known
+    single = diceComparison({"mean": 0.5}, {"mean": 0.45}, validationCases=1)
+    assert "Measured on 1 held-out case." in single and "noisy judge" in single
+    several = diceComparison({"mean": 0.5}, {"mean": 0.55}, validationCases=3)
+    assert "Measured on 3 held-out cases." in several and "noisy judge" not in several
 
 
 def test_training_set_rows_and_tooltips():

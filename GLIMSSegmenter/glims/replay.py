@@ -9,7 +9,8 @@ counters that. A model trained on ``glims.synth`` data can carry the recipe of t
 (``shape`` is x y z, as ``glims synth --shape`` takes it). ``replay_cases`` generates those cases once per user
 folder, under ``<home>/replay/<recipe digest>/``, and reuses them afterwards: the generator is deterministic by
 seed, so the cases are the same wherever they are made. Generation writes into a temporary folder that is
-renamed when complete, so an interrupted generation is never mistaken for a finished one.
+renamed when complete, so an interrupted generation is never mistaken for a finished one; the folder of a
+generation killed outright is deleted by the next one.
 """
 
 from __future__ import annotations
@@ -49,6 +50,24 @@ def _case_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir())
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_abandoned(root: Path, digest: str) -> None:
+    """Delete half-generated folders of ``digest`` whose process is gone (a generation killed outright)."""
+    for partial in root.glob(f".{digest}.partial-*"):
+        pid = partial.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
 def replay_cases(
     spec: ModelSpec,
     home: str | os.PathLike | None = None,
@@ -80,6 +99,7 @@ def replay_cases(
     target = root / _digest(recipe)
     if (target / RECIPE_FILE).is_file():
         return _case_folders(target / "cases")
+    _remove_abandoned(root, target.name)
     staging = root / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -141,7 +141,7 @@ def test_the_base_models_replay_recipe_is_generated_once_and_replayed_by_default
 def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
     from glims.errors import Cancelled
     from glims.progress import CancelToken
-    from glims.replay import replay_cases
+    from glims.replay import _digest, replay_cases, replay_recipe
 
     register_tiny_model(tmp_path, "brats", model_id="base-replay", overrides={"finetuning": REPLAY_RECIPE})
     spec = load_catalog(tmp_path).get("base-replay")
@@ -149,7 +149,13 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
     with pytest.raises(Cancelled):
         replay_cases(spec, tmp_path, progress=lambda event: token.cancel(), cancel=token)  # after the first case
     assert list((tmp_path / "replay").iterdir()) == []
+    # a generation killed outright (its process is gone) leaves a partial folder: the next one deletes it
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = tmp_path / "replay" / f".{_digest(replay_recipe(spec))}.partial-{dead.pid}" / "cases"
+    abandoned.mkdir(parents=True)
     assert [c.name for c in replay_cases(spec, tmp_path)] == ["GLIMS-REPLAY-3-0000", "GLIMS-REPLAY-3-0001"]
+    assert not abandoned.parent.exists() and len(list((tmp_path / "replay").iterdir())) == 1
 
 
 def test_a_killed_run_leaves_the_catalog_valid_and_resume_finishes_it(home):

@@ -10,7 +10,7 @@ counters that. A model trained on ``glims.synth`` data can carry the recipe of t
 folder, under ``<home>/replay/<recipe digest>/``, and reuses them afterwards: the generator is deterministic by
 seed, so the cases are the same wherever they are made. Generation writes into a temporary folder that is
 renamed when complete, so an interrupted generation is never mistaken for a finished one; the folder of a
-generation killed outright is deleted by the next one.
+generation killed outright is deleted by a later one once it is an hour old.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = ["REPLAY_DIR", "replay_cases", "replay_recipe"]
 
 REPLAY_DIR = "replay"
 RECIPE_FILE = "recipe.json"
+ABANDONED_AFTER_S = 3600.0
 
 
 def replay_recipe(spec: ModelSpec) -> dict[str, Any] | None:
@@ -50,21 +52,13 @@ def _case_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir())
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _remove_abandoned(root: Path, digest: str) -> None:
-    """Delete half-generated folders of ``digest`` whose process is gone (a generation killed outright)."""
+    """Delete half-generated folders of ``digest`` untouched for ``ABANDONED_AFTER_S`` (a generation killed
+    outright; a live one writes a case every few seconds). Age, not process ids: that works on every platform."""
+    now = time.time()
     for partial in root.glob(f".{digest}.partial-*"):
-        pid = partial.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        touched = max((p.stat().st_mtime for p in (partial, partial / "cases") if p.exists()), default=now)
+        if now - touched > ABANDONED_AFTER_S:
             shutil.rmtree(partial, ignore_errors=True)
 
 

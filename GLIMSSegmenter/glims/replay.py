@@ -100,9 +100,7 @@ def replay_cases(
         generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, SynthParams(),
                          prefix="GLIMS-REPLAY", progress=progress, cancel=cancel)
         write_json(staging / RECIPE_FILE, {"model": spec.ref, "synth": recipe})
-        if target.exists():  # another process finished the same recipe first
-            shutil.rmtree(staging)
-        else:
+        if not target.exists():  # else another process finished the same recipe first: ours is removed below
             os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -4,13 +4,15 @@ Fine-tuning on a handful of a site's cases makes a model forget what those cases
 tumour cores it knew, lost). Mixing cases of the base model's own domain into the training windows ("replay")
 counters that. A model trained on ``glims.synth`` data can carry the recipe of that data in its catalog entry::
 
-    "finetuning": {"replay": {"synth": {"n": 10, "seed": 2026, "shape": [120, 120, 80], "spacing": 2.0}}}
+    "finetuning": {"replay": {"synth": {"n": 10, "seed": 2026, "shape": [120, 120, 80], "spacing": 2.0,
+                                        "generator": 2}}}
 
-(``shape`` is x y z, as ``glims synth --shape`` takes it). ``replay_cases`` generates those cases once per user
-folder, under ``<home>/replay/<recipe digest>/``, and reuses them afterwards: the generator is deterministic by
-seed, so the cases are the same wherever they are made. Generation writes into a temporary folder that is
-renamed when complete, so an interrupted generation is never mistaken for a finished one; the folder of a
-generation killed outright is deleted by a later one once it is an hour old.
+(``shape`` is x y z, as ``glims synth --shape`` takes it; ``generator`` is the generator version, 1 when absent).
+``replay_cases`` generates those cases once per user folder, under ``<home>/replay/<recipe digest>/``, and reuses
+them afterwards: the generator is deterministic by seed, so the cases are the same wherever they are made.
+Generation writes into a temporary folder that is renamed when complete, so an interrupted generation is never
+mistaken for a finished one; the folder of a generation killed outright is deleted by a later one once it is an
+hour old.
 """
 
 from __future__ import annotations
@@ -36,15 +38,30 @@ ABANDONED_AFTER_S = 3600.0
 
 
 def replay_recipe(spec: ModelSpec) -> dict[str, Any] | None:
-    """The model's synthetic replay recipe (``n``, ``seed``, ``shape`` x y z, ``spacing``), or None."""
+    """The model's synthetic replay recipe (``n``, ``seed``, ``shape`` x y z, ``spacing``, optional
+    ``generator``), or None."""
     synth = spec.finetuning.get("replay", {}).get("synth")
     return dict(synth) if synth else None
 
 
-def _digest(recipe: Mapping[str, Any]) -> str:
-    from .synth import SynthParams
+def _generator(recipe: Mapping[str, Any], spec: ModelSpec) -> int:
+    """The recipe's generator version: 1 when it names none (recipes written before versions existed)."""
+    from .synth import GENERATOR_VERSIONS
 
-    canonical = json.dumps({"recipe": dict(recipe), "params": SynthParams().to_dict()}, sort_keys=True)
+    version = recipe.get("generator", 1)
+    if version not in GENERATOR_VERSIONS:
+        raise ConfigError(f"model {spec.ref}: replay recipe names generator version {version!r}; this glims knows "
+                          f"{list(GENERATOR_VERSIONS)}")
+    return version
+
+
+def _digest(recipe: Mapping[str, Any], generator: int) -> str:
+    from .synth import synth_params
+
+    # the version enters through its parameters: a recipe that names version 1 keeps the folder it had before
+    # recipes named versions
+    plain = {k: v for k, v in recipe.items() if k != "generator"}
+    canonical = json.dumps({"recipe": plain, "params": synth_params(generator).to_dict()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -71,14 +88,14 @@ def replay_cases(
 ) -> list[Path]:
     """The case folders of ``spec``'s replay recipe, generated on first use; [] when the model has no recipe.
 
-    The folder name digests the recipe together with the generator's default parameters, so a changed generator
-    makes new cases instead of reusing stale ones.
+    The folder name digests the recipe together with the parameters of its generator version, so a changed
+    generator makes new cases instead of reusing stale ones.
 
     Raises:
         ConfigError: a malformed recipe. Cancelled: cancelled during generation (nothing is left behind).
     """
     from .checkpoint import write_json
-    from .synth import SynthParams, generate_dataset
+    from .synth import generate_dataset, synth_params
 
     recipe = replay_recipe(spec)
     if recipe is None:
@@ -89,15 +106,16 @@ def replay_cases(
         spacing = float(recipe["spacing"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"model {spec.ref}: malformed replay recipe {recipe}: {exc}") from None
+    generator = _generator(recipe, spec)
     root = user_home(home) / REPLAY_DIR
-    target = root / _digest(recipe)
+    target = root / _digest(recipe, generator)
     if (target / RECIPE_FILE).is_file():
         return _case_folders(target / "cases")
     _remove_abandoned(root, target.name)
     staging = root / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, SynthParams(),
+        generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, synth_params(generator),
                          prefix="GLIMS-REPLAY", progress=progress, cancel=cancel)
         write_json(staging / RECIPE_FILE, {"model": spec.ref, "synth": recipe})
         if not target.exists():  # else another process finished the same recipe first: ours is removed below

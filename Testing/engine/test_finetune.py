@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -151,7 +152,7 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
         replay_cases(spec, tmp_path, progress=lambda event: token.cancel(), cancel=token)  # after the first case
     assert list((tmp_path / "replay").iterdir()) == []
     # a generation killed outright leaves a partial folder: the next one deletes it once it is an hour old
-    digest = _digest(replay_recipe(spec))
+    digest = _digest(replay_recipe(spec), 1)
     abandoned, recent = (tmp_path / "replay" / f".{digest}.partial-{pid}" for pid in (1234567, 1234568))
     for folder in (abandoned, recent):
         (folder / "cases").mkdir(parents=True)
@@ -160,6 +161,29 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
         os.utime(path, (two_hours_ago, two_hours_ago))
     assert [c.name for c in replay_cases(spec, tmp_path)] == ["GLIMS-REPLAY-3-0000", "GLIMS-REPLAY-3-0001"]
     assert not abandoned.exists() and recent.exists()  # another generation may still be writing that one
+
+
+def test_a_replay_recipe_names_its_generator_version(tmp_path):
+    from glims.replay import replay_cases
+    from glims.synth import dataset_case_seed, generate_case, synth_params
+
+    synth = REPLAY_RECIPE["replay"]["synth"]
+    for model_id, version in (("unversioned", None), ("v1", 1), ("v2", 2), ("v9", 9)):
+        recipe = {"replay": {"synth": {**synth, "n": 1, **({"generator": version} if version else {})}}}
+        register_tiny_model(tmp_path, "brats", model_id=model_id, overrides={"finetuning": recipe})
+    catalog = load_catalog(tmp_path)
+    unversioned, v1, v2 = (replay_cases(catalog.get(m), tmp_path)[0] for m in ("unversioned", "v1", "v2"))
+    # a recipe written before versions existed means version 1, and keeps the folder it had then
+    assert unversioned == v1 and v2.parent != v1.parent
+    shape_zyx = tuple(reversed(synth["shape"]))
+    for folder, version in ((v1, 1), (v2, 2)):
+        seed = dataset_case_seed(synth["seed"], 0)
+        expected = generate_case(seed, shape_zyx, synth["spacing"], synth_params(version))
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{folder.name}_flair.nii.gz")))
+        assert np.array_equal(written, expected.images["flair"])
+    with pytest.raises(ConfigError, match="generator version 9"):
+        replay_cases(catalog.get("v9"), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "replay").iterdir() if p.name.startswith(".")) == []
 
 
 def test_a_killed_run_leaves_the_catalog_valid_and_resume_finishes_it(home):

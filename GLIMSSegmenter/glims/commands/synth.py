@@ -20,13 +20,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulate another scanner protocol (0 none, 1 strong; see docs/SYNTHETIC_DATA.md)")
     parser.add_argument("--site-profile", choices=("low-contrast", "other-scanner"), default="low-contrast",
                         help="what the site shift changes (see docs/SYNTHETIC_DATA.md; default low-contrast)")
+    parser.add_argument("--generator", type=int, choices=(1, 2), default=2,
+                        help="generator version: 2 (default, latest) or 1 (reproduces data made before version 2; "
+                             "see docs/SYNTHETIC_DATA.md)")
     parser.add_argument("--prefix", default="GLIMS-SYN", help="case id prefix (ids are PREFIX-SEED-NNNN)")
 
 
 def run(args: argparse.Namespace, ui) -> int:
     from ..errors import ConfigError
     from ..progress import CancelToken, cancel_on_signals
-    from ..synth import SynthParams, generate_dataset, shifted_site
+    from ..synth import generate_dataset, shifted_site, synth_params
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
@@ -34,7 +37,8 @@ def run(args: argparse.Namespace, ui) -> int:
         raise ConfigError(f"--seed must be non-negative, not {args.seed}")
     if args.spacing <= 0:
         raise ConfigError(f"--spacing must be positive, not {args.spacing}")
-    params = SynthParams(site=shifted_site(args.site_shift, args.site_profile) if args.site_shift > 0 else None)
+    site = shifted_site(args.site_shift, args.site_profile) if args.site_shift > 0 else None
+    params = synth_params(args.generator, site=site)
     shape_zyx = tuple(reversed(args.shape))
     with cancel_on_signals(CancelToken()) as token:
         folders = generate_dataset(

@@ -551,10 +551,12 @@ def _count_flops(net: Any, in_channels: int, size: int) -> float:
 # ----------------------------------------------------------------------------------------------------------------
 # Target "segment": a whole case through glims.pipeline, ours against the reference pipeline.
 #
-# Two configurations run in their own worker processes (peak RSS of each is its own) on the same case and model:
+# Each configuration runs in its own worker process (peak RSS of each is its own) on the same case and model:
 # "default" is what `glims segment` does (foreground crop, the CPU fast path, the catalog's overlap); "reference"
-# is the slow baseline of issue 7 (overlap 0.5, fp32, no cropping, the network's reference path). Per-stage wall
-# times, peak RSS, the time ratio and the agreement of the two segmentations (Dice per BraTS region) are reported.
+# is the slow baseline of issue 7 (overlap 0.5, fp32, no cropping, the network's reference path); "uncropped" is
+# `glims segment --no-crop`: the fast path with the reference's windows, which separates what the fast path changes
+# (nothing beyond float rounding) from what the crop's window placement changes. Per-stage wall times, peak RSS,
+# the time ratio and each configuration's agreement with the reference (Dice per BraTS region) are reported.
 # The case is a BraTS case folder (--case) or a synthetic 240x240x155 case; the model a catalog model (--model) or
 # a seeded random full-size GLIMS (timings only: with random weights the Dice column means nothing).
 
@@ -563,6 +565,8 @@ SEGMENT_CONFIGS = {
     "default": {"label": "glims segment (default: crop, fast path)", "crop": None, "fast_path": True, "overlap": None},
     "reference": {"label": "reference pipeline (overlap 0.5, fp32, no crop, reference path)", "crop": False,
                   "fast_path": False, "overlap": 0.5},
+    "uncropped": {"label": "glims segment --no-crop (fast path, the reference's windows)", "crop": False,
+                  "fast_path": True, "overlap": None},
 }
 
 
@@ -629,7 +633,8 @@ class SegmentBenchmark(BenchTarget):
         parser.add_argument("--case", type=Path, help="BraTS case folder (default: a synthetic 240x240x155 case)")
         parser.add_argument("-m", "--model", help="catalog model (default: seeded random full-size GLIMS)")
         parser.add_argument("--home", help="glims user folder holding --model")
-        parser.add_argument("--configs", default="default,reference", help="comma-separated from: default, reference")
+        parser.add_argument("--configs", default="default,reference",
+                            help="comma-separated from: default, reference, uncropped (--no-crop)")
         parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the default config")
         parser.add_argument("--label", type=Path,
                             help="reference label of --case: also score every configuration against it (accuracy)")
@@ -683,16 +688,23 @@ class SegmentBenchmark(BenchTarget):
         return _segment_report(keys, results, agreement, context, accuracy)
 
 
-def _agreement(folder: Path, keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, float] | None:
-    if "reference" not in keys or "default" not in keys or any("error" in results[k] for k in keys):
-        return None
+def _agreement(folder: Path, keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Dice per region of each configuration's segmentation against the reference pipeline's (when both ran)."""
+    if "reference" not in keys or "error" in results["reference"]:
+        return {}
     import SimpleITK as sitk
 
     from .metrics import score_regions
 
-    ours, ref = (sitk.ReadImage(str(folder / f"{k}.nii.gz")) for k in ("default", "reference"))
-    scores = score_regions(sitk.GetArrayFromImage(ours), sitk.GetArrayFromImage(ref), ref.GetSpacing()[::-1])
-    return {region: score.dice for region, score in scores.items()}
+    ref = sitk.ReadImage(str(folder / "reference.nii.gz"))
+    agreement = {}
+    for key in keys:
+        if key == "reference" or "error" in results[key]:
+            continue
+        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{key}.nii.gz")))
+        scores = score_regions(ours, sitk.GetArrayFromImage(ref), ref.GetSpacing()[::-1])
+        agreement[key] = {region: score.dice for region, score in scores.items()}
+    return agreement
 
 
 def _accuracy(folder: Path, keys: list[str], results: dict[str, dict[str, Any]], label: Path,
@@ -738,17 +750,17 @@ def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchRe
         row["total"] = timings["total"]
         row["ratio"] = round(timings["total"] / reference_total, 3) if reference_total else None
         row["rss"] = round(result["peak_rss_mib"])
-        if key == "default" and agreement:
-            row["dice"] = "/".join(f"{agreement[r]:.4f}" for r in ("TC", "WT", "ET"))
+        if key in agreement:
+            row["dice"] = "/".join(f"{agreement[key][r]:.4f}" for r in ("TC", "WT", "ET"))
         if accuracy and key in accuracy:
             row["accuracy"] = "/".join(f"{accuracy[key][r]:.4f}" for r in ("TC", "WT", "ET"))
         rows.append(row)
     notes = ["Each configuration runs in its own worker process; peak RSS includes Python, torch and the weights.",
-             "Dice compares the default pipeline's segmentation with the reference pipeline's on the same case "
-             "(agreement, not accuracy); with random weights it is not meaningful."]
+             "Dice vs reference compares a configuration's segmentation with the reference pipeline's on the same "
+             "case (agreement, not accuracy); with random weights it is not meaningful."]
     if accuracy:
         notes.append("Dice vs label scores each configuration against the case's reference label (accuracy): the "
-                     "two pipelines place their windows differently, and this says whether either answer is worse.")
+                     "default pipeline places its windows differently, and this says whether either answer is worse.")
     return BenchReport("segment", "Whole case through glims segment vs the reference pipeline", columns, rows,
                        context, notes)
 

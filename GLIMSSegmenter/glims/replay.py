@@ -24,11 +24,14 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .catalog import ModelSpec, user_home
 from .errors import ConfigError
 from .progress import CancelToken, ProgressCallback
+
+if TYPE_CHECKING:
+    from .synth import SynthParams
 
 __all__ = ["REPLAY_DIR", "replay_cases", "replay_recipe"]
 
@@ -44,24 +47,11 @@ def replay_recipe(spec: ModelSpec) -> dict[str, Any] | None:
     return dict(synth) if synth else None
 
 
-def _generator(recipe: Mapping[str, Any], spec: ModelSpec) -> int:
-    """The recipe's generator version: 1 when it names none (recipes written before versions existed)."""
-    from .synth import GENERATOR_VERSIONS
-
-    version = recipe.get("generator", 1)
-    if version not in GENERATOR_VERSIONS:
-        raise ConfigError(f"model {spec.ref}: replay recipe names generator version {version!r}; this glims knows "
-                          f"{list(GENERATOR_VERSIONS)}")
-    return version
-
-
-def _digest(recipe: Mapping[str, Any], generator: int) -> str:
-    from .synth import synth_params
-
-    # the version enters through its parameters: a recipe that names version 1 keeps the folder it had before
-    # recipes named versions
+def _digest(recipe: Mapping[str, Any], params: SynthParams) -> str:
+    # the generator version enters through its parameters: a recipe that names version 1 keeps the folder it had
+    # before recipes named versions
     plain = {k: v for k, v in recipe.items() if k != "generator"}
-    canonical = json.dumps({"recipe": plain, "params": synth_params(generator).to_dict()}, sort_keys=True)
+    canonical = json.dumps({"recipe": plain, "params": params.to_dict()}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -104,18 +94,19 @@ def replay_cases(
         count, seed = int(recipe["n"]), int(recipe["seed"])
         shape_zyx = tuple(int(n) for n in reversed(recipe["shape"]))
         spacing = float(recipe["spacing"])
-    except (KeyError, TypeError, ValueError) as exc:
+        # a recipe written before generator versions existed names none: version 1
+        params = synth_params(recipe.get("generator", 1))
+    except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ConfigError(f"model {spec.ref}: malformed replay recipe {recipe}: {exc}") from None
-    generator = _generator(recipe, spec)
     root = user_home(home) / REPLAY_DIR
-    target = root / _digest(recipe, generator)
+    target = root / _digest(recipe, params)
     if (target / RECIPE_FILE).is_file():
         return _case_folders(target / "cases")
     _remove_abandoned(root, target.name)
     staging = root / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, synth_params(generator),
+        generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, params,
                          prefix="GLIMS-REPLAY", progress=progress, cancel=cancel)
         write_json(staging / RECIPE_FILE, {"model": spec.ref, "synth": recipe})
         if not target.exists():  # else another process finished the same recipe first: ours is removed below

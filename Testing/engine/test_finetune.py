@@ -144,6 +144,7 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
     from glims.errors import Cancelled
     from glims.progress import CancelToken
     from glims.replay import _digest, replay_cases, replay_recipe
+    from glims.synth import synth_params
 
     register_tiny_model(tmp_path, "brats", model_id="base-replay", overrides={"finetuning": REPLAY_RECIPE})
     spec = load_catalog(tmp_path).get("base-replay")
@@ -152,7 +153,7 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
         replay_cases(spec, tmp_path, progress=lambda event: token.cancel(), cancel=token)  # after the first case
     assert list((tmp_path / "replay").iterdir()) == []
     # a generation killed outright leaves a partial folder: the next one deletes it once it is an hour old
-    digest = _digest(replay_recipe(spec), 1)
+    digest = _digest(replay_recipe(spec), synth_params(1))
     abandoned, recent = (tmp_path / "replay" / f".{digest}.partial-{pid}" for pid in (1234567, 1234568))
     for folder in (abandoned, recent):
         (folder / "cases").mkdir(parents=True)

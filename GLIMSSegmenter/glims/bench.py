@@ -680,52 +680,39 @@ class SegmentBenchmark(BenchTarget):
                 except BenchError as err:
                     results[key] = {"error": str(err)}
                 plan.report(key, 1, 1, f"{config['label']} done")
-            agreement = _agreement(tmp_path, keys, results)
-            accuracy = _accuracy(tmp_path, keys, results, args.label, args.label_convention) if args.label else {}
+            labels = {k: _read_label(tmp_path / f"{k}.nii.gz") for k in keys if "error" not in results[k]}
+            agreement = {}
+            if "reference" in labels:
+                agreement = _dice_against({k: v for k, v in labels.items() if k != "reference"}, labels["reference"])
+            accuracy = {}
+            if args.label:
+                if not args.label.is_file():
+                    raise ConfigError(f"--label: no such file: {args.label}")
+                accuracy = _dice_against(labels, _read_label(args.label), args.label_convention)
         if args.label:
             context["label"] = f"{args.label.name} ({args.label_convention})"
         context["load_after"] = load_average()
         return _segment_report(keys, results, agreement, context, accuracy)
 
 
-def _agreement(folder: Path, keys: list[str], results: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Dice per region of each configuration's segmentation against the reference pipeline's (when both ran)."""
-    if "reference" not in keys or "error" in results["reference"]:
-        return {}
+def _read_label(path: Path) -> tuple[Any, tuple[float, ...]]:
+    """A label map as an array (z, y, x) and its spacing in the same order."""
     import SimpleITK as sitk
 
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image.GetSpacing()[::-1]
+
+
+def _dice_against(labels: dict[str, tuple[Any, tuple[float, ...]]], reference: tuple[Any, tuple[float, ...]],
+                  convention: str = "brats2023") -> dict[str, dict[str, float]]:
+    """Dice per BraTS region of each configuration's label map against ``reference`` (the reference pipeline's
+    segmentation: agreement; or a label of the case, in ``convention``: accuracy)."""
     from .metrics import score_regions
 
-    ref = sitk.ReadImage(str(folder / "reference.nii.gz"))
-    agreement = {}
-    for key in keys:
-        if key == "reference" or "error" in results[key]:
-            continue
-        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{key}.nii.gz")))
-        scores = score_regions(ours, sitk.GetArrayFromImage(ref), ref.GetSpacing()[::-1])
-        agreement[key] = {region: score.dice for region, score in scores.items()}
-    return agreement
-
-
-def _accuracy(folder: Path, keys: list[str], results: dict[str, dict[str, Any]], label: Path,
-              convention: str) -> dict[str, dict[str, float]]:
-    """Dice per region of each configuration's segmentation against a reference label of the case."""
-    import SimpleITK as sitk
-
-    from .metrics import score_regions
-
-    if not label.is_file():
-        raise ConfigError(f"--label: no such file: {label}")
-    reference = sitk.ReadImage(str(label))
-    scores = {}
-    for key in keys:
-        if "error" in results[key]:
-            continue
-        ours = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / f"{key}.nii.gz")))
-        regions = score_regions(ours, sitk.GetArrayFromImage(reference), reference.GetSpacing()[::-1],
-                                ref_convention=convention)
-        scores[key] = {region: score.dice for region, score in regions.items()}
-    return scores
+    ref_array, spacing = reference
+    return {key: {region: score.dice for region, score in
+                  score_regions(array, ref_array, spacing, ref_convention=convention).items()}
+            for key, (array, _) in labels.items()}
 
 
 def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchReport:

@@ -10,7 +10,18 @@ import torch.nn.functional as F
 
 from glims.network import GLIMS
 from glims.network.conv_blocks import CSAB, DACB, DMSU, ConvNormAct, DepthwiseUnit, OutputHead
-from glims.network.fast_cpu import Workspace, channel_moments, depthwise_conv, normalize_, to_channels_last
+from glims.network import fast_cpu
+from glims.network.fast_cpu import (
+    Moments,
+    Workspace,
+    channel_moments,
+    column_max,
+    depthwise_conv,
+    grouped_conv,
+    natural_blocks,
+    normalize_,
+    to_channels_last,
+)
 
 TINY = dict(feature_size=6, num_heads=(1, 2, 2, 4), depths=(2, 2, 2, 2))
 
@@ -91,6 +102,70 @@ def test_channel_moments_are_float64_accurate_even_with_a_large_mean():
     ref = x[..., 1:].bfloat16().double()
     assert torch.allclose(bf16_mean.double(), ref.mean(1, keepdim=True), rtol=1e-6, atol=1e-6)
     assert torch.allclose(bf16_var.double(), ref.var(1, keepdim=True, unbiased=False), rtol=1e-5)
+
+
+def test_moments_of_blocks_in_any_order_and_size_equal_float64():
+    torch.manual_seed(7)
+    x = torch.randn(2, 5000, 24) * torch.linspace(0.01, 4.0, 24) + torch.linspace(-300.0, 50.0, 24)
+    moments = Moments(2, 24, Workspace())
+    # Uneven blocks in shuffled order: some fold into wide rows (multiples of 16 rows), some do not.
+    bounds = [0, 160, 161, 1000, 2331, 4096, 5000]
+    pieces = [(i, a, b) for i in range(2) for a, b in zip(bounds, bounds[1:])]
+    for k in torch.randperm(len(pieces)).tolist():
+        i, a, b = pieces[k]
+        moments.add(i, x[i, a:b])
+    mean, var = moments.result()
+    x64 = x.double()
+    assert torch.allclose(mean.double(), x64.mean(1, keepdim=True), rtol=1e-7, atol=1e-6)
+    assert torch.allclose(var.double(), x64.var(1, keepdim=True, unbiased=False), rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="no rows"):
+        Moments(1, 24, Workspace()).result()
+
+
+def test_column_max_is_the_exact_maximum_over_voxels():
+    torch.manual_seed(8)
+    x3 = torch.randn(2, 4096, 24)
+    assert torch.equal(column_max(x3), x3.amax(1))
+    odd = torch.randn(1, 999, 5)  # cannot fold into wide rows
+    assert torch.equal(column_max(odd), odd.amax(1))
+
+
+@pytest.mark.parametrize("into_buffer", [True, False])
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+def test_grouped_convolution_equals_conv3d_bit_for_bit(monkeypatch, into_buffer, dilation):
+    if into_buffer and not fast_cpu._conv_into_buffer_works():
+        pytest.skip("this PyTorch cannot write a convolution into a given buffer")
+    monkeypatch.setattr(fast_cpu, "_into_buffer_works", into_buffer)
+    torch.manual_seed(dilation)
+    x = to_channels_last(torch.randn(2, 6, 9, 10, 11))
+    weight = torch.randn(6, 1, 3, 3, 3)
+    ws = Workspace()
+    out = grouped_conv(x, weight, dilation, dilation, 6, ws, "test.out")
+    expected = F.conv3d(x, weight, None, padding=dilation, dilation=dilation, groups=6)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    # Written into the workspace (no fresh memory) exactly when the in-place form is used.
+    assert (ws.nbytes() > 0) == into_buffer
+    again = grouped_conv(x, weight * 2, dilation, dilation, 6, ws, "test.out")
+    assert torch.equal(again, 2 * expected)  # the buffer is cleared, not accumulated into
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 3])
+def test_natural_blocks_cover_every_voxel_once_in_natural_order(dilation):
+    torch.manual_seed(9)
+    x = to_channels_last(torch.randn(2, 5, 12, 18, 6))
+    weight = torch.randn(5, 1, 3, 3, 3)
+    flat, natural = depthwise_conv(x, weight, dilation, Workspace())
+    expected = F.conv3d(x.contiguous(), weight, padding=dilation, dilation=dilation, groups=5)
+    dest = torch.full((2, 12 * 18 * 6, 5), float("nan"))
+    stops = []
+    for i, start, stop, block in natural_blocks(natural):
+        assert torch.isnan(dest[i, start:stop]).all()  # never written twice
+        dest[i, start:stop].view(block.shape).copy_(block)
+        stops.append(stop)
+    assert stops[-1] == 12 * 18 * 6
+    got = dest.view(2, 12, 18, 6, 5).permute(0, 4, 1, 2, 3)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
 
 
 def test_normalize_in_place_equals_group_norm_then_prelu():

@@ -16,14 +16,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fast_cpu import (
+    Moments,
     active_workspace,
     channel_moments,
     channels_last_weight,
+    column_max,
     depthwise_conv,
     empty_channels_last,
     fast_path_applies,
+    natural_blocks,
+    norm_act_block_,
+    norm_affine,
     normalize_,
     prelu_slope,
+    row_blocks,
     rows,
     to_channels_last,
 )
@@ -114,30 +120,26 @@ class DepthwiseUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fast_path_applies(self.fast, x):
-            x = to_channels_last(x)
-            out = empty_channels_last(x)
-            self.forward_rows(x, rows(out))
-            return out
+            return self._forward_fast(x)
         return self.prelu(self.norm(self.conv(x)))
 
-    def forward_rows(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Fast path on channels-last ``x``: the unit's output as contiguous (B, N, C) rows in voxel order.
-
-        The result is written to ``out`` (a contiguous (B, N, C) tensor) when given; otherwise it may be the
-        convolution's own output buffer.
-        """
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         # No bias: the per-channel GroupNorm that follows removes any per-channel constant.
-        ws = active_workspace()
-        flat, natural = depthwise_conv(x, self.conv.weight, self.dilation, ws)
-        mean, var = channel_moments(flat, ws)
-        norm = self.norm
-        normalize_(flat, mean, var, norm.eps, norm.weight, norm.bias, prelu_slope(self.prelu))
-        if out is None and natural.dim() == 5:
-            return flat
-        if out is None:
-            out = torch.empty_like(flat)
-        out.view(natural.shape).copy_(natural)
+        x = to_channels_last(x)
+        flat, natural = depthwise_conv(x, self.conv.weight, self.dilation, active_workspace())
+        scale, shift = self.norm_affine(flat)
+        slope = prelu_slope(self.prelu)
+        out = empty_channels_last(x)
+        dest = rows(out)
+        for i, start, stop, block in natural_blocks(natural):
+            norm_act_block_(block, dest[i, start:stop].view(block.shape), scale[i], shift[i], slope)
         return out
+
+    def norm_affine(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) of this unit's GroupNorm (one channel per group) for its convolution output ``flat``."""
+        norm = self.norm
+        mean, var = channel_moments(flat, active_workspace())
+        return norm_affine(mean, var, norm.eps, norm.weight, norm.bias, flat.dtype)
 
 
 class DACB(nn.Module):
@@ -170,32 +172,66 @@ class DACB(nn.Module):
         return self.prelu2(F.instance_norm(y, eps=_INSTANCE_NORM_EPS))
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        # Same function as the reference forward. The 3C -> E convolution of the concatenated branches is computed
-        # as the sum of three C -> E GEMMs (the weight's column blocks), one per branch as soon as it is ready, so
+        # Same function as the reference forward, computed in blocks of rows so that each block is normalised,
+        # activated, multiplied and its statistics taken while it is in cache. The 3C -> E convolution of the
+        # concatenated branches is the sum of three C -> E GEMMs (the weight's column blocks), one per branch, so
         # the concatenation never exists. Conv biases before InstanceNorm are left out (the norm cancels them).
         x = to_channels_last(x)
         ws = active_workspace()
         b, c = x.shape[:2]
-        m = x.numel() // c
+        n = x[0, 0].numel()
         first = self.conv_1x1.matrix(x.dtype)
-        hidden = ws.get("dacb.hidden", (m, first.shape[0]), x.dtype, x.device)
-        scratch = ws.get("dacb.branch", (b, m // b, c), x.dtype, x.device)
-        for k, unit in enumerate((self.conv_3x3, self.conv_3x3_dil, self.conv_3x3_dil2)):
-            branch = unit.forward_rows(x, None if k == 0 else scratch).view(m, c)
+        e = first.shape[0]
+        hidden = ws.get("dacb.hidden", (b, n, e), x.dtype, x.device)
+        branch = ws.get("dacb.branch", (b, n, c), x.dtype, x.device)
+        hidden_moments = Moments(b, e, ws)
+        units = (self.conv_3x3, self.conv_3x3_dil, self.conv_3x3_dil2)
+        for k, unit in enumerate(units):
+            flat, natural = depthwise_conv(x, unit.conv.weight, unit.dilation, ws)
+            scale, shift = unit.norm_affine(flat)
+            slope = prelu_slope(unit.prelu)
             part = first[:, k * c : (k + 1) * c].t()
-            if k == 0:
-                torch.mm(branch, part, out=hidden)
-            else:
-                hidden.addmm_(branch, part)
-            del branch
-        self.conv_1x1.norm_act_(hidden.view(b, -1, hidden.shape[1]))
+            # Blocks of whole slabs of the natural voxel order, read from the phase-ordered result.
+            for i, start, stop, block in natural_blocks(natural):
+                dest = branch[i, start:stop]
+                norm_act_block_(block, dest.view(block.shape), scale[i], shift[i], slope)
+                h = hidden[i, start:stop]
+                if k == 0:
+                    torch.mm(dest, part, out=h)
+                else:
+                    h.addmm_(dest, part)
+                if k == len(units) - 1:
+                    hidden_moments.add(i, h)
+            del flat, natural
+        scale, shift = norm_affine(*hidden_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
+        slope = prelu_slope(self.conv_1x1.adn.A)
+        second = self.conv_1x1_2.matrix(x.dtype).t()
         out = empty_channels_last(x)
         y = rows(out)
-        torch.mm(hidden, self.conv_1x1_2.matrix(x.dtype).t(), out=y.view(m, c))
-        self.conv_1x1_2.norm_act_(y)
-        y.add_(rows(x))
-        mean, var = channel_moments(y, ws)
-        normalize_(y, mean, var, _INSTANCE_NORM_EPS, slope=prelu_slope(self.prelu2))
+        y_moments = Moments(b, c, ws)
+        blocks = row_blocks(n, e)
+        for i in range(b):
+            for start, stop in blocks:
+                h = hidden[i, start:stop]
+                norm_act_block_(h, h, scale[i], shift[i], slope)
+                torch.mm(h, second, out=y[i, start:stop])
+                y_moments.add(i, y[i, start:stop])
+        scale, shift = norm_affine(*y_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
+        slope = prelu_slope(self.conv_1x1_2.adn.A)
+        residual = rows(x)
+        sum_moments = Moments(b, c, ws)
+        for i in range(b):
+            for start, stop in blocks:
+                block = y[i, start:stop]
+                norm_act_block_(block, block, scale[i], shift[i], slope)
+                block.add_(residual[i, start:stop])
+                sum_moments.add(i, block)
+        scale, shift = norm_affine(*sum_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
+        slope = prelu_slope(self.prelu2)
+        for i in range(b):
+            for start, stop in blocks:
+                block = y[i, start:stop]
+                norm_act_block_(block, block, scale[i], shift[i], slope)
         return out
 
 
@@ -342,7 +378,7 @@ class CSAB(nn.Module):
         b, n, c = x3.shape
         ones = active_workspace().ones(n, x.dtype, x.device)
         avg = torch.stack([torch.mv(x3[i].t(), ones) for i in range(b)]).float() / n
-        peak = x3.amax(dim=1).float()
+        peak = column_max(x3).float()
         mlp = self.ChannelGate.mlp
         gate = torch.sigmoid(mlp(avg) + mlp(peak)).to(x.dtype)[:, None, :]
         out = empty_channels_last(x)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +46,16 @@ __all__ = [
     "to_channels_last",
     "empty_channels_last",
     "rows",
+    "Moments",
     "channel_moments",
+    "column_max",
+    "row_blocks",
+    "norm_affine",
+    "norm_act_block_",
     "normalize_",
     "depthwise_conv",
+    "grouped_conv",
+    "natural_blocks",
     "channels_last_weight",
     "prelu_slope",
 ]
@@ -59,6 +66,11 @@ _FAST_DTYPES = (torch.float32, torch.bfloat16)
 # keeping the number of ops low: each is a parallel region, and on a busy machine every parallel region can wait
 # a scheduler time slice for its second thread.
 _CHUNK_ELEMENTS = 1 << 22
+# Columns of the statistics' view of a chunk: whole AVX-512 vectors, and enough of them to split between threads.
+_WIDE_ROW = 384
+# Values per block of the fused passes (normalise, activate, multiply, accumulate statistics while in cache):
+# 2^20 float32 = 4 MiB, so that a block of a layer's input, its output and the statistics' scratch stay in L3.
+_BLOCK_ELEMENTS = 1 << 21
 
 
 class Workspace:
@@ -157,85 +169,252 @@ def prelu_slope(prelu: torch.nn.PReLU) -> float:
     return float(prelu.weight.detach().reshape(()))
 
 
-def channel_moments(x3: torch.Tensor, workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance over N of a (B, N, C) tensor, per sample and channel.
+class Moments:
+    """Per-channel mean and biased variance of (B, N, C) data that arrives in blocks of rows, in any order.
 
-    One sweep over cache-sized chunks: each chunk's column sums (PyTorch's cascade summation, accurate where a plain
-    GEMV accumulation is not) and its sum of squares about its own mean, combined in float64 (Chan, Golub and
-    LeVeque's pairwise update). ``x3`` may be any strided view whose last dimension is contiguous.
+    Each block's mean (its column sums, PyTorch's cascade summation, accurate where a plain GEMV accumulation is not)
+    and its sum of squares about that mean are kept; ``result`` combines them in float64 (Chan, Golub and LeVeque's
+    pairwise update). Feeding a block right after it is written, while it is still in cache, saves a sweep over
+    memory. A contiguous block is read as rows of several voxels (``_wide_rows``) so that both threads share the
+    column sums.
+
+    Args:
+        batch, channels: B and C.
+        workspace: where the per-block scratch buffer comes from (shared by all accumulators: used only inside
+            ``add``).
+    """
+
+    def __init__(self, batch: int, channels: int, workspace: Workspace | None = None) -> None:
+        self.channels = channels
+        self._workspace = workspace if workspace is not None else active_workspace()
+        self._fold = max(1, _WIDE_ROW // max(channels, 1))
+        self._shifts: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        self._remainders: list[list[torch.Tensor | None]] = [[] for _ in range(batch)]
+        self._squares: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+        self._counts: list[list[int]] = [[] for _ in range(batch)]
+
+    def add(self, sample: int, block: torch.Tensor) -> None:
+        """Account for ``block`` (k, C), rows of sample ``sample``; its last dimension must be contiguous."""
+        k, c = block.shape
+        wide, group = _wide_rows(block, self._fold)
+        t = self._workspace.get("moments.centred", (k * c,), torch.float32, block.device).view(wide.shape)
+        source = wide
+        if block.dtype != torch.float32:
+            t.copy_(source)
+            wide = t
+        # Centre on the block's float32 mean (its cascade sum / k), square, sum: Chan et al.'s pairwise form. Where
+        # |mean| >> std (over 8 std) the rounding of that mean matters, so the centred values are also summed:
+        # the mean the pairs combine is then the shift plus that small, exactly recoverable remainder.
+        shift = torch.sum(torch.sum(wide, 0).view(group, c), 0).mul_(1.0 / k)
+        repeated = shift.repeat(group)
+        torch.sub(wide, repeated, out=t)
+        t.mul_(t)
+        squares = torch.sum(t, 0)
+        remainder = None
+        if bool((shift * shift * k > 64.0 * squares.view(group, c).sum(0)).any()):
+            t.copy_(source)  # converts, where the block is not float32
+            t.sub_(repeated)
+            remainder = torch.sum(t, 0)
+        self._shifts[sample].append(shift)
+        self._remainders[sample].append(remainder)
+        self._squares[sample].append(squares)  # folded to C channels in ``result``, as are the remainders
+        self._counts[sample].append(k)
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, var), each float32 of shape (B, 1, C), over all rows added so far for each sample."""
+        means, variances = [], []
+        c = self.channels
+        for shifts, remainders, squares, counts in zip(self._shifts, self._remainders, self._squares, self._counts):
+            if not counts:
+                raise ValueError("no rows were added for a sample")
+            k = torch.tensor(counts, dtype=torch.float64)[:, None]
+            shift = torch.stack(shifts).double()
+            # Sum of each block's values about its shift (k, C): zero up to rounding where not measured.
+            about = torch.zeros_like(shift)
+            for j, remainder in enumerate(remainders):
+                if remainder is not None:
+                    about[j] = remainder.double().view(-1, c).sum(0)
+            n = float(sum(counts))
+            mean = (k * shift + about).sum(0) / n
+            offset = shift - mean
+            m2 = torch.cat(squares).double().view(-1, c).sum(0) + (2 * offset * about + k * offset**2).sum(0)
+            means.append(mean)
+            variances.append(m2 / n)
+        return torch.stack(means).float()[:, None], torch.stack(variances).float()[:, None]
+
+
+def row_blocks(n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[tuple[int, int]]:
+    """[start, stop) ranges covering N rows of ``channels`` values, about ``elements`` values per block.
+
+    Blocks hold a multiple of 128 rows where they can, so that ``_wide_rows`` can fold them (up to 128 voxels per
+    wide row) and every block but the last starts on a whole wide row.
+    """
+    per_block = max(1, elements // max(channels, 1))
+    if per_block > 128:
+        per_block -= per_block % 128
+    return [(start, min(n, start + per_block)) for start in range(0, n, per_block)]
+
+
+def channel_moments(x3: torch.Tensor, workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance over N of a (B, N, C) tensor, per sample and channel (``Moments`` over its blocks).
+
+    ``x3`` may be any strided view whose last dimension is contiguous.
 
     Returns:
         (mean, var), each float32 of shape (B, 1, C).
     """
-    ws = workspace if workspace is not None else active_workspace()
     b, n, c = x3.shape
-    per_chunk = max(64, min(n, _CHUNK_ELEMENTS // max(c, 1)))
-    starts = range(0, n, per_chunk)
-    tmp = ws.get("moments.centred", (per_chunk, c), torch.float32, x3.device)
-    sums = torch.empty(b, len(starts), c, dtype=torch.float32, device=x3.device)
-    squares = torch.empty_like(sums)
-    convert = x3.dtype != torch.float32
+    moments = Moments(b, c, workspace)
     for i in range(b):
-        for j, start in enumerate(starts):
-            chunk = x3[i, start : start + per_chunk]
-            k = chunk.shape[0]
-            t = tmp[:k]
-            if convert:
-                t.copy_(chunk)
-                chunk = t
-            torch.sum(chunk, 0, out=sums[i, j])
-            torch.sub(chunk, sums[i, j], alpha=1.0 / k, out=t)
-            t.mul_(t)
-            torch.sum(t, 0, out=squares[i, j])
-    counts = torch.tensor([min(per_chunk, n - s) for s in starts], dtype=torch.float64, device=x3.device)
-    sums64 = sums.double()
-    mean = sums64.sum(1) / n
-    chunk_means = sums64 / counts[:, None]
-    m2 = squares.double().sum(1) + (counts[:, None] * (chunk_means - mean[:, None]) ** 2).sum(1)
-    return mean.float()[:, None], (m2 / n).float()[:, None]
+        for start, stop in row_blocks(n, c, _CHUNK_ELEMENTS):
+            moments.add(i, x3[i, start:stop])
+    return moments.result()
+
+
+def _wide_rows(block: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:
+    """A (k, C) block as rows of ``fold`` voxels, (k / fold, fold * C), and the fold used (1 where it cannot be).
+
+    Column reductions over such rows run over whole vectors that two threads can share, where a (k, C) column
+    reduction with C = 24 runs on one thread; the ``fold`` partial results per channel are then combined.
+    """
+    k, c = block.shape
+    if fold > 1 and k % fold == 0 and block.is_contiguous():
+        return block.view(k // fold, fold * c), fold
+    return block, 1
+
+
+def column_max(x3: torch.Tensor) -> torch.Tensor:
+    """Maximum over N of a (B, N, C) tensor, per sample and channel: (B, C), exact."""
+    b, n, c = x3.shape
+    fold = max(1, _WIDE_ROW // max(c, 1))
+    peaks = []
+    for i in range(b):
+        wide, group = _wide_rows(x3[i], fold)
+        peaks.append(wide.amax(0).view(group, c).amax(0))
+    return torch.stack(peaks)
+
+
+def norm_affine(
+    mean: torch.Tensor,
+    var: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)``, each (B, C) in ``dtype``, with ``norm(x) * weight + bias == x * scale + shift``.
+
+    The form PyTorch's own norm kernels use. ``mean`` and ``var`` are (B, 1, C) float32 (``Moments``).
+    """
+    scale = torch.rsqrt(var[:, 0] + eps)
+    if weight is not None:
+        scale = scale * weight.detach().float()
+    shift = -mean[:, 0] * scale
+    if bias is not None:
+        shift = shift + bias.detach().float()
+    return scale.to(dtype), shift.to(dtype)
+
+
+def norm_act_block_(
+    source: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: float | None
+) -> torch.Tensor:
+    """``out = prelu(source * scale + shift)`` for one sample's block (channels last; ``out`` may be ``source``).
+
+    ``scale`` and ``shift`` are (C,) (a row of ``norm_affine``'s results); the PReLU has a single slope (an
+    in-place leaky ReLU); None for no activation. ``out`` has ``source``'s shape and may be a strided view.
+    """
+    torch.addcmul(shift, source, scale, out=out)
+    if slope is not None:
+        F.leaky_relu_(out, slope)
+    return out
 
 
 def normalize_(
-    source: torch.Tensor,
+    x3: torch.Tensor,
     mean: torch.Tensor,
     var: torch.Tensor,
     eps: float,
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     slope: float | None = None,
-    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``prelu(((source - mean) / sqrt(var + eps)) * weight + bias)``, written to ``out`` (default: in place).
+    """In place on a (B, N, C) view: ``prelu(((x3 - mean) / sqrt(var + eps)) * weight + bias)``.
 
-    Computed as ``source * scale + shift`` (the form PyTorch's own norm kernels use) in one pass, then the PReLU
-    with a single slope as an in-place leaky ReLU.
+    Applied block by block, so that the activation reads each block while the affine step has it in cache.
 
     Args:
-        source: any view whose last dimension is the channel axis C and whose first is the sample axis B.
+        x3: the (B, N, C) view to normalise; its last dimension contiguous.
         mean, var: (B, 1, C) float32 statistics (``channel_moments``).
         eps: added to the variance.
         weight, bias: optional per-channel affine (C,).
         slope: PReLU slope; None for no activation.
-        out: destination view of ``source``'s shape (may alias ``source``); default ``source``.
     """
-    scale = torch.rsqrt(var + eps)
-    if weight is not None:
-        scale = scale * weight.detach().float()
-    shift = -mean * scale
-    if bias is not None:
-        shift = shift + bias.detach().float()
-    expand = (source.shape[0],) + (1,) * (source.dim() - 2) + (source.shape[-1],)
-    dtype = source.dtype
-    dst = source if out is None else out
-    torch.addcmul(shift.to(dtype).reshape(expand), source, scale.to(dtype).reshape(expand), out=dst)
-    if slope is not None:
-        F.leaky_relu_(dst, slope)
-    return dst
+    scale, shift = norm_affine(mean, var, eps, weight, bias, x3.dtype)
+    b, n, c = x3.shape
+    for i in range(b):
+        for start, stop in row_blocks(n, c):
+            block = x3[i, start:stop]
+            norm_act_block_(block, block, scale[i], shift[i], slope)
+    return x3
 
 
 def channels_last_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A convolution weight in ``dtype`` and channels-last memory, so that oneDNN keeps channels-last outputs."""
     return weight.detach().to(dtype).contiguous(memory_format=CHANNELS_LAST)
+
+
+def _conv_output_shape(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> tuple[int, ...]:
+    """(B, C_out, D, H, W) of a stride-1 convolution of ``x`` with ``weight``."""
+    kernel = weight.shape[2:]
+    spatial = [s + 2 * padding - dilation * (k - 1) for s, k in zip(x.shape[2:], kernel)]
+    return (x.shape[0], weight.shape[0], *spatial)
+
+
+_into_buffer_works: bool | None = None
+
+
+def _conv_into_buffer_works() -> bool:
+    """Whether this PyTorch can write a convolution into a given buffer (oneDNN's in-place "add" fusion).
+
+    The operator (``torch.ops.mkldnn._convolution_pointwise_``) is the one PyTorch's compiler uses for
+    convolution + add; it is not public API, so it is tried once on a small case against ``F.conv3d`` and left
+    alone if it is missing, fails or differs.
+    """
+    global _into_buffer_works
+    if _into_buffer_works is None:
+        try:
+            gen = torch.Generator().manual_seed(0)
+            x = to_channels_last(torch.randn(1, 4, 6, 5, 4, generator=gen))
+            weight = torch.randn(4, 1, 3, 3, 3, generator=gen)
+            out = torch.zeros(1, 4, 6, 5, 4).contiguous(memory_format=CHANNELS_LAST)
+            got = torch.ops.mkldnn._convolution_pointwise_.binary(
+                out, x, weight, None, [2, 2, 2], [1, 1, 1], [2, 2, 2], 4, "add", 1.0, None, [], None
+            )
+            expected = F.conv3d(x, weight, None, padding=2, dilation=2, groups=4)
+            _into_buffer_works = got.data_ptr() == out.data_ptr() and torch.equal(out, expected)
+        except (AttributeError, RuntimeError):
+            _into_buffer_works = False
+    return _into_buffer_works
+
+
+def grouped_conv(
+    x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int, groups: int, workspace: Workspace, name: str
+) -> torch.Tensor:
+    """``F.conv3d(x, weight, None, padding=padding, dilation=dilation, groups=groups)``, channels-last.
+
+    Where PyTorch allows it, the result is written into the workspace buffer ``name`` (zeroed, then the convolution
+    added to it: the same values, bit for bit) instead of fresh memory, which the first write page-faults in again
+    on every call; the result is then only valid until the buffer is next used.
+    """
+    if x.dtype == torch.float32 and _conv_into_buffer_works():
+        b, c, d, h, w = _conv_output_shape(x, weight, padding, dilation)
+        out = workspace.get(name, (b, d, h, w, c), x.dtype, x.device).permute(0, 4, 1, 2, 3)
+        out.zero_()
+        size = [padding] * 3
+        return torch.ops.mkldnn._convolution_pointwise_.binary(
+            out, x, weight, None, size, [1, 1, 1], [dilation] * 3, groups, "add", 1.0, None, [], None
+        )
+    return to_channels_last(F.conv3d(x, weight, None, padding=padding, dilation=dilation, groups=groups))
 
 
 def depthwise_conv(
@@ -247,23 +426,42 @@ def depthwise_conv(
         (rows, natural): ``rows`` is a contiguous (B, N, C) tensor of the result in some voxel order (statistics and
         element-wise work happen there); ``natural`` a view of the same memory in the natural voxel order, of shape
         (B, D, H, W, C), or (B, D/d, d, H/d, d, W, C) after space-to-batch: ``dest.view(natural.shape)`` of a
-        contiguous (B, D, H, W, C) ``dest`` matches it element for element.
+        contiguous (B, D, H, W, C) ``dest`` matches it element for element. Both may be views of the workspace
+        buffer "depthwise.out" (``grouped_conv``), valid until the next call with the same workspace.
     """
     b, c, d_, h, w = x.shape
     weight = weight.detach().to(x.dtype)
     k = dilation
+    ws = workspace if workspace is not None else active_workspace()
     if k == 1 or d_ % k or h % k or w % k:
         # Dilation 1 (oneDNN's fast depthwise kernel), or sizes the phases do not divide (small test
         # configurations: oneDNN's generic dilated kernel, same result).
-        out = to_channels_last(F.conv3d(x, weight, None, padding=k, dilation=k, groups=c))
+        out = grouped_conv(x, weight, k, k, c, ws, "depthwise.out")
         return rows(out), out.permute(0, 2, 3, 4, 1)
     n0, n1, n2 = d_ // k, h // k, w // k
     # Gather the (z mod k, y mod k) phases into the batch axis; the x phase is folded into the channels.
-    ws = workspace if workspace is not None else active_workspace()
     packed = ws.get("depthwise.phases", (b, k, k, n0, n1, w * c), x.dtype, x.device)
     packed.copy_(x.permute(0, 2, 3, 4, 1).reshape(b, n0, k, n1, k, w * c).permute(0, 2, 4, 1, 3, 5))
     grid = packed.view(b * k * k, n0, n1, n2, k * c).permute(0, 4, 1, 2, 3)
-    out = to_channels_last(F.conv3d(grid, weight.repeat(k, 1, 1, 1, 1), None, padding=1, groups=k * c))
+    out = grouped_conv(grid, weight.repeat(k, 1, 1, 1, 1), 1, 1, k * c, ws, "depthwise.out")
     flat = out.permute(0, 2, 3, 4, 1).reshape(b, k, k, n0, n1, w, c)
     natural = flat.permute(0, 3, 1, 4, 2, 5, 6)  # (B, n0, kz, n1, ky, W, C)
     return flat.view(b, -1, c), natural
+
+
+def natural_blocks(natural: torch.Tensor) -> Iterator[tuple[int, int, int, torch.Tensor]]:
+    """Blocks of ``depthwise_conv``'s ``natural`` view, as ``(sample, start, stop, block)``.
+
+    Each block is a range of slabs along the outermost spatial axis (z, or z // dilation after space-to-batch), so
+    it covers the contiguous rows [start, stop) of the natural voxel order; ``block`` is the (strided) view of
+    those rows in the phase-ordered result, to be read into ``rows[sample, start:stop].view(block.shape)``.
+    """
+    b, outer = natural.shape[:2]
+    c = natural.shape[-1]
+    per_slab = natural[0, 0].numel() // c
+    step = max(1, _BLOCK_ELEMENTS // (c * per_slab))
+    for i in range(b):
+        for z in range(0, outer, step):
+            block = natural[i, z : z + step]
+            start = z * per_slab
+            yield i, start, start + block.numel() // c, block

@@ -130,15 +130,16 @@ def test_column_max_is_the_exact_maximum_over_voxels():
     assert torch.equal(column_max(odd), odd.amax(1))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("into_buffer", [True, False])
 @pytest.mark.parametrize("dilation", [1, 2, 3])
-def test_grouped_convolution_equals_conv3d_bit_for_bit(monkeypatch, into_buffer, dilation):
-    if into_buffer and not fast_cpu._conv_into_buffer_works():
+def test_grouped_convolution_equals_conv3d_bit_for_bit(monkeypatch, into_buffer, dilation, dtype):
+    if into_buffer and not fast_cpu._conv_into_buffer_works(dtype):
         pytest.skip("this PyTorch cannot write a convolution into a given buffer")
-    monkeypatch.setattr(fast_cpu, "_into_buffer_works", into_buffer)
+    monkeypatch.setitem(fast_cpu._into_buffer_works, dtype, into_buffer)
     torch.manual_seed(dilation)
-    x = to_channels_last(torch.randn(2, 6, 9, 10, 11))
-    weight = torch.randn(6, 1, 3, 3, 3)
+    x = to_channels_last(torch.randn(2, 6, 9, 10, 11).to(dtype))
+    weight = torch.randn(6, 1, 3, 3, 3).to(dtype)
     ws = Workspace()
     out = grouped_conv(x, weight, dilation, dilation, 6, ws, "test.out")
     expected = F.conv3d(x, weight, None, padding=dilation, dilation=dilation, groups=6)

@@ -370,31 +370,30 @@ def _conv_output_shape(x: torch.Tensor, weight: torch.Tensor, padding: int, dila
     return (x.shape[0], weight.shape[0], *spatial)
 
 
-_into_buffer_works: bool | None = None
+_into_buffer_works: dict[torch.dtype, bool] = {}
 
 
-def _conv_into_buffer_works() -> bool:
-    """Whether this PyTorch can write a convolution into a given buffer (oneDNN's in-place "add" fusion).
+def _conv_into_buffer_works(dtype: torch.dtype) -> bool:
+    """Whether this PyTorch can write a ``dtype`` convolution into a given buffer (oneDNN's in-place "add" fusion).
 
     The operator (``torch.ops.mkldnn._convolution_pointwise_``) is the one PyTorch's compiler uses for
-    convolution + add; it is not public API, so it is tried once on a small case against ``F.conv3d`` and left
-    alone if it is missing, fails or differs.
+    convolution + add; it is not public API, so it is tried once per dtype on a small case against ``F.conv3d``
+    and left alone if it is missing, fails or differs.
     """
-    global _into_buffer_works
-    if _into_buffer_works is None:
+    if dtype not in _into_buffer_works:
         try:
             gen = torch.Generator().manual_seed(0)
-            x = to_channels_last(torch.randn(1, 4, 6, 5, 4, generator=gen))
-            weight = torch.randn(4, 1, 3, 3, 3, generator=gen)
-            out = torch.zeros(1, 4, 6, 5, 4).contiguous(memory_format=CHANNELS_LAST)
+            x = to_channels_last(torch.randn(1, 4, 6, 5, 4, generator=gen).to(dtype))
+            weight = torch.randn(4, 1, 3, 3, 3, generator=gen).to(dtype)
+            out = torch.zeros(1, 4, 6, 5, 4, dtype=dtype).contiguous(memory_format=CHANNELS_LAST)
             got = torch.ops.mkldnn._convolution_pointwise_.binary(
                 out, x, weight, None, [2, 2, 2], [1, 1, 1], [2, 2, 2], 4, "add", 1.0, None, [], None
             )
             expected = F.conv3d(x, weight, None, padding=2, dilation=2, groups=4)
-            _into_buffer_works = got.data_ptr() == out.data_ptr() and torch.equal(out, expected)
+            _into_buffer_works[dtype] = got.data_ptr() == out.data_ptr() and torch.equal(out, expected)
         except (AttributeError, RuntimeError):
-            _into_buffer_works = False
-    return _into_buffer_works
+            _into_buffer_works[dtype] = False
+    return _into_buffer_works[dtype]
 
 
 def grouped_conv(
@@ -406,7 +405,7 @@ def grouped_conv(
     added to it: the same values, bit for bit) instead of fresh memory, which the first write page-faults in again
     on every call; the result is then only valid until the buffer is next used.
     """
-    if x.dtype == torch.float32 and _conv_into_buffer_works():
+    if _conv_into_buffer_works(x.dtype):
         b, c, d, h, w = _conv_output_shape(x, weight, padding, dilation)
         out = workspace.get(name, (b, d, h, w, c), x.dtype, x.device).permute(0, 4, 1, 2, 3)
         out.zero_()

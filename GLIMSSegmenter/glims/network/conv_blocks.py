@@ -17,6 +17,7 @@ from torch import nn
 
 from .fast_cpu import (
     Moments,
+    Workspace,
     active_workspace,
     channel_moments,
     channels_last_weight,
@@ -173,18 +174,50 @@ class DACB(nn.Module):
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         # Same function as the reference forward, computed in blocks of rows so that each block is normalised,
-        # activated, multiplied and its statistics taken while it is in cache. The 3C -> E convolution of the
-        # concatenated branches is the sum of three C -> E GEMMs (the weight's column blocks), one per branch, so
-        # the concatenation never exists. Conv biases before InstanceNorm are left out (the norm cancels them).
+        # activated, multiplied and its statistics taken while it is in cache. Conv biases before InstanceNorm
+        # are left out (the norm cancels them).
         x = to_channels_last(x)
         ws = active_workspace()
+        b, c = x.shape[:2]
+        n = x[0, 0].numel()
+        hidden, hidden_moments = self._hidden_fast(x, ws)
+        scale, shift = norm_affine(*hidden_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
+        slope = prelu_slope(self.conv_1x1.adn.A)
+        second = self.conv_1x1_2.matrix(x.dtype).t()
+        out = empty_channels_last(x)
+        y = rows(out)
+        y_moments = Moments(b, c, ws)
+        blocks = [(i, start, stop) for i in range(b) for start, stop in row_blocks(n, hidden.shape[2])]
+        for i, start, stop in blocks:
+            h = hidden[i, start:stop]
+            norm_act_block_(h, h, scale[i], shift[i], slope)
+            torch.mm(h, second, out=y[i, start:stop])
+            y_moments.add(i, y[i, start:stop])
+        scale, shift = norm_affine(*y_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
+        slope = prelu_slope(self.conv_1x1_2.adn.A)
+        residual = rows(x)
+        sum_moments = Moments(b, c, ws)
+        for i, start, stop in blocks:
+            block = y[i, start:stop]
+            norm_act_block_(block, block, scale[i], shift[i], slope)
+            block.add_(residual[i, start:stop])
+            sum_moments.add(i, block)
+        normalize_(y, *sum_moments.result(), _INSTANCE_NORM_EPS, slope=prelu_slope(self.prelu2))
+        return out
+
+    def _hidden_fast(self, x: torch.Tensor, ws: Workspace) -> tuple[torch.Tensor, Moments]:
+        """The first projection of the concatenated branches, before its norm: (B, N, E) rows, and their moments.
+
+        The 3C -> E convolution is the sum of three C -> E GEMMs (the weight's column blocks), one per branch, so
+        the concatenation never exists; each branch is normalised and activated block by block on its way in.
+        """
         b, c = x.shape[:2]
         n = x[0, 0].numel()
         first = self.conv_1x1.matrix(x.dtype)
         e = first.shape[0]
         hidden = ws.get("dacb.hidden", (b, n, e), x.dtype, x.device)
         branch = ws.get("dacb.branch", (b, n, c), x.dtype, x.device)
-        hidden_moments = Moments(b, e, ws)
+        moments = Moments(b, e, ws)
         units = (self.conv_3x3, self.conv_3x3_dil, self.conv_3x3_dil2)
         for k, unit in enumerate(units):
             flat, natural = depthwise_conv(x, unit.conv.weight, unit.dilation, ws)
@@ -201,38 +234,9 @@ class DACB(nn.Module):
                 else:
                     h.addmm_(dest, part)
                 if k == len(units) - 1:
-                    hidden_moments.add(i, h)
+                    moments.add(i, h)
             del flat, natural
-        scale, shift = norm_affine(*hidden_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
-        slope = prelu_slope(self.conv_1x1.adn.A)
-        second = self.conv_1x1_2.matrix(x.dtype).t()
-        out = empty_channels_last(x)
-        y = rows(out)
-        y_moments = Moments(b, c, ws)
-        blocks = row_blocks(n, e)
-        for i in range(b):
-            for start, stop in blocks:
-                h = hidden[i, start:stop]
-                norm_act_block_(h, h, scale[i], shift[i], slope)
-                torch.mm(h, second, out=y[i, start:stop])
-                y_moments.add(i, y[i, start:stop])
-        scale, shift = norm_affine(*y_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
-        slope = prelu_slope(self.conv_1x1_2.adn.A)
-        residual = rows(x)
-        sum_moments = Moments(b, c, ws)
-        for i in range(b):
-            for start, stop in blocks:
-                block = y[i, start:stop]
-                norm_act_block_(block, block, scale[i], shift[i], slope)
-                block.add_(residual[i, start:stop])
-                sum_moments.add(i, block)
-        scale, shift = norm_affine(*sum_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
-        slope = prelu_slope(self.prelu2)
-        for i in range(b):
-            for start, stop in blocks:
-                block = y[i, start:stop]
-                norm_act_block_(block, block, scale[i], shift[i], slope)
-        return out
+        return hidden, moments
 
 
 class _Downsample(nn.Module):

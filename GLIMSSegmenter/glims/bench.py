@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cpu_allocator import ALLOCATORS
 from .errors import ConfigError, GlimsError
 from .progress import CancelToken, ProgressCallback, StagePlan
 
@@ -97,6 +98,8 @@ class BenchReport:
             lines += [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
 
+
+_ALLOCATOR_LABELS = {"retain": "glibc, freed memory retained", "default": "platform default"}
 
 _CONTEXT_ORDER = (
     "command", "date", "cpu", "cores", "python", "torch", "monai", "threads", "allocator", "input", "weights",
@@ -316,9 +319,10 @@ class NetworkBenchmark(BenchTarget):
                             help="GLIMS feature_size (default 24, the reference; SwinUNETR stays at 48)")
         parser.add_argument("--weights", type=Path, default=None,
                             help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)")
-        parser.add_argument("--allocator", choices=("default", "retain"), default="default",
+        parser.add_argument("--allocator", choices=ALLOCATORS, default="default",
                             help="retain: every worker keeps freed memory for reuse instead of returning it to the "
-                                 "OS (glibc only; applied to all models alike). Default: the platform's default")
+                                 "OS (glibc only; applied to all models alike). Default: the platform's default, "
+                                 "as a library user of either model gets")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--no-flops", action="store_true", help="skip the MAC counts")
         parser.add_argument("--timeout", type=float, default=1800, help="seconds per worker before giving up")
@@ -338,7 +342,7 @@ class NetworkBenchmark(BenchTarget):
             raise ConfigError(f"--weights: no such file: {args.weights}")
 
         context = machine_context(args.threads)
-        context["allocator"] = "glibc, freed memory retained" if args.allocator == "retain" else "platform default"
+        context["allocator"] = _ALLOCATOR_LABELS[args.allocator]
         context["input"] = f"1x{args.in_channels}x{args.size}^3 float32, eval, torch.no_grad()"
         context["weights"] = str(args.weights) if args.weights else f"seeded random (seed {args.seed})"
         if args.feature_size != 24:
@@ -641,6 +645,8 @@ class SegmentBenchmark(BenchTarget):
         parser.add_argument("--label-convention", default="brats2023",
                             help="of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013")
         parser.add_argument("--threads", type=int, default=2)
+        parser.add_argument("--allocator", choices=ALLOCATORS, default="retain",
+                            help="of every worker; default retain, what the glims command line does")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--timeout", type=float, default=7200, help="seconds per worker")
 
@@ -650,6 +656,7 @@ class SegmentBenchmark(BenchTarget):
 
         keys = config_keys(args.configs, SEGMENT_CONFIGS)
         context = machine_context(args.threads)
+        context["allocator"] = _ALLOCATOR_LABELS[args.allocator]
         plan = StagePlan([("prepare", 1.0)] + [(k, 10.0) for k in keys], progress)
         results: dict[str, dict[str, Any]] = {}
         with tempfile.TemporaryDirectory(prefix="glims-bench-segment-") as tmp:
@@ -673,7 +680,7 @@ class SegmentBenchmark(BenchTarget):
                 plan.report(key, 0, 1, f"running {config['label']}")
                 job = {"model": model, "home": str(home), "inputs": inputs, "threads": args.threads,
                        "overlap": config["overlap"], "crop": config["crop"], "fast_path": config["fast_path"],
-                       "precision": args.precision if key == "default" else "fp32",
+                       "precision": args.precision if key == "default" else "fp32", "allocator": args.allocator,
                        "labelmap": str(tmp_path / f"{key}.nii.gz")}
                 try:
                     results[key] = measure_in_subprocess("segment", job, timeout=args.timeout)

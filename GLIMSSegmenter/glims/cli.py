@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .cpu_allocator import ALLOCATORS, retain_freed_memory
 from .errors import Cancelled, GlimsError
 from .progress import HumanReporter, JsonLinesReporter
 
@@ -83,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"glims {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    parser.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default="retain",
+        help="retain (default): this process keeps freed memory for reuse (glibc), so large tensors are not "
+        "page-faulted in again for every window, and its resident memory stays at its peak until it exits; "
+        "default: the C library's own behaviour",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module in _available_commands().items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
@@ -111,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if args.allocator == "retain":
+        # A command-line job is a process of its own that exits when done: keeping its peak heap costs nothing
+        # after it, and saves re-faulting every large activation (about 8 % of a 96^3 forward on two cores).
+        retain_freed_memory()
     ui = UserInterface(getattr(args, "progress", "none"))
     try:
         return int(args._module.run(args, ui) or 0)

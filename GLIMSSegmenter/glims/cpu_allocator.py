@@ -7,8 +7,9 @@ the arithmetic of an element-wise op on it. ``retain_freed_memory()`` raises the
 blocks come from the heap and stay there once freed; repeated forwards then reuse the same pages.
 
 The price: the process keeps its peak heap until it exits (resident memory does not drop after a job). That is
-right for a command-line job or a worker process, and a choice for a long-lived host application, so nothing calls
-this implicitly.
+right for a command-line job or a worker process, and a choice for a long-lived host application: the ``glims``
+command line applies it to its own process by default (``glims --allocator default ...`` opts out), importing the
+library never does.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ import ctypes.util
 import logging
 import sys
 
-__all__ = ["retain_freed_memory"]
+__all__ = ["ALLOCATORS", "retain_freed_memory"]
+
+ALLOCATORS = ("retain", "default")
+"""Allocator policies a process can choose: keep freed memory for reuse, or the C library's default."""
 
 logger = logging.getLogger(__name__)
 

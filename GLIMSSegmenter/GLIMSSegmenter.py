@@ -69,7 +69,8 @@ class GLIMSSegmenterParameterNode:
     """The panel's state, saved with the scene. Same fields as ``GLIMSSegmenterLib.parameters.PARAMETER_TYPES``.
 
     modelId: catalog model id. inputVolume1-4: one volume per model input, in the catalog's input order.
-    outputSegmentation: segmentation to replace, or None for a new one. device, overlap, testTimeFlips: run options.
+    outputSegmentation: segmentation to replace, or None for a new one. device, overlap, testTimeFlips, wholeImage:
+    run options.
     """
 
     modelId: str
@@ -81,6 +82,7 @@ class GLIMSSegmenterParameterNode:
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
     overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
     testTimeFlips: bool = False
+    wholeImage: bool = False
 
 
 class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

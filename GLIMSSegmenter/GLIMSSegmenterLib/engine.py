@@ -83,6 +83,7 @@ def segmentArguments(
     device: str = "auto",
     overlap: float | None = None,
     testTimeFlips: bool = False,
+    wholeImage: bool = False,
 ) -> list[str]:
     """Arguments of ``glims segment`` with JSON progress, inputs in the catalog's input order."""
     arguments = ["segment", "-m", modelId]
@@ -93,6 +94,8 @@ def segmentArguments(
     arguments += ["--device", device] + _option("--overlap", overlap, "{:g}".format)
     if testTimeFlips:
         arguments.append("--tta")
+    if wholeImage:
+        arguments.append("--no-crop")
     arguments += ["--progress", "json"]
     return arguments
 

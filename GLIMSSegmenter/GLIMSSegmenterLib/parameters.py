@@ -25,6 +25,7 @@ PARAMETER_TYPES: dict[str, str] = {
     "device": "str",
     "overlap": "float",
     "testTimeFlips": "bool",
+    "wholeImage": "bool",
 }
 """Field name -> type of every parameter (the widget's ``@parameterNodeWrapper`` class declares the same)."""
 
@@ -42,6 +43,8 @@ class SegmentationParameters:
     overlap: float = 0.5
     """Fraction (0-0.9) by which neighbouring sliding windows overlap."""
     testTimeFlips: bool = False
+    wholeImage: bool = False
+    """Windows over the whole image (the reference pipeline's answer, slower) instead of the foreground box."""
 
     @classmethod
     def fromParameterNode(cls, parameterNode) -> SegmentationParameters:
@@ -55,6 +58,8 @@ class SegmentationParameters:
             params.overlap = float(parameterNode.GetParameter("overlap"))
         if parameterNode.GetParameter("testTimeFlips"):
             params.testTimeFlips = parameterNode.GetParameter("testTimeFlips") == "True"
+        if parameterNode.GetParameter("wholeImage"):
+            params.wholeImage = parameterNode.GetParameter("wholeImage") == "True"
         params.inputVolumes = [parameterNode.GetNodeReference(f"inputVolume{slot}")
                                for slot in range(1, INPUT_SLOTS + 1)]
         params.outputSegmentation = parameterNode.GetNodeReference("outputSegmentation")
@@ -75,6 +80,7 @@ class SegmentationParameters:
             parameterNode.SetParameter("device", self.device)
             parameterNode.SetParameter("overlap", str(float(self.overlap)))
             parameterNode.SetParameter("testTimeFlips", "True" if self.testTimeFlips else "False")
+            parameterNode.SetParameter("wholeImage", "True" if self.wholeImage else "False")
             for slot, volume in enumerate(volumes, start=1):
                 _setNodeParameter(parameterNode, f"inputVolume{slot}", volume)
             _setNodeParameter(parameterNode, "outputSegmentation", self.outputSegmentation)

@@ -62,6 +62,7 @@ def test_the_engine_is_found_through_the_module_folder_first(tmp_path):
     assert (MODULE_DIR / "glims" / "__main__.py").is_file()
     assert env["GLIMS_HOME"] == str(tmp_path) and env["CUDA_VISIBLE_DEVICES"] == "-1"
     arguments = segmentArguments("m@1.0.0", ["a.nrrd", "b.nrrd"], "o.seg.nrrd", device="cuda", overlap=0.25,
-                                 testTimeFlips=True)
+                                 testTimeFlips=True, wholeImage=True)
     assert arguments == ["segment", "-m", "m@1.0.0", "-i", "a.nrrd", "-i", "b.nrrd", "-o", "o.seg.nrrd",
-                         "--device", "cuda", "--overlap", "0.25", "--tta", "--progress", "json"]
+                         "--device", "cuda", "--overlap", "0.25", "--tta", "--no-crop", "--progress", "json"]
+    assert "--no-crop" not in segmentArguments("m", ["a.nrrd"], "o.seg.nrrd")

@@ -123,7 +123,7 @@ def test_show_in_3d_builds_and_removes_the_surfaces(logic, organs):
 def test_parameters_and_results_survive_an_mrb_round_trip(headless, logic, organs, ct, brats_coarse_files, tmp_path):
     volumes = [headless.load_volume(path) for path in brats_coarse_files]
     params = SegmentationParameters(modelId="tiny-brats", inputVolumes=volumes, outputSegmentation=organs,
-                                    device="cpu", overlap=0.25, testTimeFlips=True)
+                                    device="cpu", overlap=0.25, testTimeFlips=True, wholeImage=True)
     parameter_node = logic.getParameterNode()
     params.writeToParameterNode(parameter_node)
     assert set(PARAMETER_TYPES) <= set(parameter_node.GetParameterNames())
@@ -137,8 +137,8 @@ def test_parameters_and_results_survive_an_mrb_round_trip(headless, logic, organ
 
     restored = SegmentationParameters.fromParameterNode(logic.getParameterNode())
     assert logic.getParameterNode().GetSingletonTag() == "GLIMSSegmenter"
-    assert (restored.modelId, restored.device, restored.overlap, restored.testTimeFlips) == ("tiny-brats", "cpu", 0.25,
-                                                                                             True)
+    assert (restored.modelId, restored.device, restored.overlap, restored.testTimeFlips, restored.wholeImage) == (
+        "tiny-brats", "cpu", 0.25, True, True)
     assert [v.GetName() for v in restored.inputVolumes] == expected_names
     assert restored.inputVolumes[0].GetImageData().GetDimensions() == tuple(
         sitk.ReadImage(str(brats_coarse_files[0])).GetSize())
@@ -157,7 +157,7 @@ def test_parameters_are_validated_and_defaults_filled(logic, scene):
     logic.setDefaultParameters(node)
     params = SegmentationParameters.fromParameterNode(node)
     assert params.modelId in {m.id for m in logic.catalog().models}
-    assert (params.device, params.overlap, params.testTimeFlips) == ("auto", 0.5, False)
+    assert (params.device, params.overlap, params.testTimeFlips, params.wholeImage) == ("auto", 0.5, False, False)
     with pytest.raises(ValueError, match="device"):
         SegmentationParameters(device="tpu").writeToParameterNode(node)
     with pytest.raises(ValueError, match="overlap"):

@@ -218,3 +218,19 @@ def test_an_existing_segmentation_is_replaced_only_when_asked(run, tmp_path):
                                             "ignored", outputNode=edited)
     assert replaced is edited and edited.GetName() == "my edits"
     assert _segment_names(edited) == _segment_names(run["job"].segmentationNode)
+
+
+def test_whole_image_option_runs_the_reference_windows_over_the_whole_image(run):
+    # The panel's "Whole image" choice reaches the engine: more windows than the default foreground box, on the
+    # same inputs, and a result on the same grid.
+    logic = run["logic"]
+    events = []
+    job = logic.startSegmentation(MODEL, run["matched"], device="cpu", overlap=0.0, wholeImage=True,
+                                  onProgress=events.append)
+    assert job.wait() is JobState.SUCCEEDED, job.errorMessage
+    windows = [e.total for e in events if e.stage == "infer"][-1]
+    cropped = [e.total for e in run["events"] if e.stage == "infer"][-1]
+    assert windows > cropped
+    whole = sitk.ReadImage(str(job.workFolder / "segmentation.seg.nrrd"))
+    default = sitk.ReadImage(str(run["job"].workFolder / "segmentation.seg.nrrd"))
+    assert whole.GetSize()[:3] == default.GetSize()[:3] and whole.GetOrigin() == default.GetOrigin()

@@ -12,10 +12,16 @@ whose page faults cost as much as the work done in it. This module computes the 
   the full grid, and the x phase folds into channels for free (d copies of each channel's kernel). oneDNN's fast
   depthwise kernel then runs at every dilation, on the same products and sums as the dilated convolution (the
   results were bit-identical wherever we compared them);
-* **instance/group norm statistics** are computed in one sweep of cache-sized chunks (per-chunk cascade sums,
-  chunk-centred squares, chunks combined in float64), as accurate as the reference kernels, and the normalisation,
-  affine and PReLU are applied in place on contiguous memory (``addcmul`` then ``leaky_relu_``, which is PReLU for
-  one slope);
+* **instance/group norm statistics** are accumulated over cache-sized blocks of rows (``Moments``: per-block cascade
+  sums, block-centred squares, blocks combined in float64), as accurate as the reference kernels; a block is read as
+  rows of several voxels (384 values) so that both threads share its column sums. The normalisation, affine and
+  PReLU are applied in place block by block (``addcmul`` then ``leaky_relu_``, which is PReLU for one slope);
+* the **DACB** works block by block: each block of a branch is normalised, activated and multiplied into the hidden
+  layer, and the next norm's statistics are taken from each block while it is in cache, instead of separate sweeps
+  over whole 85-170 MB tensors;
+* **depthwise convolutions write into a reused workspace buffer** where PyTorch allows it (oneDNN's in-place
+  convolution + add into a zeroed buffer, probed once per dtype and bit-identical to ``F.conv3d``), so their
+  outputs are not fresh memory that every call page-faults in again;
 * a **convolution followed by a per-channel norm** (every Conv-IN-PReLU, and the depthwise convolutions before
   their per-channel GroupNorm) runs without its bias: the norm subtracts the per-channel mean, which cancels a
   per-channel constant exactly;
@@ -69,7 +75,8 @@ _CHUNK_ELEMENTS = 1 << 22
 # Columns of the statistics' view of a chunk: whole AVX-512 vectors, and enough of them to split between threads.
 _WIDE_ROW = 384
 # Values per block of the fused passes (normalise, activate, multiply, accumulate statistics while in cache):
-# 2^20 float32 = 4 MiB, so that a block of a layer's input, its output and the statistics' scratch stay in L3.
+# 2^21 float32 = 8 MiB, so that a block of a layer's input, its output and the statistics' scratch stay in L3
+# (2^20 and 2^22 measured no better on two cores).
 _BLOCK_ELEMENTS = 1 << 21
 
 
@@ -246,8 +253,8 @@ class Moments:
 def row_blocks(n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[tuple[int, int]]:
     """[start, stop) ranges covering N rows of ``channels`` values, about ``elements`` values per block.
 
-    Blocks hold a multiple of 128 rows where they can, so that ``_wide_rows`` can fold them (up to 128 voxels per
-    wide row) and every block but the last starts on a whole wide row.
+    Blocks hold a multiple of 128 rows where they can, so that ``_wide_rows`` can fold them (128 is a multiple of
+    the fold for every channel count from 3 up) and every block but the last starts on a whole wide row.
     """
     per_block = max(1, elements // max(channels, 1))
     if per_block > 128:

@@ -11,6 +11,8 @@ CPU tensor. Fast-path outputs are channels-last in memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -125,22 +127,27 @@ class DepthwiseUnit(nn.Module):
         return self.prelu(self.norm(self.conv(x)))
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        # No bias: the per-channel GroupNorm that follows removes any per-channel constant.
         x = to_channels_last(x)
-        flat, natural = depthwise_conv(x, self.conv.weight, self.dilation, active_workspace())
-        scale, shift = self.norm_affine(flat)
-        slope = prelu_slope(self.prelu)
         out = empty_channels_last(x)
-        dest = rows(out)
-        for i, start, stop, block in natural_blocks(natural):
-            norm_act_block_(block, dest[i, start:stop].view(block.shape), scale[i], shift[i], slope)
+        for _ in self.blocks_into(x, rows(out)):
+            pass
         return out
 
-    def norm_affine(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scale, shift) of this unit's GroupNorm (one channel per group) for its convolution output ``flat``."""
+    def blocks_into(self, x: torch.Tensor, dest: torch.Tensor) -> Iterator[tuple[int, int, int]]:
+        """Fast path on channels-last ``x``, written block by block into ``dest`` (contiguous (B, N, C) rows).
+
+        Yields ``(sample, start, stop)`` as soon as ``dest[sample, start:stop]`` holds the unit's output, so that
+        a caller can use each block while it is in cache.
+        """
+        # No bias: the per-channel GroupNorm that follows removes any per-channel constant.
+        ws = active_workspace()
+        flat, natural = depthwise_conv(x, self.conv.weight, self.dilation, ws)
         norm = self.norm
-        mean, var = channel_moments(flat, active_workspace())
-        return norm_affine(mean, var, norm.eps, norm.weight, norm.bias, flat.dtype)
+        scale, shift = norm_affine(*channel_moments(flat, ws), norm.eps, norm.weight, norm.bias, flat.dtype)
+        slope = prelu_slope(self.prelu)
+        for i, start, stop, block in natural_blocks(natural):
+            norm_act_block_(block, dest[i, start:stop].view(block.shape), scale[i], shift[i], slope)
+            yield i, start, stop
 
 
 class DACB(nn.Module):
@@ -220,22 +227,15 @@ class DACB(nn.Module):
         moments = Moments(b, e, ws)
         units = (self.conv_3x3, self.conv_3x3_dil, self.conv_3x3_dil2)
         for k, unit in enumerate(units):
-            flat, natural = depthwise_conv(x, unit.conv.weight, unit.dilation, ws)
-            scale, shift = unit.norm_affine(flat)
-            slope = prelu_slope(unit.prelu)
             part = first[:, k * c : (k + 1) * c].t()
-            # Blocks of whole slabs of the natural voxel order, read from the phase-ordered result.
-            for i, start, stop, block in natural_blocks(natural):
-                dest = branch[i, start:stop]
-                norm_act_block_(block, dest.view(block.shape), scale[i], shift[i], slope)
+            for i, start, stop in unit.blocks_into(x, branch):
                 h = hidden[i, start:stop]
                 if k == 0:
-                    torch.mm(dest, part, out=h)
+                    torch.mm(branch[i, start:stop], part, out=h)
                 else:
-                    h.addmm_(dest, part)
+                    h.addmm_(branch[i, start:stop], part)
                 if k == len(units) - 1:
                     moments.add(i, h)
-            del flat, natural
         return hidden, moments
 
 

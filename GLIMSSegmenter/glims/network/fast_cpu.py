@@ -194,7 +194,6 @@ class Moments:
     def __init__(self, batch: int, channels: int, workspace: Workspace | None = None) -> None:
         self.channels = channels
         self._workspace = workspace if workspace is not None else active_workspace()
-        self._fold = max(1, _WIDE_ROW // max(channels, 1))
         self._shifts: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         self._remainders: list[list[torch.Tensor | None]] = [[] for _ in range(batch)]
         self._squares: list[list[torch.Tensor]] = [[] for _ in range(batch)]
@@ -203,7 +202,7 @@ class Moments:
     def add(self, sample: int, block: torch.Tensor) -> None:
         """Account for ``block`` (k, C), rows of sample ``sample``; its last dimension must be contiguous."""
         k, c = block.shape
-        wide, group = _wide_rows(block, self._fold)
+        wide, group = _wide_rows(block)
         t = self._workspace.get("moments.centred", (k * c,), torch.float32, block.device).view(wide.shape)
         source = wide
         if block.dtype != torch.float32:
@@ -278,13 +277,16 @@ def channel_moments(x3: torch.Tensor, workspace: Workspace | None = None) -> tup
     return moments.result()
 
 
-def _wide_rows(block: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:
+def _wide_rows(block: torch.Tensor) -> tuple[torch.Tensor, int]:
     """A (k, C) block as rows of ``fold`` voxels, (k / fold, fold * C), and the fold used (1 where it cannot be).
+
+    ``fold`` is as many voxels as fit in ``_WIDE_ROW`` values.
 
     Column reductions over such rows run over whole vectors that two threads can share, where a (k, C) column
     reduction with C = 24 runs on one thread; the ``fold`` partial results per channel are then combined.
     """
     k, c = block.shape
+    fold = max(1, _WIDE_ROW // max(c, 1))
     if fold > 1 and k % fold == 0 and block.is_contiguous():
         return block.view(k // fold, fold * c), fold
     return block, 1
@@ -293,10 +295,9 @@ def _wide_rows(block: torch.Tensor, fold: int) -> tuple[torch.Tensor, int]:
 def column_max(x3: torch.Tensor) -> torch.Tensor:
     """Maximum over N of a (B, N, C) tensor, per sample and channel: (B, C), exact."""
     b, n, c = x3.shape
-    fold = max(1, _WIDE_ROW // max(c, 1))
     peaks = []
     for i in range(b):
-        wide, group = _wide_rows(x3[i], fold)
+        wide, group = _wide_rows(x3[i])
         peaks.append(wide.amax(0).view(group, c).amax(0))
     return torch.stack(peaks)
 

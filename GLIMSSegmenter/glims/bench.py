@@ -655,6 +655,8 @@ class SegmentBenchmark(BenchTarget):
         from .pipeline import assign_inputs, resolve_model
 
         keys = config_keys(args.configs, SEGMENT_CONFIGS)
+        if args.label and not args.label.is_file():
+            raise ConfigError(f"--label: no such file: {args.label}")
         context = machine_context(args.threads)
         context["allocator"] = _ALLOCATOR_LABELS[args.allocator]
         plan = StagePlan([("prepare", 1.0)] + [(k, 10.0) for k in keys], progress)
@@ -693,8 +695,6 @@ class SegmentBenchmark(BenchTarget):
                 agreement = _dice_against({k: v for k, v in labels.items() if k != "reference"}, labels["reference"])
             accuracy = {}
             if args.label:
-                if not args.label.is_file():
-                    raise ConfigError(f"--label: no such file: {args.label}")
                 accuracy = _dice_against(labels, _read_label(args.label), args.label_convention)
         if args.label:
             context["label"] = f"{args.label.name} ({args.label_convention})"

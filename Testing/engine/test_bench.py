@@ -84,11 +84,18 @@ def test_train_benchmark_runs_every_configuration_on_the_same_trajectory(capsys)
     assert main(["bench", "--progress", "none", "train", "--configs", "fastest"]) == 2
 
 
-def test_bad_requests_are_clear_errors(capsys):
+def test_bad_requests_are_clear_errors(capsys, monkeypatch):
     assert main(["bench", "--progress", "none", "network", "--models", "glims-fast,resnet"]) == 2
     assert "unknown model(s) ['resnet']" in capsys.readouterr().err
     assert main(["bench", "--progress", "none", "network", "--size", "40"]) == 2
     assert main(["bench", "--progress", "none", "network", "--weights", "/nonexistent.pt"]) == 2
+    capsys.readouterr()
+    # checked before the work starts: no model is built and no case made or segmented for a request that must fail
+    prepared = []
+    monkeypatch.setattr(bench, "_random_full_size_model", lambda *a: prepared.append(a))
+    assert main(["bench", "--progress", "none", "segment", "--label", "/nonexistent-seg.nii.gz"]) == 2
+    assert "--label: no such file" in capsys.readouterr().err
+    assert prepared == []
 
 
 def test_a_failing_worker_raises_with_its_last_error_line():

@@ -328,7 +328,7 @@ def segment_cases(
     cases: Sequence[CaseFiles],
     out_dir: str | os.PathLike,
     *,
-    device: str | None = None,
+    inference: Mapping[str, object] | None = None,
     home: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -342,21 +342,25 @@ def segment_cases(
         model_id: catalog reference (``ID`` or ``ID@VERSION``).
         cases: from ``find_cases``.
         out_dir: folder for the label maps (created).
-        device: inference device (default: the catalog entry's).
+        inference: settings that replace the catalog entry's inference settings for every case, by
+            ``glims.inference.InferenceOptions`` field name (e.g. ``{"device": "cpu", "tta": True}``); ``None``
+            values are ignored.
         home: user folder holding the user catalog.
 
     Returns:
         ``{case_id: label map path}``.
     """
-    from dataclasses import replace
+    from dataclasses import fields, replace
 
     from .inference import InferenceOptions
     from .pipeline import resolve_model, segment_files
 
     spec = resolve_model(model_id, home)
-    options = InferenceOptions(**spec.inference)
-    if device:
-        options = replace(options, device=device)
+    overrides = {key: value for key, value in (inference or {}).items() if value is not None}
+    unknown = sorted(set(overrides) - {f.name for f in fields(InferenceOptions)})
+    if unknown:
+        raise ConfigError(f"unknown inference settings {unknown}")
+    options = replace(InferenceOptions(**spec.inference), **overrides)
     out = Path(out_dir)
     plan = StagePlan([("segment", 1.0)], progress)
     written: dict[str, Path] = {}
@@ -380,13 +384,13 @@ def evaluate_model(
     pred_convention: str = "brats2023",
     ref_convention: str = "brats2023",
     empty_penalty: float = BRATS_HD95_PENALTY,
-    device: str | None = None,
+    inference: Mapping[str, object] | None = None,
     home: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> list[CaseResult]:
     """Segment every case under ``cases_dir`` (see ``find_cases``) with ``model_id``, writing the label maps to
-    ``pred_dir``, and score each against the case's reference label."""
+    ``pred_dir``, and score each against the case's reference label. ``inference``: as in ``segment_cases``."""
     get_convention(pred_convention)
     get_convention(ref_convention)
     cases = find_cases(cases_dir)
@@ -396,7 +400,7 @@ def evaluate_model(
         plan.report("segment", event.done, event.total, event.message)
 
     predictions = segment_cases(
-        model_id, cases, pred_dir, device=device, home=home, progress=segment_progress, cancel=cancel
+        model_id, cases, pred_dir, inference=inference, home=home, progress=segment_progress, cancel=cancel
     )
     results = []
     for done, case in enumerate(cases):

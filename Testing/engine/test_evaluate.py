@@ -227,3 +227,38 @@ def test_evaluate_with_a_model_segments_then_scores_synthetic_cases(tmp_path):
         predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(prediction)))
         assert int(row["pred_voxels_WT"]) == int((predicted > 0).sum())
         assert all(0.0 <= float(row[f"dice_{r}"]) <= 1.0 for r in ("TC", "WT", "ET"))
+
+
+def test_evaluate_with_a_model_segments_with_the_settings_given_as_glims_segment_does(tmp_path):
+    home = tmp_path / "home"
+    register_tiny_model(home, "brats")
+    cases = tmp_path / "cases"
+    generate_dataset(cases, 1, seed=3, shape=(40, 40, 40), spacing=3.0)
+    (case,) = find_cases(cases)
+    settings = ["--tta", "--overlap", "0.25", "--device", "cpu"]
+    assert main(["evaluate", "-m", "tiny-brats", "--cases", str(cases), "--home", str(home), "-o",
+                 str(tmp_path / "flipped.csv"), "--progress", "none", *settings]) == 0
+    assert main(["evaluate", "-m", "tiny-brats", "--cases", str(cases), "--home", str(home), "-o",
+                 str(tmp_path / "plain.csv"), "--progress", "none", "--device", "cpu"]) == 0
+    inputs = [arg for image in case.images for arg in ("-i", str(image))]
+    assert main(["segment", "-m", "tiny-brats", "--home", str(home), *inputs, "-o", str(tmp_path / "s.seg.nrrd"),
+                 "--labelmap", str(tmp_path / "s.nii.gz"), "--no-report", "--progress", "none", *settings]) == 0
+
+    def labels(path: Path) -> np.ndarray:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+    flipped = labels(tmp_path / "flipped_predictions" / f"{case.case_id}.nii.gz")
+    assert np.array_equal(flipped, labels(tmp_path / "s.nii.gz"))
+    assert not np.array_equal(flipped, labels(tmp_path / "plain_predictions" / f"{case.case_id}.nii.gz"))
+
+
+def test_inference_settings_are_refused_without_a_model_and_unknown_ones_by_name(tmp_path):
+    from glims.evaluate import segment_cases
+
+    assert main(["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--tta",
+                 "--progress", "none"]) == ConfigError.exit_code
+    home = tmp_path / "home"
+    register_tiny_model(home, "brats")
+    with pytest.raises(ConfigError, match="unknown inference settings \\['windows'\\]"):
+        segment_cases("tiny-brats", [], tmp_path / "out", inference={"windows": 3}, home=home)
+    assert not (tmp_path / "out").exists()

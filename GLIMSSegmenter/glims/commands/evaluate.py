@@ -30,6 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-pred", help="with -m: folder for the predicted label maps "
                                             "(default: next to the CSV, <CSV name>_predictions)")
     parser.add_argument("--device", default=None, help="with -m: auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="with -m: window overlap in [0, 1) (default: the model's)")
+    parser.add_argument("--tta", action="store_true",
+                        help="with -m: average over test-time flips (4x slower), as glims segment --tta")
     parser.add_argument("--home", help="with -m: glims user folder (default: $GLIMS_HOME or the per-user folder)")
 
 
@@ -47,6 +51,8 @@ def run(args: argparse.Namespace, ui) -> int:
         raise ConfigError("--pred and --ref go together")
     if by_model and (args.model is None or args.cases is None):
         raise ConfigError("-m MODEL and --cases DIR go together")
+    if by_files and (args.device or args.overlap is not None or args.tta):
+        raise ConfigError("--device, --overlap and --tta choose how -m segments; --pred/--ref segment nothing")
     pred_labels = args.pred_labels or args.labels
     ref_labels = args.ref_labels or args.labels
     penalty = BRATS_HD95_PENALTY if args.hd95_penalty is None else args.hd95_penalty
@@ -65,7 +71,9 @@ def run(args: argparse.Namespace, ui) -> int:
             pred_dir = Path(args.save_pred) if args.save_pred else out.with_name(out.stem + "_predictions")
             results = evaluate_model(
                 args.model, args.cases, pred_dir, pred_convention=pred_labels, ref_convention=ref_labels,
-                empty_penalty=penalty, device=args.device, home=args.home, progress=ui.progress, cancel=token,
+                empty_penalty=penalty, home=args.home,
+                inference={"device": args.device, "overlap": args.overlap, "tta": args.tta or None},
+                progress=ui.progress, cancel=token,
             )
     write_csv(results, out)
     summary = summarize(results)

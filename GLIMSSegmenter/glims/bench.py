@@ -102,8 +102,8 @@ class BenchReport:
 _ALLOCATOR_LABELS = {"retain": "glibc, freed memory retained", "default": "platform default"}
 
 _CONTEXT_ORDER = (
-    "command", "date", "cpu", "cores", "python", "torch", "monai", "threads", "allocator", "input", "weights",
-    "glims_feature_size", "omp_wait_policy",
+    "command", "date", "cpu", "cores", "python", "torch", "monai", "device", "precision", "threads", "allocator",
+    "input", "weights", "glims_feature_size", "omp_wait_policy",
     "load_before", "load_after",
 )
 
@@ -145,6 +145,47 @@ def machine_context(threads: int) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - monai is a dependency
         pass
     return ctx
+
+
+def bench_device(name: str, precision: str) -> dict[str, str]:
+    """Check a run's ``--device`` and ``--precision`` before any work, and describe them for the report.
+
+    Raises:
+        DeviceError: the device is not available here; ConfigError: fp16 asked for on the CPU (autocast to fp16
+        is for GPUs; the CPU's reduced precision is bf16).
+    """
+    import torch
+
+    from .inference import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cpu" and precision == "fp16":
+        raise ConfigError("--precision fp16 is for GPUs; on the CPU use bf16")
+    described = str(device)
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        described = f"{device} ({props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda})"
+    return {"device": described, "device_name": str(device), "precision": precision}
+
+
+def autocast_for(device: Any, precision: str) -> Any:
+    """The autocast context of a run's precision on ``device`` (fp32: none)."""
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def peak_device_mib(device: Any) -> float | None:
+    """Peak memory the torch allocator took on a CUDA ``device`` in MiB (None on the CPU: see peak RSS)."""
+    import torch
+
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def _cpu_model() -> str:
@@ -292,6 +333,7 @@ NETWORK_MODELS: dict[str, NetworkModel] = {
     )
 }
 DEFAULT_NETWORK_MODELS = ("glims-reference", "glims-fast", "swinunetr")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class NetworkBenchmark(BenchTarget):
@@ -307,6 +349,12 @@ class NetworkBenchmark(BenchTarget):
             help=f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)",
         )
         parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads in every worker (default 2)")
+        parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where every model runs")
+        parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                            help="autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
+                                 "opt-in bf16 fast path), fp16 (GPUs only)")
+        parser.add_argument("--batch", type=int, default=1,
+                            help="windows per forward (default 1); the report adds windows per second")
         parser.add_argument("--repeats", type=int, default=3,
                             help="timed forwards per model and round, after 1 warm-up (default 3)")
         parser.add_argument("--rounds", type=int, default=1,
@@ -334,16 +382,18 @@ class NetworkBenchmark(BenchTarget):
         unknown = [k for k in keys if k not in NETWORK_MODELS]
         if unknown or not keys:
             raise ConfigError(f"unknown model(s) {unknown or keys}; choose from {', '.join(NETWORK_MODELS)}")
-        if min(args.threads, args.repeats, args.rounds, args.feature_size) < 1:
-            raise ConfigError("--threads, --repeats, --rounds and --feature-size must be at least 1")
+        if min(args.threads, args.repeats, args.rounds, args.feature_size, args.batch) < 1:
+            raise ConfigError("--threads, --repeats, --rounds, --feature-size and --batch must be at least 1")
         if args.size < 32 or args.size % 32:
             raise ConfigError(f"--size must be a multiple of 32, got {args.size}")
         if args.weights is not None and not Path(args.weights).is_file():
             raise ConfigError(f"--weights: no such file: {args.weights}")
+        device = bench_device(args.device, args.precision)
 
         context = machine_context(args.threads)
+        context.update(device)
         context["allocator"] = _ALLOCATOR_LABELS[args.allocator]
-        context["input"] = f"1x{args.in_channels}x{args.size}^3 float32, eval, torch.no_grad()"
+        context["input"] = f"{args.batch}x{args.in_channels}x{args.size}^3 float32, eval, torch.no_grad()"
         context["weights"] = str(args.weights) if args.weights else f"seeded random (seed {args.seed})"
         if args.feature_size != 24:
             context["glims_feature_size"] = args.feature_size
@@ -360,6 +410,9 @@ class NetworkBenchmark(BenchTarget):
                 spec = {
                     "model": asdict(model),
                     "threads": args.threads,
+                    "device": device["device_name"],
+                    "precision": args.precision,
+                    "batch": args.batch,
                     "repeats": args.repeats,
                     "size": args.size,
                     "in_channels": args.in_channels,
@@ -419,6 +472,7 @@ def _network_report(
 ) -> BenchReport:
     swin = results.get("swinunetr", {}).get("median_s")
     glims_ref = results.get("glims-reference", {}).get("median_s")
+    on_gpu = not context["device_name"].startswith("cpu")
     rows = []
     for key in keys:
         res, model = results[key], NETWORK_MODELS[key]
@@ -439,6 +493,8 @@ def _network_report(
             gmac=res.get("gflop", 0) / 2 if res.get("gflop") else None,
             max_abs_diff=accuracy.get(key),
             cpu_s=res.get("cpu_s"),
+            windows_per_s=args.batch / median,
+            peak_device_mib=res.get("peak_device_mib"),
         )
         rows.append(row)
     columns = [
@@ -448,6 +504,8 @@ def _network_report(
         ("vs_swinunetr", "× SwinUNETR"),
         ("vs_glims_reference", "× GLIMS reference"),
         ("peak_rss_mib", "peak RSS (MiB)"),
+        *([("windows_per_s", "windows / s")] if args.batch > 1 or on_gpu else []),
+        *([("peak_device_mib", "peak GPU memory (MiB)")] if on_gpu else []),
         ("gmac", "GMAC"),
         ("params", "parameters"),
         ("max_abs_diff", "max abs diff vs GLIMS reference"),
@@ -470,7 +528,17 @@ def _network_report(
         "Ratios compare models measured in the same run; the machine may be shared, so compare ratios rather than "
         "absolute times across runs.",
     ]
-    title = f"Network forward at 1x{args.in_channels}x{args.size}^3 on the CPU"
+    if args.precision != "fp32":
+        notes.append(f"Every model's forward ran under torch.autocast({args.precision}); the accuracy column then "
+                     "includes that rounding.")
+    if args.batch > 1:
+        notes.append(f"Each forward takes {args.batch} windows; GMAC and parameters are per window and model.")
+    if on_gpu:
+        notes.append("On the GPU each timed forward ends with torch.cuda.synchronize; peak GPU memory is "
+                     "torch.cuda.max_memory_allocated of the worker. The CPU fast path does not apply there: "
+                     "glims-fast runs the reference path's operations.")
+    where = "on the CPU" if not on_gpu else f"on {context['device']}"
+    title = f"Network forward at {args.batch}x{args.in_channels}x{args.size}^3 {where}"
     return BenchReport("network", title, columns, rows, context, notes)
 
 
@@ -481,6 +549,7 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(spec["threads"]))
     model_spec = NetworkModel(**spec["model"])
     size, cin, cout = int(spec["size"]), int(spec["in_channels"]), int(spec["out_channels"])
+    device, precision, batch = torch.device(spec.get("device", "cpu")), spec.get("precision", "fp32"), spec["batch"]
 
     torch.manual_seed(int(spec["seed"]))
     if model_spec.family == "glims":
@@ -498,15 +567,17 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
         net.precision = model_spec.precision
     else:
         net = _swinunetr(cin, cout)
-    net.eval()
+    net.eval().to(device)
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     torch.manual_seed(int(spec["seed"]) + 1)
-    x = torch.randn(1, cin, size, size, size)
+    x = torch.randn(int(batch), cin, size, size, size).to(device)  # drawn on the CPU: the same input on any device
     output: list[torch.Tensor] = []
 
     def forward() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast_for(device, precision):
             output[:] = [net(x)]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     cpu_start = time.process_time()
     times = time_calls(forward, int(spec["repeats"]), warmup=1)
@@ -516,10 +587,11 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "median_s": statistics.median(times),
         "cpu_s": cpu_s,
         "peak_rss_mib": peak_rss_mib(),
+        "peak_device_mib": peak_device_mib(device),
         "params": params,
     }
     if spec.get("save_output"):
-        torch.save(output[0].float().contiguous(), spec["save_output"])
+        torch.save(output[0].float().cpu().contiguous(), spec["save_output"])
         result["output"] = spec["save_output"]
     if spec.get("count_flops"):
         result["gflop"] = _count_flops(net, cin, size) / 1e9
@@ -585,14 +657,15 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
     model = resolve_model(spec["model"], spec["home"])
     defaults = InferenceOptions(**model.inference)
     options = InferenceOptions(
-        device="cpu", overlap=defaults.overlap if spec["overlap"] is None else float(spec["overlap"]),
-        blend=defaults.blend, sw_batch_size=defaults.sw_batch_size, precision=spec["precision"],
-        fast_path=bool(spec["fast_path"]),
+        device=spec["device"], overlap=defaults.overlap if spec["overlap"] is None else float(spec["overlap"]),
+        blend=defaults.blend, sw_batch_size=spec["sw_batch_size"] or defaults.sw_batch_size,
+        precision=spec["precision"], fast_path=bool(spec["fast_path"]),
     )
     result = segment_files(model, spec["inputs"], None, labelmap=spec["labelmap"], options=options,
                            crop=spec["crop"], home=spec["home"])
     return {"timings_s": result.report["timings_s"], "peak_rss_mib": peak_rss_mib(), "model": model.ref,
-            "overlap": options.overlap, "precision": options.precision}
+            "overlap": options.overlap, "precision": options.precision, "sw_batch_size": options.sw_batch_size,
+            "peak_device_mib": peak_device_mib(torch.device(spec["device"]))}
 
 
 def _case_images(folder: Path) -> list[str]:
@@ -639,7 +712,11 @@ class SegmentBenchmark(BenchTarget):
         parser.add_argument("--home", help="glims user folder holding --model")
         parser.add_argument("--configs", default="default,reference",
                             help="comma-separated from: default, reference, uncropped (--no-crop)")
-        parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="of the default config")
+        parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                            help="of the default config (fp16: GPUs only)")
+        parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where every config runs")
+        parser.add_argument("--sw-batch-size", type=int, default=None,
+                            help="windows per forward in every config (default: the model's catalog setting)")
         parser.add_argument("--label", type=Path,
                             help="reference label of --case: also score every configuration against it (accuracy)")
         parser.add_argument("--label-convention", default="brats2023",
@@ -657,7 +734,11 @@ class SegmentBenchmark(BenchTarget):
         keys = config_keys(args.configs, SEGMENT_CONFIGS)
         if args.label and not args.label.is_file():
             raise ConfigError(f"--label: no such file: {args.label}")
+        if args.sw_batch_size is not None and args.sw_batch_size < 1:
+            raise ConfigError("--sw-batch-size must be at least 1")
+        device = bench_device(args.device, args.precision)
         context = machine_context(args.threads)
+        context.update(device)
         context["allocator"] = _ALLOCATOR_LABELS[args.allocator]
         plan = StagePlan([("prepare", 1.0)] + [(k, 10.0) for k in keys], progress)
         results: dict[str, dict[str, Any]] = {}
@@ -683,6 +764,7 @@ class SegmentBenchmark(BenchTarget):
                 job = {"model": model, "home": str(home), "inputs": inputs, "threads": args.threads,
                        "overlap": config["overlap"], "crop": config["crop"], "fast_path": config["fast_path"],
                        "precision": args.precision if key == "default" else "fp32", "allocator": args.allocator,
+                       "device": device["device_name"], "sw_batch_size": args.sw_batch_size,
                        "labelmap": str(tmp_path / f"{key}.nii.gz")}
                 try:
                     results[key] = measure_in_subprocess("segment", job, timeout=args.timeout)
@@ -727,6 +809,8 @@ def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchRe
         ("total", "total s"), ("ratio", "time vs reference"), ("rss", "peak RSS MiB"), ("dice", "Dice vs reference (TC/WT/ET)")]
     if accuracy:
         columns.append(("accuracy", "Dice vs label (TC/WT/ET)"))
+    if any(r.get("peak_device_mib") is not None for r in results.values()):
+        columns.insert(columns.index(("rss", "peak RSS MiB")) + 1, ("gpu_mib", "peak GPU MiB"))
     reference_total = results.get("reference", {}).get("timings_s", {}).get("total")
     rows = []
     for key in keys:
@@ -744,6 +828,9 @@ def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchRe
         row["total"] = timings["total"]
         row["ratio"] = round(timings["total"] / reference_total, 3) if reference_total else None
         row["rss"] = round(result["peak_rss_mib"])
+        row["sw_batch_size"] = result["sw_batch_size"]  # in the JSON rows; the Markdown shows the columns only
+        if result.get("peak_device_mib") is not None:
+            row["gpu_mib"] = round(result["peak_device_mib"])
         if key in agreement:
             row["dice"] = "/".join(f"{agreement[key][r]:.4f}" for r in ("TC", "WT", "ET"))
         if accuracy and key in accuracy:

@@ -121,3 +121,37 @@ def test_the_command_line_makes_idle_openmp_threads_sleep_unless_the_user_chose(
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     main(["bench", "--progress", "none", "network", "--models", "nope"])
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_network_benchmark_batches_windows_under_autocast(capsys):
+    argv = ["bench", "--progress", "none", "network", *TINY_RUN, "--models", "glims-reference,glims-fast",
+            "--precision", "bf16", "--batch", "2", "--no-flops", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["context"]["precision"] == "bf16" and report["context"]["device"] == "cpu"
+    assert report["context"]["input"].startswith("2x4x32^3")
+    assert report["title"] == "Network forward at 2x4x32^3 on the CPU"
+    assert ["windows_per_s", "windows / s"] in report["columns"]
+    assert not any(key == "peak_device_mib" for key, _ in report["columns"])  # no GPU column on the CPU
+    for row in report["rows"]:
+        assert row["status"] == "ok" and row["windows_per_s"] == pytest.approx(2 / row["median_s"])
+        assert row["peak_device_mib"] is None
+    # both paths ran under bf16 autocast, each rounding differently: unlike fp32 runs (< 1e-3, the test above),
+    # their logits no longer agree to float32 rounding
+    fast = next(r for r in report["rows"] if r["key"] == "glims-fast")
+    assert 1e-3 < fast["max_abs_diff"] < float("inf")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_devices_and_precisions_this_machine_cannot_run_are_refused_before_any_work(capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr(bench, "measure_in_subprocess", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(bench, "_random_full_size_model", lambda *a: started.append(a))
+    for target in ("network", "segment"):
+        assert main(["bench", "--progress", "none", target, "--device", "cuda"]) == 5
+        assert "no CUDA device" in capsys.readouterr().err
+        assert main(["bench", "--progress", "none", target, "--precision", "fp16"]) == 2
+        assert "--precision fp16 is for GPUs" in capsys.readouterr().err
+    assert main(["bench", "--progress", "none", "network", "--batch", "0"]) == 2
+    assert main(["bench", "--progress", "none", "segment", "--sw-batch-size", "0"]) == 2
+    assert started == []

@@ -26,14 +26,14 @@ def test_segment_benchmark_reports_both_pipelines(shared_data, tmp_path, capsys)
                     str(label))
     assert main(["bench", "--progress", "none", "segment", "--model", "tiny-brats", "--home", str(home),
                  "--case", str(case), "--threads", "1", "--label", str(label), "--label-convention", "brats2017",
-                 "--configs", "default,reference,uncropped", "--json"]) == 0
+                 "--configs", "default,reference,uncropped", "--sw-batch-size", "3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     default, reference, uncropped = report["rows"]
     assert default["config"].startswith("glims segment") and reference["config"].startswith("reference pipeline")
     assert uncropped["config"].startswith("glims segment --no-crop")
     for row in (default, reference, uncropped):
         assert all(isinstance(row[s], float) and row[s] >= 0 for s in ("load", "preprocess", "infer", "write"))
-        assert row["total"] > 0 and row["rss"] > 100
+        assert row["total"] > 0 and row["rss"] > 100 and row["sw_batch_size"] == 3
     assert reference["ratio"] == 1.0 and 0 < default["ratio"]
     dice = [float(v) for v in default["dice"].split("/")]
     assert len(dice) == 3 and all(0 <= d <= 1 for d in dice)

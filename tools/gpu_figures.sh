@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Issue 7's GPU figures in one run, for a session that is lent a GPU machine (docs/BENCHMARKS.md, "GPU figures").
+#
+#   tools/gpu_figures.sh prepare   here, once (needs pip's package index, about 4 minutes): the packages the GPU
+#                                  machine lacks and a real BraTS case, into .gpu/ (git-ignored, about 40 MiB)
+#   tools/gpu_figures.sh run       on the GPU machine, from the repository root, with .gpu carried; reports go to
+#                                  $OUT (default ./gpu_figures). About 5 minutes on one H200.
+#   tools/gpu_figures.sh check     here: the same benchmarks on the CPU at toy sizes, to test this script
+#
+# Why these steps: the GPU machine has Python 3.12 with torch but neither MONAI, SimpleITK nor jsonschema, cannot
+# reach any index, and takes at most 64 MiB of working tree and carried files. SimpleITK's wheel alone is 50 MiB,
+# so its package travels as an xz archive (28 MiB) that is unpacked there; the other packages as wheels.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+GPU=.gpu
+CASE=${GLIMS_GPU_CASE:-../shared/data/brats/tcga_fg_6692}
+
+prepare() {
+    local dest=$GPU.partial sitk
+    rm -rf "$dest" && mkdir -p "$dest/case"
+    local pip="${PYTHON:-.venv/bin/python} -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
+        --platform manylinux2014_x86_64 -d $dest/wheels"
+    $pip monai==1.6.1 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
+    $pip SimpleITK==2.5.7
+    sitk=$(mktemp -d)
+    unzip -q "$dest"/wheels/simpleitk-*.whl -d "$sitk"
+    rm "$dest"/wheels/simpleitk-*.whl
+    tar -C "$sitk" -cf - SimpleITK | xz -9 -T0 > "$dest/simpleitk.tar.xz"
+    rm -rf "$sitk"
+    cp "$CASE"/*_t1_*.nii.gz "$CASE"/*_t1c_*.nii.gz "$CASE"/*_t2_*.nii.gz "$CASE"/*_fla_*.nii.gz "$dest/case/"
+    rm -rf "$GPU" && mv "$dest" "$GPU"
+    du -sh "$GPU"
+}
+
+install() {
+    local site=/tmp/glims-gpu-site
+    rm -rf "$site" && mkdir -p "$site"
+    python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$GPU"/wheels/*.whl
+    tar -C "$site" -xJf "$GPU/simpleitk.tar.xz"
+    export PYTHONPATH="$site:$PWD/GLIMSSegmenter"
+}
+
+# bench ARGS...: one glims bench run; a failure is written down and the next one still runs
+bench() {
+    local name=$1
+    shift
+    echo "== $name: glims bench $*"
+    if ! $GLIMS bench --progress none "$@" --output "$OUT/$name.md" > "$OUT/$name.log" 2>&1; then
+        echo "   failed (see $name.log)"
+    fi
+    grep '^|' "$OUT/$name.md" 2>/dev/null || true
+}
+
+figures() {  # figures DEVICE THREADS CASE_DIR NETWORK_ARGS... -- SEGMENT_ARGS...
+    local device=$1 threads=$2 case_dir=$3
+    shift 3
+    local network=() segment=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do network+=("$1"); shift; done
+    shift
+    segment=("$@")
+    local precisions="fp32 bf16 fp16"
+    [ "$device" = cpu ] && precisions="fp32 bf16"
+    for precision in $precisions; do
+        for batch in 1 4; do
+            bench "network-$precision-b$batch" network --device "$device" --threads "$threads" \
+                --models glims-reference,swinunetr --precision "$precision" --batch "$batch" --repeats 10 \
+                --no-flops "${network[@]}"
+        done
+    done
+    bench segment-fp32 segment --device "$device" --threads "$threads" --case "$case_dir" \
+        --configs default,reference,uncropped --sw-batch-size 4 "${segment[@]}"
+    bench "segment-${precisions##* }" segment --device "$device" --threads "$threads" --case "$case_dir" \
+        --configs default --precision "${precisions##* }" --sw-batch-size 4 "${segment[@]}"
+}
+
+case "${1:-}" in
+    prepare)
+        prepare
+        ;;
+    run)
+        OUT=${OUT:-gpu_figures}
+        mkdir -p "$OUT"
+        install
+        GLIMS="python3 -m glims.cli"
+        nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+        python3 -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" \
+            | tee "$OUT/torch.txt"
+        figures cuda 16 "$GPU/case" --
+        ;;
+    check)
+        OUT=${OUT:-$(mktemp -d)}
+        mkdir -p "$OUT"
+        GLIMS="${PYTHON:-.venv/bin/python} -m glims.cli"
+        export PYTHONPATH="$PWD/GLIMSSegmenter"
+        figures cpu 2 "$CASE" --size 64 --feature-size 6 -- -m glims-brats-synth
+        echo "reports in $OUT"
+        ;;
+    *)
+        sed -n '2,9p' "$0"
+        exit 2
+        ;;
+esac

@@ -329,6 +329,7 @@ def segment_cases(
     out_dir: str | os.PathLike,
     *,
     inference: Mapping[str, object] | None = None,
+    thresholds: Mapping[str, float] | None = None,
     home: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -345,6 +346,7 @@ def segment_cases(
         inference: settings that replace the catalog entry's inference settings for every case, by
             ``glims.inference.InferenceOptions`` field name (e.g. ``{"device": "cpu", "tta": True}``); ``None``
             values are ignored.
+        thresholds: per-channel sigmoid threshold overrides, as ``glims segment --threshold``.
         home: user folder holding the user catalog.
 
     Returns:
@@ -354,6 +356,7 @@ def segment_cases(
 
     from .inference import InferenceOptions
     from .pipeline import resolve_model, segment_files
+    from .postprocessing import check_thresholds
 
     spec = resolve_model(model_id, home)
     overrides = {key: value for key, value in (inference or {}).items() if value is not None}
@@ -361,6 +364,7 @@ def segment_cases(
     if unknown:
         raise ConfigError(f"unknown inference settings {unknown}")
     options = replace(InferenceOptions(**spec.inference), **overrides)
+    check_thresholds(spec.output, thresholds)
     out = Path(out_dir)
     plan = StagePlan([("segment", 1.0)], progress)
     written: dict[str, Path] = {}
@@ -369,7 +373,8 @@ def segment_cases(
             cancel.check()
         plan.report("segment", done, len(cases), f"segmenting {case.case_id}")
         target = out / f"{case.case_id}.nii.gz"
-        segment_files(spec, case.images, None, labelmap=target, options=options, home=home, cancel=cancel)
+        segment_files(spec, case.images, None, labelmap=target, options=options, thresholds=thresholds, home=home,
+                      cancel=cancel)
         written[case.case_id] = target
         log.info("segmented %s -> %s", case.case_id, target)
     plan.report("segment", len(cases), len(cases), "all cases segmented")
@@ -385,12 +390,13 @@ def evaluate_model(
     ref_convention: str = "brats2023",
     empty_penalty: float = BRATS_HD95_PENALTY,
     inference: Mapping[str, object] | None = None,
+    thresholds: Mapping[str, float] | None = None,
     home: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> list[CaseResult]:
     """Segment every case under ``cases_dir`` (see ``find_cases``) with ``model_id``, writing the label maps to
-    ``pred_dir``, and score each against the case's reference label. ``inference``: as in ``segment_cases``."""
+    ``pred_dir``, and score each against the case's reference label. ``inference``, ``thresholds``: as in ``segment_cases``."""
     get_convention(pred_convention)
     get_convention(ref_convention)
     cases = find_cases(cases_dir)
@@ -400,7 +406,8 @@ def evaluate_model(
         plan.report("segment", event.done, event.total, event.message)
 
     predictions = segment_cases(
-        model_id, cases, pred_dir, inference=inference, home=home, progress=segment_progress, cancel=cancel
+        model_id, cases, pred_dir, inference=inference, thresholds=thresholds, home=home, progress=segment_progress,
+        cancel=cancel,
     )
     results = []
     for done, case in enumerate(cases):

@@ -27,7 +27,7 @@ from .errors import InputError
 from .imageio import Geometry, ensure_writable, write_image
 from .inference import InferenceOptions, load_models, predict_logits
 from .outputs import OutputSet
-from .postprocessing import activate, apply_cleanup_rules, fill_holes, probabilities_to_labels
+from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
 from .preprocessing import prepare_case, to_xyz
 from .progress import CancelToken, ProgressCallback, StagePlan
 from .segfile import write_seg_nrrd
@@ -134,7 +134,8 @@ def segment_files(
         The label image (reference grid), the written paths and the report.
 
     Raises:
-        InputError, CheckpointError, CatalogError, DeviceError, OutputError, Cancelled. Nothing is written unless
+        InputError, ConfigError (e.g. a threshold for a channel the model lacks), CheckpointError, CatalogError,
+        DeviceError, OutputError, Cancelled. Nothing is written unless
         the whole job succeeds.
     """
     plan = StagePlan(STAGES, progress)
@@ -147,6 +148,7 @@ def segment_files(
     clock = time.perf_counter()
     plan.report("load", 0, 1, "loading model")
     spec = resolve_model(model, home)
+    check_thresholds(spec.output, thresholds)
     assignment = assign_inputs(spec, inputs)
     for key, path in assignment:
         logger.info("input %s <- %s", key, path)

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from .errors import ConfigError
 
-__all__ = ["activate", "probabilities_to_labels", "apply_cleanup_rules", "fill_holes"]
+__all__ = ["activate", "check_thresholds", "probabilities_to_labels", "apply_cleanup_rules", "fill_holes"]
 
 
 def activate(logits: np.ndarray, activation: str) -> np.ndarray:
@@ -27,6 +27,22 @@ def activate(logits: np.ndarray, activation: str) -> np.ndarray:
         shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
         return (shifted / shifted.sum(axis=0, keepdims=True)).astype(np.float32)
     raise ConfigError(f"unknown output activation {activation!r}")
+
+
+def check_thresholds(output: Mapping, thresholds: Mapping[str, float] | None) -> None:
+    """Refuse threshold overrides that would be ignored or meaningless: unknown channels, values outside (0, 1),
+    or any override for a softmax model (which takes the arg-max, no thresholds)."""
+    if not thresholds:
+        return
+    if output["activation"] != "sigmoid":
+        raise ConfigError("thresholds apply to models with sigmoid outputs; this model takes the arg-max of a softmax")
+    channels = list(output["channels"])
+    unknown = sorted(set(thresholds) - set(channels))
+    if unknown:
+        raise ConfigError(f"threshold for unknown channel(s) {unknown}; this model's channels are {channels}")
+    for channel, value in thresholds.items():
+        if not 0.0 < float(value) < 1.0:
+            raise ConfigError(f"threshold of {channel} must lie strictly between 0 and 1, got {value}")
 
 
 def probabilities_to_labels(probs: np.ndarray, output: Mapping, thresholds: Mapping[str, float] | None = None) -> np.ndarray:

@@ -172,6 +172,13 @@ def test_invalid_option(home, case, out_dir, capsys):
     assert_one_line_error(capsys, code, 2, "overlap must be in [0, 1)")
 
 
+def test_threshold_the_model_would_ignore(home, case, out_dir, capsys):
+    code = run_segment(home, case, out_dir / "s.seg.nrrd", "--threshold", "EDEMA=0.5")
+    assert_one_line_error(capsys, code, 2, "threshold for unknown channel(s) ['EDEMA']", "['TC', 'WT', 'ET']")
+    code = run_segment(home, case, out_dir / "s.seg.nrrd", "--threshold", "ET=1")
+    assert_one_line_error(capsys, code, 2, "threshold of ET must lie strictly between 0 and 1, got 1.0")
+
+
 def test_not_a_glims_checkpoint_is_refused_by_models_add(home, tmp_path, capsys):
     import torch
 

@@ -235,7 +235,7 @@ def test_evaluate_with_a_model_segments_with_the_settings_given_as_glims_segment
     cases = tmp_path / "cases"
     generate_dataset(cases, 1, seed=3, shape=(40, 40, 40), spacing=3.0)
     (case,) = find_cases(cases)
-    settings = ["--tta", "--overlap", "0.25", "--device", "cpu"]
+    settings = ["--tta", "--overlap", "0.25", "--device", "cpu", "--threshold", "WT=0.45"]
     assert main(["evaluate", "-m", "tiny-brats", "--cases", str(cases), "--home", str(home), "-o",
                  str(tmp_path / "flipped.csv"), "--progress", "none", *settings]) == 0
     assert main(["evaluate", "-m", "tiny-brats", "--cases", str(cases), "--home", str(home), "-o",
@@ -252,13 +252,16 @@ def test_evaluate_with_a_model_segments_with_the_settings_given_as_glims_segment
     assert not np.array_equal(flipped, labels(tmp_path / "plain_predictions" / f"{case.case_id}.nii.gz"))
 
 
-def test_inference_settings_are_refused_without_a_model_and_unknown_ones_by_name(tmp_path):
+def test_segmentation_settings_are_refused_without_a_model_and_unknown_ones_by_name(tmp_path):
     from glims.evaluate import segment_cases
 
-    assert main(["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), "--tta",
-                 "--progress", "none"]) == ConfigError.exit_code
+    for setting in (["--tta"], ["--threshold", "ET=0.5"]):
+        assert main(["evaluate", "--pred", str(tmp_path), "--ref", str(tmp_path), *setting,
+                     "--progress", "none"]) == ConfigError.exit_code
     home = tmp_path / "home"
     register_tiny_model(home, "brats")
     with pytest.raises(ConfigError, match="unknown inference settings \\['windows'\\]"):
         segment_cases("tiny-brats", [], tmp_path / "out", inference={"windows": 3}, home=home)
+    with pytest.raises(ConfigError, match="unknown channel"):
+        segment_cases("tiny-brats", [], tmp_path / "out", thresholds={"NCR": 0.5}, home=home)
     assert not (tmp_path / "out").exists()

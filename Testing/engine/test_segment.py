@@ -109,6 +109,19 @@ def _permute_xz(image: sitk.Image) -> sitk.Image:
     return out
 
 
+def test_threshold_overrides_move_the_region_boundary_and_are_checked_first(home, fg6692, tmp_path):
+    from glims.errors import ConfigError
+
+    def whole_tumour_voxels(threshold: float) -> int:
+        result = segment_files("tiny-brats", fg6692, None, thresholds={"WT": threshold}, postprocess=False, home=home)
+        return int((sitk.GetArrayFromImage(result.labels) > 0).sum())
+
+    low, middle, high = (whole_tumour_voxels(t) for t in (0.3, 0.5, 0.7))
+    assert low >= middle >= high and low > high
+    with pytest.raises(ConfigError, match="sigmoid outputs"):  # a softmax model has no thresholds to move
+        segment_files("tiny-btcv", [tmp_path / "never_read.nii.gz"], None, thresholds={"ET": 0.5}, home=home)
+
+
 @pytest.mark.parametrize("transform", [_flip_xy, _permute_xz], ids=["LPS-to-RAS", "permuted-axes"])
 def test_reoriented_copy_gives_the_same_segmentation_in_physical_space(home, fg6692, segmented, tmp_path, transform):
     base = segmented[0].labels

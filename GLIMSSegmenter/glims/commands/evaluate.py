@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with -m: window overlap in [0, 1) (default: the model's)")
     parser.add_argument("--tta", action="store_true",
                         help="with -m: average over test-time flips (4x slower), as glims segment --tta")
+    parser.add_argument("--threshold", action="append", default=[], metavar="CH=P",
+                        help="with -m: sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable), as glims "
+                             "segment --threshold")
     parser.add_argument("--home", help="with -m: glims user folder (default: $GLIMS_HOME or the per-user folder)")
 
 
@@ -42,6 +45,7 @@ def run(args: argparse.Namespace, ui) -> int:
     from ..evaluate import evaluate_folders, evaluate_model, format_summary, summarize, write_csv
     from ..metrics import BRATS_HD95_PENALTY
     from ..progress import CancelToken, cancel_on_signals
+    from .segment import parse_thresholds
 
     by_files = args.pred is not None or args.ref is not None
     by_model = args.model is not None or args.cases is not None
@@ -51,8 +55,9 @@ def run(args: argparse.Namespace, ui) -> int:
         raise ConfigError("--pred and --ref go together")
     if by_model and (args.model is None or args.cases is None):
         raise ConfigError("-m MODEL and --cases DIR go together")
-    if by_files and (args.device or args.overlap is not None or args.tta):
-        raise ConfigError("--device, --overlap and --tta choose how -m segments; --pred/--ref segment nothing")
+    if by_files and (args.device or args.overlap is not None or args.tta or args.threshold):
+        raise ConfigError("--device, --overlap, --tta and --threshold choose how -m segments; "
+                          "--pred/--ref segment nothing")
     pred_labels = args.pred_labels or args.labels
     ref_labels = args.ref_labels or args.labels
     penalty = BRATS_HD95_PENALTY if args.hd95_penalty is None else args.hd95_penalty
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace, ui) -> int:
                 args.model, args.cases, pred_dir, pred_convention=pred_labels, ref_convention=ref_labels,
                 empty_penalty=penalty, home=args.home,
                 inference={"device": args.device, "overlap": args.overlap, "tta": args.tta or None},
+                thresholds=parse_thresholds(args.threshold),
                 progress=ui.progress, cancel=token,
             )
     write_csv(results, out)

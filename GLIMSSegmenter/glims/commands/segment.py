@@ -43,7 +43,7 @@ def _report_path(args: argparse.Namespace) -> str | None:
     return out + ".json"
 
 
-def _thresholds(items: list[str]) -> dict[str, float]:
+def parse_thresholds(items: list[str]) -> dict[str, float]:
     from ..errors import ConfigError
 
     out = {}
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, ui) -> int:
         result = segment_files(
             spec, args.input, args.output, labelmap=args.labelmap, probabilities=args.probabilities,
             report=_report_path(args), options=options, postprocess=False if args.no_postprocess else None,
-            thresholds=_thresholds(args.threshold), crop=False if args.no_crop else None, home=args.home,
+            thresholds=parse_thresholds(args.threshold), crop=False if args.no_crop else None, home=args.home,
             progress=ui.progress, cancel=token,
         )
     for key, path in result.assignment.items():

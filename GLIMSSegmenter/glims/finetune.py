@@ -212,7 +212,7 @@ def finetune(
                                                      "fraction": replay_fraction})
         config = TrainConfig(
             out_dir=str(run_dir), cases=tuple(map(str, [*train_dirs, *replay_dirs])), case_weights=case_weights,
-            val_cases=tuple(map(str, val_dirs)),
+            val_cases=tuple(map(str, val_dirs)), val_thresholds=spec.output.get("thresholds"),
             preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
             spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
             label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,

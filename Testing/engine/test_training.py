@@ -357,6 +357,19 @@ def test_trainable_early_updates_only_the_intensity_layers_and_norms(synth_root,
         _config(synth_root, run, trainable="decoder")
 
 
+def test_validation_thresholds_the_channels_as_configured(synth_root, tmp_path):
+    def initial_dice(run: str, **changes) -> dict[str, float]:
+        result = train(_config(synth_root, tmp_path / run, epochs=1, steps_per_epoch=1, validate_initial=True,
+                               **changes))
+        row = next(r for r in result.history if r["epoch"] == 0)
+        return {region: row[f"val_dice_{region}"] for region in ("TC", "WT", "ET")}
+
+    preset = initial_dice("preset")
+    lowered = initial_dice("lowered", val_thresholds={"WT": 1e-6})
+    assert lowered["TC"] == preset["TC"] and lowered["ET"] == preset["ET"]  # same weights, same thresholds there
+    assert lowered["WT"] != preset["WT"]
+
+
 def test_keep_last_keeps_the_end_of_the_schedule(synth_root, tmp_path):
     run = tmp_path / "run"
     result = train(_config(synth_root, run, epochs=2, steps_per_epoch=1, keep="last", validate_initial=True))

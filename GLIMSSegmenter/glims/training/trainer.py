@@ -6,7 +6,7 @@ deep-supervised Dice + cross-entropy of ``loss``; the optimiser AdamW (lr 1e-3, 
 with a cosine learning rate that falls from ``lr`` to ``min_lr`` over the planned steps. With a ``minutes``
 budget and no ``epochs``, the number of epochs is planned after each epoch from the mean epoch duration so far
 and the time left (the machine's load may change), so the schedule ends when the budget does. After each epoch (every ``val_every``) the model is validated exactly as ``glims segment`` runs it
-(``glims.inference.predict_logits`` sliding windows on the whole prepared case, the preset's sigmoid thresholds),
+(``glims.inference.predict_logits`` sliding windows on the whole prepared case, the preset's sigmoid thresholds or ``val_thresholds``),
 and Dice per region is logged.
 
 Reproducibility: the random draws of epoch ``e`` come from generators seeded by ``(seed, e)`` (numpy for data and
@@ -111,6 +111,9 @@ class TrainConfig:
     val_fraction: float = 0.2
     val_every: int = 1
     val_overlap: float = 0.25
+    val_thresholds: Mapping[str, float] | None = None
+    """Sigmoid thresholds of the validation Dice, per channel (None: the preset's). Fine-tuning passes its base
+    model's, so that the Dice it logs is what ``glims segment`` with that model would threshold."""
     early_stop_patience: int | None = None
     """Stop after this many validations without a better mean Dice (None: never)."""
     keep: str = "best"
@@ -244,7 +247,7 @@ def _validate(net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: 
               cancel: CancelToken | None) -> dict[str, Any]:
     output = preset["output"]
     channels = list(output["channels"])
-    thresholds = output.get("thresholds", {})
+    thresholds = {**output.get("thresholds", {}), **(config.val_thresholds or {})}
     options = InferenceOptions(device=config.device, overlap=config.val_overlap, sw_batch_size=2)
     per_region: dict[str, list[float]] = {r: [] for r in REGIONS}
     per_case = {}

@@ -396,7 +396,8 @@ def evaluate_model(
     cancel: CancelToken | None = None,
 ) -> list[CaseResult]:
     """Segment every case under ``cases_dir`` (see ``find_cases``) with ``model_id``, writing the label maps to
-    ``pred_dir``, and score each against the case's reference label. ``inference``, ``thresholds``: as in ``segment_cases``."""
+    ``pred_dir``, and score each against the case's reference label. ``inference`` and ``thresholds``: as in
+    ``segment_cases``."""
     get_convention(pred_convention)
     get_convention(ref_convention)
     cases = find_cases(cases_dir)

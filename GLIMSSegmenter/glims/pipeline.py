@@ -135,8 +135,7 @@ def segment_files(
 
     Raises:
         InputError, ConfigError (e.g. a threshold for a channel the model lacks), CheckpointError, CatalogError,
-        DeviceError, OutputError, Cancelled. Nothing is written unless
-        the whole job succeeds.
+        DeviceError, OutputError, Cancelled. Nothing is written unless the whole job succeeds.
     """
     plan = StagePlan(STAGES, progress)
     timings: dict[str, float] = {}

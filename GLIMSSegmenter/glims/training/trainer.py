@@ -5,9 +5,10 @@ each on a batch of random windows (``data.sample_patch``) augmented by ``augment
 deep-supervised Dice + cross-entropy of ``loss``; the optimiser AdamW (lr 1e-3, weight decay 1e-5 by default)
 with a cosine learning rate that falls from ``lr`` to ``min_lr`` over the planned steps. With a ``minutes``
 budget and no ``epochs``, the number of epochs is planned after each epoch from the mean epoch duration so far
-and the time left (the machine's load may change), so the schedule ends when the budget does. After each epoch (every ``val_every``) the model is validated exactly as ``glims segment`` runs it
-(``glims.inference.predict_logits`` sliding windows on the whole prepared case, the preset's sigmoid thresholds or ``val_thresholds``),
-and Dice per region is logged.
+and the time left (the machine's load may change), so the schedule ends when the budget does. After each epoch
+(every ``val_every``) the model is validated exactly as ``glims segment`` runs it (``glims.inference.predict_logits``
+sliding windows on the whole prepared case, the preset's sigmoid thresholds or ``val_thresholds``), and Dice per
+region is logged.
 
 Reproducibility: the random draws of epoch ``e`` come from generators seeded by ``(seed, e)`` (numpy for data and
 augmentation, torch for initialisation), so a run resumed at an epoch boundary continues exactly as an

@@ -549,7 +549,7 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(spec["threads"]))
     model_spec = NetworkModel(**spec["model"])
     size, cin, cout = int(spec["size"]), int(spec["in_channels"]), int(spec["out_channels"])
-    device, precision, batch = torch.device(spec.get("device", "cpu")), spec.get("precision", "fp32"), spec["batch"]
+    device, precision, batch = torch.device(spec["device"]), spec["precision"], int(spec["batch"])
 
     torch.manual_seed(int(spec["seed"]))
     if model_spec.family == "glims":
@@ -570,7 +570,7 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     net.eval().to(device)
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     torch.manual_seed(int(spec["seed"]) + 1)
-    x = torch.randn(int(batch), cin, size, size, size).to(device)  # drawn on the CPU: the same input on any device
+    x = torch.randn(batch, cin, size, size, size).to(device)  # drawn on the CPU: the same input on any device
     output: list[torch.Tensor] = []
 
     def forward() -> None:

@@ -87,8 +87,8 @@ def test_widgets_bound_to_parameters_are_the_parameter_nodes_fields(panel):
     bound = {w.property("SlicerParameterName"): w.metaObject().className()
              for w in widget.findChildren(QtWidgets.QWidget) if w.property("SlicerParameterName")}
     assert set(bound) <= set(PARAMETER_TYPES)
-    assert {f"inputVolume{i}" for i in range(1, 5)} | {"outputSegmentation", "overlap", "testTimeFlips", "wholeImage"} == set(
-        bound)
+    scalars = {"outputSegmentation", "overlap", "testTimeFlips", "wholeImage"}
+    assert {f"inputVolume{i}" for i in range(1, 5)} | scalars == set(bound)
     for name, cls in bound.items():
         expected = {"vtkMRMLScalarVolumeNode": "qMRMLNodeComboBox", "vtkMRMLSegmentationNode": "qMRMLNodeComboBox",
                     "float": "ctkSliderWidget", "bool": "QCheckBox"}[PARAMETER_TYPES[name]]

@@ -229,11 +229,11 @@ class DACB(nn.Module):
         for k, unit in enumerate(units):
             part = first[:, k * c : (k + 1) * c].t()
             for i, start, stop in unit.blocks_into(x, branch):
-                h = hidden[i, start:stop]
+                block, h = branch[i, start:stop], hidden[i, start:stop]
                 if k == 0:
-                    torch.mm(branch[i, start:stop], part, out=h)
+                    torch.mm(block, part, out=h)
                 else:
-                    h.addmm_(branch[i, start:stop], part)
+                    h.addmm_(block, part)
                 if k == len(units) - 1:
                     moments.add(i, h)
         return hidden, moments

@@ -143,7 +143,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                 its segments replaced, which requires ``replaceExisting`` if it has any segments.
             device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
             overlap: sliding-window overlap (0-0.9); None: the model's default.
-            testTimeFlips: average over flipped copies (about 8x slower, slightly better).
+            testTimeFlips: average over four flipped copies (about 4x slower).
             wholeImage: windows over the whole image, as the reference pipeline places them (its answer; about
                 2.5x slower), instead of over the foreground box.
             onProgress: called with each ``glims.progress.ProgressEvent``.

@@ -33,7 +33,7 @@ def spec_keys_file() -> Path:
 
 @pytest.fixture
 def one_torch_thread():
-    """Run the test on one torch thread (restored after): on the shared 2-core machines the tiny networks and
+    """Run the test on one torch thread (restored after): on 2-core machines the tiny networks and
     small tensors of the tests run several times faster without the second thread's synchronisation."""
     import torch
 

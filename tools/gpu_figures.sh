@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Issue 7's GPU figures in one run, for a session that is lent a GPU machine (docs/BENCHMARKS.md, "GPU figures").
+# The GPU figures of docs/BENCHMARKS.md ("GPU figures") in one run, on a GPU computer without a package index.
 #
-#   tools/gpu_figures.sh prepare   here, once (needs pip's package index, about 4 minutes): the packages the GPU
-#                                  machine lacks and a real BraTS case, into .gpu/ (git-ignored, about 40 MiB)
-#   tools/gpu_figures.sh run       on the GPU machine, from the repository root, with .gpu carried; reports go to
-#                                  $OUT (default ./gpu_figures). About 5 minutes on one H200.
-#   tools/gpu_figures.sh check     here: the same benchmarks on the CPU at toy sizes, to test this script
+#   tools/gpu_figures.sh prepare   once, on a computer with pip's package index (about 4 minutes): the packages the
+#                                  GPU computer lacks and a real BraTS case, into .gpu/ (git-ignored, about 40 MiB)
+#   tools/gpu_figures.sh run       on the GPU computer, from the repository root, with .gpu/ copied along; reports go
+#                                  to $OUT (default ./gpu_figures). About 5 minutes on one NVIDIA H200.
+#   tools/gpu_figures.sh check     on the preparing computer: the same benchmarks on the CPU at toy sizes, to test it
 #
-# Why these steps: the GPU machine has Python 3.12 with torch but neither MONAI, SimpleITK nor jsonschema, cannot
-# reach any index, and takes at most 64 MiB of working tree and carried files. SimpleITK's wheel alone is 50 MiB,
-# so its package travels as an xz archive (28 MiB) that is unpacked there; the other packages as wheels.
+# Why these steps: the GPU computer this was written for has Python 3.12 with torch but neither MONAI, SimpleITK nor
+# jsonschema, cannot reach any index, and accepts at most 64 MiB of working tree and copied files. SimpleITK's wheel
+# alone is 50 MiB, so its package travels as an xz archive (28 MiB) that is unpacked there; the others as wheels.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

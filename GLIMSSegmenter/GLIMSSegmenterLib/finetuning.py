@@ -4,9 +4,9 @@
     from GLIMSSegmenterLib.finetuning import FineTuningLogic
     logic = GLIMSSegmenterLogic()
     tuning = FineTuningLogic(logic)
-    tuning.addToTrainingSet(segmentationNode, modelId="glims-brats")   # after correcting the segments
-    job = tuning.startFineTuning("glims-brats", "glims-brats-site", minutes=15)
-    ...                                                                  # poll the job, or job.wait()
+    tuning.addToTrainingSet(segmentationNode, modelId="glims-brats-synth")   # after correcting the segments
+    job = tuning.startFineTuning("glims-brats-synth", "glims-brats-site", minutes=15)
+    ...                                                                      # poll the job, or job.wait()
     tuning.useModel(logic.getParameterNode(), job.modelRef)
 
 Fine-tuning runs ``glims finetune ... --progress json`` in the background through the same runner as segmentation

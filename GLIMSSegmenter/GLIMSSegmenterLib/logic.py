@@ -3,7 +3,7 @@
 Usable from Slicer's Python console, from the widget, and on the ``slicer-core`` wheel (the tests)::
 
     logic = GLIMSSegmenterLogic()
-    segmentation = logic.segment("glims-brats", {"flair": flair, "t1ce": t1ce, "t1": t1, "t2": t2})
+    segmentation = logic.segment("glims-brats-synth", {"flair": flair, "t1ce": t1ce, "t1": t1, "t2": t2})
 
 The widget uses :meth:`startSegmentation` instead and polls the returned job from a timer.
 """

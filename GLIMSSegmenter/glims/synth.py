@@ -111,8 +111,8 @@ DEFAULT_CONTRAST: dict[str, dict[str, tuple[float, float]]] = {
 """The contrast table of the latest generator version (``LATEST_GENERATOR``)."""
 
 GENERATOR_VERSIONS = (1, 2)
-"""Generator versions ``synth_params`` can reproduce. 1: sessions 1-4 (the data of the bundled model 1.1.0 and of
-the fine-tuning experiments); 2: FLAIR cores as bright as the oedema or brighter, more T2 overlap of necrosis and
+"""Generator versions ``synth_params`` can reproduce. 1: the data of the bundled model 1.1.0 and of the fine-tuning
+experiments (docs/FINETUNING.md); 2: FLAIR cores as bright as the oedema or brighter, more T2 overlap of necrosis and
 oedema, fainter enhancement possible, larger tumours (BraTS-like core volumes of tens of cm³)."""
 LATEST_GENERATOR = 2
 

@@ -104,8 +104,8 @@ class TrainConfig:
     follows the trend of the last ~1 / (1 - decay) steps, not the last batch."""
     precision: str = "auto"
     """Forward-pass precision: ``fp32``, ``bf16`` autocast, or ``auto`` (bf16 on a GPU that supports it, else fp32:
-    on this project's CPU bf16 autocast made training slower, docs/BENCHMARKS.md). Weights, optimiser and loss
-    stay float32."""
+    on a 2-core AMD EPYC (Zen 4) CPU bf16 autocast made training slower, docs/BENCHMARKS.md). Weights, optimiser
+    and loss stay float32."""
     ce: str = "bce"
     tumour_fraction: float = 0.5
     augment: bool = True

@@ -146,7 +146,7 @@ def _fill_fine_tuning(panel, spec, state: str) -> None:
 
 def fill_example(panel, catalog, state: str = "segmenting") -> None:
     """Put the panel in an example state (see the module docstring), as the widget would."""
-    from PySide6 import QtWidgets
+    from PySide6 import QtCore, QtWidgets
 
     from glims.progress import ProgressEvent
 
@@ -158,9 +158,11 @@ def fill_example(panel, catalog, state: str = "segmenting") -> None:
     spec = next(m for m in catalog.models if m.preset == "brats")
     combo = find(QtWidgets.QComboBox, "modelComboBox")
     for model in catalog.models:
-        combo.addItem(f"{model.title} ({model.id} {model.version})", model.id)
+        combo.addItem(models.modelChoiceText(model), model.id)
+        combo.setItemData(combo.count() - 1, model.title, QtCore.Qt.ToolTipRole)
     combo.setCurrentIndex(combo.findData(spec.id))
     find(QtWidgets.QLabel, "modelInfoLabel").setText(models.modelSummary(spec))
+    find(QtWidgets.QLabel, "modelInfoLabel").setToolTip(models.modelDetails(spec))
     for slot, (inp, name) in enumerate(zip(spec.inputs, BRATS_VOLUMES), start=1):
         find(QtWidgets.QLabel, f"inputVolumeLabel{slot}").setText(presentation.inputLabel(inp.title))
         find(QtWidgets.QComboBox, f"inputVolumeSelector{slot}").addNodeName(name)

@@ -49,7 +49,9 @@ class GLIMSSegmenter(ScriptedLoadableModule):
         self.parent.contributors = ["GLIMSSegmenter developers"]
         self.parent.helpText = (
             "Segments brain tumours on co-registered FLAIR, T1ce, T1 and T2 MRI (necrotic core, edema, enhancing "
-            "tumour) and 13 abdominal organs on CT with the GLIMS network. Select a model and its input volumes, "
+            "tumour) with the GLIMS network; a brain-tumour model is included. The module also knows the task of "
+            "13 abdominal organs on CT (BTCV labels), but no CT model is included: add GLIMS weights trained for it "
+            "under <b>Models</b> with the <i>btcv</i> task. Select a model and its input volumes, "
             "click <b>Segment</b>, then refine the segments in Segment Editor and export them. Corrected "
             "segmentations can be added to a training set and the model fine-tuned on them (<b>Fine-tune</b>).<br>"
             "The network runs in the background on the GPU when one is available. Each model's licence is shown "

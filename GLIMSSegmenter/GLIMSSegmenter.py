@@ -28,7 +28,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from GLIMSSegmenterLib import dependencies, models, presentation
+from GLIMSSegmenterLib import dependencies, models, presentation, sampledata
 from GLIMSSegmenterLib.devices import DeviceProbe, cpuDevice
 from GLIMSSegmenterLib.engine import engineEnvironment
 from GLIMSSegmenterLib.finetuning import FineTuningLogic
@@ -65,6 +65,17 @@ class GLIMSSegmenter(ScriptedLoadableModule):
             "doi:10.1016/j.imavis.2024.105055 (reference code MIT licence, (c) 2023 Ziya Ata Yazici). "
             "This module re-implements the network; please cite the paper when you use it."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Offer the GLIMS sample cases in the Sample Data module (made or found on this computer, never downloaded)."""
+
+    def load(case):
+        with slicer.util.tryWithErrorDisplay(f"Could not load the sample case '{case.name}'.", waitCursor=True):
+            return sampledata.loadSampleCase(sampledata.prepareSampleCase(case))
+
+    sampledata.registerSampleData(sampledata.sampleCases(), load)
 
 
 @parameterNodeWrapper

@@ -108,4 +108,3 @@ def detectDevices(python: str | None = None, env: Mapping[str, str] | None = Non
     Blocks for the probe (a few seconds: it imports torch there); the panel uses :class:`DeviceProbe` instead.
     """
     return DeviceProbe(python, env).wait()
-

@@ -28,8 +28,9 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from GLIMSSegmenterLib import dependencies, models, presentation
-from GLIMSSegmenterLib.devices import detectDevices
+from GLIMSSegmenterLib import dependencies, models, presentation, sampledata
+from GLIMSSegmenterLib.devices import DeviceProbe, cpuDevice
+from GLIMSSegmenterLib.engine import engineEnvironment
 from GLIMSSegmenterLib.finetuning import FineTuningLogic
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic  # noqa: F401  (Slicer looks it up in this module)
@@ -48,7 +49,9 @@ class GLIMSSegmenter(ScriptedLoadableModule):
         self.parent.contributors = ["GLIMSSegmenter developers"]
         self.parent.helpText = (
             "Segments brain tumours on co-registered FLAIR, T1ce, T1 and T2 MRI (necrotic core, edema, enhancing "
-            "tumour) and 13 abdominal organs on CT with the GLIMS network. Select a model and its input volumes, "
+            "tumour) with the GLIMS network; a brain-tumour model is included. The module also knows the task of "
+            "13 abdominal organs on CT (BTCV labels), but no CT model is included: add GLIMS weights trained for it "
+            "under <b>Models</b> with the <i>btcv</i> task. Select a model and its input volumes, "
             "click <b>Segment</b>, then refine the segments in Segment Editor and export them. Corrected "
             "segmentations can be added to a training set and the model fine-tuned on them (<b>Fine-tune</b>).<br>"
             "The network runs in the background on the GPU when one is available. Each model's licence is shown "
@@ -62,6 +65,17 @@ class GLIMSSegmenter(ScriptedLoadableModule):
             "doi:10.1016/j.imavis.2024.105055 (reference code MIT licence, (c) 2023 Ziya Ata Yazici). "
             "This module re-implements the network; please cite the paper when you use it."
         )
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """Offer the GLIMS sample cases in the Sample Data module (made or found on this computer, never downloaded)."""
+
+    def load(case):
+        with slicer.util.tryWithErrorDisplay(f"Could not load the sample case '{case.name}'.", waitCursor=True):
+            return sampledata.loadSampleCase(sampledata.prepareSampleCase(case))
+
+    sampledata.registerSampleData(sampledata.sampleCases(), load)
 
 
 @parameterNodeWrapper
@@ -102,7 +116,8 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastFineTuneJob = None
         self._trainingCases = []
         self._updatingGui = False
-        self._devicesDetected = False
+        self._deviceProbe = None
+        self._deviceTimer = None
         self._pollTimer = None
 
     # ---- set-up -------------------------------------------------------------------------------------------
@@ -123,7 +138,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for preset in models.PRESETS:
             self.ui.addModelPresetComboBox.addItem(preset)
         self.ui.exportDirectoryButton.directory = qt.QDir.homePath()
-        self._fillDeviceChoices({"cpu": "CPU"})
+        self._fillDeviceChoices(cpuDevice(), searching=True)
         self.ui.progressBar.setVisible(False)
         for unit, label in presentation.BUDGET_UNITS:
             self.ui.fineTuneBudgetUnitComboBox.addItem(label, unit)
@@ -138,6 +153,9 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(200)
         self._pollTimer.connect("timeout()", self.onPollJob)
+        self._deviceTimer = qt.QTimer()
+        self._deviceTimer.setInterval(250)
+        self._deviceTimer.connect("timeout()", self.onPollDevices)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -173,14 +191,15 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self):
         self._stopJobs()
+        if self._deviceTimer is not None:
+            self._deviceTimer.stop()
         self.removeObservers()
 
     def enter(self):
         self.initializeParameterNode()
         self.onAutoFillInputs(onlyEmpty=True)  # volumes loaded since the panel was last shown
-        if not self._devicesDetected:
-            self._devicesDetected = True
-            qt.QTimer.singleShot(0, self._detectDevices)
+        if self._deviceProbe is None:  # asked once, in the engine's Python: torch stays out of Slicer's process
+            self._startDeviceProbe()
 
     def exit(self):
         self._disconnectParameterNode()
@@ -238,6 +257,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 deviceIndex = self.ui.deviceComboBox.findData(self._parameterNode.device)
                 self.ui.deviceComboBox.setCurrentIndex(max(deviceIndex, 0))
             self.ui.modelInfoLabel.text = models.modelSummary(spec) if spec else "No model selected."
+            self.ui.modelInfoLabel.toolTip = models.modelDetails(spec) if spec else ""
             inputCount = len(spec.inputs) if spec else 0
             for slot, (label, selector) in enumerate(zip(self._inputLabels, self._inputSelectors)):
                 visible = slot < inputCount
@@ -320,7 +340,8 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.advancedCollapsibleButton.collapsed = False
             catalog = None
         for spec in (catalog.models if catalog else []):
-            self.ui.modelComboBox.addItem(f"{spec.title} ({spec.id} {spec.version})", models.modelChoice(catalog, spec))
+            self.ui.modelComboBox.addItem(models.modelChoiceText(spec), models.modelChoice(catalog, spec))
+            self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, spec.title, qt.Qt.ToolTipRole)
             row = self.ui.modelsTableWidget.rowCount
             self.ui.modelsTableWidget.insertRow(row)
             for column, text in enumerate([spec.id, spec.version, spec.preset, "built-in" if spec.builtin else "added"]):
@@ -352,17 +373,30 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         finally:
             self._parameterNode.EndModify(wasModified)
 
-    def _fillDeviceChoices(self, detected):
+    def _fillDeviceChoices(self, detected, searching=False):
         self.ui.deviceComboBox.blockSignals(True)
         self.ui.deviceComboBox.clear()
-        for device, label in presentation.deviceChoices(detected):
+        for device, label in presentation.deviceChoices(detected, searching=searching):
             self.ui.deviceComboBox.addItem(label, device)
         self.ui.deviceComboBox.blockSignals(False)
         self._updateGui()
 
-    def _detectDevices(self):
-        with slicer.util.tryWithErrorDisplay("Could not detect the compute devices.", waitCursor=True):
-            self._fillDeviceChoices(detectDevices())
+    def _startDeviceProbe(self):
+        try:
+            environment = engineEnvironment(self.logic.baseEnvironment, self.logic.glimsHome)
+            self._deviceProbe = DeviceProbe(python=self.logic.pythonExecutable, env=environment)
+        except OSError as err:  # the engine's Python cannot start: the first run will say why
+            logging.warning("GLIMS Segmenter: could not look for GPUs: %s", err)
+            self._deviceProbe = False
+            self._fillDeviceChoices(cpuDevice())
+            return
+        self._deviceTimer.start()
+
+    def onPollDevices(self):
+        detected = self._deviceProbe.poll() if self._deviceProbe else cpuDevice()
+        if detected is not None:
+            self._deviceTimer.stop()
+            self._fillDeviceChoices(detected)
 
     def onDeviceChanged(self, index):
         if self._updatingGui or not self._parameterNode or index < 0:

@@ -26,6 +26,7 @@ from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
 from .job import JobSlot, JobState, SegmentationJob
 from .models import loadCatalog, matchVolumes
+from .naming import resultName, safeName
 from .parameters import INPUT_SLOTS, SegmentationParameters
 from .process import EngineProcess, ProcessOutcome
 
@@ -181,7 +182,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                                 env=engineEnvironment(self.baseEnvironment, self.glimsHome), cwd=str(workFolder),
                                 onProgress=onProgress)
         reference = volumes[0]
-        name = f"{reference.GetName()} {spec.title}"
+        name = resultName([volume.GetName() for volume in volumes], spec.id, spec.version)
 
         def importResult(outcome: ProcessOutcome):
             if "segmentation" not in outcome.outputs:
@@ -276,7 +277,6 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
 
     def defaultExportName(self, segmentationNode, fileFormat: str) -> str:
         """A file (or folder) name for an export: the node name made safe for file systems, plus the extension."""
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in segmentationNode.GetName()).strip("_")
         suffix = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz"}.get(fileFormat.lower(), f"_{fileFormat.lower()}")
-        return (safe or "segmentation") + suffix
+        return safeName(segmentationNode.GetName()) + suffix
 

@@ -6,17 +6,25 @@ the network, so that runs in an engine process (``glims models add``), as does r
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .engine import engineCommand, engineEnvironment
+from .engine import MODULE_DIR, engineCommand, engineEnvironment
 from .process import EngineProcess, ProcessState
 
 __all__ = [
     "PRESETS",
     "loadCatalog",
+    "PROJECT_URL",
+    "taskTitle",
+    "modelCardUrl",
+    "shortLicence",
     "modelSummary",
+    "modelDetails",
+    "modelChoiceText",
     "modelChoice",
     "matchVolumes",
     "userModelsFolder",
@@ -24,6 +32,9 @@ __all__ = [
     "removeUserModel",
     "ModelCommandError",
 ]
+
+PROJECT_URL = "https://github.com/glims-segmenter/SlicerGLIMSSegmenter"
+"""The project's home: documentation, model cards."""
 
 PRESETS = ("brats", "btcv")
 """Task presets a user checkpoint can be registered with."""
@@ -40,11 +51,57 @@ def loadCatalog(glimsHome: str | os.PathLike | None = None):
     return load_catalog(glimsHome)
 
 
+def shortLicence(text: str, limit: int = 48) -> str:
+    """The licence's first sentence without asides in parentheses (e.g. ``Weights: CC BY 4.0``), at most
+    ``limit`` characters."""
+    first = re.split(r"(?<=[^.\s][.;])\s", text.strip(), maxsplit=1)[0].rstrip(".;")
+    first = re.sub(r"\s*\([^()]*\)", "", first).strip() or first
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def taskTitle(spec) -> str:
+    """What the model segments, from its task preset, e.g. ``Brain tumour (BraTS), 4-modality MRI``."""
+    from glims.catalog import load_presets
+
+    return load_presets().get(spec.preset, {}).get("title", spec.preset)
+
+
+def modelCardUrl(spec) -> str:
+    """Where the model card is: a local file when it is there (a checkout), else the project's copy online, or a
+    URL given in the catalog; "" when the model has no card."""
+    card = spec.model_card
+    if not card:
+        return ""
+    if re.match(r"^https?://", card):
+        return card
+    path = Path(card)
+    if path.is_absolute():
+        return path.as_uri() if path.is_file() else ""
+    local = MODULE_DIR.parent / path  # a built-in model's card is named from the repository root
+    if local.is_file():
+        return local.as_uri()
+    return f"{PROJECT_URL}/blob/main/{path.as_posix()}" if spec.builtin else ""
+
+
 def modelSummary(spec) -> str:
-    """Several lines for the panel: title and version, source, inputs, output segments, licence."""
+    """Three short rich-text lines under the model choice (whose item shows id and version): title; task and
+    source; short licence and a link to the model card.
+
+    The details (description, inputs, segments, whole licence) are in :func:`modelDetails`, the tooltip.
+    """
     source = "built-in" if spec.builtin else "added by you"
+    licence = f"Licence: {html.escape(shortLicence(spec.license))}"
+    url = modelCardUrl(spec)
+    if url:
+        licence += f' · <a href="{html.escape(url, quote=True)}">model card</a>'
+    lines = [f"<b>{html.escape(spec.title)}</b>", f"{html.escape(taskTitle(spec))} · {source}", licence]
+    return "<br>".join(lines)
+
+
+def modelDetails(spec) -> str:
+    """Everything the panel knows about a model, as plain text (the summary's tooltip)."""
     lines = [
-        f"{spec.title} — version {spec.version} ({source})",
+        f"{spec.title} — {spec.ref}",
         "Inputs: " + ", ".join(i.title for i in spec.inputs),
         "Segments: " + ", ".join(label.name for label in spec.labels),
         f"Licence: {spec.license}",
@@ -52,6 +109,12 @@ def modelSummary(spec) -> str:
     if spec.description:
         lines.insert(1, spec.description)
     return "\n".join(lines)
+
+
+def modelChoiceText(spec) -> str:
+    """A model's item in the model combo box, short enough to show whole: ``ID VERSION`` (the title is in the
+    summary below it and in the item's tooltip)."""
+    return f"{spec.id} {spec.version}"
 
 
 def modelChoice(catalog, spec) -> str:

@@ -77,10 +77,18 @@ def progressStatus(event) -> str:
     return stage
 
 
-def deviceChoices(detected: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(device, label) items for the device combo box: ``auto`` first, then what was detected."""
+def deviceChoices(detected: Mapping[str, str], searching: bool = False) -> list[tuple[str, str]]:
+    """(device, label) items for the device combo box: ``auto`` first, then what was detected.
+
+    Args:
+        detected: device -> description (``GLIMSSegmenterLib.devices``).
+        searching: the GPU probe has not answered yet (``auto`` then says so rather than "no GPU").
+    """
     gpu = next((detected[d] for d in ("cuda", "mps") if d in detected), None)
-    choices = [("auto", f"Automatic ({gpu})" if gpu else "Automatic (no GPU found: CPU)")]
+    automatic = f"Automatic ({gpu})" if gpu else "Automatic (no GPU found: CPU)"
+    if searching and not gpu:
+        automatic = "Automatic (looking for a GPU…)"
+    choices = [("auto", automatic)]
     choices.append(("cpu", detected.get("cpu", "CPU")))
     for device in ("cuda", "mps"):
         if device in detected:

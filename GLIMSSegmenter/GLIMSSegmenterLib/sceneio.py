@@ -89,7 +89,10 @@ def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, ou
     """
     scene = referenceVolume.GetScene() or slicer.mrmlScene
     _checkImageHeader(path)
-    loaded = slicer.vtkMRMLSegmentationNode()
+    # The storage node gives the node it reads display nodes, which needs a scene: a scratch scene of its own
+    # keeps the file's contents (and any failure) out of the user's scene until they are complete.
+    scratchScene = slicer.vtkMRMLScene()
+    loaded = scratchScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     if not storage.ReadData(loaded) or loaded.GetSegmentation().GetNumberOfSegments() == 0:

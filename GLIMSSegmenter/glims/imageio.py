@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .checkpoint import current_umask
 from .errors import InputError, OutputError
 
 __all__ = [
@@ -200,6 +199,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     Raises:
         OutputError: the file cannot be written.
     """
+    from .checkpoint import current_umask  # here: checkpoint imports torch, which readers of images do not need
+
     path = Path(path)
     suffix = _suffix(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")

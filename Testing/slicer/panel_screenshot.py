@@ -23,10 +23,10 @@ REPO = HERE.parents[1]
 UI_FILE = REPO / "GLIMSSegmenter" / "Resources" / "UI" / "GLIMSSegmenter.ui"
 BRATS_VOLUMES = ("BraTS-GLI-00001-000-t2f", "BraTS-GLI-00001-000-t1c", "BraTS-GLI-00001-000-t1n",
                  "BraTS-GLI-00001-000-t2w")
-TRAINING_CASES = (  # (case id, model of the first draft): the real shared cases, as the panel would list them
-    ("BraTS-GLI-00001-000-t2f-20261129T101502", "glims-brats-example@1.0.0"),
-    ("TCGA-FG-6692_fla_sri24_bet-20261129T102233", "glims-brats-example@1.0.0"),
-    ("TCGA-DU-7294_fla_sri24_bet-20261129T103010", None),
+TRAINING_CASES = (  # (case id, first draft by the example model): the real shared cases, as the panel lists them
+    ("BraTS-GLI-00001-000-t2f-20261129T101502", True),
+    ("TCGA-FG-6692_fla_sri24_bet-20261129T102233", True),
+    ("TCGA-DU-7294_fla_sri24_bet-20261129T103010", False),
 )
 EXAMPLE_DICE = (  # illustrative before/after validation Dice of the "finetuned" state (not a measurement)
     {"TC": 0.412, "WT": 0.655, "ET": 0.388, "mean": 0.485},
@@ -112,8 +112,9 @@ def _fill_fine_tuning(panel, spec, state: str) -> None:
 
     find = panel.findChild
     cases = [StoredCase(case_id, Path(case_id), "brats", {}, Path("label.nii.gz"),
-                        {"added": f"2026-11-29T10:{15 + 7 * n:02d}:02+00:00", "draft_model": draft})
-             for n, (case_id, draft) in enumerate(TRAINING_CASES)]
+                        {"added": f"2026-11-29T10:{15 + 7 * n:02d}:02+00:00",
+                         "draft_model": spec.ref if drafted else None})
+             for n, (case_id, drafted) in enumerate(TRAINING_CASES)]
     table = find(QtWidgets.QTableWidget, "trainingCasesTableWidget")
     _fill_table(table, [presentation.trainingCaseRow(case) for case in cases])
     header = table.horizontalHeader()  # as the widget sets it up
@@ -146,11 +147,11 @@ def _fill_fine_tuning(panel, spec, state: str) -> None:
 
 def fill_example(panel, catalog, state: str = "segmenting") -> None:
     """Put the panel in an example state (see the module docstring), as the widget would."""
-    from PySide6 import QtWidgets
+    from PySide6 import QtCore, QtWidgets
 
     from glims.progress import ProgressEvent
 
-    from GLIMSSegmenterLib import models, presentation
+    from GLIMSSegmenterLib import models, naming, presentation
     from GLIMSSegmenterLib.devices import detectDevices
     from GLIMSSegmenterLib.job import JobState
 
@@ -158,9 +159,11 @@ def fill_example(panel, catalog, state: str = "segmenting") -> None:
     spec = next(m for m in catalog.models if m.preset == "brats")
     combo = find(QtWidgets.QComboBox, "modelComboBox")
     for model in catalog.models:
-        combo.addItem(f"{model.title} ({model.id} {model.version})", model.id)
+        combo.addItem(models.modelChoiceText(model), model.id)
+        combo.setItemData(combo.count() - 1, model.title, QtCore.Qt.ToolTipRole)
     combo.setCurrentIndex(combo.findData(spec.id))
     find(QtWidgets.QLabel, "modelInfoLabel").setText(models.modelSummary(spec))
+    find(QtWidgets.QLabel, "modelInfoLabel").setToolTip(models.modelDetails(spec))
     for slot, (inp, name) in enumerate(zip(spec.inputs, BRATS_VOLUMES), start=1):
         find(QtWidgets.QLabel, f"inputVolumeLabel{slot}").setText(presentation.inputLabel(inp.title))
         find(QtWidgets.QComboBox, f"inputVolumeSelector{slot}").addNodeName(name)
@@ -170,7 +173,8 @@ def fill_example(panel, catalog, state: str = "segmenting") -> None:
     for file_format, label in presentation.EXPORT_CHOICES:
         export.addItem(label, file_format)
     find(QtWidgets.QWidget, "exportDirectoryButton").setText(str(Path.home() / "GLIMS exports"))
-    find(QtWidgets.QComboBox, "resultSegmentationSelector").addNodeName("BraTS-GLI-00001-000-t2f segmentation")
+    find(QtWidgets.QComboBox, "resultSegmentationSelector").addNodeName(
+        naming.resultName(BRATS_VOLUMES, spec.id, spec.version))
     _fill_table(find(QtWidgets.QTableWidget, "modelsTableWidget"),
                 [[m.id, m.version, m.preset, "built-in" if m.builtin else "added"] for m in catalog.models])
     for preset in models.PRESETS:

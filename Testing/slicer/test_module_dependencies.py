@@ -95,3 +95,44 @@ def test_devices_always_include_the_cpu():
     import torch
 
     assert ("cuda" in devices) == torch.cuda.is_available()
+    if torch.cuda.is_available():
+        assert torch.cuda.get_device_name(0) in devices["cuda"]
+
+
+def test_setting_up_the_panel_and_detecting_devices_leaves_torch_out_of_slicers_process(headless, glims_home):
+    """What the panel does when it is opened (logic, fine-tuning, catalog, training set, parameter node, device
+    probe), in a fresh process standing in for Slicer's: torch is only imported by the probe's own process."""
+    script = (
+        "import sys; sys.path[:0] = [{testing!r}, {module!r}]\n"
+        "from headless_slicer import HeadlessSlicer; HeadlessSlicer().install()\n"
+        "from GLIMSSegmenterLib import devices, models, presentation\n"
+        "from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic\n"
+        "from GLIMSSegmenterLib.finetuning import FineTuningLogic\n"
+        "logic = GLIMSSegmenterLogic(glimsHome={home!r}); fineTuning = FineTuningLogic(logic)\n"
+        "logic.setDefaultParameters(logic.getParameterNode())\n"
+        "for spec in logic.catalog(reload=True).models:\n"
+        "    models.modelSummary(spec); models.modelDetails(spec); fineTuning.defaultModelName(spec.ref)\n"
+        "    fineTuning.fineTuneProblem(spec.ref, fineTuning.trainingCases())\n"
+        "logic.matchInputVolumes(logic.defaultModelId())\n"
+        "probe = devices.DeviceProbe(); found = probe.wait()\n"
+        "print(presentation.deviceChoices(found)[0][1])\n"
+        "print('torch' in sys.modules, sorted(found))\n"
+    ).format(testing=str(Path(__file__).parent), module=str(REPO / "GLIMSSegmenter"), home=str(glims_home))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    automatic, modules = result.stdout.strip().splitlines()[-2:]
+    import torch
+
+    assert modules == f"False {sorted(['cpu', 'cuda'] if torch.cuda.is_available() else ['cpu'])}"
+    assert automatic.startswith("Automatic (GPU: ") == torch.cuda.is_available()
+
+
+def test_a_device_probe_that_cannot_run_torch_offers_the_cpu(tmp_path, caplog):
+    from GLIMSSegmenterLib.devices import DeviceProbe
+
+    broken = tmp_path / "torch"  # a package named torch that fails on import, first on the probe's path
+    broken.mkdir()
+    (broken / "__init__.py").write_text("raise ImportError('this torch is broken')\n")
+    probe = DeviceProbe(env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert set(probe.wait()) == {"cpu"}
+    assert "this torch is broken" in caplog.text

@@ -33,7 +33,7 @@ def test_the_modules_own_file_scope_imports_stay_light():
     stdlib-only modules at file scope (torch, MONAI, SimpleITK... are imported inside functions)."""
     allowed = SLICER_PROVIDED | {"__future__", "GLIMSSegmenterLib", "glims", "abc", "collections", "dataclasses",
                                  "enum", "importlib", "json", "queue", "re", "shutil", "subprocess", "sys", "tempfile",
-                                 "threading", "time", "pathlib", "signal", "math", "datetime"}
+                                 "threading", "time", "pathlib", "signal", "math", "datetime", "html"}
     for path in sorted((MODULE_DIR / "GLIMSSegmenterLib").glob("*.py")):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.ImportFrom) and node.level:
@@ -71,3 +71,26 @@ def test_slicer_files_use_camel_case_methods():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef) and not node.name.startswith("__"):
                 assert "_" not in node.name.lstrip("_") or node.name.startswith("test_"), f"{path.name}: {node.name}"
+
+
+def _help_text() -> str:
+    for node in ast.walk(_tree()):
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "self.parent.helpText":
+            return ast.literal_eval(node.value)
+    raise AssertionError("GLIMSSegmenter.py sets no helpText")
+
+
+def test_help_and_docs_promise_only_the_models_the_catalog_has(tmp_path):
+    from glims.catalog import load_catalog, load_presets
+
+    named = {"brats": "brain-tumour", "btcv": "CT"}  # how the help text names each task's model
+    assert set(named) == set(load_presets()), "a new task: say in the help text whether a model is included"
+    bundled = {spec.preset for spec in load_catalog(tmp_path).models if spec.builtin}  # no user models here
+    help_text = _help_text()
+    docs = (REPO / "docs" / "slicer_module.md").read_text()
+    for preset, model in named.items():
+        if preset in bundled:
+            assert f"a {model} model is included" in help_text
+        else:
+            assert f"no {model} model is included" in help_text and f"<i>{preset}</i> task" in help_text
+            assert f"no {model} model comes with the module" in docs

@@ -41,6 +41,8 @@ def test_device_choices_say_what_automatic_will_use():
                                                        ("cpu", "CPU (2 cores)")]
     gpu = deviceChoices({"cpu": "CPU (16 cores)", "cuda": "GPU: NVIDIA H200, 140 GiB"})
     assert gpu[0] == ("auto", "Automatic (GPU: NVIDIA H200, 140 GiB)") and gpu[-1][0] == "cuda"
+    probing = deviceChoices({"cpu": "CPU (2 cores)"}, searching=True)  # before the device probe answers
+    assert probing == [("auto", "Automatic (looking for a GPU…)"), ("cpu", "CPU (2 cores)")]
 
 
 def test_input_labels_are_short():

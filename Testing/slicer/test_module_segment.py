@@ -53,6 +53,22 @@ def _type_in_terminology(headless, entry) -> bool:
     return False
 
 
+def _region_in_anatomic_context(headless, entry) -> bool:
+    """Whether the entry's anatomic region is one of the loaded anatomic context's regions (Slicer's list)."""
+    import slicer
+
+    logic = headless.terminologies
+    context = entry.GetAnatomicContextName()
+    wanted = (entry.GetAnatomicRegionObject().GetCodingSchemeDesignator(),
+              entry.GetAnatomicRegionObject().GetCodeValue())
+    found = slicer.vtkSlicerTerminologyType()
+    for index in range(logic.GetNumberOfRegionsInAnatomicContext(context)):
+        logic.GetNthRegionInAnatomicContext(context, index, found)
+        if (found.GetCodingSchemeDesignator(), found.GetCodeValue()) == wanted:
+            return True
+    return False
+
+
 def _segmentation_nodes(scene) -> list:
     return [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
             for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
@@ -72,11 +88,17 @@ def run(headless, glims_home, brats_coarse_files, tmp_path_factory):
     params.inputVolumes = [matched.get(inp.key) for inp in logic.model(MODEL).inputs]
     params.writeToParameterNode(logic.getParameterNode())
     events, logs, finished = [], [], []
-    job = logic.segmentFromParameterNode(logic.getParameterNode(), onProgress=events.append, onLog=logs.append,
-                                         onFinished=finished.append)
-    state = job.wait()
+    previousOutput = vtk.vtkOutputWindow.GetInstance()
+    vtkOutput = vtk.vtkStringOutputWindow()  # what VTK and MRML report during the run (errors, warnings)
+    vtk.vtkOutputWindow.SetInstance(vtkOutput)
+    try:
+        job = logic.segmentFromParameterNode(logic.getParameterNode(), onProgress=events.append, onLog=logs.append,
+                                             onFinished=finished.append)
+        state = job.wait()
+    finally:
+        vtk.vtkOutputWindow.SetInstance(previousOutput)
     yield {"logic": logic, "volumes": volumes, "matched": matched, "job": job, "state": state, "events": events,
-           "logs": logs, "finished": finished, "scene": headless.scene}
+           "logs": logs, "finished": finished, "scene": headless.scene, "vtkOutput": vtkOutput.GetOutput()}
     headless.clear()
 
 
@@ -100,10 +122,17 @@ def test_the_job_succeeds_and_reports_progress_and_log_lines(run):
     assert [s["name"] for s in job.summary["segments"]] == _segment_names(job.segmentationNode)
 
 
+def test_a_run_reports_no_vtk_or_mrml_error(run):
+    # e.g. "vtkMRMLSegmentationNode::CreateDefaultDisplayNodes failed: Scene is invalid" when the result was read
+    # into a node outside any scene
+    assert run["state"] is JobState.SUCCEEDED
+    assert "ERROR" not in run["vtkOutput"] and "Scene is invalid" not in run["vtkOutput"], run["vtkOutput"]
+
+
 def test_segmentation_node_has_the_models_segments_with_colours_and_terminology(run, headless):
     node = run["job"].segmentationNode
     spec = run["logic"].model(MODEL)
-    assert node.GetName() == f"BraTS-GLI-00001-000-t2f {spec.title}"
+    assert node.GetName() == f"BraTS-GLI-00001-000_{spec.id}-{spec.version}" == "BraTS-GLI-00001-000_tiny-brats-1.0.0"
     assert _segment_names(node) == [label.name for label in spec.labels]
     segmentation = node.GetSegmentation()
     for index, label in enumerate(spec.labels):
@@ -114,6 +143,9 @@ def test_segmentation_node_has_the_models_segments_with_colours_and_terminology(
         entry = _terminology_entry(headless, segment.GetTerminology())
         assert entry.GetTypeObject().GetCodeValue() == label.terminology["type"][1]
         assert _type_in_terminology(headless, entry), f"{label.name}: type not in Slicer's DICOM master list"
+        region = entry.GetAnatomicRegionObject()
+        assert (region.GetCodingSchemeDesignator(), region.GetCodeValue()) == ("SCT", "12738006")
+        assert _region_in_anatomic_context(headless, entry), f"{label.name}: region not in Slicer's anatomic codes"
     assert node.GetDisplayNode() is not None
 
 
@@ -145,12 +177,15 @@ def test_exports_read_back_equal_to_the_engines_own_output(run, tmp_path):
     engine = slicerio.read_segmentation(str(run["job"].workFolder / "segmentation.seg.nrrd"))
 
     [seg_file] = logic.export(node, "seg.nrrd", tmp_path / logic.defaultExportName(node, "seg.nrrd"))
-    assert seg_file.name == "BraTS-GLI-00001-000-t2f_Tiny_random_brats_test_model.seg.nrrd"
+    assert seg_file.name == "BraTS-GLI-00001-000_tiny-brats-1.0.0.seg.nrrd"
     exported = slicerio.read_segmentation(str(seg_file))
     assert [s["name"] for s in exported["segments"]] == [s["name"] for s in engine["segments"]]
     for ours, theirs in zip(exported["segments"], engine["segments"]):
         assert ours["color"] == pytest.approx(theirs["color"], abs=1e-5)
         assert ours["terminology"] == theirs["terminology"]
+        # every brain-tumour segment is in the brain, as peers' BraTS models declare it
+        assert ours["terminology"]["anatomicContextName"] == "Anatomic codes - DICOM master list"
+        assert ours["terminology"]["anatomicRegion"] == ["SCT", "12738006", "Brain"]
     voxels = {s["name"]: exported["voxels"] == s["labelValue"] for s in exported["segments"]}
     for segment in engine["segments"]:
         assert np.array_equal(voxels[segment["name"]], engine["voxels"] == segment["labelValue"]), segment["name"]
@@ -228,6 +263,8 @@ def test_whole_image_option_runs_the_reference_windows_over_the_whole_image(run)
     job = logic.startSegmentation(MODEL, run["matched"], device="cpu", overlap=0.0, wholeImage=True,
                                   onProgress=events.append)
     assert job.wait() is JobState.SUCCEEDED, job.errorMessage
+    first = run["job"].segmentationNode.GetName()
+    assert job.segmentationNode.GetName() == f"{first}_1"  # a new node per run, named apart from the first
     windows = [e.total for e in events if e.stage == "infer"][-1]
     cropped = [e.total for e in run["events"] if e.stage == "infer"][-1]
     assert windows > cropped

@@ -122,3 +122,31 @@ def test_panel_screenshot_is_drawn(tmp_path, state):
     assert image.width() == 460 and image.height() > 600
     colours = {image.pixel(x, y) for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
     assert len(colours) > 20  # text, widgets and the progress bar, not a blank image
+
+
+def test_the_model_summary_is_short_and_leaves_the_model_choice_whole():
+    """With the bundled model (long title, description and licence) the summary under the model choice stays a
+    few lines at the documentation's panel width, and the model choice shows its whole text."""
+    from PySide6 import QtCore
+
+    from panel_screenshot import example_catalog, fill_example, load_panel
+
+    width = 460
+    panel = load_panel()
+    catalog = example_catalog()
+    fill_example(panel, catalog)
+    panel.setFixedWidth(width)
+    panel.show()
+    panel.resize(width, panel.layout().totalHeightForWidth(width))
+    QtWidgets.QApplication.processEvents()
+    label = panel.findChild(QtWidgets.QLabel, "modelInfoLabel")
+    combo = panel.findChild(QtWidgets.QComboBox, "modelComboBox")
+    spec = catalog.get(combo.currentData())
+    assert label.textFormat() == QtCore.Qt.RichText and label.openExternalLinks()
+    assert label.text().count("<br>") == 2 and spec.license in label.toolTip()
+    assert label.height() <= 4 * label.fontMetrics().lineSpacing() + 4  # the title may wrap once at this width
+    assert combo.currentText() == f"{spec.id} {spec.version}"
+    assert combo.fontMetrics().horizontalAdvance(combo.currentText()) < combo.width() - 30  # room for the arrow
+    assert combo.itemData(combo.currentIndex(), QtCore.Qt.ToolTipRole) == spec.title
+    formWidth = panel.findChild(QtWidgets.QWidget, "inputVolumeSelector1").width()
+    assert combo.width() == formWidth  # as wide as the other selectors of the form: not squeezed by the label

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from . import __version__
 from .cpu_allocator import ALLOCATORS, retain_freed_memory
 from .errors import Cancelled, GlimsError
-from .progress import HumanReporter, JsonLinesReporter
+from .progress import CancelToken, HumanReporter, JsonLinesReporter
 
 __all__ = ["main", "COMMANDS"]
 
@@ -34,17 +34,20 @@ COMMANDS = {
     "finetune": "finetune",
     "bench": "bench",
     "info": "info",
+    "worker": "worker",
 }
 
 
 class UserInterface:
     """What a command uses to talk to its caller: a progress callback and log lines, human or JSON."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, reporter: JsonLinesReporter | None = None) -> None:
         self.json = mode == "json"
+        self.cancel = CancelToken()
+        """Stops a command between units of work: SIGINT/SIGTERM set it, and so does the worker's cancel request."""
         self.reporter: JsonLinesReporter | HumanReporter | None
         if mode == "json":
-            self.reporter = JsonLinesReporter(sys.stdout)
+            self.reporter = reporter or JsonLinesReporter(sys.stdout)
         elif mode == "bar":
             self.reporter = HumanReporter(sys.stderr)
         else:

@@ -15,6 +15,7 @@ __all__ = [
     "DeviceError",
     "OutputError",
     "Cancelled",
+    "RequestError",
 ]
 
 
@@ -64,3 +65,8 @@ class Cancelled(GlimsError):
     """The job was cancelled (signal or cancel token); nothing was written."""
 
     exit_code = 130
+
+
+class RequestError(ConfigError):
+    """A request to ``glims worker`` is malformed, names a command the worker does not run, or arrives while
+    another job runs."""

@@ -969,6 +969,10 @@ TARGETS: dict[str, BenchTarget] = {
     t.name: t for t in (NetworkBenchmark(), SegmentBenchmark(), TrainBenchmark())
 }
 
+from .bench_warm import WarmWorkerBenchmark  # noqa: E402 - it builds on the classes above
+
+TARGETS[WarmWorkerBenchmark.name] = WarmWorkerBenchmark()
+
 
 if __name__ == "__main__":  # pragma: no cover - the worker entry point
     sys.exit(_worker_main(sys.argv[1:]))

@@ -19,9 +19,10 @@ Behaviour:
 * **Memory** is released when the worker exits: after ``idleTimeout`` seconds without a request (default 10
   minutes), on :meth:`WarmWorker.shutdown` (the module calls it when it closes), and when Slicer exits (the worker
   sees its input close).
-* **No answer**: if the worker does not acknowledge a request within ``answerTimeout`` seconds (it never read it),
-  the job fails with a message, the worker is killed and :attr:`WarmWorker.unresponsive` is set so the logic runs
-  later jobs as one-shot processes.
+* **No answer**: a worker that cannot read its requests (an interpreter launcher that does not pass its input on)
+  either sees its input closed at once or never acknowledges a request (within ``answerTimeout`` seconds of being
+  ready, ``startTimeout`` of being started). The job then fails with a message saying so, the worker is killed and
+  :attr:`WarmWorker.unresponsive` is set: the logic runs later jobs as one-shot processes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from typing import Any
 from glims.progress import PROTOCOL_VERSION, ProgressEvent, parse_protocol_line
 
 from .engine import engineCommand
-from .process import EngineProcess, ProcessState, terminateProcessTree
+from .process import (CANCELLED_EXIT_CODE, EngineProcess, ProcessOutcome, ProcessState,
+                      terminateProcessTree)
 
 __all__ = ["WarmWorker", "WorkerProcess", "WorkerJobProcess", "sharedWarmWorker", "DEFAULT_IDLE_TIMEOUT"]
 
@@ -72,6 +74,8 @@ class WorkerProcess:
         self.lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
         self.leaving = False
         """It said it exits (``exit`` line) or was told to; it takes no more requests."""
+        self.ready = False
+        """It said ``ready`` (its libraries are imported and it reads requests)."""
         self._openStreams = 0
         self._popen: subprocess.Popen | None = None
         self._writeLock = threading.Lock()
@@ -168,6 +172,8 @@ class WorkerProcess:
             message = parse_protocol_line(line) if stream == "stdout" else None
             if message is not None and message.get("type") == "exit":
                 self.leaving = True
+            if message is not None and message.get("type") == "ready":
+                self.ready = True
             logger.debug("engine worker (between jobs): %s", line)
 
 
@@ -177,14 +183,16 @@ class WarmWorker:
     Args:
         idleTimeout: seconds without a request before the worker exits (0: never).
         cacheSize: models the worker keeps loaded.
-        answerTimeout: seconds a request may wait for the worker to acknowledge it (includes the worker's start).
+        answerTimeout: seconds a ready worker may take to acknowledge a request.
+        startTimeout: seconds a new worker may take to become ready (imports) and acknowledge the request.
     """
 
-    def __init__(self, idleTimeout: float = DEFAULT_IDLE_TIMEOUT, cacheSize: int = 2,
-                 answerTimeout: float = 300.0) -> None:
+    def __init__(self, idleTimeout: float = DEFAULT_IDLE_TIMEOUT, cacheSize: int = 2, answerTimeout: float = 30.0,
+                 startTimeout: float = 300.0) -> None:
         self.idleTimeout = idleTimeout
         self.cacheSize = cacheSize
         self.answerTimeout = answerTimeout
+        self.startTimeout = startTimeout
         self.unresponsive = False
         """The worker once failed to read a request: run jobs as one-shot processes instead."""
         self.process: WorkerProcess | None = None
@@ -265,7 +273,8 @@ class WorkerJobProcess(EngineProcess):
         self._process: WorkerProcess | None = None
         self._acknowledged = False
         self._doneCode: int | None = None
-        self._workerLeft = False
+        self._exitReason: str | None = None
+        self._readyAt: float | None = None
         self._resent = False
         self._sentAt = 0.0
         self._crash = ""
@@ -284,7 +293,8 @@ class WorkerJobProcess(EngineProcess):
 
     def _send(self) -> None:
         self._process = self.worker.acquire(self.python, self.env)
-        self._workerLeft = False
+        self._exitReason = None
+        self._readyAt = None
         self._sentAt = time.monotonic()
         arguments = list(self.command)
         message = {"type": "request", "id": self.requestId, "command": arguments[0], "args": arguments[1:]}
@@ -315,23 +325,42 @@ class WorkerJobProcess(EngineProcess):
                                self.terminateGracePeriod)
                 process.kill()
                 self._killed = True
-        elif not self._acknowledged and not self._killed and now - self._sentAt > self.worker.answerTimeout:
-            self._crash = (f"the GLIMS engine worker did not answer within {self.worker.answerTimeout:.0f} s; it was "
-                           "stopped and later runs start the engine once per run")
-            self.worker.unresponsive = True
-            process.kill()
-            self._killed = True
+        elif not self._acknowledged and not self._killed and self._exitReason is None:
+            since = self._readyAt or (self._sentAt if process.ready else None)
+            limit = self.worker.answerTimeout if since is not None else self.worker.startTimeout
+            if now - (since or self._sentAt) > limit:
+                self._giveUpOnWorker(f"did not answer within {limit:.0f} s")
+                process.kill()
+                self._killed = True
         if process.ended:
-            if self._workerLeft and not self._acknowledged and not self._resent and self.state is ProcessState.RUNNING:
+            if not self._acknowledged and self._exitReason == "input closed" and not self._crash:
+                self._giveUpOnWorker("could not read its requests (its input was closed when it started)")
+            elif (not self._acknowledged and self._exitReason == "idle" and not self._resent
+                  and self.state is ProcessState.RUNNING):
                 self._resent = True  # it left (idle) before it read the request: a fresh worker takes it
                 self._send()
                 return False
             if not self._crash:
                 self._crash = (f"the GLIMS engine worker stopped unexpectedly ({_describeExit(process.returncode)})"
                                f"{self._lastError()}; the next run starts a fresh worker")
-            self._engineError = self._crash
-            self._finish(process.returncode if process.returncode is not None else -1)
+            self._endWithoutAnswer(process.returncode)
         return self.finished
+
+    def _endWithoutAnswer(self, exitCode: int | None) -> None:
+        """The worker ended before this job's ``done``: cancelled if that was asked for, else failed (its exit code
+        may be 0: the worker itself ended normally)."""
+        if self.state is ProcessState.CANCELLING:
+            self._finish(CANCELLED_EXIT_CODE if exitCode is None else exitCode)
+            return
+        self.outcome = ProcessOutcome(ProcessState.FAILED, exitCode, self._crash, dict(self._outputs),
+                                      dict(self._summary))
+        self.state = ProcessState.FAILED
+        logger.info("engine worker job failed: %s", self._crash)
+
+    def _giveUpOnWorker(self, what: str) -> None:
+        self._crash = (f"the GLIMS engine worker {what}; it was stopped, and from now on each run starts the engine "
+                       "in a process of its own: run it again")
+        self.worker.unresponsive = True
 
     def _lastError(self) -> str:
         """The worker's last stderr line after an exit with an error code (e.g. an exception's), else nothing."""
@@ -349,8 +378,11 @@ class WorkerJobProcess(EngineProcess):
         kind, requestId = message["type"], message.get("id")
         if requestId is None:
             if kind == "exit":
-                self._workerLeft = True
+                self._exitReason = str(message.get("reason", ""))
                 self._process.leaving = True
+            elif kind == "ready":
+                self._readyAt = time.monotonic()
+                self._process.ready = True
             elif kind == "error":
                 self._log(f"engine worker: {message.get('message', '')}")
             return

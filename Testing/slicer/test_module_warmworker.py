@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -144,3 +145,31 @@ def test_the_setting_turns_the_worker_off(headless, glims_home, monkeypatch):
     assert GLIMSSegmenterLogic(glimsHome=glims_home).useWarmWorker
     monkeypatch.setenv("GLIMS_WARM_WORKER", "0")
     assert not GLIMSSegmenterLogic(glimsHome=glims_home).useWarmWorker
+
+
+def _launcher(tmp_path: Path, name: str, run_python: str) -> str:
+    """A stand-in for an interpreter launcher that does not pass its input on to Python (``run_python`` says how)."""
+    path = tmp_path / name
+    path.write_text(f'#!/bin/sh\n{run_python.format(python=sys.executable)}\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the launcher stand-ins are POSIX shell scripts")
+@pytest.mark.parametrize("launcher, what", [
+    ('exec "{python}" "$@" < /dev/null', "could not read its requests (its input was closed when it started)"),
+    ('sleep 600 | "{python}" "$@"', "did not answer within 2 s"),
+])
+def test_a_worker_that_cannot_read_requests_fails_the_run_once_and_later_runs_are_one_shot(
+        warm_logic, scene, headless, case, tmp_path, launcher, what):
+    warm_logic.pythonExecutable = _launcher(tmp_path, "PythonLauncher", launcher)
+    warm_logic.warmWorker.answerTimeout = 2
+    volumes = [headless.load_volume(path) for path in case]
+    job = warm_logic.startSegmentation(MODEL, volumes, device="cpu")
+    assert job.wait() is JobState.FAILED
+    assert job.errorMessage == (f"the GLIMS engine worker {what}; it was stopped, and from now on each run starts "
+                                "the engine in a process of its own: run it again")
+    assert warm_logic.warmWorker.unresponsive and _segmentation_nodes(scene) == []
+    warm_logic.pythonExecutable = None
+    following, state, _, _ = _run(warm_logic, volumes)
+    assert state is JobState.SUCCEEDED and type(following.process) is EngineProcess

@@ -42,7 +42,7 @@ from typing import Any
 from glims.progress import PROTOCOL_VERSION, ProgressEvent, parse_protocol_line
 
 from .engine import engineCommand
-from .process import (CANCELLED_EXIT_CODE, EngineProcess, ProcessOutcome, ProcessState,
+from .process import (CANCELLED_EXIT_CODE, EngineProcess, ProcessOutcome, ProcessState, startLineReaders,
                       terminateProcessTree)
 
 __all__ = ["WarmWorker", "WorkerProcess", "WorkerJobProcess", "sharedWarmWorker", "DEFAULT_IDLE_TIMEOUT"]
@@ -102,18 +102,7 @@ class WorkerProcess:
             text=True, encoding="utf-8", errors="replace", bufsize=1,
             start_new_session=(sys.platform != "win32"), creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
-        for name, stream in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
-            self._openStreams += 1
-            threading.Thread(target=self._readLines, args=(name, stream), daemon=True,
-                             name=f"glims-worker-{name}").start()
-
-    def _readLines(self, name: str, stream: Any) -> None:
-        try:
-            for line in stream:
-                self.lines.put((name, line.rstrip("\r\n")))
-        finally:
-            stream.close()
-            self.lines.put((name, None))
+        self._openStreams += startLineReaders(self._popen, self.lines, "glims-worker")
 
     def streamClosed(self) -> None:
         """Count one end-of-stream marker taken from :attr:`lines`."""

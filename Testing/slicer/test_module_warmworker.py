@@ -99,6 +99,30 @@ def test_cancel_stops_the_job_but_keeps_the_warm_worker(warm_logic, scene, headl
     assert following.process.modelCache == {"hits": 1, "misses": 0}
 
 
+def test_a_job_that_does_not_stop_when_cancelled_is_ended_with_its_worker(warm_logic, scene, headless, case,
+                                                                           big_case):
+    import psutil
+
+    volumes = [headless.load_volume(path) for path in big_case]
+    frozen: list[int] = []
+
+    def on_progress(event):
+        if event.stage == "infer" and not frozen:
+            frozen.append(job.process.pid)
+            os.kill(job.process.pid, signal.SIGSTOP)  # a worker that cannot answer the cancel request
+            job.process.terminateGracePeriod = 1
+            job.cancel()
+
+    job = warm_logic.startSegmentation(MODEL, volumes, device="cpu", overlap=0.9, wholeImage=True,
+                                       onProgress=on_progress)
+    assert job.wait() is JobState.CANCELLED and frozen
+    assert _segmentation_nodes(scene) == [] and not job.workFolder.exists()
+    assert not psutil.pid_exists(frozen[0]) or psutil.Process(frozen[0]).status() == psutil.STATUS_ZOMBIE
+
+    following, state, _, _ = _run(warm_logic, [headless.load_volume(path) for path in case])
+    assert state is JobState.SUCCEEDED and following.process.pid != frozen[0]
+
+
 def test_a_killed_worker_fails_the_running_job_with_one_line_and_a_fresh_worker_runs_the_next(
         warm_logic, scene, headless, case, big_case):
     volumes = [headless.load_volume(path) for path in big_case]

@@ -969,9 +969,10 @@ TARGETS: dict[str, BenchTarget] = {
     t.name: t for t in (NetworkBenchmark(), SegmentBenchmark(), TrainBenchmark())
 }
 
-from .bench_warm import WarmWorkerBenchmark  # noqa: E402 - it builds on the classes above
+if __name__ != "__main__":  # a measuring worker (python -m glims.bench) needs no targets, and would import itself
+    from .bench_warm import WarmWorkerBenchmark  # it builds on the classes above
 
-TARGETS[WarmWorkerBenchmark.name] = WarmWorkerBenchmark()
+    TARGETS[WarmWorkerBenchmark.name] = WarmWorkerBenchmark()
 
 
 if __name__ == "__main__":  # pragma: no cover - the worker entry point

@@ -208,9 +208,10 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         return self.jobs.hold(job)
 
     def _segmentationProcess(self, arguments: Sequence[str], workFolder: Path, onProgress) -> EngineProcess:
-        """The engine run of one segmentation: a request to the warm worker, or a process of its own."""
+        """The engine run of one segmentation: a request to the warm worker, or a process of its own (worker off,
+        unresponsive, or busy with another logic object's job)."""
         env = engineEnvironment(self.baseEnvironment, self.glimsHome)
-        if self.useWarmWorker and not self.warmWorker.unresponsive:
+        if self.useWarmWorker and not self.warmWorker.unresponsive and not self.warmWorker.busy:
             return self.warmWorker.request(arguments, python=self.pythonExecutable, env=env, cwd=str(workFolder),
                                            onProgress=onProgress)
         return EngineProcess(engineCommand(arguments, self.pythonExecutable), env=env, cwd=str(workFolder),

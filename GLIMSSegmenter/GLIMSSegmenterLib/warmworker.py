@@ -9,7 +9,8 @@ of its own.
 Behaviour:
 
 * **One worker, one job at a time.** :func:`sharedWarmWorker` is the process-wide worker; a request for another
-  interpreter or environment (e.g. another user folder) replaces it.
+  interpreter or environment (e.g. another user folder) replaces it. While it runs a job (:attr:`WarmWorker.busy`),
+  the logic runs another caller's segmentation in a process of its own.
 * **Cancel** asks the worker to stop the job: it stops at its next check between units of work (stages, window
   batches), writes nothing and stays warm. If no answer comes within ``terminateGracePeriod`` seconds the worker's
   whole process tree is killed; the job ends as cancelled and the next Segment starts a fresh worker.
@@ -185,7 +186,14 @@ class WarmWorker:
         self.unresponsive = False
         """The worker once failed to read a request: run jobs as one-shot processes instead."""
         self.process: WorkerProcess | None = None
+        self.activeJob: WorkerJobProcess | None = None
+        """The job sent to the worker last."""
         self._lock = threading.Lock()
+
+    @property
+    def busy(self) -> bool:
+        """A job sent to the worker has not finished yet."""
+        return self.activeJob is not None and not self.activeJob.finished
 
     @property
     def running(self) -> bool:
@@ -282,6 +290,7 @@ class WorkerJobProcess(EngineProcess):
 
     def _send(self) -> None:
         self._process = self.worker.acquire(self.python, self.env)
+        self.worker.activeJob = self
         self._exitReason = None
         self._readyAt = None
         self._sentAt = time.monotonic()

@@ -197,3 +197,31 @@ def test_a_worker_that_cannot_read_requests_fails_the_run_once_and_later_runs_ar
     warm_logic.pythonExecutable = None
     following, state, _, _ = _run(warm_logic, volumes)
     assert state is JobState.SUCCEEDED and type(following.process) is EngineProcess
+
+
+def test_a_second_caller_while_the_worker_is_busy_gets_a_process_of_its_own(warm_logic, headless, glims_home, case,
+                                                                           big_case):
+    from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic
+
+    other = GLIMSSegmenterLogic(glimsHome=glims_home)  # e.g. a second session of a web front end
+    other.warmWorker = warm_logic.warmWorker
+    paused: list[int] = []
+
+    def pause_in_inference(event):  # the busy job cannot end while the other one runs, however fast the machine
+        if event.stage == "infer" and not paused:
+            paused.append(busy.process.pid)
+            os.kill(busy.process.pid, signal.SIGSTOP)
+
+    busy = warm_logic.startSegmentation(MODEL, [headless.load_volume(path) for path in big_case], device="cpu",
+                                        overlap=0.9, wholeImage=True, onProgress=pause_in_inference)
+    deadline = time.monotonic() + WAIT_S
+    while not paused and not busy.poll() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert paused and warm_logic.warmWorker.busy
+    try:
+        meanwhile, state, _, _ = _run(other, [headless.load_volume(path) for path in case])
+        busy.cancel()
+    finally:
+        os.kill(paused[0], signal.SIGCONT)
+    assert state is JobState.SUCCEEDED and type(meanwhile.process) is EngineProcess
+    assert busy.wait() is JobState.CANCELLED and not warm_logic.warmWorker.busy

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from . import __version__
+from .cli import UserInterface, build_parser
 from .errors import Cancelled, GlimsError, RequestError
 from .modelcache import ModelCache, use_model_cache
 from .progress import PROTOCOL_VERSION, CancelToken, JsonLinesReporter
@@ -120,8 +121,6 @@ class Worker:
         threading.Thread(target=self._read, args=(lines,), daemon=True, name="glims-worker-input").start()
         for module in WARM_IMPORTS:
             importlib.import_module(module)
-        from .cli import build_parser
-
         self._parser = build_parser()
         self.out.emit("ready", pid=os.getpid(), glims_version=__version__, commands=list(self.commands),
                       idle_timeout_s=self.idle_timeout)
@@ -145,8 +144,6 @@ class Worker:
             job = self._accepted
         assert job is not None and job.id == request["id"]
         reporter = JsonLinesReporter(self.stream, tags={"id": job.id})
-        from .cli import UserInterface
-
         ui = UserInterface("json", reporter)
         ui.cancel = job.cancel
         reporter.emit("started", command=request["command"])
@@ -161,7 +158,7 @@ class Worker:
         stats = self.cache.reset_stats()
         reporter.emit("done", exit_code=code, model_cache={"hits": stats.hits, "misses": stats.misses})
 
-    def _execute(self, request: Mapping[str, Any], ui) -> int:
+    def _execute(self, request: Mapping[str, Any], ui: UserInterface) -> int:
         """Run one request as the command line would; the exit code it would have."""
         reporter = ui.reporter
         try:

@@ -8,8 +8,6 @@ series written from the TCGA-FG-6692 FLAIR.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +18,6 @@ import SimpleITK as sitk
 pydicom = pytest.importorskip("pydicom")
 hd = pytest.importorskip("highdicom")
 
-from matplotlib.path import Path as PolygonPath  # noqa: E402
-
 from glims.catalog import load_catalog  # noqa: E402
 from glims.cli import main  # noqa: E402
 from glims.dicom.content import AUTOMATIC, Algorithm, ExportSegment, segments_from_labels  # noqa: E402
@@ -31,7 +27,7 @@ from glims.errors import OutputError  # noqa: E402
 from glims.pipeline import segment_files  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dicom_series import identified_ct_copy, write_mr_series  # noqa: E402
+from dicom_series import dciodvfy_errors, identified_ct_copy, rtstruct_masks, seg_masks, write_mr_series  # noqa: E402
 from tiny_models import brats_case_paths, coarse_copy, register_tiny_model  # noqa: E402
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -41,62 +37,7 @@ ANATOMY = ("SCT", "123037004", "Anatomical Structure")
 ALTERED = ("SCT", "49755003", "Morphologically Altered Structure")
 
 
-# ---- readers ------------------------------------------------------------------------------------------------------
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    """The ``Error`` lines of dicom3tools' validator (warnings are allowed; see docs/dicom.md)."""
-    if shutil.which("dciodvfy") is None:
-        pytest.skip("dciodvfy (apt package dicom3tools) is not installed")
-    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
-    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
-
-
-def seg_masks(path: Path, source) -> tuple[object, np.ndarray]:
-    """The SEG read by highdicom, and its (slices, rows, columns, segments) masks on the source instances."""
-    seg = hd.seg.segread(path)
-    uids = [ds.SOPInstanceUID for ds in source.datasets]
-    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, assert_missing_frames_are_empty=True)
-    return seg, pixels.astype(bool)
-
-
-def rtstruct_masks(path: Path, source) -> dict[str, np.ndarray]:
-    """ROI name -> (slices, rows, columns) mask: each contour mapped back to its referenced slice's pixel indices
-    (checked to lie in that slice's plane) and filled at the pixel centres, contours of a slice combined by XOR."""
-    previous = pydicom.config.use_DS_numpy
-    pydicom.config.use_DS_numpy = True  # ContourData as numpy arrays: thousands of contours read in a second
-    try:
-        ds = pydicom.dcmread(path)
-        ds.ROIContourSequence  # noqa: B018  (parse while the option is set)
-        for roi in ds.ROIContourSequence:
-            for contour in roi.get("ContourSequence", []):
-                contour.ContourData  # noqa: B018
-    finally:
-        pydicom.config.use_DS_numpy = previous
-    index_of = {image.SOPInstanceUID: k for k, image in enumerate(source.datasets)}
-    names = {roi.ROINumber: roi.ROIName for roi in ds.StructureSetROISequence}
-    shape = (len(source.datasets), int(source.first.Rows), int(source.first.Columns))
-    masks = {}
-    for roi in ds.ROIContourSequence:
-        mask = np.zeros(shape, bool)
-        for contour in roi.get("ContourSequence", []):
-            assert contour.ContourGeometricType == "CLOSED_PLANAR"
-            k = index_of[contour.ContourImageSequence[0].ReferencedSOPInstanceUID]
-            image = source.datasets[k]
-            points = np.array(contour.ContourData, float).reshape(-1, 3)
-            assert len(points) == contour.NumberOfContourPoints
-            orientation = np.array(image.ImageOrientationPatient, float)
-            offset = points - np.array(image.ImagePositionPatient, float)
-            assert np.abs(offset @ np.cross(orientation[:3], orientation[3:])).max() < 1e-3  # in the slice plane
-            row_spacing, column_spacing = (float(v) for v in image.PixelSpacing)
-            polygon = np.column_stack([offset @ orientation[:3] / column_spacing, offset @ orientation[3:] / row_spacing])
-            (c0, r0), (c1, r1) = np.floor(polygon.min(0)).astype(int), np.ceil(polygon.max(0)).astype(int) + 1
-            c0, r0 = max(c0, 0), max(r0, 0)  # centres in the polygon's bounding box (the only ones it can hold)
-            rows, columns = np.mgrid[r0:min(r1, shape[1]), c0:min(c1, shape[2])]
-            inside = PolygonPath(polygon).contains_points(np.column_stack([columns.ravel(), rows.ravel()]))
-            mask[k, rows.ravel(), columns.ravel()] ^= inside
-        masks[names[roi.ReferencedROINumber]] = mask
-    return masks
-
+# ---- what every output must say -----------------------------------------------------------------------------------
 
 def assert_identity_and_references(ds, source) -> None:
     """Patient and study of the source kept; its frame of reference shared."""

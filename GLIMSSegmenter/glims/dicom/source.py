@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,22 +59,29 @@ def _dicom_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def read_source_series(folder: str | os.PathLike) -> SourceSeries:
-    """Read a folder holding one DICOM image series.
+def read_source_series(location: str | os.PathLike | Sequence[str | os.PathLike]) -> SourceSeries:
+    """Read one DICOM image series: a folder holding it, or its files (as a DICOM database lists them).
 
     Raises:
-        OutputError: not a folder, no DICOM images in it, several series, multi-frame or non-parallel slices,
-            irregular slice spacing.
+        OutputError: not a folder, no DICOM images in it, several series, unidentified images, multi-frame or
+            non-parallel slices, irregular slice spacing.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    folder = Path(folder)
-    why = f"cannot write DICOM output referring to {folder}"
-    if not folder.is_dir():
-        raise OutputError(f"{why}: not a folder of DICOM files (DICOM output needs the DICOM series the case came from)")
+    if isinstance(location, (str, os.PathLike)):
+        folder = Path(location)
+        why = f"cannot write DICOM output referring to {folder}"
+        if not folder.is_dir():
+            raise OutputError(f"{why}: not a folder of DICOM files (DICOM output needs the DICOM series the case "
+                              "came from)")
+        paths = _dicom_files(folder)
+    else:
+        paths = [Path(p) for p in location]
+        folder = paths[0].parent if paths else Path(".")
+        why = f"cannot write DICOM output referring to the {len(paths)} files in {folder}"
     datasets = []
-    for path in _dicom_files(folder):
+    for path in paths:
         try:
             dataset = pydicom.dcmread(path)
         except (InvalidDicomError, OSError):

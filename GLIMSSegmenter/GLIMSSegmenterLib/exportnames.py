@@ -1,0 +1,41 @@
+"""File names made from node and segment names: safe on every file system, and unique within one export.
+
+Names come from users (``NCR/NET``, ``a:b``, ``Œdème``): letters and digits of any script are kept, ``-``, ``_``
+and ``.`` too; anything else (path separators, ``:``, spaces, control characters) becomes ``_``. Leading dots are
+dropped (no hidden files, no ``..``), names reserved on Windows get a ``_`` prefix, and long names are cut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["safeFileName", "uniqueFileNames"]
+
+MAX_LENGTH = 100
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
+def safeFileName(name: str, fallback: str = "segment") -> str:
+    """``name`` as a file-name stem (no extension); ``fallback`` when nothing usable is left."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    safe = safe.lstrip(".").strip("_")[:MAX_LENGTH].rstrip(".")
+    if not safe:
+        return fallback
+    if safe.split(".")[0].upper() in _WINDOWS_RESERVED:
+        safe = "_" + safe
+    return safe
+
+
+def uniqueFileNames(names: Sequence[str], fallback: str = "segment") -> list[str]:
+    """Safe stems for ``names``, in order, made unique (case-insensitively) with ``_2``, ``_3``... suffixes."""
+    taken: set[str] = set()
+    out = []
+    for name in names:
+        stem = safeFileName(name, fallback)
+        candidate, number = stem, 1
+        while candidate.lower() in taken:
+            number += 1
+            candidate = f"{stem}_{number}"
+        taken.add(candidate.lower())
+        out.append(candidate)
+    return out

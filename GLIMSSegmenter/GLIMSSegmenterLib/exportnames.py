@@ -1,8 +1,9 @@
 """File names made from node and segment names: safe on every file system, and unique within one export.
 
-Names come from users (``NCR/NET``, ``a:b``, ``Œdème``): letters and digits of any script are kept, ``-``, ``_``
-and ``.`` too; anything else (path separators, ``:``, spaces, control characters) becomes ``_``. Leading dots are
-dropped (no hidden files, no ``..``), names reserved on Windows get a ``_`` prefix, and long names are cut.
+Names come from users (``NCR/NET``, ``a:b``, ``Œdème``): letters and digits of any script are kept, and ``-_.``
+too; anything else (path separators, ``:``, spaces, control characters) becomes ``_``. Leading dots are dropped
+(no hidden files, no ``..``), so are trailing ones (Windows ignores them), names reserved on Windows get a ``_``
+prefix, and long names are cut.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from collections.abc import Sequence
 
 __all__ = ["safeFileName", "uniqueFileNames"]
 
+KEPT = "-_."
 MAX_LENGTH = 100
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
 def safeFileName(name: str, fallback: str = "segment") -> str:
     """``name`` as a file-name stem (no extension); ``fallback`` when nothing usable is left."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    safe = "".join(c if c.isalnum() or c in KEPT else "_" for c in name)
     safe = safe.lstrip(".").strip("_")[:MAX_LENGTH].rstrip(".")
     if not safe:
         return fallback

@@ -24,7 +24,7 @@ USER_NAMES = ["NCR/NET", "a:b", "Œdème péritumoral", "Liver", "liver", "..", 
 
 def test_safe_file_names_keep_letters_of_any_script_and_are_unique():
     assert safeFileName("NCR/NET") == "NCR_NET"
-    assert safeFileName("a:b\\c d") == "a_b_c_d"
+    assert safeFileName("a:b\\c d (x)") == "a_b_c_d__x"
     assert safeFileName("Œdème") == "Œdème"
     assert safeFileName("../..") == "segment" and safeFileName("", "x") == "x"
     assert safeFileName("CON") == "_CON" and safeFileName("nul.txt") == "_nul.txt"

@@ -8,6 +8,7 @@ series written from the TCGA-FG-6692 FLAIR.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -276,3 +277,25 @@ def test_nifti_input_with_a_dicom_reference_series(generated_ct, home, tmp_path,
     spec = load_catalog(home).get("tiny-btcv")
     segments = segments_from_labels(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ct.nii.gz"))), spec.labels)
     assert_round_trip(tmp_path / "seg.dcm", tmp_path / "rt.dcm", source, segments, algorithm_of(spec))
+
+
+def test_dicom_reference_without_a_dicom_output_is_an_option_error(generated_ct, home, tmp_path, capsys):
+    nifti, series = generated_ct
+    code = main(["segment", "-m", "tiny-btcv", "-i", str(nifti), "-o", str(tmp_path / "ct.seg.nrrd"),
+                 "--dicom-reference", str(series), "--home", str(home), "--progress", "none"])
+    assert code == 2
+    assert "add --dicom-seg or --dicom-rtstruct" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_highdicom_the_install_command_is_named_before_any_work(generated_ct, home, tmp_path):
+    """A Python where highdicom cannot be imported (as without the ``dicom`` extra): one line naming the install."""
+    _, series = generated_ct
+    script = ("import sys; sys.modules['highdicom'] = None; from glims.cli import main; "
+              f"sys.exit(main(['segment', '-m', 'tiny-btcv', '-i', {str(series)!r}, '-o', {str(tmp_path / 'o.seg.nrrd')!r},"
+              f" '--dicom-seg', {str(tmp_path / 'seg.dcm')!r}, '--home', {str(home)!r}, '--progress', 'none']))")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == OutputError.exit_code
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DICOM output needs highdicom" in lines[0] and "glims[dicom]" in lines[0]
+    assert list(tmp_path.iterdir()) == []

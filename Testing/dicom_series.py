@@ -84,7 +84,7 @@ def identified_ct_copy(series_folder: Path, folder: Path) -> Path:
 
 
 def dciodvfy_errors(path: Path) -> list[str]:
-    """The ``Error`` lines of dicom3tools' validator (warnings are allowed; see docs/dicom.md)."""
+    """The ``Error`` lines of dicom3tools' validator (warnings are allowed; see docs/DICOM.md)."""
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy (apt package dicom3tools) is not installed")
     run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)

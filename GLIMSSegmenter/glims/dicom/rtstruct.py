@@ -1,9 +1,8 @@
 """RT Structure Set objects (RTSTRUCT) built with pydicom's dataset API.
 
-One ROI per segment; each ROI holds, per slice, the ``CLOSED_PLANAR`` contours of ``glims.dicom.contours`` (along
-the pixel edges, in patient coordinates, mm) with a reference to that slice's image. A hole is a contour of its own
-inside the outer one: readers that combine a slice's contours with the even-odd rule (XOR), as treatment planning
-systems and 3D Slicer do, get the mask back. Empty segments are listed as ROIs without contours. Each ROI is marked
+One ROI per segment; each ROI holds, per slice, the ``CLOSED_PLANAR`` contours of ``glims.dicom.contours``
+(marching squares, in patient coordinates, mm) with a reference to that slice's image. A hole is a contour of its
+own inside the outer one: readers that combine a slice's contours with the even-odd rule (XOR) get the mask back. Empty segments are listed as ROIs without contours. Each ROI is marked
 ``AUTOMATIC`` and carries the algorithm identification (model id, version, weights sha256) and its code.
 """
 

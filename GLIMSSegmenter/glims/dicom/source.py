@@ -43,7 +43,7 @@ class SourceSeries:
 
     folder: Path
     datasets: tuple[Any, ...]
-    """``pydicom.Dataset`` per slice, pixel data included."""
+    """``pydicom.Dataset`` per slice (headers, without the pixel data)."""
     geometry: Geometry
     """The grid in ITK's LPS convention: x along the rows (DICOM row direction), y down the columns, z the normal."""
 
@@ -83,10 +83,10 @@ def read_source_series(location: str | os.PathLike | Sequence[str | os.PathLike]
     datasets = []
     for path in paths:
         try:
-            dataset = pydicom.dcmread(path)
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)  # the outputs need the headers only
         except (InvalidDicomError, OSError):
             continue
-        if "PixelData" in dataset and "ImagePositionPatient" in dataset:
+        if "Rows" in dataset and "ImagePositionPatient" in dataset:
             datasets.append(dataset)
     if not datasets:
         raise OutputError(f"{why}: no DICOM images with a position in it")

@@ -141,6 +141,8 @@ def test_dicom_seg_and_rtstruct_from_the_scene(logic, dicom_volume, tmp_path):
     trainingset.recordDraft(node, spec, {"flair": volume})
     segmentation = node.GetSegmentation()
     first = sceneio.segmentIds(node)[0]
+    tag = vtk.reference("")  # what Slicer's own DICOM exporters read: the model's segments are not MANUAL
+    assert segmentation.GetSegment(first).GetTag(sceneio.ALGORITHM_TYPE_TAG, tag) and str(tag) == "AUTOMATIC"
     segmentation.GetSegment(first).SetName("NCR/NET")
     painted = segmentation.AddEmptySegment("painted", "painted", (0.2, 0.4, 0.8))
     assert painted

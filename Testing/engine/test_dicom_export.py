@@ -263,6 +263,10 @@ def test_nifti_input_is_refused_with_the_reason_before_any_work(generated_ct, ho
     assert code == OutputError.exit_code
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "not a DICOM series folder" in error[0] and "--dicom-reference" in error[0]
+    code = main(["segment", "-m", "tiny-btcv", "-i", str(nifti), "-o", str(tmp_path / "ct.seg.nrrd"),
+                 "--dicom-seg", str(tmp_path / "seg.dcm"), "--dicom-reference", str(tmp_path / "gone"),
+                 "--home", str(home), "--progress", "none"])
+    assert code == OutputError.exit_code and "gone does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 

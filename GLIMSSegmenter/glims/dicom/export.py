@@ -122,6 +122,8 @@ class DicomRequest:
             return None
         require_dicom_libraries()
         reference = Path(reference)
+        if not reference.exists():
+            raise OutputError(f"cannot write DICOM output: the DICOM series folder {reference} does not exist")
         if not reference.is_dir():
             raise OutputError(
                 f"cannot write DICOM output: it must refer to the DICOM series the case came from, and {reference.name} "

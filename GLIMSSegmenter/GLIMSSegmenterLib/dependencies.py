@@ -21,6 +21,7 @@ __all__ = [
     "Requirement",
     "RequirementStatus",
     "REQUIREMENTS",
+    "DICOM_REQUIREMENTS",
     "installedVersion",
     "versionAtLeast",
     "missingRequirements",
@@ -60,6 +61,12 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("psutil", "5.9"),  # cancelling kills the engine's process tree
 )
 """The engine's dependencies (pyproject.toml, same minimums) plus what this module itself needs."""
+
+DICOM_REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("pydicom", "3.0.1"),
+    Requirement("highdicom", "0.28"),
+)
+"""The engine's optional ``dicom`` extra (pyproject.toml): asked for and installed on the first DICOM export."""
 
 
 class DependencyError(RuntimeError):

@@ -110,6 +110,9 @@ def segment_files(
     thresholds: Mapping[str, float] | None = None,
     crop: bool | None = None,
     home: str | os.PathLike | None = None,
+    dicom_seg: str | os.PathLike | None = None,
+    dicom_rtstruct: str | os.PathLike | None = None,
+    dicom_reference: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> SegmentationResult:
@@ -128,6 +131,8 @@ def segment_files(
         thresholds: per-channel sigmoid threshold overrides.
         crop: crop to the foreground before the windows (default: as the catalog says).
         home: user folder holding the user catalog.
+        dicom_seg, dicom_rtstruct: DICOM Segmentation / RT Structure Set to write (``glims.dicom``), or None;
+            they refer to ``dicom_reference``, a DICOM series folder (default: the reference input).
         progress, cancel: see ``glims.progress``.
 
     Returns:
@@ -140,7 +145,8 @@ def segment_files(
     plan = StagePlan(STAGES, progress)
     timings: dict[str, float] = {}
     targets = {k: v for k, v in (("segmentation", output), ("labelmap", labelmap), ("probabilities", probabilities),
-                                 ("report", report)) if v is not None}
+                                 ("report", report), ("dicom_seg", dicom_seg), ("dicom_rtstruct", dicom_rtstruct))
+               if v is not None}
     for path in targets.values():
         ensure_writable(path)
 
@@ -151,6 +157,7 @@ def segment_files(
     assignment = assign_inputs(spec, inputs)
     for key, path in assignment:
         logger.info("input %s <- %s", key, path)
+    dicom = _dicom_request(dicom_seg, dicom_rtstruct, dicom_reference or assignment[0][1])
     models = load_models(spec)
     timings["load"] = time.perf_counter() - clock
     plan.report("load", 1, 1, f"model {spec.ref} loaded")
@@ -212,6 +219,8 @@ def segment_files(
             write_image(labels, pending.staged(labelmap))
         if probabilities is not None:
             write_image(_probability_image(probs_full, case), pending.staged(probabilities))
+        if dicom is not None:
+            dicom.write(labels, spec, pending)
         timings["write"] = time.perf_counter() - clock
         summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         summary["timings_s"]["total"] = round(sum(timings.values()), 3)
@@ -224,6 +233,15 @@ def segment_files(
         written = {k: Path(v) for k, v in targets.items()}
     plan.report("write", len(targets) or 1, len(targets) or 1, "done")
     return SegmentationResult(labels, written, summary, {k: str(p) for k, p in assignment})
+
+
+def _dicom_request(seg, rtstruct, reference):
+    """The checked DICOM outputs (``glims.dicom``, imported only when asked for), or None."""
+    if seg is None and rtstruct is None:
+        return None
+    from .dicom.export import DicomRequest
+
+    return DicomRequest.prepare({"dicom_seg": seg, "dicom_rtstruct": rtstruct}, reference)
 
 
 def _check(cancel: CancelToken | None) -> None:

@@ -34,6 +34,14 @@ def test_requirements_are_the_engines_minimums_plus_the_modules_own():
     assert sources["numpy"] is sources["SimpleITK"] is deps.Source.SLICER
 
 
+def test_dicom_requirements_are_the_engines_dicom_extra():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extra = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", r).groups()
+                 for r in project["optional-dependencies"]["dicom"])
+    assert {r.name: r.minimumVersion for r in deps.DICOM_REQUIREMENTS} == extra
+    assert deps.missingRequirements(deps.DICOM_REQUIREMENTS) == []
+
+
 def test_nothing_is_missing_in_this_environment():
     assert deps.missingRequirements() == []
 

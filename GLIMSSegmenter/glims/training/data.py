@@ -33,7 +33,8 @@ from ..errors import InputError
 from ..preprocessing import prepare_case, to_xyz
 from .labels import REGIONS, detect_convention, regions_from_labels
 
-__all__ = ["CaseFiles", "LoadedCase", "InputMatcher", "discover_cases", "load_case", "sample_patch", "split_cases"]
+__all__ = ["CaseFiles", "LoadedCase", "InputMatcher", "discover_cases", "load_case", "region_masks_on_grid",
+           "sample_patch", "split_cases"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,18 @@ def discover_cases(
     return cases
 
 
-def _region_masks_on(label: sitk.Image, grid: sitk.Image, convention: str, name: str) -> tuple[np.ndarray, str]:
+def region_masks_on_grid(label: sitk.Image, grid: sitk.Image, convention: str, name: str) -> tuple[np.ndarray, str]:
+    """A label map's TC, WT and ET regions on another grid, as training targets are made (see module docstring).
+
+    Args:
+        label: the label map as read.
+        grid: an image on the target grid (e.g. ``CasePreparation.processing``); only its geometry is used.
+        convention: the label map's convention, or ``auto`` (``labels.detect_convention``).
+        name: how to call the map in error messages.
+
+    Returns:
+        ((3, X, Y, Z) uint8 masks in ``REGIONS`` order on ``grid``, the convention used).
+    """
     values = sitk.GetArrayViewFromImage(label)
     if convention == "auto":
         convention = detect_convention(np.asarray(values))
@@ -213,7 +225,7 @@ def load_case(files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int],
     if not np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1.0) or label.GetSize() != reference.GetSize():
         logger.warning("case %s: label grid differs from the first image's; resampling it in physical space",
                        files.case_id)
-    regions, convention = _region_masks_on(label, prepared.processing, files.convention, files.label.name)
+    regions, convention = region_masks_on_grid(label, prepared.processing, files.convention, files.label.name)
     target = np.ascontiguousarray(regions[(slice(None), *prepared.box)])
     return LoadedCase(files.case_id, prepared.array, target, files, convention)
 

@@ -38,6 +38,7 @@ __all__ = [
     "RegionErrors",
     "region_errors",
     "label_errors",
+    "label_on_processing_grid",
     "grid_round_trip",
     "grid_ceiling",
 ]
@@ -181,10 +182,14 @@ def label_errors(
     return {r: region_errors(pred_masks[r], ref_masks[r], spacing, boundary_mm) for r in REGIONS}
 
 
-def grid_round_trip(
+def label_on_processing_grid(
     label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
-) -> np.ndarray:
-    """A reference label taken to a model's processing grid and back (see module docstring).
+) -> sitk.Image:
+    """A reference label on a model's processing grid, as training sees it (see module docstring): each region
+    resampled there (at least half a voxel), painted in the model's labels (BraTS 2023 for glims).
+
+    Regions nest (ET in TC in WT) before and after resampling, so reading the result's regions back on the same grid
+    gives the same training targets: a case can be stored on the processing grid without changing what trains.
 
     Args:
         label: the reference label map as read.
@@ -192,13 +197,9 @@ def grid_round_trip(
         preprocessing: the model's catalog ``preprocessing`` block (``orientation``, ``spacing``).
         output: the model's catalog ``output`` block (sigmoid TC/WT/ET channels and their paint order).
 
-    Returns:
-        The round-tripped label map (z, y, x) on ``label``'s grid, in the model's labels (BraTS 2023 for glims).
-
     Raises:
         ConfigError: a model whose outputs are not the sigmoid TC, WT and ET regions.
     """
-    from .imageio import resample_to
     from .postprocessing import probabilities_to_labels
     from .preprocessing import from_xyz, to_processing_grid
     from .training.data import region_masks_on_grid
@@ -210,8 +211,22 @@ def grid_round_trip(
     channels = list(output["channels"])
     regions_in_output_order = masks[[REGIONS.index(c) for c in channels]].astype(np.float32)
     painted = probabilities_to_labels(regions_in_output_order, output, {c: 0.5 for c in channels})
-    back = resample_to(from_xyz(painted, grid), label, sitk.sitkNearestNeighbor)
-    return sitk.GetArrayFromImage(back)
+    return from_xyz(painted, grid)
+
+
+def grid_round_trip(
+    label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
+) -> np.ndarray:
+    """A reference label taken to a model's processing grid (``label_on_processing_grid``) and back by nearest
+    neighbour, as ``glims segment`` puts its labels back.
+
+    Returns:
+        The round-tripped label map (z, y, x) on ``label``'s grid, in the model's labels (BraTS 2023 for glims).
+    """
+    from .imageio import resample_to
+
+    on_grid = label_on_processing_grid(label, convention, preprocessing, output)
+    return sitk.GetArrayFromImage(resample_to(on_grid, label, sitk.sitkNearestNeighbor))
 
 
 def grid_ceiling(

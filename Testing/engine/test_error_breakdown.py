@@ -155,6 +155,20 @@ def test_two_millimetre_round_trip_loses_the_thin_rim_not_the_bulk():
     assert set(np.unique(trip)) <= {0, 1, 2, 3}
 
 
+def test_label_stored_on_the_processing_grid_gives_the_same_training_targets():
+    from glims.error_breakdown import label_on_processing_grid
+    from glims.training.data import region_masks_on_grid
+
+    label = shell_case()
+    label.SetOrigin((3.0, -7.0, 11.0))
+    preprocessing = {"orientation": "LPS", "spacing": [2, 2, 2]}
+    on_grid = label_on_processing_grid(label, "brats2023", preprocessing, BRATS_OUTPUT)
+    assert on_grid.GetSpacing() == (2.0, 2.0, 2.0)
+    direct, _ = region_masks_on_grid(label, on_grid, "brats2023", "direct")
+    stored, _ = region_masks_on_grid(on_grid, on_grid, "brats2023", "stored")
+    assert np.array_equal(direct, stored) and direct[2].any()
+
+
 def test_round_trip_on_the_label_grid_is_exact():
     label = shell_case()
     label.SetSpacing((1.0, 1.0, 1.0))

@@ -456,8 +456,9 @@ def evaluate_model(
 ) -> list[CaseResult]:
     """Segment every case under ``cases_dir`` (see ``find_cases``) with ``model_id``, writing the label maps to
     ``pred_dir``, and score each against the case's reference label. ``inference``, ``thresholds``, ``crop`` and
-    ``postprocess``: as in ``segment_cases``. With ``breakdown_mm``, each case's errors are split by kind (boundary errors: within that
-    many mm) and the Dice ceiling of the model's processing grid is computed from each reference label."""
+    ``postprocess``: as in ``segment_cases``. With ``breakdown_mm``, each case's errors are split by kind (boundary
+    errors: within that many mm) and the Dice ceiling of the model's processing grid is computed from each
+    reference label."""
     get_convention(pred_convention)
     get_convention(ref_convention)
     cases = find_cases(cases_dir)

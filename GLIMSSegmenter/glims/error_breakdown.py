@@ -30,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import ConfigError, InputError
-from .metrics import REGIONS, LabelConvention, check_labels, dice, region_masks, squared_distance_map
+from .metrics import REGIONS, LabelConvention, _bounding_box, check_labels, dice, region_masks, squared_distance_map
 
 __all__ = [
     "ERROR_KINDS",
@@ -111,13 +111,8 @@ def _within(points: np.ndarray, target: np.ndarray, spacing: Sequence[float], li
     out = np.zeros_like(points)
     if not points.any() or not target.any():
         return out
-    box = []
-    for axis in range(points.ndim):
-        other = tuple(a for a in range(points.ndim) if a != axis)
-        present = np.flatnonzero(points.any(axis=other))
-        grow = int(np.ceil(limit_mm / float(spacing[axis])))
-        box.append(slice(max(0, int(present[0]) - grow), int(present[-1]) + 1 + grow))
-    box = tuple(box)
+    grow = [int(np.ceil(limit_mm / float(step))) for step in spacing]
+    box = tuple(slice(max(0, b.start - g), b.stop + g) for b, g in zip(_bounding_box(points), grow))
     squared = squared_distance_map(target[box], spacing)
     out[box] = points[box] & (squared <= limit_mm**2 + 1e-6)
     return out

@@ -37,17 +37,6 @@ BRATS_OUTPUT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny network and the distance transforms run faster on one thread when the 2 cores are shared."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def ball(shape, centre, radius) -> np.ndarray:
     z, y, x = np.indices(shape)
     return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius**2
@@ -224,6 +213,18 @@ def test_upenn_expert_label_ceiling_at_two_millimetres(shared_data):
     assert ceiling["ET"] < 0.85  # the thin enhancing rim of this glioblastoma
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The tiny network runs faster on one thread when the 2 cores are shared."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
 def test_evaluate_with_a_model_breaks_down_and_segments_as_glims_segment_does(tmp_path):
     home = tmp_path / "home"
     spec = register_tiny_model(home, "brats", overrides={"preprocessing": {"spacing": [6.0, 6.0, 6.0]}})

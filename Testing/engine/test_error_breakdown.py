@@ -191,8 +191,10 @@ def test_evaluate_breakdown_from_files(tmp_path, capsys):
     assert int(row["tp_WT"]) == int(row["ref_voxels_WT"])
     assert row["ceiling_WT"] == ""  # no model, no processing grid
     assert "FP det" in capsys.readouterr().out
-    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o", str(out),
-                 "--boundary-mm", "3", "--progress", "none"]) != 0
+    for wrong in (["--boundary-mm", "3"], ["--breakdown", "--boundary-mm", "-1"]):
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "-o",
+                     str(tmp_path / "other.csv"), "--progress", "none", *wrong]) == ConfigError.exit_code
+    assert not (tmp_path / "other.csv").exists()
 
 
 def test_upenn_case_files_are_found_and_assigned(shared_data):

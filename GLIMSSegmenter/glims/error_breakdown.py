@@ -12,8 +12,8 @@ For one region, with prediction P and reference R (boolean masks on the referenc
 Dice = 2 TP / (2 TP + FP + FN), so the Dice lost, 1 - Dice = (FP + FN) / (2 TP + FP + FN), splits exactly into one
 share per kind: ``n_kind / (2 TP + FP + FN)``. The shares of the six kinds add up to 1 - Dice.
 
-The **grid ceiling** is the Dice a model working on a coarser processing grid could reach at best: the reference
-label's regions are taken to the model's processing grid the way training targets are made (linear
+The **grid ceiling** is what a model working on a coarser processing grid scores if it reproduces its training
+targets exactly: the reference label's regions are taken to the model's processing grid the way training targets are made (linear
 interpolation of each region, at least half a voxel: ``glims.training.data.region_masks_on_grid``), painted as the
 model's output is painted, and put back on the reference grid by nearest neighbour, as ``glims segment`` puts its
 labels back; the result is scored against the reference itself.
@@ -227,8 +227,8 @@ def grid_round_trip(
 def grid_ceiling(
     label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
 ) -> dict[str, float]:
-    """Dice of TC, WT and ET between a reference label and its ``grid_round_trip``: the best a model on that
-    processing grid can score against this reference."""
+    """Dice of TC, WT and ET between a reference label and its ``grid_round_trip``: what a model on that processing
+    grid scores against this reference if it reproduces its training targets exactly."""
     from .training.labels import detect_convention
 
     reference = sitk.GetArrayFromImage(label)

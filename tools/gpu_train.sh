@@ -31,34 +31,22 @@ MODEL=glims-brats-synth
 INIT=GLIMSSegmenter/glims/resources/weights/glims-brats-synth-1.4.0.json
 PART_SIZE=15M
 
-# prepare_cases: the real training cases on the processing grid, as training would read them (2 MB instead of 17)
+# prepare_cases: the real training cases on the processing grid, as training reads them (3.5 MB instead of 17)
 prepare_cases() {
     local dest=$TRAIN_DATA.partial
     rm -rf "$dest" && mkdir -p "$dest/cases"
-    "${PYTHON:-.venv/bin/python}" - "$R" "$dest/cases" "$MODEL" <<'PY'
-"""Store each real training case on the model's processing grid, named as glims train expects."""
+    "${PYTHON:-.venv/bin/python}" - "$dest/cases" "$MODEL" "$R/tcga_fg_6692" "$R/tcga_du_7294" <<'PY'
+"""Store each real training case on the model's processing grid (glims.training.data.store_case_on_grid)."""
 import sys
-from pathlib import Path
-
-import SimpleITK as sitk
 
 from glims.catalog import load_catalog
-from glims.error_breakdown import label_on_processing_grid
-from glims.preprocessing import to_processing_grid
+from glims.training.data import InputMatcher, discover_cases, store_case_on_grid
 
-shared, out, model = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+out, model, folders = sys.argv[1], sys.argv[2], sys.argv[3:]
 spec = load_catalog().get(model)
-orientation, spacing = spec.preprocessing.get("orientation"), spec.preprocessing.get("spacing")
-for folder, case_id in (("tcga_fg_6692", "TCGA-FG-6692"), ("tcga_du_7294", "TCGA-DU-7294")):
-    case = out / case_id
-    case.mkdir(parents=True)
-    for role, tag in (("flair", "fla"), ("t1ce", "t1c"), ("t1", "t1"), ("t2", "t2")):
-        image = sitk.ReadImage(str(shared / folder / f"{case_id}_{tag}_sri24_bet.nii.gz"))
-        sitk.WriteImage(to_processing_grid(image, orientation, spacing), str(case / f"{case_id}_{role}.nii.gz"))
-    label = sitk.ReadImage(str(shared / folder / f"{case_id}_fusion_mav_silver.nii.gz"))
-    on_grid = label_on_processing_grid(label, "brats2017", spec.preprocessing, spec.output)
-    sitk.WriteImage(on_grid, str(case / f"{case_id}_seg.nii.gz"))
-    print(case_id, on_grid.GetSize(), on_grid.GetSpacing())
+for case in discover_cases(folders, InputMatcher(spec.inputs, spec.match_priority)):
+    folder = store_case_on_grid(case, spec.preprocessing, spec.output, out, [i.key for i in spec.inputs])
+    print(case.case_id, "label", case.label.name, "->", folder)
 PY
     rm -rf "$TRAIN_DATA" && mv "$dest" "$TRAIN_DATA"
     du -sh "$TRAIN_DATA"
@@ -84,7 +72,7 @@ train_run() {
     [ -n "${GT_EPOCHS:-}" ] && budget=(--epochs "$GT_EPOCHS")
     echo "== training from $INIT: ${budget[*]}, batch ${GT_BATCH:-8}, lr ${GT_LR:-1e-4}, seed ${GT_SEED:-40}"
     set +e
-    $GLIMS train --cases "${synth[@]}" "$TRAIN_DATA/cases/TCGA-FG-6692" "$TRAIN_DATA/cases/TCGA-DU-7294" \
+    $GLIMS train --cases "${synth[@]}" "$TRAIN_DATA/cases/tcga_fg_6692" "$TRAIN_DATA/cases/tcga_du_7294" \
         --case-weights "${weights[@]}" "${GT_REAL_WEIGHT:-20}" "${GT_REAL_WEIGHT:-20}" --val-cases "$work/val" \
         --out "$work/run" --init-weights "$INIT" --lr "${GT_LR:-1e-4}" "${budget[@]}" --spacing 2 \
         --batch-size "${GT_BATCH:-8}" --steps-per-epoch "${GT_STEPS:-150}" --tumour-fraction 0.4 --val-every 1 \

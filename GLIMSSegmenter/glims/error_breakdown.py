@@ -13,10 +13,11 @@ Dice = 2 TP / (2 TP + FP + FN), so the Dice lost, 1 - Dice = (FP + FN) / (2 TP +
 share per kind: ``n_kind / (2 TP + FP + FN)``. The shares of the six kinds add up to 1 - Dice.
 
 The **grid ceiling** is what a model working on a coarser processing grid scores if it reproduces its training
-targets exactly: the reference label's regions are taken to the model's processing grid the way training targets are made (linear
-interpolation of each region, at least half a voxel: ``glims.training.data.region_masks_on_grid``), painted as the
-model's output is painted, and put back on the reference grid by nearest neighbour, as ``glims segment`` puts its
-labels back; the result is scored against the reference itself.
+targets exactly: the reference label's regions are taken to the model's processing grid the way training targets
+are made (linear interpolation of each region, at least half a voxel:
+``glims.training.data.label_on_processing_grid``), painted as the model's output is painted, and put back on the
+reference grid by nearest neighbour, as ``glims segment`` puts its labels back; the result is scored against the
+reference itself.
 
 Arrays are ``(z, y, x)`` and spacings ``(z, y, x)`` in mm, as in ``glims.metrics``.
 """
@@ -38,7 +39,6 @@ __all__ = [
     "RegionErrors",
     "region_errors",
     "label_errors",
-    "label_on_processing_grid",
     "grid_round_trip",
     "grid_ceiling",
 ]
@@ -177,48 +177,17 @@ def label_errors(
     return {r: region_errors(pred_masks[r], ref_masks[r], spacing, boundary_mm) for r in REGIONS}
 
 
-def label_on_processing_grid(
-    label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
-) -> sitk.Image:
-    """A reference label on a model's processing grid, as training sees it (see module docstring): each region
-    resampled there (at least half a voxel), painted in the model's labels (BraTS 2023 for glims).
-
-    Regions nest (ET in TC in WT) before and after resampling, so reading the result's regions back on the same grid
-    gives the same training targets: a case can be stored on the processing grid without changing what trains.
-
-    Args:
-        label: the reference label map as read.
-        convention: its label convention (or ``auto``).
-        preprocessing: the model's catalog ``preprocessing`` block (``orientation``, ``spacing``).
-        output: the model's catalog ``output`` block (sigmoid TC/WT/ET channels and their paint order).
-
-    Raises:
-        ConfigError: a model whose outputs are not the sigmoid TC, WT and ET regions.
-    """
-    from .postprocessing import probabilities_to_labels
-    from .preprocessing import from_xyz, to_processing_grid
-    from .training.data import region_masks_on_grid
-
-    if output.get("activation") != "sigmoid" or sorted(output.get("channels", ())) != sorted(REGIONS):
-        raise ConfigError("the grid ceiling needs a model with sigmoid TC, WT and ET outputs")
-    grid = to_processing_grid(label, preprocessing.get("orientation"), preprocessing.get("spacing"))
-    masks, _ = region_masks_on_grid(label, grid, convention, "the reference label")
-    channels = list(output["channels"])
-    regions_in_output_order = masks[[REGIONS.index(c) for c in channels]].astype(np.float32)
-    painted = probabilities_to_labels(regions_in_output_order, output, {c: 0.5 for c in channels})
-    return from_xyz(painted, grid)
-
-
 def grid_round_trip(
     label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
 ) -> np.ndarray:
-    """A reference label taken to a model's processing grid (``label_on_processing_grid``) and back by nearest
-    neighbour, as ``glims segment`` puts its labels back.
+    """A reference label taken to a model's processing grid (``glims.training.data.label_on_processing_grid``) and
+    back by nearest neighbour, as ``glims segment`` puts its labels back.
 
     Returns:
         The round-tripped label map (z, y, x) on ``label``'s grid, in the model's labels (BraTS 2023 for glims).
     """
     from .imageio import resample_to
+    from .training.data import label_on_processing_grid
 
     on_grid = label_on_processing_grid(label, convention, preprocessing, output)
     return sitk.GetArrayFromImage(resample_to(on_grid, label, sitk.sitkNearestNeighbor))

@@ -21,7 +21,7 @@ from glims.error_breakdown import (
     label_errors,
     region_errors,
 )
-from glims.errors import ConfigError, InputError
+from glims.errors import ConfigError, InputError, OutputError
 from glims.evaluate import find_cases
 from glims.metrics import dice
 from glims.pipeline import assign_inputs
@@ -145,8 +145,7 @@ def test_two_millimetre_round_trip_loses_the_thin_rim_not_the_bulk():
 
 
 def test_label_stored_on_the_processing_grid_gives_the_same_training_targets():
-    from glims.error_breakdown import label_on_processing_grid
-    from glims.training.data import region_masks_on_grid
+    from glims.training.data import label_on_processing_grid, region_masks_on_grid
 
     label = shell_case()
     label.SetOrigin((3.0, -7.0, 11.0))
@@ -250,3 +249,22 @@ def test_evaluate_with_a_model_breaks_down_and_segments_as_glims_segment_does(tm
     predicted = tmp_path / "scores_predictions" / f"{case.case_id}.nii.gz"
     assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(predicted))),
                           sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "s.nii.gz"))))
+
+
+def test_a_real_case_stored_on_the_grid_trains_exactly_as_its_original_files(shared_data, tmp_path):
+    from glims.training.data import InputMatcher, discover_cases, load_case, store_case_on_grid
+
+    spec = load_catalog().get("glims-brats-synth")
+    matcher = InputMatcher(spec.inputs, spec.match_priority)
+    (original,) = discover_cases([shared_data / "brats" / "tcga_du_7294"], matcher)
+    folder = store_case_on_grid(original, spec.preprocessing, spec.output, tmp_path, [i.key for i in spec.inputs])
+    (stored,) = discover_cases([folder], matcher)
+    assert stored.label_quality == original.label_quality == "silver"
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 0.3 * sum(
+        p.stat().st_size for p in (*original.images, original.label))
+    before = load_case(original, spec.preprocessing, spec.roi_size)
+    after = load_case(stored, spec.preprocessing, spec.roi_size)
+    assert np.array_equal(before.image, after.image)
+    assert np.array_equal(before.target, after.target) and before.target[1].any()
+    with pytest.raises(OutputError):
+        store_case_on_grid(original, spec.preprocessing, spec.output, tmp_path, [i.key for i in spec.inputs])

@@ -137,6 +137,7 @@ torch.cuda.get_device_name())"; git log -1 --format='%H %s' 2>/dev/null; } > "$w
         labels=${4:?evaluate RUN CASES LABELS [ARGS...]}
         shift 4
         home=$(mktemp -d)
+        trap 'rm -rf "$home"' EXIT
         "${PYTHON:-.venv/bin/python}" - "$run_dir/best.json" "$home" "$MODEL" <<'PY'
 """Register a run's best weights as glims-candidate with the bundled entry's catalog settings."""
 import sys
@@ -153,7 +154,6 @@ print("registered", spec.ref, "from", weights)
 PY
         nice -n 10 "${PYTHON:-.venv/bin/python}" -m glims.cli evaluate -m glims-candidate --home "$home" \
             --cases "$cases" --ref-labels "$labels" --breakdown "$@"
-        rm -rf "$home"
         ;;
     *)
         sed -n '2,21p' "$0"

@@ -7,7 +7,7 @@
 
 GPU_ENV=${GPU_ENV:-.gpu}
 
-# gpu_env_prepare: here (needs pip's package index, about 4 minutes): the wheels into $GPU_ENV/ (git-ignored)
+# gpu_env_prepare: locally (needs pip's package index, about 4 minutes): the wheels into $GPU_ENV/ (git-ignored)
 gpu_env_prepare() {
     local dest=$GPU_ENV.partial sitk
     rm -rf "$dest" && mkdir -p "$dest"

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Train the default BraTS model on from its bundled version in one call of a GPU machine (docs/TRAINING.md, "On a
+# Train the default BraTS model on from its bundled version in one command on a GPU machine (docs/TRAINING.md, "On a
 # GPU machine in one call").
 #
-#   tools/gpu_train.sh prepare        here, once: the packages the GPU machine lacks into .gpu/ (tools/gpu_env.sh,
+#   tools/gpu_train.sh prepare        locally, once: the packages the GPU machine lacks into .gpu/ (tools/gpu_env.sh,
 #                                     needs pip's package index) and the two real training cases, stored on the
 #                                     model's 2 mm processing grid, into .gpu_train/ (both git-ignored)
 #   tools/gpu_train.sh run            on the GPU machine, from the repository root, with .gpu and .gpu_train
 #                                     carried: synthetic cases made there, training from the bundled weights, the
 #                                     results packed into $OUT (at most 8 files of 15 MiB). About 8 minutes.
-#   tools/gpu_train.sh check          here: the same steps on the CPU at toy sizes, to test this script
-#   tools/gpu_train.sh unpack FROM TO here: the files fetched from $OUT (folder FROM) checked and unpacked into TO
+#   tools/gpu_train.sh check          locally: the same steps on the CPU at toy sizes, to test this script
+#   tools/gpu_train.sh unpack FROM TO locally: the files fetched from $OUT (folder FROM) checked and unpacked into TO
 #   tools/gpu_train.sh evaluate RUN CASES LABELS [ARGS...]
-#                                     here: RUN's best weights registered with the bundled entry's settings in a
+#                                     locally: RUN's best weights registered with the bundled entry's settings in a
 #                                     temporary user folder and scored with glims evaluate --breakdown
 #
-# Settings (environment; the defaults are the run planned for one H200, ~10 minutes per call):
+# Settings (environment; the defaults are the run planned for one H200, ~10 minutes per command):
 #   GT_MINUTES=6 (training budget; or GT_EPOCHS=N)  GT_BATCH=8  GT_STEPS=150 (per epoch)  GT_LR=1e-4  GT_SEED=40
 #   GT_SYNTH_SHARDS=16 GT_SYNTH_PER_SHARD=10 GT_SYNTH_SEED=2100 (shard i: seed GT_SYNTH_SEED+i, generated in
 #   parallel)  GT_SHAPE="120 120 80"  GT_VAL_N=6 (validation cases, seed 7: the bundled model's validation set)

@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import glims
 from safetensors import safe_open
+
+import glims
 
 RESOURCES = Path(glims.__file__).parent / "resources"
 MAX_BUNDLED_WEIGHTS_MB = 17.0

@@ -1,5 +1,6 @@
 """Error breakdown (glims.error_breakdown) on generated label maps whose answers are known by construction, the grid
-ceiling of a thin shell, ``glims evaluate --breakdown`` end to end, and the UPenn-GBM case's file names."""
+ceiling of a thin shell, ``glims evaluate --breakdown`` end to end, the UPenn-GBM case's file names and ceiling, and
+a real case stored on the processing grid (glims.training.data.store_case_on_grid) training as its original files."""
 
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ from cases of the base model's own domain (its catalog replay recipe, ``glims.re
 few cases does not make it forget what they do not show. The base model and the built-in catalog are never
 written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
 an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
-catalog valid.
+catalog valid. The name and every option are checked before any work, and a run holds the inter-process lock of
+its name from start to end (``glims.locks``): a second run of the same name is refused at once.
 
 Under ``torchrun`` every rank trains (``glims.training.distributed``); rank 0 alone picks the run folder, writes
 and registers, and the other ranks receive the registered model from it.
@@ -18,6 +19,7 @@ and registers, and the other ranks receive the registered model from it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,9 +32,12 @@ from typing import Any
 import numpy as np
 
 from .casestore import list_cases
-from .catalog import ModelSpec, add_user_entry, load_catalog, next_version, user_catalog_path, user_home
+from .catalog import ModelSpec, add_user_entry, check_user_model_id, load_catalog, next_version
 from .checkpoint import atomic_write, sha256_file, write_json
 from .errors import CheckpointError, ConfigError, InputError
+from .jsonfiles import read_json
+from .locks import catalog_lock, finetune_name_lock
+from .paths import check_name, home_folder, make_owned_dir, remove_owned
 from .progress import CancelToken, ProgressCallback
 from .replay import replay_cases
 from .training import distributed
@@ -107,7 +112,7 @@ def _replay_cases(spec: ModelSpec, train_dirs: Sequence[Path], replay: Sequence[
 
 
 def _run_dir(home, name: str, version: str, resume: bool) -> Path:
-    root = user_home(home) / "finetune"
+    root = home_folder("finetune", home, create=True)
     if resume:
         runs = sorted((p for p in root.glob(f"{name}-*") if (p / "state.pt").is_file()
                        and not (p / REGISTERED_FILE).is_file()), key=lambda p: p.stat().st_mtime)
@@ -116,10 +121,29 @@ def _run_dir(home, name: str, version: str, resume: bool) -> Path:
         return runs[-1]
     run = root / f"{name}-{version}"
     if run.exists() and not (run / "state.pt").is_file():
-        shutil.rmtree(run)  # killed before its first epoch ended: nothing to resume
+        remove_owned(run, home)  # killed before its first epoch ended: nothing to resume
     if run.exists():
         raise ConfigError(f"{run} holds an interrupted run of {name!r}: continue it with --resume")
-    return run
+    return make_owned_dir(run, home)
+
+
+def _check_options(*, epochs, minutes, val_fraction, lr, warmup_steps, trainable, ema_decay, precision, patience,
+                   keep, replay, replay_fraction, steps_per_epoch, threads, resume) -> None:
+    """Every option checked before any work (the training configuration's own rules, and fine-tuning's).
+
+    Raises:
+        ConfigError: the first invalid option.
+    """
+    if keep not in ("auto", "best", "last"):
+        raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
+    if patience is not None and patience < 1:
+        raise ConfigError(f"patience must be at least 1 validation (or None: never stop early), not {patience}")
+    if replay and not 0 < replay_fraction < 1:
+        raise ConfigError(f"replay fraction must be between 0 and 1, not {replay_fraction}")
+    budget = {"epochs": epochs, "minutes": minutes} if not resume or epochs or minutes else {"epochs": 1}
+    TrainConfig(out_dir="", cases=(), val_fraction=val_fraction, lr=lr, min_lr=lr * 0.05,
+                warmup_steps=warmup_steps, trainable=trainable, ema_decay=ema_decay, precision=precision,
+                steps_per_epoch=steps_per_epoch, threads=threads, **budget)
 
 
 def _dice_row(row: Mapping[str, Any]) -> dict[str, float]:
@@ -183,26 +207,44 @@ def finetune(
     Raises:
         CatalogError, ConfigError, InputError, CheckpointError, DeviceError, Cancelled.
     """
+    check_name(name, "model name")
+    _check_options(epochs=epochs, minutes=minutes, val_fraction=val_fraction, lr=lr, warmup_steps=warmup_steps,
+                   trainable=trainable, ema_decay=ema_decay, precision=precision, patience=patience, keep=keep,
+                   replay=replay, replay_fraction=replay_fraction, steps_per_epoch=steps_per_epoch,
+                   threads=threads, resume=resume)
     catalog = load_catalog(home)
     spec = catalog.get(base)
     if spec.output.get("activation") != "sigmoid":
         raise ConfigError(f"fine-tuning supports the BraTS (sigmoid TC/WT/ET) models; {spec.ref} is {spec.preset}")
-    if name in {m.id for m in catalog.models if m.builtin}:
-        raise ConfigError(f"{name} is a built-in model id; choose a new name for the fine-tuned model")
+    check_user_model_id(name, catalog)
     weights = spec.weights[0]
     if not weights.path.is_file() or sha256_file(weights.path) != weights.sha256:
         raise CheckpointError(f"weights of {spec.ref} are missing or fail their sha256 check: {weights.path}")
+    main = distributed.is_main_process()
+    with finetune_name_lock(name, home) if main else contextlib.nullcontext():
+        return _finetune_locked(
+            spec, catalog, name, cases=cases, epochs=epochs, minutes=minutes, val_fraction=val_fraction, lr=lr,
+            warmup_steps=warmup_steps, trainable=trainable, ema_decay=ema_decay, precision=precision,
+            patience=patience, keep=keep, replay=replay, replay_fraction=replay_fraction,
+            steps_per_epoch=steps_per_epoch, device=device, threads=threads, seed=seed, home=home, resume=resume,
+            progress=progress, cancel=cancel)
+
+
+def _finetune_locked(spec: ModelSpec, catalog, name: str, *, cases, epochs, minutes, val_fraction, lr,
+                     warmup_steps, trainable, ema_decay, precision, patience, keep, replay, replay_fraction,
+                     steps_per_epoch, device, threads, seed, home, resume, progress, cancel) -> FinetuneResult:
+    """``finetune`` once its options are checked and the name's lock is held (by rank 0)."""
+    weights = spec.weights[0]
     version = next_version(catalog, name)
     run_dir = distributed.from_main(_run_dir(home, name, version, resume) if distributed.is_main_process() else None)
     if resume:
-        config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        config = TrainConfig.from_dict(read_json(run_dir / "config.json", "fine-tuning run configuration",
+                                                 ConfigError))
         config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs or config.epochs,
                                         "minutes": minutes, "device": device, "threads": threads})
     else:
         case_dirs, convention = _case_dirs(spec, cases, home)
         train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
-        if keep not in ("auto", "best", "last"):
-            raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
         if keep == "auto":
             keep = "last" if len(val_dirs) == 1 else "best"
         replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction, home, progress, cancel)
@@ -227,24 +269,33 @@ def finetune(
     after = _dice_row(next(r for r in rows if r["epoch"] == result.best_epoch))
     model = None
     if distributed.is_main_process():
-        model = _register(spec, name, version, run_dir, result, before, after, config.keep, home)
+        model = _register(spec, name, run_dir, result, before, after, config.keep, home)
         write_json(run_dir / REGISTERED_FILE, {"model": model.ref, "before": before, "after": after})
     model = distributed.from_main(model)
     return FinetuneResult(model, run_dir, before, after, result)
 
 
-def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: TrainResult,
+def _register(spec: ModelSpec, name: str, run_dir: Path, result: TrainResult,
               before: Mapping[str, float], after: Mapping[str, float], kept: str, home) -> ModelSpec:
-    models_dir = user_catalog_path(home).parent
-    models_dir.mkdir(parents=True, exist_ok=True)
-    target = models_dir / f"{name}-{version}.safetensors"
-    with open(run_dir / "best.safetensors", "rb") as source, atomic_write(target) as handle:
-        shutil.copyfileobj(source, handle)
-    split = json.loads((run_dir / "split.json").read_text())
+    """Store the kept weights and add ``name``'s next version (taken under the catalog lock: a model added under
+    the same id meanwhile makes this one the version after it)."""
+    with catalog_lock(home):
+        version = next_version(load_catalog(home), name)
+        target = home_folder("models", home, create=True) / f"{name}-{version}.safetensors"
+        with open(run_dir / "best.safetensors", "rb") as source, atomic_write(target) as handle:
+            shutil.copyfileobj(source, handle)
+        return add_user_entry(_entry(spec, name, version, target, run_dir, result, before, after, kept), home)
+
+
+def _entry(spec: ModelSpec, name: str, version: str, target: Path, run_dir: Path, result: TrainResult,
+           before: Mapping[str, float], after: Mapping[str, float], kept: str) -> dict[str, Any]:
+    """The user-catalog entry of a fine-tuned model."""
+    split = read_json(run_dir / "split.json", "fine-tuning run split", ConfigError)
     replay_file = run_dir / REPLAY_FILE
-    replayed = {Path(c).name for c in json.loads(replay_file.read_text())["cases"]} if replay_file.is_file() else set()
+    replayed = ({Path(c).name for c in read_json(replay_file, "fine-tuning replay record", ConfigError)["cases"]}
+                if replay_file.is_file() else set())
     site_cases = [c["id"] for c in split["train"] if c["id"] not in replayed]
-    entry = {
+    return {
         "id": name,
         "version": version,
         "title": f"{spec.title} — fine-tuned ({name})",
@@ -280,4 +331,3 @@ def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: T
             "run_dir": str(run_dir),
         },
     }
-    return add_user_entry(entry, home)

@@ -21,6 +21,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from glims.errors import InputError, OutputError
+from glims.outputs import check_targets
 
 from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
@@ -256,10 +257,13 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             The files written (for ``dicom``: the folder).
 
         Raises:
-            ValueError: unknown format; OSError/RuntimeError: the export failed.
+            ValueError: unknown format; OutputError: a file it would write is one the scene was loaded from (an
+            input is never overwritten); OSError/RuntimeError: the export failed.
         """
         fileFormat = fileFormat.lower()
         destination = Path(destination)
+        check_targets(self._exportTargets(segmentationNode, fileFormat, destination),
+                      sceneio.loadedFiles(segmentationNode.GetScene()))
         if fileFormat == "seg.nrrd":
             return [sceneio.writeSegmentationFile(segmentationNode, destination)]
         if fileFormat == "nifti":
@@ -273,6 +277,20 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             sceneio.writeDicomSeg(segmentationNode, self.referenceVolume(segmentationNode), destination)
             return [destination]
         raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fileFormat!r}")
+
+    @staticmethod
+    def _exportTargets(segmentationNode, fileFormat: str, destination: Path) -> dict[str, Path]:
+        """The files an export writes (role -> path), as far as they are known before it runs."""
+        if fileFormat in ("seg.nrrd", "nifti"):
+            return {"export": destination}
+        name = segmentationNode.GetName()
+        if fileFormat == "stl":
+            segmentation = segmentationNode.GetSegmentation()
+            segments = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+            return {f"surface of '{segment}'": destination / f"{name}_{segment}.stl" for segment in segments}
+        if fileFormat == "obj":
+            return {"surfaces": destination / f"{name}.obj", "surface materials": destination / f"{name}.mtl"}
+        return {}
 
     def defaultExportName(self, segmentationNode, fileFormat: str) -> str:
         """A file (or folder) name for an export: the node name made safe for file systems, plus the extension."""

@@ -28,6 +28,7 @@ __all__ = [
     "writeSurfaceFiles",
     "dicomSegExportProblem",
     "writeDicomSeg",
+    "loadedFiles",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,17 @@ def _writeWithStorageNode(storage, node, path: str | os.PathLike, what: str) -> 
     if not storage.WriteData(node):
         raise OSError(f"could not write {what} to {path}")
     return Path(path)
+
+
+def loadedFiles(scene) -> list[Path]:
+    """The files the scene's nodes were loaded from (every storage node's file names): what exports must not
+    overwrite."""
+    files = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLStorageNode")):
+        storage = scene.GetNthNodeByClass(index, "vtkMRMLStorageNode")
+        names = [storage.GetFileName()] + [storage.GetNthFileName(i) for i in range(storage.GetNumberOfFileNames())]
+        files += [Path(name) for name in names if name]
+    return files
 
 
 def writeVolumeFile(volumeNode, path: str | os.PathLike, compress: bool = False) -> Path:

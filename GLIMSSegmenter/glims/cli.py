@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
@@ -165,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = "" if args.debug else " (run with --debug for the traceback)"
         internal = InternalError(f"internal error: {detail}{hint}")
         if args.debug:
-            logging.getLogger("glims").error("internal error", exc_info=err)
+            traceback.print_exception(err, file=sys.stderr)
         return _report_error(internal, InternalError.exit_code, ui, False)
 
 

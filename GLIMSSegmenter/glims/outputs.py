@@ -23,7 +23,8 @@ from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["OutputSet", "check_targets", "remove_stale_partials", "describe_write_error", "STALE_AFTER_S"]
+__all__ = ["OutputSet", "check_targets", "check_output_folder", "remove_stale_partials", "describe_write_error",
+           "STALE_AFTER_S"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +46,26 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _check_folder(path: Path, role: str) -> None:
-    """Refuse an output whose folder cannot be a folder: a file (or a dangling link) on the way to it."""
+    """Refuse an output file that is a folder, or whose folder cannot be a folder."""
     if path.is_dir():
         raise OutputError(f"cannot write the {role} {path}: it is a folder")
+    _check_parents(path, role)
+
+
+def check_output_folder(path: str | os.PathLike, role: str) -> None:
+    """Refuse, before any work, an output folder that is a file or lies below one.
+
+    Raises:
+        OutputError: the message names the file in the way.
+    """
+    path = Path(path)
+    if os.path.lexists(path) and not path.is_dir():
+        raise OutputError(f"cannot use {path} as the {role}: it is a file, not a folder")
+    _check_parents(path, role)
+
+
+def _check_parents(path: Path, role: str) -> None:
+    """Refuse a path below a file (or a dangling link): its folder could not be created."""
     for parent in path.parents:
         if parent.is_dir():
             return

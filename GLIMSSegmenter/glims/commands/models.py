@@ -81,7 +81,7 @@ def _choose_default(args: argparse.Namespace, ui) -> int:
     from ..catalog import load_catalog, reset_default_model, set_default_model
     from ..errors import ConfigError
 
-    if args.reset == bool(args.model):
+    if args.reset == (args.model is not None):
         raise ConfigError("give either a model (glims models default ID) or --reset")
     if args.preset and not args.reset:
         raise ConfigError("--preset goes with --reset (a model's task is its own)")

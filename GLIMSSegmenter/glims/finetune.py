@@ -34,7 +34,7 @@ import numpy as np
 from .casestore import list_cases
 from .catalog import ModelSpec, add_user_entry, check_user_model_id, load_catalog, next_version
 from .checkpoint import atomic_write, sha256_file, write_json
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, GlimsError, InputError
 from .jsonfiles import read_json
 from .locks import catalog_lock, finetune_name_lock
 from .paths import check_name, home_folder, make_owned_dir, remove_owned
@@ -125,6 +125,19 @@ def _run_dir(home, name: str, version: str, resume: bool) -> Path:
     if run.exists():
         raise ConfigError(f"{run} holds an interrupted run of {name!r}: continue it with --resume")
     return make_owned_dir(run, home)
+
+
+@contextlib.contextmanager
+def _discarded_if_it_never_started(run_dir: Path, home, resume: bool):
+    """Within the block, a failure before the first epoch was saved removes the new run folder (rank 0): there is
+    nothing in it to resume."""
+    try:
+        yield
+    except BaseException:
+        if not resume and distributed.is_main_process() and not (Path(run_dir) / "state.pt").is_file():
+            with contextlib.suppress(OSError, GlimsError):
+                remove_owned(run_dir, home)
+        raise
 
 
 def _check_options(*, epochs, minutes, val_fraction, lr, warmup_steps, trainable, ema_decay, precision, patience,
@@ -237,33 +250,34 @@ def _finetune_locked(spec: ModelSpec, catalog, name: str, *, cases, epochs, minu
     weights = spec.weights[0]
     version = next_version(catalog, name)
     run_dir = distributed.from_main(_run_dir(home, name, version, resume) if distributed.is_main_process() else None)
-    if resume:
-        config = TrainConfig.from_dict(read_json(run_dir / "config.json", "fine-tuning run configuration",
-                                                 ConfigError))
-        config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs or config.epochs,
-                                        "minutes": minutes, "device": device, "threads": threads})
-    else:
-        case_dirs, convention = _case_dirs(spec, cases, home)
-        train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
-        if keep == "auto":
-            keep = "last" if len(val_dirs) == 1 else "best"
-        replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction, home, progress, cancel)
-        if replay_dirs and distributed.is_main_process():
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            write_json(Path(run_dir) / REPLAY_FILE, {"cases": [str(d) for d in replay_dirs],
-                                                     "fraction": replay_fraction})
-        config = TrainConfig(
-            out_dir=str(run_dir), cases=tuple(map(str, [*train_dirs, *replay_dirs])), case_weights=case_weights,
-            val_cases=tuple(map(str, val_dirs)), val_thresholds=spec.output.get("thresholds"),
-            preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
-            spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
-            label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
-            lr=lr, min_lr=lr * 0.05, warmup_steps=warmup_steps, trainable=trainable,
-            ema_decay=ema_decay, precision=precision,
-            early_stop_patience=patience if keep == "best" else None, keep=keep, init_weights=str(weights.path),
-            validate_initial=True, seed=seed, device=device, threads=threads,
-        )
-    result = train(config, resume=resume, progress=progress, cancel=cancel)
+    with _discarded_if_it_never_started(run_dir, home, resume):
+        if resume:
+            config = TrainConfig.from_dict(read_json(run_dir / "config.json", "fine-tuning run configuration",
+                                                     ConfigError))
+            config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs or config.epochs,
+                                            "minutes": minutes, "device": device, "threads": threads})
+        else:
+            case_dirs, convention = _case_dirs(spec, cases, home)
+            train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
+            if keep == "auto":
+                keep = "last" if len(val_dirs) == 1 else "best"
+            replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction, home, progress, cancel)
+            if replay_dirs and distributed.is_main_process():
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                write_json(Path(run_dir) / REPLAY_FILE, {"cases": [str(d) for d in replay_dirs],
+                                                         "fraction": replay_fraction})
+            config = TrainConfig(
+                out_dir=str(run_dir), cases=tuple(map(str, [*train_dirs, *replay_dirs])), case_weights=case_weights,
+                val_cases=tuple(map(str, val_dirs)), val_thresholds=spec.output.get("thresholds"),
+                preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
+                spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
+                label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
+                lr=lr, min_lr=lr * 0.05, warmup_steps=warmup_steps, trainable=trainable,
+                ema_decay=ema_decay, precision=precision,
+                early_stop_patience=patience if keep == "best" else None, keep=keep, init_weights=str(weights.path),
+                validate_initial=True, seed=seed, device=device, threads=threads,
+            )
+        result = train(config, resume=resume, progress=progress, cancel=cancel)
     rows = [r for r in result.history if "val_dice_mean" in r]
     before = _dice_row(next(r for r in rows if r["epoch"] == 0))
     after = _dice_row(next(r for r in rows if r["epoch"] == result.best_epoch))

@@ -286,7 +286,8 @@ def test_stale_partial_files_of_a_killed_run_are_removed_by_the_next_run(tiny_ho
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True)
     dead_pid = int(finished.stdout)  # a process that has ended: its temporary files are abandoned
-    stale = [out / f".s.partial-{dead_pid}-0123abcd.seg.nrrd", out / f"..s.partial-{dead_pid}-0123abcd.seg.nrrd.x1.seg.nrrd",
+    stale = [out / f".s.partial-{dead_pid}-0123abcd.seg.nrrd",
+             out / f"..s.partial-{dead_pid}-0123abcd.seg.nrrd.x1.seg.nrrd",  # an image writer's own temporary
              out / ".r.partial-89abcdef.json"]
     for path in stale:
         path.write_bytes(b"half")
@@ -322,7 +323,8 @@ def test_a_full_disk_while_writing_the_report_is_one_line_and_leaves_nothing(tin
     # a 16 kB file system, filled up: the report is the only output written there
     glims = " ".join([sys.executable, "-m", "glims", *segment_args(tiny_home, inputs, out / "s.seg.nrrd",
                                                                     "--report", str(full / "r.json"))])
-    script = (f"mount -t tmpfs -o size=16k tmpfs '{full}' && (head -c 1000000 /dev/zero > '{full}/filler' 2>/dev/null; true) "
+    script = (f"mount -t tmpfs -o size=16k tmpfs '{full}' "
+              f"&& (head -c 1000000 /dev/zero > '{full}/filler' 2>/dev/null; true) "
               f"&& {glims}; echo \"exit=$?\"; ls -A '{full}' '{out}'")
     env = {**os.environ, "PYTHONPATH": str(REPO / "GLIMSSegmenter")}
     proc = subprocess.run(["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, env=env,

@@ -482,9 +482,8 @@ def register_model(
         CheckpointError: unreadable, unsafe or not a GLIMS checkpoint; CatalogError: bad id or preset.
     """
     from .checkpoint import infer_architecture, load_checkpoint, load_into_model, save_checkpoint
-    from .network import GLIMS
-
     from .locks import catalog_lock
+    from .network import GLIMS
 
     presets = load_presets()
     if preset not in presets:

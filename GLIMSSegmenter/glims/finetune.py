@@ -20,7 +20,6 @@ and registers, and the other ranks receive the registered model from it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from collections.abc import Mapping, Sequence

@@ -25,7 +25,6 @@ keep a moving average of the weights), ``keep`` and ``precision`` (bf16 autocast
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,6 +41,7 @@ from ..catalog import load_presets
 from ..checkpoint import load_checkpoint, load_into_model, save_checkpoint, write_json
 from ..errors import ConfigError
 from ..inference import InferenceOptions, predict_logits, resolve_device
+from ..jsonfiles import read_json
 from ..metrics import dice
 from ..network import GLIMS
 from ..postprocessing import activate
@@ -387,7 +387,7 @@ def train(
     resumed_weights = None
     if resume:
         state, resumed_weights = load_state(run_dir)
-        saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        saved = TrainConfig.from_dict(read_json(run_dir / "config.json", "training run configuration", ConfigError))
         config = replace(saved, epochs=config.epochs or saved.epochs, minutes=config.minutes,
                          device=config.device, threads=config.threads, val_every=config.val_every,
                          out_dir=str(run_dir))

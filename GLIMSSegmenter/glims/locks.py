@@ -43,22 +43,21 @@ def _held(lock_path: os.PathLike, timeout: float, busy: str) -> Iterator[None]:
         lock.release()
 
 
-@contextlib.contextmanager
-def catalog_lock(home: str | os.PathLike | None = None) -> Iterator[None]:
-    """Hold the user catalog's lock (waiting up to ``STORE_WAIT_S`` for another process)."""
-    path = home_folder("models", home, create=True) / ".catalog.lock"
-    with _held(path, STORE_WAIT_S, f"the user model catalog stayed locked by another glims process for "
-                                   f"{STORE_WAIT_S:.0f} s (lock {path})"):
-        yield
+def _store_lock(kind: str, file_name: str, what: str, home: str | os.PathLike | None):
+    """The lock of one of glims's stores: waits up to ``STORE_WAIT_S`` for another process."""
+    path = home_folder(kind, home, create=True) / file_name
+    return _held(path, STORE_WAIT_S, f"{what} stayed locked by another glims process for {STORE_WAIT_S:.0f} s "
+                                     f"(lock {path})")
 
 
-@contextlib.contextmanager
-def case_store_lock(home: str | os.PathLike | None = None) -> Iterator[None]:
-    """Hold the case store's lock (waiting up to ``STORE_WAIT_S`` for another process)."""
-    path = home_folder("cases", home, create=True) / ".cases.lock"
-    with _held(path, STORE_WAIT_S, f"the training-set store stayed locked by another glims process for "
-                                   f"{STORE_WAIT_S:.0f} s (lock {path})"):
-        yield
+def catalog_lock(home: str | os.PathLike | None = None):
+    """Hold the user catalog's lock (a context manager; waits up to ``STORE_WAIT_S`` for another process)."""
+    return _store_lock("models", ".catalog.lock", "the user model catalog", home)
+
+
+def case_store_lock(home: str | os.PathLike | None = None):
+    """Hold the case store's lock (a context manager; waits up to ``STORE_WAIT_S`` for another process)."""
+    return _store_lock("cases", ".cases.lock", "the training-set store", home)
 
 
 @contextlib.contextmanager

@@ -96,13 +96,15 @@ def add_case(
         preset: ``brats`` or ``btcv`` (decides the inputs and the allowed label values).
         inputs: ``{input key: image path}`` for every input of the preset (the first key's image is the reference).
         label: corrected label map on the reference grid.
-        case_id: folder name (letters, digits, ``. _ -``); default: derived from the reference file name.
+        case_id: folder name (``glims.paths.check_name``: up to 64 letters, digits, ``. _ -``); default: derived
+            from the reference file name.
         provenance: extra facts to keep (model that made the first draft, source volume names...).
         label_map: optional relabelling applied before validation (e.g. ``{4: 3}`` for BraTS 2017-2021 files).
 
     Raises:
         InputError: a missing or extra input, a label value outside the preset's labels, a label map or an input
-            that is not on the reference grid, an unreadable file, or an existing case id.
+            that is not on the reference grid, an unreadable file, or an existing case id. ConfigError: an invalid
+            case id (checked before anything is read).
     """
     if case_id is not None:
         check_name(case_id, "case id")

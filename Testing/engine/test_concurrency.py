@@ -102,3 +102,28 @@ def test_a_second_finetune_of_the_same_name_is_refused_at_start(tmp_path):
                   "--cases", str(tmp_path / "no-cases"))
     third_code, _, third_err = (third.wait(timeout=600), *third.communicate())
     assert "no-cases" in third_err and third_code == 3, third_err
+
+
+def test_two_real_finetune_runs_of_one_name_the_second_refused_while_the_first_trains(tmp_path):
+    import signal
+
+    from glims.cli import main
+    from glims.progress import parse_protocol_line
+
+    home = tmp_path / "home"
+    register_tiny_model(home, "brats", model_id="base")
+    assert main(["synth", "--out", str(tmp_path / "cases"), "--n", "2", "--shape", "32", "32", "32"]) == 0
+    first = start(home, "finetune", "-m", "base", "--name", "site", "--minutes", "30", "--steps-per-epoch", "1",
+                  "--no-replay", "--cases", str(tmp_path / "cases"), "--progress", "json", "--threads", "1")
+    for line in first.stdout:  # the first run is under way (it holds the name's lock from its start)
+        event = parse_protocol_line(line)
+        if event and event["type"] == "progress":
+            break
+    second = start(home, "finetune", "-m", "base", "--name", "site", "--epochs", "1", "--no-replay",
+                   "--cases", str(tmp_path / "cases"), "--progress", "none")
+    _, second_err = second.communicate(timeout=600)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=600)
+    assert second.returncode == 2 and "another `glims finetune --name site` is running" in second_err, second_err
+    assert first.returncode == 130
+    assert "site" not in load_catalog(home).ids()

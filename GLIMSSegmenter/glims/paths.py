@@ -125,7 +125,7 @@ def mark_owned(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def make_owned_dir(path: str | os.PathLike, home: str | os.PathLike | None = None, *, exist_ok: bool = True) -> Path:
+def make_owned_dir(path: str | os.PathLike, home: str | os.PathLike | None = None) -> Path:
     """Create ``path`` (and its parents up to the home), each new folder marked as glims's; returns ``path``.
 
     Raises:
@@ -142,8 +142,6 @@ def make_owned_dir(path: str | os.PathLike, home: str | os.PathLike | None = Non
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise OutputError(f"cannot create {path}: {probe} is a file, not a folder")
-    if not missing and not exist_ok:
-        raise FileExistsError(path)
     root.mkdir(parents=True, exist_ok=True)
     for folder in reversed(missing):
         try:

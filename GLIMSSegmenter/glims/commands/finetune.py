@@ -46,10 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ui) -> int:
     from ..errors import ConfigError
     from ..finetune import finetune
+    from ..paths import check_name
     from ..progress import CancelToken, cancel_on_signals
     from ..training import distributed
-
-    from ..paths import check_name
 
     check_name(args.name, "model name")
     if args.epochs is None and args.minutes is None:

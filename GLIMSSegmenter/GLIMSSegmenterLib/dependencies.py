@@ -58,6 +58,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("SimpleITK", "2.3", Source.SLICER),
     Requirement("safetensors", "0.4"),
     Requirement("jsonschema", "4.0"),
+    Requirement("filelock", "3.12"),  # inter-process locks on the user catalog and the case store
     Requirement("psutil", "5.9"),  # cancelling kills the engine's process tree
 )
 """The engine's dependencies (pyproject.toml, same minimums) plus what this module itself needs."""

@@ -21,6 +21,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from glims.errors import InputError, OutputError
+from glims.outputs import check_targets
 
 from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
@@ -261,10 +262,13 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             The files written.
 
         Raises:
-            ValueError: unknown format; OSError/RuntimeError: the export failed or would be incomplete.
+            ValueError: unknown format; OutputError: a file it would write is one the scene was loaded from (an
+            input is never overwritten); OSError/RuntimeError: the export failed or would be incomplete.
         """
         fileFormat = fileFormat.lower()
         destination = Path(destination)
+        check_targets(self._exportTargets(segmentationNode, fileFormat, destination),
+                      sceneio.loadedFiles(segmentationNode.GetScene()))
         if fileFormat == "seg.nrrd":
             return [sceneio.writeSegmentationFile(segmentationNode, destination)]
         if fileFormat == "nifti":
@@ -295,6 +299,14 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                 modelId, _, version = ref.partition("@")
                 return Algorithm(modelId, version or "unknown", (), f"glims {__version__}")
         return Algorithm("GLIMS Segmenter", __version__, (), f"glims {__version__}")
+
+    @staticmethod
+    def _exportTargets(segmentationNode, fileFormat: str, destination: Path) -> dict[str, Path]:
+        """The files an export writes (role -> path), as far as they are known before it runs."""
+        if fileFormat in ("stl", "obj"):
+            return {f"surface file {name}": destination / name
+                    for name in sceneio.surfaceFileNames(segmentationNode, fileFormat)}
+        return {"export": destination}
 
     def defaultExportName(self, segmentationNode, fileFormat: str) -> str:
         """A file (or folder) name for an export: the node name made safe for file systems, plus the extension."""

@@ -26,11 +26,13 @@ __all__ = [
     "writeLabelmapFile",
     "writeLabelValuesFile",
     "writeSurfaceFiles",
+    "surfaceFileNames",
     "DICOM_FORMATS",
     "ALGORITHM_TYPE_TAG",
     "dicomSourceFiles",
     "dicomExportProblem",
     "writeDicomFile",
+    "loadedFiles",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,17 @@ def _writeWithStorageNode(storage, node, path: str | os.PathLike, what: str) -> 
     if not storage.WriteData(node):
         raise OSError(f"could not write {what} to {path}")
     return Path(path)
+
+
+def loadedFiles(scene) -> list[Path]:
+    """The files the scene's nodes were loaded from (every storage node's file names): what exports must not
+    overwrite."""
+    files = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLStorageNode")):
+        storage = scene.GetNthNodeByClass(index, "vtkMRMLStorageNode")
+        names = [storage.GetFileName()] + [storage.GetNthFileName(i) for i in range(storage.GetNumberOfFileNames())]
+        files += [Path(name) for name in names if name]
+    return files
 
 
 def writeVolumeFile(volumeNode, path: str | os.PathLike, compress: bool = False) -> Path:
@@ -322,6 +335,28 @@ def _objGroups(path: Path) -> int:
     return sum(1 for line in path.read_text(errors="replace").splitlines() if line.startswith("g "))
 
 
+def _surfaceExportPlan(segmentationNode, fileFormat: str, segmentIdsToWrite: Sequence[str] | None = None):
+    """What a surface export writes: (non-empty segment ids, node file stem, segment file stems, file names)."""
+    from .exportnames import safeFileName, uniqueFileNames
+
+    fileFormat = fileFormat.upper()
+    if fileFormat not in SURFACE_FORMATS:
+        raise ValueError(f"surface format must be one of {', '.join(SURFACE_FORMATS)}, not {fileFormat!r}")
+    segmentation = segmentationNode.GetSegmentation()
+    wanted = list(segmentIdsToWrite) if segmentIdsToWrite else segmentIds(segmentationNode)
+    present = [i for i in wanted if _segmentHasContent(segmentation, i)]
+    nodeName = safeFileName(segmentationNode.GetName(), "segmentation")
+    names = uniqueFileNames([segmentation.GetSegment(i).GetName() for i in present])
+    expected = ([f"{nodeName}_{name}.stl" for name in names] if fileFormat == "STL"
+                else [f"{nodeName}.obj", f"{nodeName}.mtl"])
+    return present, nodeName, names, expected
+
+
+def surfaceFileNames(segmentationNode, fileFormat: str) -> list[str]:
+    """The names of the files :func:`writeSurfaceFiles` writes for ``segmentationNode`` in ``fileFormat``."""
+    return _surfaceExportPlan(segmentationNode, fileFormat)[3]
+
+
 def writeSurfaceFiles(segmentationNode, folder: str | os.PathLike, fileFormat: str = "STL",
                       segmentIdsToWrite: Sequence[str] | None = None) -> list[Path]:
     """Write the non-empty segments' closed surfaces (LPS, millimetres) into ``folder``, all or nothing.
@@ -341,22 +376,12 @@ def writeSurfaceFiles(segmentationNode, folder: str | os.PathLike, fileFormat: s
     import shutil
     import tempfile
 
-    from .exportnames import safeFileName, uniqueFileNames
-
     fileFormat = fileFormat.upper()
-    if fileFormat not in SURFACE_FORMATS:
-        raise ValueError(f"surface format must be one of {', '.join(SURFACE_FORMATS)}, not {fileFormat!r}")
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    segmentation = segmentationNode.GetSegmentation()
-    wanted = list(segmentIdsToWrite) if segmentIdsToWrite else segmentIds(segmentationNode)
-    present = [i for i in wanted if _segmentHasContent(segmentation, i)]
+    present, nodeName, names, expected = _surfaceExportPlan(segmentationNode, fileFormat, segmentIdsToWrite)
     if not present:
         raise OSError(f"'{segmentationNode.GetName()}' has no non-empty segment to export as {fileFormat}")
-    nodeName = safeFileName(segmentationNode.GetName(), "segmentation")
-    names = uniqueFileNames([segmentation.GetSegment(i).GetName() for i in present])
-    expected = ([f"{nodeName}_{name}.stl" for name in names] if fileFormat == "STL"
-                else [f"{nodeName}.obj", f"{nodeName}.mtl"])
+    folder.mkdir(parents=True, exist_ok=True)
     copy = _safeCopy(segmentationNode, present, nodeName, names)
     staging = Path(tempfile.mkdtemp(prefix=".glims-export-", dir=folder))
     scene = segmentationNode.GetScene()

@@ -15,6 +15,7 @@ __all__ = [
     "DeviceError",
     "OutputError",
     "Cancelled",
+    "InternalError",
 ]
 
 
@@ -64,3 +65,10 @@ class Cancelled(GlimsError):
     """The job was cancelled (signal or cancel token); nothing was written."""
 
     exit_code = 130
+
+
+class InternalError(GlimsError):
+    """Not a problem with the input or the options but a fault in glims itself (an unexpected exception); the
+    command line reports it in one line, with the traceback under ``--debug``."""
+
+    exit_code = 70

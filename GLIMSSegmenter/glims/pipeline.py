@@ -26,7 +26,7 @@ from .catalog import ModelSpec, load_catalog, match_inputs
 from .errors import InputError
 from .imageio import Geometry, ensure_writable, write_image
 from .inference import InferenceOptions, load_models, predict_logits
-from .outputs import OutputSet
+from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
 from .preprocessing import prepare_case, to_xyz
 from .progress import CancelToken, ProgressCallback, StagePlan
@@ -147,8 +147,11 @@ def segment_files(
     targets = {k: v for k, v in (("segmentation", output), ("labelmap", labelmap), ("probabilities", probabilities),
                                  ("report", report), ("dicom_seg", dicom_seg), ("dicom_rtstruct", dicom_rtstruct))
                if v is not None}
+    check_targets(targets, inputs)  # no output overwrites an input or another output
     for path in targets.values():
         ensure_writable(path)
+    for folder in {Path(path).parent for path in targets.values()}:
+        remove_stale_partials(folder)  # left behind by a run killed while writing here
 
     clock = time.perf_counter()
     plan.report("load", 0, 1, "loading model")
@@ -225,9 +228,15 @@ def segment_files(
         summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         summary["timings_s"]["total"] = round(sum(timings.values()), 3)
         if report is not None:
-            with open(pending.staged(report), "w") as handle:
-                json.dump(summary, handle, indent=2)
-                handle.write("\n")
+            staged = pending.staged(report)
+            try:
+                with open(staged, "w") as handle:
+                    json.dump(summary, handle, indent=2)
+                    handle.write("\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as err:  # e.g. the disk is full: the staged outputs are discarded on the way out
+                raise describe_write_error(err, report) from None
         _check(cancel)
         pending.commit()
         written = {k: Path(v) for k, v in targets.items()}

@@ -349,8 +349,9 @@ def test_a_stopped_run_is_continued_where_it_stopped(tuning):
 
 
 def test_a_stopped_run_can_be_discarded(tuning, home):
-    run = home / "finetune" / "never-finished-1.0.0"
-    run.mkdir(parents=True)
+    from glims.paths import make_owned_dir
+
+    run = make_owned_dir(home / "finetune" / "never-finished-1.0.0", home)  # as the engine creates run folders
     (run / "state.pt").write_bytes(b"")  # how the engine marks a run stopped after an epoch
     assert tuning.interruptedRuns("never-finished") == [run]
     tuning.discardInterruptedRuns("never-finished")

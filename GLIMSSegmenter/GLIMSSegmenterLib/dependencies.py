@@ -57,6 +57,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("SimpleITK", "2.3", Source.SLICER),
     Requirement("safetensors", "0.4"),
     Requirement("jsonschema", "4.0"),
+    Requirement("nibabel", "5.0"),  # sees what ITK hides in NIfTI files (truncation, NaN, sheared axes)
     Requirement("psutil", "5.9"),  # cancelling kills the engine's process tree
 )
 """The engine's dependencies (pyproject.toml, same minimums) plus what this module itself needs."""

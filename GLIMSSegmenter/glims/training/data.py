@@ -30,6 +30,7 @@ import SimpleITK as sitk
 
 from ..catalog import InputSpec, match_inputs
 from ..errors import InputError
+from ..imageio import read_label_image
 from ..preprocessing import prepare_case, to_xyz
 from .labels import REGIONS, detect_convention, regions_from_labels
 
@@ -120,7 +121,10 @@ def _case_in_folder(folder: Path, matcher: InputMatcher, convention: str) -> Cas
         return None
     labels = [p for p in files if _LABEL_WORDS.search(_stem(p))]
     images = [p for p in files if p not in labels]
-    assigned = match_inputs(matcher, [str(p) for p in images])  # type: ignore[arg-type]
+    try:
+        assigned = match_inputs(matcher, [str(p) for p in images], strict=True)  # type: ignore[arg-type]
+    except InputError as err:
+        raise InputError(f"case {folder}: {err}; keep one image per input in a case folder") from None
     missing = [i.title.split(" (")[0] for i in matcher.inputs if i.key not in assigned]
     if missing:
         raise InputError(f"case {folder}: no image found for {', '.join(missing)}")
@@ -203,12 +207,7 @@ def load_case(files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int],
     """
     names = [f"{t} ({p.name})" for t, p in zip(titles or [p.name for p in files.images], files.images)]
     prepared = prepare_case(files.images, names, preprocessing, roi_size)
-    try:
-        label = sitk.ReadImage(str(files.label))
-    except RuntimeError as err:
-        raise InputError(f"{files.label.name}: cannot read the label map ({str(err).strip()[:160]})") from None
-    if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{files.label.name}: a label map must be a single-channel 3D image")
+    label = read_label_image(files.label, f"{files.case_id}: label map {files.label.name}")
     reference = prepared.reference
     if not np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1.0) or label.GetSize() != reference.GetSize():
         logger.warning("case %s: label grid differs from the first image's; resampling it in physical space",

@@ -4,8 +4,8 @@ Arrays are numpy (z, y, x) as SimpleITK gives them; geometry stays in ITK's (x, 
 Inputs on different grids are brought onto the reference grid by resampling in physical space, never by resizing
 arrays. Writes are atomic.
 
-Nothing is read silently wrong: NIfTI files are scanned first (``glims.niftiscan``: truncation, NaN/Inf, sheared
-axes, which ITK would hide), and every image read is refused when its voxel spacing lies outside
+Nothing is read silently wrong: files are scanned first (``glims.filescan``: truncation, and for NIfTI NaN/Inf and
+sheared axes, which ITK would hide), and every image read is refused when its voxel spacing lies outside
 ``PLAUSIBLE_SPACING_MM``, its axes are not perpendicular, or its values do not fit the float32 the models compute in.
 """
 
@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import os
 import tempfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import SimpleITK as sitk
 
 from .checkpoint import current_umask
 from .errors import InputError, OutputError
-from .niftiscan import axis_angles, is_nifti, is_sheared, scan_nifti
+from .filescan import is_sheared, scan_image_file, sheared_message
 
 __all__ = [
     "Geometry",
@@ -95,16 +93,6 @@ def _read_dicom_series(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
-def _check_gzip_stream(path: Path, label: str) -> None:
-    """ITK reads a truncated .gz file without complaint (zeros where data is missing): check the stream first."""
-    try:
-        with gzip.open(path, "rb") as stream:
-            while stream.read(1 << 22):
-                pass
-    except (OSError, EOFError, zlib.error) as err:
-        raise InputError(f"{label}: cannot read {path.name}: the compressed file is truncated or corrupt ({err})") from None
-
-
 def check_input_path(path: str | os.PathLike, label: str) -> Path:
     """Check that an input path leads to something; returns it.
 
@@ -130,10 +118,8 @@ def check_input_path(path: str | os.PathLike, label: str) -> Path:
 def _read_checked_file(path: str | os.PathLike, label: str) -> tuple[Path, sitk.Image]:
     """Read an image file or DICOM folder with ITK after the checks ITK does not make."""
     path = check_input_path(path, label)
-    if path.is_file() and is_nifti(path):
-        scan_nifti(path, label)
-    elif path.is_file() and path.name.lower().endswith(".gz"):
-        _check_gzip_stream(path, label)
+    if path.is_file():
+        scan_image_file(path, label)
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -200,11 +186,7 @@ def check_geometry(image: sitk.Image, label: str) -> None:
         )
     columns = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     if is_sheared(columns):
-        angles = ", ".join(f"{a:.1f}" for a in axis_angles(columns)) if np.all(np.isfinite(columns)) else "undefined"
-        raise InputError(
-            f"{label}: its voxel axes are not perpendicular (angles {angles} degrees, not 90: a sheared grid, "
-            "e.g. from a tilted CT gantry); resample it onto an orthogonal grid first"
-        )
+        raise InputError(sheared_message(label, columns))
 
 
 def check_volume(image: sitk.Image, label: str) -> None:

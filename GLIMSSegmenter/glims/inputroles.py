@@ -25,15 +25,15 @@ def _short_title(title: str) -> str:
     return title.split(" (")[0]
 
 
-def split_role(spec: ModelSpec, item: str | os.PathLike) -> tuple[str | None, Path]:
+def split_role(spec: ModelSpec, item: str | os.PathLike) -> tuple[str | None, str]:
     """``ROLE=FILE`` -> (role, FILE) when ROLE is one of the model's input keys and no file has the whole name;
-    anything else -> (None, path)."""
+    anything else -> (None, item)."""
     text = os.fspath(item)
     match = _ROLE.fullmatch(text)
     keys = {i.key for i in spec.inputs}
     if match and match.group(1).lower() in keys and not os.path.lexists(text):
-        return match.group(1).lower(), Path(match.group(2))
-    return None, Path(text)
+        return match.group(1).lower(), match.group(2)
+    return None, text
 
 
 def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
@@ -46,20 +46,21 @@ def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
     return os.path.realpath(path), inode
 
 
-def _refuse_duplicates(paths: Sequence[Path]) -> None:
-    seen: dict[object, Path] = {}
-    for path in paths:
+def _refuse_duplicates(paths: Sequence[Path], shown: Sequence[str]) -> None:
+    """``shown``: each path as the user gave it (``./a`` stays ``./a``)."""
+    seen: dict[object, str] = {}
+    for path, text in zip(paths, shown):
         resolved, inode = _identity(path)
         for key in (resolved, inode):
             if key is not None and key in seen:
                 first = seen[key]
-                how = "" if os.fspath(first) == os.fspath(path) else " (the same file under two names)"
+                how = "" if first == text else " (the same file under two names)"
                 raise InputError(
-                    f"the same image is given twice: {first} and {path}{how}; each model input needs its own image"
+                    f"the same image is given twice: {first} and {text}{how}; each model input needs its own image"
                 )
-        seen[resolved] = path
+        seen[resolved] = text
         if inode is not None:
-            seen[inode] = path
+            seen[inode] = text
 
 
 def _role_hint(spec: ModelSpec) -> str:
@@ -73,7 +74,8 @@ def assign_inputs(spec: ModelSpec, items: Sequence[str | os.PathLike]) -> list[t
         InputError: missing or extra inputs, a role named twice, two files claiming one role by name, or the same
             file twice (the message names them).
     """
-    parsed = [split_role(spec, item) for item in items]
+    given = [split_role(spec, item) for item in items]
+    parsed = [(role, Path(text)) for role, text in given]
     paths = [path for _, path in parsed]
     titles = ", ".join(_short_title(i.title) for i in spec.inputs)
     if len(paths) < len(spec.inputs):
@@ -87,7 +89,7 @@ def assign_inputs(spec: ModelSpec, items: Sequence[str | os.PathLike]) -> list[t
         raise InputError(f"model {spec.id} needs {len(spec.inputs)} inputs ({titles}); got {len(paths)}{hint}")
     if len(paths) > len(spec.inputs):
         raise InputError(f"model {spec.id} takes {len(spec.inputs)} inputs ({titles}); got {len(paths)} (extra input)")
-    _refuse_duplicates(paths)
+    _refuse_duplicates(paths, [text for _, text in given])
 
     chosen: dict[str, Path] = {}
     for role, path in parsed:

@@ -135,6 +135,8 @@ def test_two_files_claiming_one_role(home, case, out_dir, tmp_path, capfd):
     named = [f"flair={second}", case[0], case[2], case[3]]  # a role named, and another file named like that role
     code = run_segment(home, named, out_dir / "s.seg.nrrd")
     one_line_error(capfd, code, 3, "case_flair.nii.gz looks like FLAIR by its name, but", "is given as FLAIR")
+    code = run_segment(home, [f"flair={case[0]}", f"flair={second}", case[2], case[3]], out_dir / "s.seg.nrrd")
+    one_line_error(capfd, code, 3, f"input flair is named twice: {case[0]} and {second}")
 
 
 def test_the_same_input_given_twice(home, case, out_dir, tmp_path, capfd, monkeypatch):

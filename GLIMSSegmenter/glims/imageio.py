@@ -158,10 +158,13 @@ def read_label_image(path: str | os.PathLike, name: str | None = None) -> sitk.I
             f"{image.GetNumberOfComponentsPerPixel()} components per voxel)"
         )
     check_geometry(image, label)
-    array = sitk.GetArrayViewFromImage(image)
+    _refuse_non_finite(sitk.GetArrayViewFromImage(image), label)
+    return image
+
+
+def _refuse_non_finite(array: np.ndarray, label: str) -> None:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InputError(f"{label}: {int((~np.isfinite(array)).sum())} voxels are NaN or infinite")
-    return image
 
 
 def check_geometry(image: sitk.Image, label: str) -> None:
@@ -207,9 +210,7 @@ def check_volume(image: sitk.Image, label: str) -> None:
         raise InputError(f"{label}: a single slice ({'x'.join(map(str, image.GetSize()))}); a 3D volume is needed")
     check_geometry(image, label)
     array = sitk.GetArrayViewFromImage(image)
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise InputError(f"{label}: {bad} voxels are NaN or infinite")
+    _refuse_non_finite(array, label)
     if array.dtype.itemsize > 4 and array.dtype.kind == "f":
         largest = float(np.abs(array).max())
         if largest > float(np.finfo(np.float32).max):

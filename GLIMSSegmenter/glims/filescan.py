@@ -193,8 +193,7 @@ def _metaimage_data(path: Path) -> VoxelData | None:
     target, header_size = _detached(path, name), int(fields.get("headersize", "0"))
     if target is None or header_size < 0:
         return None
-    return VoxelData(target, header_size, compression, 0, sizes, dtype) if compression == "none" else \
-        VoxelData(target, 0, compression, header_size, sizes, dtype)
+    return VoxelData(target, header_size, compression, 0, sizes, dtype)
 
 
 # ---------------------------------------------------------------------------------------------- the pass

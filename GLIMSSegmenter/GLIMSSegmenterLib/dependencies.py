@@ -59,6 +59,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("safetensors", "0.4"),
     Requirement("jsonschema", "4.0"),
     Requirement("filelock", "3.12"),  # inter-process locks on the user catalog and the case store
+    Requirement("nibabel", "5.0"),  # sees what ITK hides in NIfTI files (truncation, NaN, sheared axes)
     Requirement("psutil", "5.9"),  # cancelling kills the engine's process tree
 )
 """The engine's dependencies (pyproject.toml, same minimums) plus what this module itself needs."""

@@ -29,7 +29,7 @@ import SimpleITK as sitk
 
 from .catalog import load_presets
 from .errors import InputError
-from .imageio import Geometry, read_image
+from .imageio import Geometry, read_image, read_label_image
 from .jsonfiles import read_json
 from .locks import case_store_lock
 from .paths import NAME_MAX_LENGTH, check_name, home_folder, mark_owned, remove_owned
@@ -66,14 +66,7 @@ def cases_dir(home: str | os.PathLike | None = None) -> Path:
 
 def _read_label(path: str | os.PathLike) -> sitk.Image:
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"label map not found: {path}")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise InputError(f"cannot read the label map {path.name}") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"label map {path.name}: a single-channel 3D image is needed")
+    image = read_label_image(path)  # the file, spacing and axis checks every image gets
     array = sitk.GetArrayViewFromImage(image)
     if array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
         raise InputError(f"label map {path.name}: values are not whole numbers (is this an image, not labels?)")
@@ -267,4 +260,4 @@ def remove_case(case_id: str, home: str | os.PathLike | None = None) -> None:
 
 def load_case_label(case: StoredCase) -> np.ndarray:
     """The stored label map as a (z, y, x) uint8 array."""
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
+    return sitk.GetArrayFromImage(read_label_image(case.label))

@@ -384,24 +384,34 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
     return catalog
 
 
-def match_inputs(spec: ModelSpec, names: Sequence[str]) -> dict[str, str]:
+def match_inputs(spec: ModelSpec, names: Sequence[str], strict: bool = False) -> dict[str, str]:
     """Assign names (file or volume names) to the model's inputs by their patterns.
 
     Each name goes to the first input, in the preset's priority order, whose pattern it matches (so "t1ce" is
-    not taken for "t1"); an input matched by several names takes the first of them. Unmatched inputs are absent
-    from the result.
+    not taken for "t1"). An input matched by several names takes the first of them, unless ``strict``: then two
+    names claiming one input are refused. Unmatched inputs are absent from the result.
+
+    Raises:
+        InputError: with ``strict``, two names match the same input (the message names both and the input).
     """
     by_key = {i.key: i for i in spec.inputs}
     order = [k for k in spec.match_priority if k in by_key] + [k for k in by_key if k not in spec.match_priority]
-    assigned: dict[str, str] = {}
+    claims: dict[str, list[str]] = {}
     for name in names:
         base = Path(name).name
         for key in order:
             if by_key[key].matches(base):
-                if key not in assigned:
-                    assigned[key] = name
+                claims.setdefault(key, []).append(name)
                 break
-    return assigned
+    for key, claimed in claims.items():
+        if strict and len(claimed) > 1:
+            from .errors import InputError
+
+            role = by_key[key].title.split(" (")[0]
+            shown = " and ".join(Path(n).name for n in claimed)
+            every = "both" if len(claimed) == 2 else "all"
+            raise InputError(f"{shown} {every} look like {role} by their names: which one is {role} is ambiguous")
+    return {key: claimed[0] for key, claimed in claims.items()}
 
 
 def _write_user_document(home: str | os.PathLike | None, document: dict[str, Any]) -> None:

@@ -201,20 +201,14 @@ def read_label(path: str | os.PathLike):
     """A label map as (array (z, y, x), SimpleITK image holding the geometry).
 
     Raises:
-        InputError: unreadable, not 3-D, or with more than one component.
+        InputError: missing, unreadable, truncated, not 3-D, with more than one component, NaN/Inf, implausible
+            spacing or axes not perpendicular (``imageio.read_label_image``).
     """
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        message = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
-        raise InputError(f"cannot read label file {path}: {message}") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"{path} is not a 3-D single-component label map ({image.GetDimension()}-D, "
-            f"{image.GetNumberOfComponentsPerPixel()} components)"
-        )
+    from .imageio import read_label_image
+
+    image = read_label_image(path, f"label file {Path(path).name}")
     return sitk.GetArrayFromImage(image), image
 
 

@@ -22,10 +22,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import __version__
-from .catalog import ModelSpec, load_catalog, match_inputs
-from .errors import InputError
+from .catalog import ModelSpec, load_catalog
 from .imageio import Geometry, ensure_writable, write_image
 from .inference import InferenceOptions, load_models, predict_logits
+from .inputroles import assign_inputs
 from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
 from .preprocessing import prepare_case, to_xyz
@@ -52,35 +52,6 @@ class SegmentationResult:
 
 def resolve_model(model: str | ModelSpec, home: str | os.PathLike | None = None) -> ModelSpec:
     return model if isinstance(model, ModelSpec) else load_catalog(home).get(model)
-
-
-def assign_inputs(spec: ModelSpec, paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
-    """Pair each model input with one file: by file-name pattern, the rest in catalog order.
-
-    Raises:
-        InputError: missing or extra inputs (the message names them).
-    """
-    paths = [Path(p) for p in paths]
-    titles = ", ".join(i.title.split(" (")[0] for i in spec.inputs)
-    if len(paths) < len(spec.inputs):
-        matched = match_inputs(spec, [str(p) for p in paths])
-        missing = [i.title.split(" (")[0] for i in spec.inputs if i.key not in matched]
-        hint = f"; missing: {', '.join(missing)}" if len(matched) == len(paths) else ""
-        raise InputError(
-            f"model {spec.id} needs {len(spec.inputs)} inputs ({titles}); got {len(paths)}{hint}"
-        )
-    if len(paths) > len(spec.inputs):
-        raise InputError(f"model {spec.id} takes {len(spec.inputs)} inputs ({titles}); got {len(paths)} (extra input)")
-    matched = match_inputs(spec, [str(p) for p in paths])
-    by_name = {str(p): p for p in paths}
-    chosen: dict[str, Path] = {key: by_name[name] for key, name in matched.items()}
-    if len(set(chosen.values())) != len(chosen):  # one file claimed twice: fall back to the given order
-        chosen = {}
-    rest = [p for p in paths if p not in chosen.values()]
-    for item in spec.inputs:
-        if item.key not in chosen:
-            chosen[item.key] = rest.pop(0)
-    return [(item.key, chosen[item.key]) for item in spec.inputs]
 
 
 def _segment_stats(labels_xyz: np.ndarray, spec: ModelSpec, reference: sitk.Image) -> list[dict[str, Any]]:

@@ -151,7 +151,8 @@ def test_parameters_and_results_survive_an_mrb_round_trip(headless, logic, organ
     assert len(logic.inputsFromParameters(restored)) == INPUT_SLOTS
 
 
-def test_parameters_are_validated_and_defaults_filled(logic, scene):
+def test_parameters_are_validated_and_defaults_filled(logic, scene, headless):
+    headless.clear()  # a fresh scene, whatever earlier tests left in the parameter node
     node = logic.getParameterNode()
     assert logic.getParameterNode() is node  # one singleton per scene
     logic.setDefaultParameters(node)

@@ -12,7 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", default=None, help="model id or id@version (default: the default model of --preset)")
     parser.add_argument("--preset", default="brats", choices=("brats", "btcv"), help="task, when no --model is given")
     parser.add_argument("-i", "--input", action="append", required=True, metavar="IMG",
-                        help="input image file or DICOM folder; repeat once per model input")
+                        help="input image file or DICOM folder; repeat once per model input. Roles are taken from "
+                             "the file names (else the order given); name a role explicitly as ROLE=IMG, e.g. "
+                             "-i t1ce=scan2.nii.gz (roles: `glims models show MODEL`)")
     parser.add_argument("-o", "--output", required=True, help="Slicer segmentation to write (.seg.nrrd)")
     parser.add_argument("--labelmap", help="also write a label map (.nii.gz, .nrrd)")
     parser.add_argument("--probabilities", help="also write per-channel probabilities (multi-component .nrrd/.nii.gz)")

@@ -33,7 +33,7 @@ import SimpleITK as sitk
 
 from ..catalog import InputSpec, match_inputs
 from ..errors import ConfigError, InputError, OutputError
-from ..imageio import read_image, write_image
+from ..imageio import read_image, read_label_image, write_image
 from ..postprocessing import probabilities_to_labels
 from ..preprocessing import from_xyz, prepare_case, to_processing_grid, to_xyz
 from .labels import REGIONS, detect_convention, regions_from_labels
@@ -126,7 +126,10 @@ def _case_in_folder(folder: Path, matcher: InputMatcher, convention: str) -> Cas
         return None
     labels = [p for p in files if _LABEL_WORDS.search(_stem(p))]
     images = [p for p in files if p not in labels]
-    assigned = match_inputs(matcher, [str(p) for p in images])  # type: ignore[arg-type]
+    try:
+        assigned = match_inputs(matcher, [str(p) for p in images], strict=True)  # type: ignore[arg-type]
+    except InputError as err:
+        raise InputError(f"case {folder}: {err}; keep one image per input in a case folder") from None
     missing = [i.title.split(" (")[0] for i in matcher.inputs if i.key not in assigned]
     if missing:
         raise InputError(f"case {folder}: no image found for {', '.join(missing)}")
@@ -265,10 +268,7 @@ def store_case_on_grid(files: CaseFiles, preprocessing: Mapping, output: Mapping
     for key, path in zip(keys, files.images):
         write_image(to_processing_grid(read_image(path, key), orientation, spacing),
                     folder / f"{files.case_id}_{key}.nii.gz")
-    try:
-        label = sitk.ReadImage(str(files.label))
-    except RuntimeError as err:
-        raise InputError(f"{files.label.name}: cannot read the label map ({str(err).strip()[:160]})") from None
+    label = read_label_image(files.label)
     suffix = "_seg_silver" if files.label_quality == "silver" else "_seg"
     write_image(label_on_processing_grid(label, files.convention, preprocessing, output),
                 folder / f"{files.case_id}{suffix}.nii.gz")
@@ -285,12 +285,7 @@ def load_case(files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int],
     """
     names = [f"{t} ({p.name})" for t, p in zip(titles or [p.name for p in files.images], files.images)]
     prepared = prepare_case(files.images, names, preprocessing, roi_size)
-    try:
-        label = sitk.ReadImage(str(files.label))
-    except RuntimeError as err:
-        raise InputError(f"{files.label.name}: cannot read the label map ({str(err).strip()[:160]})") from None
-    if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{files.label.name}: a label map must be a single-channel 3D image")
+    label = read_label_image(files.label, f"{files.case_id}: label map {files.label.name}")
     reference = prepared.reference
     if not np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1.0) or label.GetSize() != reference.GetSize():
         logger.warning("case %s: label grid differs from the first image's; resampling it in physical space",

@@ -1,0 +1,193 @@
+"""The web app in a real browser: the user flow click by click, on the synthetic sample case.
+
+sample case -> Segment -> the three segment names appear -> a paint stroke changes the view -> undo reverts it ->
+the exported .seg.nrrd reads back with slicerio on the reference grid with terminology -> Cancel mid-run adds no
+segmentation -> a one-epoch fine-tune of a tiny model offers the new version. Pixel checks are thresholded
+differences of the same view, never comparisons with stored images.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser import changedFraction, elementPixels, viewImages, waitFor
+from conftest import DEMO_SIZE
+
+pytestmark = pytest.mark.usefixtures("browser_available")
+
+SEGMENT_NAMES = ("Necrotic tumour core (NCR)", "Peritumoral edema (ED)", "Enhancing tumour (ET)")
+JOB_TIMEOUT_S = 120
+
+
+def _click(chrome, elementId: str) -> None:
+    element = waitFor(lambda: chrome.find_element("id", elementId), 20, f"#{elementId}")
+    waitFor(lambda: element.is_enabled() and element.is_displayed(), 30, f"#{elementId} enabled")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def _text(chrome, elementId: str) -> str:
+    return chrome.find_element("id", elementId).text
+
+
+def _state(chrome, name: str):
+    """A value of the page's state (what the widgets show)."""
+    return chrome.execute_script("return window.trame.state.get(arguments[0])", name)
+
+
+def _tab(chrome, name: str) -> None:
+    _click(chrome, f"glims-tab-{name}")
+
+
+def _save(chrome, folder: Path, name: str) -> None:
+    time.sleep(0.5)  # let the last view images arrive
+    chrome.save_screenshot(str(folder / name))
+
+
+def _iconButton(chrome, icon: str):
+    """The shown button with the Material Design icon ``icon`` (e.g. ``mdi-brush``)."""
+    found = waitFor(lambda: [b for b in chrome.find_elements("css selector", "button")
+                             if b.find_elements("css selector", f".{icon}") and b.is_displayed()], 20, icon)
+    return found[0]
+
+
+def _putBrushAway(chrome) -> None:
+    """Choose "No tool", so that the brush outline is no longer drawn in the view."""
+    _iconButton(chrome, "mdi-cursor-default").click()
+
+
+def _axialPixels(chrome) -> np.ndarray:
+    return elementPixels(viewImages(chrome)[0])
+
+
+def test_token_is_required(web_server):
+    plain = web_server.url.split("?")[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(plain, timeout=10)
+    assert refused.value.code == 403
+    with urllib.request.urlopen(web_server.url, timeout=10) as answer:
+        assert answer.status == 200
+        assert "glims_web_token" in answer.headers.get("Set-Cookie", "")
+
+
+def test_sample_case_loads(chrome, screenshot_folder):
+    waitFor(lambda: len(viewImages(chrome)) >= 4, 60, "the four views")
+    _click(chrome, "glims-sample-menu")
+    _click(chrome, "glims-sample-synthetic-demo")
+    waitFor(lambda: "Loaded 4 volumes" in _text(chrome, "glims-case-message"), 60, "the case to load")
+    assert [_state(chrome, f"seg_input_{slot}") for slot in range(1, 5)] == [
+        v["value"] for v in sorted(_state(chrome, "seg_volumes"), key=lambda v: ["flair", "t1ce", "t1", "t2"].index(
+            v["title"].rsplit("_", 1)[1]))]
+    waitFor(lambda: _axialPixels(chrome).std() > 10, 30, "the FLAIR image in the axial view")
+    _save(chrome, screenshot_folder, "web_case_loaded.png")
+
+
+def test_segment_shows_named_segments(chrome, screenshot_folder):
+    _tab(chrome, "segment")
+    before = _axialPixels(chrome)
+    _click(chrome, "glims-segment")
+    waitFor(lambda: _text(chrome, "glims-seg-status").startswith("Finished"), JOB_TIMEOUT_S, "the segmentation")
+    body = waitFor(lambda: all(n in chrome.find_element("tag name", "body").text for n in SEGMENT_NAMES)
+                   and chrome.find_element("tag name", "body").text, 30, "the segment names")
+    assert all(name in body for name in SEGMENT_NAMES)
+    assert len(_state(chrome, "edit_segmentations")) == 1
+    waitFor(lambda: changedFraction(before, _axialPixels(chrome)) > 0.005, 30, "the segments drawn in the view")
+    _save(chrome, screenshot_folder, "web_result.png")
+
+
+def test_paint_changes_view_and_undo_reverts(chrome, screenshot_folder):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    _tab(chrome, "edit")
+    _iconButton(chrome, "mdi-brush").click()
+    time.sleep(1.0)
+    view = viewImages(chrome)[0]
+    before = elementPixels(view)
+    width, height = view.size["width"], view.size["height"]
+    actions = ActionChains(chrome)
+    actions.move_to_element_with_offset(view, -width // 6, height // 4).click_and_hold()
+    for step in range(1, 11):
+        actions.move_by_offset(width // 30, 0).pause(0.05)
+    actions.release().perform()
+    _save(chrome, screenshot_folder, "web_editing.png")
+    _putBrushAway(chrome)
+    [painted] = waitFor(lambda: (lambda now: (now,) if changedFraction(before, now) > 0.002 else None)(
+        _axialPixels(chrome)), 30, "the paint stroke in the view")
+    assert changedFraction(before, painted) > 0.002
+
+    undo = _iconButton(chrome, "mdi-undo")
+    waitFor(lambda: undo.is_enabled(), 20, "Undo enabled")
+    undo.click()
+    waitFor(lambda: changedFraction(before, _axialPixels(chrome)) < 0.0005, 30, "the view after undo")
+    assert changedFraction(before, _axialPixels(chrome)) < changedFraction(before, painted) / 4
+
+
+def test_export_reads_back_on_reference_grid(chrome, tmp_path):
+    import SimpleITK as sitk
+    import slicerio
+    from GLIMSSegmenterWeb.cases import SAMPLE_DEMO, prepareSample
+
+    _tab(chrome, "train")
+    _click(chrome, "glims-export")
+    name = waitFor(lambda: _text(chrome, "glims-export-message").split(" as ")[-1].rstrip(".")
+                   if "Exported" in _text(chrome, "glims-export-message") else "", 60, "the export")
+    assert name.endswith(".seg.nrrd")
+    path = waitFor(lambda: (chrome.downloads / name) if (chrome.downloads / name).is_file() and not list(
+        chrome.downloads.glob("*.crdownload")) else None, 60, f"the download of {name}")
+    segmentation = slicerio.read_segmentation(str(path))
+    assert [s["name"] for s in segmentation["segments"]] == list(SEGMENT_NAMES)
+    for segment in segmentation["segments"]:
+        assert segment["terminology"]["category"], segment
+        assert segment["terminology"]["type"], segment
+    assert sorted({int(v) for v in np.unique(segmentation["voxels"])} - {0}) <= [1, 2, 3]
+    sample = prepareSample(SAMPLE_DEMO, tmp_path, DEMO_SIZE)  # the same generated case as the server's
+    flair = sitk.ReadImage(str(sample.files[0]))
+    assert segmentation["voxels"].shape == flair.GetSize()
+    assert np.allclose(segmentation["ijkToLPS"][:3, 3], flair.GetOrigin(), atol=1e-3)
+    spacing = np.linalg.norm(segmentation["ijkToLPS"][:3, :3], axis=0)
+    assert np.allclose(spacing, flair.GetSpacing(), atol=1e-4)
+
+
+def test_cancel_leaves_no_segmentation(chrome):
+    _tab(chrome, "segment")
+    count = len(_state(chrome, "edit_segmentations"))
+    _click(chrome, "glims-segment")
+    waitFor(lambda: _text(chrome, "glims-segment").strip().lower() == "cancel", 20, "the Cancel button")
+    _click(chrome, "glims-segment")
+    waitFor(lambda: _text(chrome, "glims-seg-status").startswith("Cancelled"), JOB_TIMEOUT_S, "the cancel")
+    assert len(_state(chrome, "edit_segmentations")) == count
+    assert _text(chrome, "glims-segment").strip().lower() == "segment"
+
+
+def test_fine_tune_offers_the_new_model(chrome, screenshot_folder):
+    _tab(chrome, "train")
+    _click(chrome, "glims-add-case")
+    waitFor(lambda: "Added" in _text(chrome, "glims-train-message"), 60, "the case to be stored")
+    assert len(_state(chrome, "train_cases")) == 2
+
+    _tab(chrome, "segment")
+    chrome.find_element("id", "glims-model").find_element("xpath", "./ancestor::div[contains(@class,'v-field')]").click()
+    option = waitFor(lambda: [o for o in chrome.find_elements("css selector", ".v-overlay .v-list-item")
+                              if "Tiny random brats" in o.text], 20, "the tiny model in the model list")
+    option[0].click()
+    waitFor(lambda: _state(chrome, "seg_model") == "tiny-brats", 20, "the tiny model selected")
+
+    _tab(chrome, "train")
+    epochs = chrome.find_element("id", "glims-train-epochs")
+    epochs.clear()
+    epochs.send_keys("1")
+    waitFor(lambda: str(_state(chrome, "train_epochs")) == "1", 10, "one epoch")
+    _click(chrome, "glims-finetune")
+    waitFor(lambda: _text(chrome, "glims-train-status").startswith("Finished"), 240, "the fine-tuning")
+    use = chrome.find_element("id", "glims-use-model")
+    assert "tiny-brats-finetuned@1.0.0" in use.text
+    assert chrome.find_elements("css selector", "#glims-train-chart svg polyline")
+    _save(chrome, screenshot_folder, "web_finetune.png")
+    use.click()
+    waitFor(lambda: _state(chrome, "seg_model") == "tiny-brats-finetuned", 20, "the new model selected")

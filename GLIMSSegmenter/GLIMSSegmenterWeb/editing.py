@@ -63,10 +63,9 @@ class EditStep:
             other.SetDisplayVisibility(other is node)
         self.editor.deactivate_effect()
         self.editor.set_active_segmentation(node, referenceVolume)
-        display = self.context.editorLogic.data.segment_display
-        if display.show_3d:
-            self.editor.set_surface_representation_enabled(True)
-        else:
-            display.show_3d = True  # surfaces in the 3D view, as the module's "Show 3D" (the editor builds them)
+        # surfaces in the 3D view, as the module's "Show 3D", with the camera on them
+        self.editor.set_surface_representation_enabled(True)
+        self.context.editorLogic.data.segment_display.show_3d = True
+        self.context.slicerApp.display_manager.reset_views()
         self.state.edit_has_result = True
         self.context.onResultChanged()

@@ -41,13 +41,46 @@ def _state(chrome, name: str):
     return chrome.execute_script("return window.trame.state.get(arguments[0])", name)
 
 
+def _shownListItems(chrome) -> list[str]:
+    """The text of the list items on show, with the values of their text fields (the segment list shows each
+    name in a field that renames the segment)."""
+    return chrome.execute_script(
+        "return Array.from(document.querySelectorAll('.v-list-item')).filter(e => e.offsetParent !== null)"
+        ".map(e => e.textContent + ' ' + Array.from(e.querySelectorAll('input')).map(i => i.value).join(' '))")
+
+
 def _tab(chrome, name: str) -> None:
     _click(chrome, f"glims-tab-{name}")
+    time.sleep(0.6)  # the panel slides in (Vuetify's window transition); clicks during it may miss
 
 
 def _save(chrome, folder: Path, name: str) -> None:
     time.sleep(0.5)  # let the last view images arrive
     chrome.save_screenshot(str(folder / name))
+
+
+def _type(chrome, elementId: str, text: str) -> None:
+    """Replace the text of the field ``elementId`` as a user does (select all, type)."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = waitFor(lambda: (lambda f: f if f.is_displayed() and f.is_enabled() else None)(
+        chrome.find_element("id", elementId)), 20, f"#{elementId}")
+    field.click()
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(text)
+
+
+def _choose(chrome, selectId: str, text: str) -> None:
+    """Open the drop-down list ``selectId`` and click its item containing ``text``."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    field = waitFor(lambda: [f for f in chrome.find_elements(
+        "xpath", f"//input[@id='{selectId}']/ancestor::div[contains(@class, 'v-field')][1]") if f.is_displayed()],
+        20, f"the list #{selectId}")[0]
+    ActionChains(chrome).move_to_element(field).click().perform()
+    item = waitFor(lambda: [o for o in chrome.find_elements("css selector", ".v-overlay .v-list-item")
+                            if text in o.text and o.is_displayed()], 20, f"'{text}' in #{selectId}")
+    item[0].click()
 
 
 def _iconButton(chrome, icon: str):
@@ -92,10 +125,11 @@ def test_segment_shows_named_segments(chrome, screenshot_folder):
     _tab(chrome, "segment")
     before = _axialPixels(chrome)
     _click(chrome, "glims-segment")
-    waitFor(lambda: _text(chrome, "glims-seg-status").startswith("Finished"), JOB_TIMEOUT_S, "the segmentation")
-    body = waitFor(lambda: all(n in chrome.find_element("tag name", "body").text for n in SEGMENT_NAMES)
-                   and chrome.find_element("tag name", "body").text, 30, "the segment names")
-    assert all(name in body for name in SEGMENT_NAMES)
+    waitFor(lambda: _state(chrome, "seg_status").startswith("Finished"), JOB_TIMEOUT_S, "the segmentation")
+    _tab(chrome, "edit")
+    shown = waitFor(lambda: (lambda items: items if all(any(n in i for i in items) for n in SEGMENT_NAMES) else None)(
+        _shownListItems(chrome)), 30, "the segment names in the segment list")
+    assert [next(i for i in shown if n in i) for n in SEGMENT_NAMES]
     assert len(_state(chrome, "edit_segmentations")) == 1
     waitFor(lambda: changedFraction(before, _axialPixels(chrome)) > 0.005, 30, "the segments drawn in the view")
     _save(chrome, screenshot_folder, "web_result.png")
@@ -168,26 +202,45 @@ def test_cancel_leaves_no_segmentation(chrome):
 def test_fine_tune_offers_the_new_model(chrome, screenshot_folder):
     _tab(chrome, "train")
     _click(chrome, "glims-add-case")
-    waitFor(lambda: "Added" in _text(chrome, "glims-train-message"), 60, "the case to be stored")
+    message = waitFor(lambda: _text(chrome, "glims-train-message"), 60, "the case to be stored")
+    assert message.startswith("Added"), message
     assert len(_state(chrome, "train_cases")) == 2
 
     _tab(chrome, "segment")
-    chrome.find_element("id", "glims-model").find_element("xpath", "./ancestor::div[contains(@class,'v-field')]").click()
-    option = waitFor(lambda: [o for o in chrome.find_elements("css selector", ".v-overlay .v-list-item")
-                              if "Tiny random brats" in o.text], 20, "the tiny model in the model list")
-    option[0].click()
+    _choose(chrome, "glims-model", "Tiny random brats")
     waitFor(lambda: _state(chrome, "seg_model") == "tiny-brats", 20, "the tiny model selected")
 
     _tab(chrome, "train")
-    epochs = chrome.find_element("id", "glims-train-epochs")
-    epochs.clear()
-    epochs.send_keys("1")
+    _type(chrome, "glims-train-epochs", "1")
     waitFor(lambda: str(_state(chrome, "train_epochs")) == "1", 10, "one epoch")
     _click(chrome, "glims-finetune")
     waitFor(lambda: _text(chrome, "glims-train-status").startswith("Finished"), 240, "the fine-tuning")
     use = chrome.find_element("id", "glims-use-model")
-    assert "tiny-brats-finetuned@1.0.0" in use.text
-    assert chrome.find_elements("css selector", "#glims-train-chart svg polyline")
+    assert "tiny-brats@1.1.0" in use.text.lower()  # a model you added gets a new version
+    chart = chrome.find_element("id", "glims-train-chart")
+    assert chart.find_elements("css selector", "svg polyline")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", chart)
     _save(chrome, screenshot_folder, "web_finetune.png")
     use.click()
-    waitFor(lambda: _state(chrome, "seg_model") == "tiny-brats-finetuned", 20, "the new model selected")
+    waitFor(lambda: "version 1.1.0" in _state(chrome, "seg_model_summary"), 20, "the new version selected")
+    assert _state(chrome, "seg_model") == "tiny-brats"
+
+
+def test_upload_loads_files_and_refuses_other_types(chrome, tmp_path):
+    from GLIMSSegmenterWeb.cases import SAMPLE_DEMO, prepareSample
+
+    _tab(chrome, "segment")
+    files = prepareSample(SAMPLE_DEMO, tmp_path, 32).files
+    upload = chrome.find_element("css selector", "#glims-upload-files")
+    upload.send_keys("\n".join(str(path) for path in files))
+    waitFor(lambda: "Loaded 4 volumes" in _text(chrome, "glims-case-message"), 60, "the uploaded case")
+    assert _state(chrome, "case_title").startswith("Uploaded: GLIMS-SYN-DEMO-2024_flair.nii.gz")
+    assert all(_state(chrome, f"seg_input_{slot}") for slot in range(1, 5))
+    assert _state(chrome, "edit_segmentations") == []  # a new case starts without results
+
+    note = tmp_path / "notes.nii.gz"
+    note.write_text("not an image")
+    upload.send_keys(str(note))
+    message = waitFor(lambda: (lambda m: m if m.startswith("Not loaded") else None)(
+        _text(chrome, "glims-case-message")), 60, "the refusal")
+    assert "not a readable image file" in message

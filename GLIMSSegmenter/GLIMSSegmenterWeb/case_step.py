@@ -7,12 +7,14 @@ and written to a fresh folder inside the session folder.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
 from glims.errors import InputError
+from GLIMSSegmenterLib.engine import engineEnvironment
 
-from .cases import CaseFiles, dataFolderCases, prepareSample, sampleCases, volumeName
+from .cases import CaseFiles, dataFolderCases, generatedFiles, sampleCases, sampleGeneration, volumeName
 from .security import checkImageFile, safeUploadName
 
 __all__ = ["CaseStep"]
@@ -44,16 +46,33 @@ class CaseStep:
 
     # ---- sources ------------------------------------------------------------------------------------------
 
-    def loadSample(self, caseId: str) -> None:
-        if not self._jobAllowsLoading():
+    async def loadSample(self, caseId: str) -> None:
+        """Load a sample case; the synthetic one is generated first by the engine, in a child process."""
+        if not self._jobAllowsLoading() or self.state.case_loading:
             return
-        self.state.case_message = "Preparing the sample case…"
+        folder = self.context.session.fresh("sample")
         try:
-            case = prepareSample(caseId, self.context.session.fresh("sample"), self.context.options.demoSize)
+            case, command = sampleGeneration(caseId, folder, self.context.options.demoSize)
+            if command is not None:
+                with self.state:
+                    self.state.case_loading = True
+                    self.state.case_message = "Generating the synthetic case…"
+                process = await asyncio.create_subprocess_exec(
+                    *command, env=engineEnvironment(), stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE)
+                _, errors = await process.communicate()
+                if process.returncode != 0:
+                    raise InputError(errors.decode(errors="replace").strip()[-300:] or
+                                     f"exit code {process.returncode}")
+                case = generatedFiles(case, folder)
         except Exception as err:
-            self.state.case_message = f"The sample case could not be prepared: {err}"
+            with self.state:
+                self.state.case_loading = False
+                self.state.case_message = f"The sample case could not be prepared: {err}"
             return
-        self.loadFiles(case)
+        with self.state:
+            self.state.case_loading = False
+            self.loadFiles(case)
 
     def loadDataCase(self, caseId: str) -> None:
         case = next((c for c in self._dataCases if c.caseId == caseId), None)

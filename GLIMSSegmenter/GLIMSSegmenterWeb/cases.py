@@ -14,11 +14,13 @@ from glims.errors import InputError
 
 from .security import IMAGE_SUFFIXES
 
-__all__ = ["CaseFiles", "SAMPLE_DEMO", "SAMPLE_TCGA", "sampleCases", "prepareSample", "dataFolderCases",
+__all__ = ["CaseFiles", "SAMPLE_DEMO", "SAMPLE_TCGA", "sampleCases", "sampleGeneration", "generatedFiles",
+           "prepareSample", "dataFolderCases",
            "imageFiles", "volumeName", "sharedDataRoot"]
 
 SAMPLE_DEMO, SAMPLE_TCGA = "synthetic-demo", "tcga-fg-6692"
-_DEMO_SEED = 2024
+_DEMO_SEED, _DEMO_PREFIX = 2024, "GLIMS-SYN-DEMO"
+_DEMO_MODALITIES = ("flair", "t1ce", "t1", "t2")
 _TCGA_FOLDER, _TCGA_NAME = Path("brats") / "tcga_fg_6692", "TCGA-FG-6692"
 _TCGA_SUFFIXES = ("_fla_sri24_bet.nii.gz", "_t1c_sri24_bet.nii.gz", "_t1_sri24_bet.nii.gz", "_t2_sri24_bet.nii.gz")
 _VOLUME_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in (".raw", ".raw.gz"))
@@ -52,8 +54,11 @@ def sampleCases() -> list[CaseFiles]:
     return cases
 
 
-def prepareSample(caseId: str, folder: Path, demoSize: int) -> CaseFiles:
-    """The files of a sample case, generating the synthetic one into ``folder`` if needed.
+def sampleGeneration(caseId: str, folder: Path, demoSize: int) -> tuple[CaseFiles, list[str] | None]:
+    """A sample case, and the engine command that must write its files into ``folder`` first (None: none needed).
+
+    The synthetic case is made by ``glims synth`` in a child process, as every engine job is: torch stays out
+    of the web server's memory and the page stays responsive meanwhile.
 
     Args:
         caseId: one of :func:`sampleCases`' ids.
@@ -63,17 +68,43 @@ def prepareSample(caseId: str, folder: Path, demoSize: int) -> CaseFiles:
     Raises:
         InputError: unknown sample.
     """
+    from GLIMSSegmenterLib.engine import engineCommand
+
     for case in sampleCases():
         if case.caseId != caseId:
             continue
         if case.files:
-            return case
-        from glims.synth import MODALITIES, generate_case, write_case
-
-        name = f"GLIMS-SYN-DEMO-{_DEMO_SEED}"
-        files = write_case(generate_case(_DEMO_SEED, shape=(demoSize,) * 3), folder, name)
-        return CaseFiles(caseId, case.title, tuple(files[m] for m in MODALITIES))
+            return case, None
+        command = engineCommand(["synth", "--out", str(folder), "--n", "1", "--seed", str(_DEMO_SEED),
+                                 "--shape", *[str(demoSize)] * 3, "--prefix", _DEMO_PREFIX, "--progress", "none"])
+        return case, command
     raise InputError(f"no sample case {caseId!r}")
+
+
+def generatedFiles(case: CaseFiles, folder: Path) -> CaseFiles:
+    """The synthetic case's four volumes in ``folder``, in the BraTS input order (FLAIR, T1ce, T1, T2)."""
+    found = []
+    for modality in _DEMO_MODALITIES:
+        matches = sorted(folder.glob(f"{_DEMO_PREFIX}-*/*_{modality}.nii.gz"))
+        if not matches:
+            raise InputError(f"the synthetic case has no {modality} volume in {folder}")
+        found.append(matches[0])
+    return CaseFiles(case.caseId, case.title, tuple(found))
+
+
+def prepareSample(caseId: str, folder: Path, demoSize: int) -> CaseFiles:
+    """:func:`sampleGeneration` and its command run to the end (blocking; scripts and tests)."""
+    import subprocess
+
+    from GLIMSSegmenterLib.engine import engineEnvironment
+
+    case, command = sampleGeneration(caseId, folder, demoSize)
+    if command is None:
+        return case
+    done = subprocess.run(command, env=engineEnvironment(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise InputError(f"the synthetic case could not be generated: {done.stderr.strip()[-300:]}")
+    return generatedFiles(case, folder)
 
 
 def imageFiles(folder: Path) -> list[Path]:

@@ -20,7 +20,8 @@ POLL_INTERVAL_S = 0.2
 
 
 class JobPoller:
-    """Polls one job until it has finished, calling ``onUpdate`` after each poll inside a state flush.
+    """Polls one job until it has finished: ``whileRunning()`` after each poll, ``onFinished(job)`` once at the end,
+    both inside a state flush (their changes reach the page together).
 
     Args:
         state: the trame state (changes made by the callbacks are sent to the page after each poll).
@@ -28,13 +29,13 @@ class JobPoller:
 
     def __init__(self, state) -> None:
         self.state = state
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task | None = None  # held: the event loop keeps only a weak reference
 
-    def follow(self, job, onUpdate: Callable[[], None]) -> None:
+    def follow(self, job, whileRunning: Callable[[], None], onFinished: Callable[[object], None]) -> None:
         """Poll ``job`` in the background until it has finished."""
-        self._task = asyncio.get_event_loop().create_task(self._run(job, onUpdate))
+        self._task = asyncio.get_event_loop().create_task(self._run(job, whileRunning, onFinished))
 
-    async def _run(self, job, onUpdate: Callable[[], None]) -> None:
+    async def _run(self, job, whileRunning: Callable[[], None], onFinished: Callable[[object], None]) -> None:
         while True:
             with self.state:
                 try:
@@ -46,7 +47,10 @@ class JobPoller:
                     job.state = JobState.FAILED
                     finished = True
                 try:
-                    onUpdate()
+                    if finished:
+                        onFinished(job)
+                    else:
+                        whileRunning()
                 except Exception:
                     logger.exception("updating the page after a job poll failed")
             if finished:

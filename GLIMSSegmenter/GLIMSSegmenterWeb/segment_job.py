@@ -70,7 +70,7 @@ class SegmentStep:
         for spec in catalog.models:
             choice = modelChoice(catalog, spec)
             items.append({"value": choice, "title": f"{spec.title} — {spec.version}"
-                          + ("" if spec.builtin else " (yours)")})
+                          + ("" if spec.builtin else f" (yours: {spec.id})")})
         self.state.seg_models = items
         if select is not None:
             self.state.seg_model = select
@@ -181,29 +181,24 @@ class SegmentStep:
         try:
             self.job = self.context.logic.startSegmentation(
                 spec.ref if spec else self.state.seg_model, self.selectedInputs(), device=self.state.seg_device,
-                onProgress=self._onProgress, onLog=self._onLog)
+                onProgress=self._onProgress, onLog=self.appendLog)
         except Exception as err:  # busy, missing input, unknown model: one clear line, the page stays usable
             self.job = None
             self.lastState, self.lastError = JobState.FAILED, str(err)
             self.updateButton()
             return
         self.updateButton()
-        self.context.poller.follow(self.job, self._onPolled)
+        self.context.poller.follow(self.job, self.updateButton, self._onFinished)
 
     def _onProgress(self, event) -> None:
         self.state.seg_progress = presentation.progressPercent(event)
         self.state.seg_status = presentation.progressStatus(event)
 
-    def _onLog(self, line: str) -> None:
+    def appendLog(self, line: str) -> None:
+        """Add an engine log line to the *Engine log* (the last 200 lines are kept)."""
         self.state.seg_log = [*self.state.seg_log[-199:], line]
 
-    def _onPolled(self) -> None:
-        job = self.job
-        if job is None:
-            return
-        if not job.finished:
-            self.updateButton()
-            return
+    def _onFinished(self, job) -> None:
         self.job = None
         self.lastState, self.lastError = job.state, job.errorMessage
         if job.state is JobState.SUCCEEDED:

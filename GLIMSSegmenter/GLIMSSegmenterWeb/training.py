@@ -145,7 +145,7 @@ class TrainStep:
             self.job = self.context.fineTuning.startFineTuning(
                 spec.ref if spec else self.state.seg_model, self._name(), epochs=epochs,
                 device=self.state.seg_device, resume=resume, onProgress=self._onProgress,
-                onLog=self.context.segment._onLog)
+                onLog=self.context.segment.appendLog)
         except Exception as err:
             self.job = None
             self.state.train_status = f"Could not start: {err}"
@@ -153,7 +153,7 @@ class TrainStep:
             return
         self.updateButton()
         self.context.segment.updateButton()
-        self.context.poller.follow(self.job, self._onPolled)
+        self.context.poller.follow(self.job, self.updateButton, self._onFinished)
 
     def _onProgress(self, event) -> None:
         self.state.train_progress = presentation.progressPercent(event)
@@ -161,13 +161,7 @@ class TrainStep:
         if self.job is not None and self.job.plot is not None:
             self.state.train_chart = trainingChartSvg(self.job.plot.rows())
 
-    def _onPolled(self) -> None:
-        job = self.job
-        if job is None:
-            return
-        if not job.finished:
-            self.updateButton()
-            return
+    def _onFinished(self, job) -> None:
         self.job, self.lastJob = None, job
         if job.plot is not None:
             self.state.train_chart = trainingChartSvg(job.plot.rows())

@@ -46,14 +46,16 @@ def browser_available():
 
 @pytest.fixture(scope="module")
 def web_home(tmp_path_factory, browser_available) -> Path:
-    """A glims user folder with the tiny BraTS model and one stored training case (so that one more case, added
-    in the browser, allows fine-tuning)."""
+    """A glims user folder with the tiny BraTS model, a copy whose weights file is damaged, and one stored
+    training case (so that one more case, added in the browser, allows fine-tuning)."""
     from glims.casestore import add_case
     from glims.synth import MODALITIES, generate_case, write_case
     from tiny_models import register_tiny_model
 
     home = tmp_path_factory.mktemp("web_home")
     register_tiny_model(home, "brats")
+    broken = register_tiny_model(home, "brats", model_id="tiny-broken", seed=1)
+    broken.weights[0].path.write_bytes(b"damaged weights")  # the engine refuses it: the job fails
     files = write_case(generate_case(7, shape=(48, 48, 48)), home / "staging", "GLIMS-SYN-STORED-7")
     add_case("brats", {m: files[m] for m in MODALITIES}, files["seg"], case_id="stored-synthetic-7", home=home)
     return home

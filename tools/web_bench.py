@@ -13,12 +13,13 @@ bundled model) and a fresh headless Chromium (Debian ``chromium`` + ``chromium-d
 * **peak server memory**: the server process's peak resident memory (``VmHWM``; the engine runs in a child
   process, reported separately as the largest resident size seen while polling every 0.1 s).
 
-Prints one table row per repetition and the medians (Markdown).
+Prints the load average before and after, one table row per repetition and the medians (Markdown).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     rows = []
+    print("load average before (1, 5, 15 min): " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     print("| run | server address (s) | first image (s) | Segment → Finished (s) | Segment → segments shown (s) "
           "| peak server RSS (MB) | peak engine RSS (MB) |")
     print("|---|---|---|---|---|---|---|")
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     median = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
     print(f"| median | {median['address']:.1f} | {median['first_image']:.1f} | {median['finished']:.1f} | "
           f"{median['shown']:.1f} | {median['server_mb']:.0f} | {median['engine_mb']:.0f} |")
+    print("load average after (1, 5, 15 min): " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     return 0
 
 

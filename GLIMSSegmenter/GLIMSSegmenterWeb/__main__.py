@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
     from .app import GlimsWebApp, WebOptions
-    from .security import isLocalHost, newAccessToken, tokenMiddleware
+    from .security import isLocalHost, newAccessToken
     from .session import SessionFolder
 
     token = args.token or os.environ.get("GLIMS_WEB_TOKEN") or (None if isLocalHost(args.host) else newAccessToken())
@@ -65,9 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = sys.argv[:1]  # trame reads the command line too: it gets only what start() is given
     app = GlimsWebApp(options, session)
     server = app.server
-    if token:
-        server.controller.on_server_bind.add(lambda wslinkServer: wslinkServer.app.middlewares.append(
-            tokenMiddleware(token)))
 
     def announce(**_):
         host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host

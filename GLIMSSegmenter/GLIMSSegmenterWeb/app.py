@@ -122,3 +122,8 @@ class GlimsWebApp(TrameApp):
         context.editorLogic.set_ui(self.ui.editorUi)
         self.layoutManager.set_layout("Axial Primary")
         self.ui.flush_content()
+        if options.accessToken:
+            from .security import tokenMiddleware
+
+            middleware = tokenMiddleware(options.accessToken)
+            self.server.controller.on_server_bind.add(lambda web: web.app.middlewares.append(middleware))

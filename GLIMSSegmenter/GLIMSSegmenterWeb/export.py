@@ -24,8 +24,9 @@ DOWNLOAD_FORMATS = (
 class ExportStep:
     """Prepares one download at a time; page state names start with ``export_``.
 
-    The page asks in two calls: :meth:`prepare` writes the file and returns its name (or "" with the reason in
-    ``export_message``), then :meth:`fetch` returns its bytes as a websocket attachment.
+    The page asks in two calls (triggers ``prepareTrigger`` and ``fetchTrigger``): :meth:`prepare` writes the file
+    and returns its name (or "" with the reason in ``export_message``), then :meth:`fetch` returns its bytes as a
+    websocket attachment.
     """
 
     def __init__(self, context) -> None:
@@ -34,6 +35,8 @@ class ExportStep:
         self.state.export_format = "seg.nrrd"
         self.state.export_message = ""
         self._ready: Path | None = None
+        self.prepareTrigger = context.server.controller.trigger_name(self.prepare)
+        self.fetchTrigger = context.server.controller.trigger_name(self.fetch)
 
     def downloadName(self, node, fileFormat: str) -> str:
         name = self.context.logic.defaultExportName(node, fileFormat)

@@ -132,7 +132,7 @@ def _exportSection(context) -> None:
         v.VSelect(label="Format", id="glims-export-format", items=("export_formats", list(DOWNLOAD_FORMATS)),
                   v_model=("export_format",), density="compact", hide_details=True)
         v.VBtn("Download", id="glims-export", prepend_icon="mdi-download", disabled=("!edit_has_result",),
-               click=_DOWNLOAD_SCRIPT % (export.server_trigger_prepare, export.server_trigger_fetch))
+               click=_DOWNLOAD_SCRIPT % (export.prepareTrigger, export.fetchTrigger))
     html.Div("{{ export_message }}", id="glims-export-message", classes="text-caption mt-1")
 
 
@@ -172,10 +172,6 @@ def _trainSection(context) -> None:
 def buildPage(server, context, layoutManager):
     """Build the page; returns the layout (with ``editorUi``, trame-slicer's segment editor panel)."""
     from trame_slicer.app.ui import SegmentEditorToolbarUI, SegmentEditorUndoRedoUI, ViewerLayout
-
-    export = context.export
-    export.server_trigger_prepare = server.controller.trigger_name(export.prepare)
-    export.server_trigger_fetch = server.controller.trigger_name(export.fetch)
 
     with ViewerLayout(server, title="GLIMS Segmenter", is_drawer_visible=True) as layout:
         layout.drawer.width = _PANEL_WIDTH

@@ -32,6 +32,7 @@ class TrainStep:
         self.state = context.state
         self.job = None
         self.lastJob = None
+        self._cases: list | None = None
         state = self.state
         state.train_cases = []
         state.train_message = ""
@@ -79,7 +80,7 @@ class TrainStep:
                 problem = "select a model under Segment"
             else:
                 try:
-                    problem = self.context.fineTuning.fineTuneProblem(spec.ref, getattr(self, "_cases", None))
+                    problem = self.context.fineTuning.fineTuneProblem(spec.ref, self._cases)
                 except Exception as err:
                     problem = str(err)
         job = self.job or self.lastJob

@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Testing" / "web"))
 sys.path.insert(0, str(REPO / "GLIMSSegmenter"))
+sys.path.insert(0, str(REPO))
 
 from browser import WebServer, changedFraction, elementPixels, startChromium, viewImages, waitFor  # noqa: E402
 

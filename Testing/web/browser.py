@@ -42,12 +42,12 @@ class WebServer:
         self.logPath = logPath
         environment = {**os.environ, **(env or {})}
         environment["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO / "GLIMSSegmenter"), *filter(None, [environment.get("PYTHONPATH")])])
+            [str(REPO), str(REPO / "GLIMSSegmenter"), *filter(None, [environment.get("PYTHONPATH")])])
         self._log = open(logPath, "w")
         self.started = time.monotonic()
         self.process = subprocess.Popen([sys.executable, "-m", "GLIMSSegmenterWeb", "--port", "0", *arguments],
                                         stdout=self._log, stderr=subprocess.STDOUT, env=environment,
-                                        start_new_session=True)
+                                        cwd=REPO, start_new_session=True)
         self.url = self._waitForUrl()
 
     def _waitForUrl(self) -> str:

@@ -1,5 +1,5 @@
-"""The web app's safety rules without a browser: who needs a token, which upload names and files are accepted,
-the session folder's removal, and the command line's refusals."""
+"""The web app's server side without a browser: who needs a token, which upload names and files are accepted,
+the session folder's removal, the command line's refusals, and where cases come from."""
 
 from __future__ import annotations
 
@@ -81,3 +81,14 @@ def test_data_folder_cases_hold_volumes_only(tmp_path):
     assert found.title == "case7"
     assert [p.name for p in found.files] == ["case7_flair.nii.gz", "case7_t1.nrrd"]
     assert [volumeName(p) for p in found.files] == ["case7_flair", "case7_t1"]
+
+
+def test_real_sample_case_is_offered_with_shared_data_and_matches_the_inputs(shared_data):
+    from glims.catalog import load_catalog, match_inputs
+    from GLIMSSegmenterWeb.cases import SAMPLE_TCGA, prepareSample, sampleCases, volumeName
+
+    assert SAMPLE_TCGA in [c.caseId for c in sampleCases()]
+    case = prepareSample(SAMPLE_TCGA, shared_data, 32)  # files used in place: nothing is written
+    names = [volumeName(p) for p in case.files]
+    spec = load_catalog().default("brats")
+    assert match_inputs(spec, names) == dict(zip([i.key for i in spec.inputs], names))

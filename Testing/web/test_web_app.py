@@ -242,6 +242,21 @@ def test_fine_tune_offers_the_new_model(chrome, screenshot_folder):
     assert _state(chrome, "seg_model") == "tiny-brats"
 
 
+def test_stopping_fine_tuning_registers_nothing(chrome, web_home):
+    from glims.catalog import load_catalog
+
+    _tab(chrome, "train")
+    versions = [m.ref for m in load_catalog(web_home).models]
+    _type(chrome, "glims-train-epochs", "20")
+    waitFor(lambda: str(_state(chrome, "train_epochs")) == "20", 10, "twenty epochs")
+    _click(chrome, "glims-finetune")
+    waitFor(lambda: _state(chrome, "train_busy"), 20, "the fine-tuning to start")
+    _click(chrome, "glims-finetune")  # now "Stop"
+    waitFor(lambda: _state(chrome, "train_status").startswith("Stopped"), JOB_TIMEOUT_S, "the stop")
+    assert [m.ref for m in load_catalog(web_home).models] == versions  # the catalog on disk is unchanged
+    assert _state(chrome, "seg_button_enabled")
+
+
 def test_upload_loads_files_and_refuses_other_types(chrome, tmp_path):
     from GLIMSSegmenterWeb.cases import SAMPLE_DEMO, prepareSample
 

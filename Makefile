@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine (Python 3.10+ with venv):
 #   make demo   - create .venv with the pinned packages, then run the embedded demo
 #   make test   - create .venv if needed, then run the test suite
+#   make app    - create .venv if needed, then start the web app (docs/web_app.md)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean-venv
+.PHONY: demo test venv clean-venv app
 
 $(STAMP): requirements/pinned.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q Testing
+
+# The web app (GLIMSSegmenterWeb) on http://127.0.0.1:8080; e.g. make app APP_ARGS="--data ~/cases"
+app: $(STAMP)
+	$(PY) -m GLIMSSegmenterWeb $(APP_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -28,7 +28,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from GLIMSSegmenterLib import dependencies, models, presentation, sampledata
+from GLIMSSegmenterLib import dependencies, models, presentation, sampledata, sceneio
 from GLIMSSegmenterLib.devices import DeviceProbe, cpuDevice
 from GLIMSSegmenterLib.engine import engineEnvironment
 from GLIMSSegmenterLib.finetuning import FineTuningLogic
@@ -409,16 +409,16 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---- dependencies -------------------------------------------------------------------------------------
 
-    def _ensureDependencies(self):
+    def _ensureDependencies(self, requirements=dependencies.REQUIREMENTS):
         """True when every package is there, after installing what is missing if the user agrees."""
-        missing = dependencies.missingRequirements()
+        missing = dependencies.missingRequirements(requirements)
         if not missing:
             return True
         if not slicer.util.confirmOkCancelDisplay(dependencies.installPrompt(missing), "GLIMS Segmenter"):
             return False
         with slicer.util.tryWithErrorDisplay("Installing the Python packages failed.", waitCursor=True):
             dependencies.installRequirements(missing)
-            still = dependencies.missingRequirements()
+            still = dependencies.missingRequirements(requirements)
             if still:
                 raise dependencies.DependencyError("still missing after installation: "
                                                    + ", ".join(s.describe() for s in still)
@@ -520,6 +520,8 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if node is None:
             return
         fileFormat = self.ui.exportFormatComboBox.currentData
+        if fileFormat in sceneio.DICOM_FORMATS and not self._ensureDependencies(dependencies.DICOM_REQUIREMENTS):
+            return
         folder = self.ui.exportDirectoryButton.directory
         destination = os.path.join(folder, self.logic.defaultExportName(node, fileFormat))
         with slicer.util.tryWithErrorDisplay("Export failed.", waitCursor=True):

@@ -1,4 +1,8 @@
-"""Shared fixtures: paths to the real cases in ../shared/data (tests that need them skip cleanly without them)."""
+"""Shared fixtures: paths to the real cases in ../shared/data (tests that need them skip cleanly without them).
+
+``GLIMS_SHARED=DIR`` points the suite at another shared folder (``DIR/data``, ``DIR/spec``); a folder that does not
+exist runs the suite as in a bare clone. ``GLIMS_SHARED_DATA=DIR`` overrides the data folder alone.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("GLIMS_SHARED_DATA", REPO.parent / "shared" / "data"))
-SPEC_DIR = REPO.parent / "shared" / "spec"
+SHARED = Path(os.environ.get("GLIMS_SHARED", REPO.parent / "shared"))
+SHARED_DATA = Path(os.environ.get("GLIMS_SHARED_DATA", SHARED / "data"))
+SPEC_DIR = SHARED / "spec"
 
 # The engine is importable from the checkout even without `pip install -e .`.
 sys.path.insert(0, str(REPO / "GLIMSSegmenter"))

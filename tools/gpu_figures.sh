@@ -7,39 +7,20 @@
 #                                  to $OUT (default ./gpu_figures). About 5 minutes on one NVIDIA H200.
 #   tools/gpu_figures.sh check     on the preparing computer: the same benchmarks on the CPU at toy sizes, to test it
 #
-# Why these steps: the GPU computer this was written for has Python 3.12 with torch but neither MONAI, SimpleITK nor
-# jsonschema, cannot reach any index, and accepts at most 64 MiB of working tree and copied files. SimpleITK's wheel
-# alone is 50 MiB, so its package travels as an xz archive (28 MiB) that is unpacked there; the others as wheels.
+# Why these steps: see tools/gpu_env.sh (the packages the GPU computer lacks, and the 64 MiB limit).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 GPU=.gpu
 CASE=${GLIMS_GPU_CASE:-../shared/data/brats/tcga_fg_6692}
+GPU_ENV=$GPU
+source tools/gpu_env.sh
 
 prepare() {
-    local dest=$GPU.partial sitk
-    rm -rf "$dest" && mkdir -p "$dest/case"
-    local pip="${PYTHON:-.venv/bin/python} -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12
-        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64
-        --platform manylinux2014_x86_64 -d $dest/wheels"
-    $pip monai==1.6.1 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0 rpds-py==2026.9.1
-    $pip SimpleITK==2.5.7
-    sitk=$(mktemp -d)
-    unzip -q "$dest"/wheels/simpleitk-*.whl -d "$sitk"
-    rm "$dest"/wheels/simpleitk-*.whl
-    tar -C "$sitk" -cf - SimpleITK | xz -9 -T0 > "$dest/simpleitk.tar.xz"
-    rm -rf "$sitk"
-    cp "$CASE"/*_t1_*.nii.gz "$CASE"/*_t1c_*.nii.gz "$CASE"/*_t2_*.nii.gz "$CASE"/*_fla_*.nii.gz "$dest/case/"
-    rm -rf "$GPU" && mv "$dest" "$GPU"
+    gpu_env_prepare
+    mkdir -p "$GPU/case"
+    cp "$CASE"/*_t1_*.nii.gz "$CASE"/*_t1c_*.nii.gz "$CASE"/*_t2_*.nii.gz "$CASE"/*_fla_*.nii.gz "$GPU/case/"
     du -sh "$GPU"
-}
-
-install() {
-    local site=/tmp/glims-gpu-site
-    rm -rf "$site" && mkdir -p "$site"
-    python3 -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$GPU"/wheels/*.whl
-    tar -C "$site" -xJf "$GPU/simpleitk.tar.xz"
-    export PYTHONPATH="$site:$PWD/GLIMSSegmenter"
 }
 
 # bench ARGS...: one glims bench run; a failure is written down and the next one still runs
@@ -82,7 +63,7 @@ case "${1:-}" in
     run)
         OUT=${OUT:-gpu_figures}
         mkdir -p "$OUT"
-        install
+        gpu_env_install
         GLIMS="python3 -m glims.cli"
         nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
         python3 -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())" \

@@ -2,7 +2,8 @@
 
 * ``logic``: ``GLIMSSegmenterLogic`` (segment, export, results in the scene);
 * ``job`` / ``process`` / ``engine``: the engine run in a background process, progress and cancel;
-* ``sceneio``: volumes to files, the engine's segmentation into the scene, exports;
+* ``sceneio``: volumes to files, the engine's segmentation into the scene, exports; ``exportnames``: safe,
+  unique file names from segment names;
 * ``finetuning``: ``FineTuningLogic`` (training set, fine-tuning in the background, switching to the new model);
   ``trainingset``: a corrected segmentation and its volumes as a training case; ``trainingplot``: the live
   loss/Dice plot nodes;

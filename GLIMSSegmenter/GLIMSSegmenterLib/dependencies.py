@@ -21,6 +21,7 @@ __all__ = [
     "Requirement",
     "RequirementStatus",
     "REQUIREMENTS",
+    "DICOM_REQUIREMENTS",
     "installedVersion",
     "versionAtLeast",
     "missingRequirements",
@@ -57,9 +58,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("SimpleITK", "2.3", Source.SLICER),
     Requirement("safetensors", "0.4"),
     Requirement("jsonschema", "4.0"),
+    Requirement("filelock", "3.12"),  # inter-process locks on the user catalog and the case store
+    Requirement("nibabel", "5.0"),  # sees what ITK hides in NIfTI files (truncation, NaN, sheared axes)
     Requirement("psutil", "5.9"),  # cancelling kills the engine's process tree
 )
 """The engine's dependencies (pyproject.toml, same minimums) plus what this module itself needs."""
+
+DICOM_REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("pydicom", "3.0.1"),
+    Requirement("highdicom", "0.28"),
+)
+"""The engine's optional ``dicom`` extra (pyproject.toml): asked for and installed on the first DICOM export."""
 
 
 class DependencyError(RuntimeError):

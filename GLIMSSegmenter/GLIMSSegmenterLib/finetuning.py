@@ -162,12 +162,20 @@ class FineTuningLogic:
         return spec.id if not spec.builtin else f"{spec.id}-finetuned"
 
     def _runsFolder(self) -> Path:
-        from glims.catalog import user_home
+        from glims.paths import home_folder
 
-        return user_home(self.glimsHome) / "finetune"
+        return home_folder("finetune", self.glimsHome)
 
     def interruptedRuns(self, name: str) -> list[Path]:
-        """Run folders of ``name`` that were stopped after at least one epoch (they can be resumed)."""
+        """Run folders of ``name`` that were stopped after at least one epoch (they can be resumed); none for a name
+        that is not a valid model name (no run can have it)."""
+        from glims.errors import ConfigError
+        from glims.paths import check_name
+
+        try:
+            check_name(name, "model name")
+        except ConfigError:
+            return []
         folder = self._runsFolder()
         if not folder.is_dir():
             return []
@@ -175,9 +183,17 @@ class FineTuningLogic:
                       and not (p / _RUN_REGISTERED_FILE).is_file())
 
     def discardInterruptedRuns(self, name: str) -> None:
-        """Delete the stopped runs of ``name`` so that a new run can start (the catalog is not touched)."""
+        """Delete the stopped runs of ``name`` so that a new run can start (the catalog is not touched).
+
+        Raises:
+            ConfigError: ``name`` is not a valid model name. OutputError: a run folder is not glims's own
+            (``glims.paths.remove_owned``).
+        """
+        from glims.paths import check_name, remove_owned
+
+        check_name(name, "model name")
         for run in self.interruptedRuns(name):
-            shutil.rmtree(run)
+            remove_owned(run, self.glimsHome)
 
     def startFineTuning(
         self,

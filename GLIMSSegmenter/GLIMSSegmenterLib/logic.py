@@ -21,12 +21,14 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from glims.errors import InputError, OutputError
+from glims.outputs import check_targets
 
 from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
+from .exportnames import safeFileName
 from .job import JobSlot, JobState, SegmentationJob
 from .models import loadCatalog, matchVolumes
-from .naming import resultName, safeName
+from .naming import resultName
 from .parameters import INPUT_SLOTS, SegmentationParameters
 from .process import EngineProcess, ProcessOutcome
 from .warmworker import WarmWorker, sharedWarmWorker
@@ -35,8 +37,8 @@ __all__ = ["GLIMSSegmenterLogic", "EXPORT_FORMATS", "INPUT_SLOTS"]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FORMATS = ("seg.nrrd", "nifti", "stl", "obj", "dicom")
-"""Export formats: Slicer segmentation file, NIfTI label map, STL/OBJ surfaces, DICOM SEG."""
+EXPORT_FORMATS = ("seg.nrrd", "nifti", "stl", "obj", "dicom", "rtstruct")
+"""Export formats: Slicer segmentation file, NIfTI label map, STL/OBJ surfaces, DICOM SEG, DICOM RT Structure Set."""
 
 
 class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
@@ -191,7 +193,8 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         def importResult(outcome: ProcessOutcome):
             if "segmentation" not in outcome.outputs:
                 raise OSError("the engine finished without reporting a segmentation file")
-            node = sceneio.readSegmentationFile(outcome.outputs["segmentation"], reference, name, outputSegmentation)
+            node = sceneio.readSegmentationFile(outcome.outputs["segmentation"], reference, name, outputSegmentation,
+                                                algorithmName=spec.ref)
             trainingset.recordDraft(node, spec, dict(zip((inp.key for inp in spec.inputs), volumes)))
             return node
 
@@ -269,17 +272,22 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
 
         Args:
             segmentationNode: what to export.
-            fileFormat: ``seg.nrrd`` or ``nifti`` (``destination`` is the file), ``stl``/``obj`` (one file per
-                segment in the ``destination`` folder), ``dicom`` (a DICOM SEG in the ``destination`` folder).
+            fileFormat: ``seg.nrrd``, ``nifti``, ``dicom`` (DICOM SEG) or ``rtstruct`` (DICOM RT Structure Set):
+                ``destination`` is the file; ``stl``/``obj``: surfaces of the non-empty segments in the
+                ``destination`` folder (file names made safe from the segment names). DICOM needs the reference
+                volume loaded from DICOM, and pydicom and highdicom (``dependencies.DICOM_REQUIREMENTS``).
 
         Returns:
-            The files written (for ``dicom``: the folder).
+            The files written.
 
         Raises:
-            ValueError: unknown format; OSError/RuntimeError: the export failed.
+            ValueError: unknown format; OutputError: a file it would write is one the scene was loaded from (an
+            input is never overwritten); OSError/RuntimeError: the export failed or would be incomplete.
         """
         fileFormat = fileFormat.lower()
         destination = Path(destination)
+        check_targets(self._exportTargets(segmentationNode, fileFormat, destination),
+                      sceneio.loadedFiles(segmentationNode.GetScene()))
         if fileFormat == "seg.nrrd":
             return [sceneio.writeSegmentationFile(segmentationNode, destination)]
         if fileFormat == "nifti":
@@ -289,13 +297,39 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             return [sceneio.writeLabelmapFile(segmentationNode, reference, destination)]
         if fileFormat in ("stl", "obj"):
             return sceneio.writeSurfaceFiles(segmentationNode, destination, fileFormat)
-        if fileFormat == "dicom":
-            sceneio.writeDicomSeg(segmentationNode, self.referenceVolume(segmentationNode), destination)
-            return [destination]
+        if fileFormat in sceneio.DICOM_FORMATS:
+            return [sceneio.writeDicomFile(segmentationNode, self.referenceVolume(segmentationNode), destination,
+                                           fileFormat, self._algorithmOf(segmentationNode))]
         raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fileFormat!r}")
+
+    def _algorithmOf(self, segmentationNode):
+        """The DICOM algorithm identification of the model that drafted the node (its catalog entry when known)."""
+        from glims import __version__
+        from glims.dicom.content import Algorithm
+        from glims.errors import CatalogError
+
+        ref = trainingset.draftModel(segmentationNode)
+        if ref:
+            try:
+                from glims.dicom.export import algorithm_of
+
+                return algorithm_of(self.model(ref))
+            except CatalogError:
+                modelId, _, version = ref.partition("@")
+                return Algorithm(modelId, version or "unknown", (), f"glims {__version__}")
+        return Algorithm("GLIMS Segmenter", __version__, (), f"glims {__version__}")
+
+    @staticmethod
+    def _exportTargets(segmentationNode, fileFormat: str, destination: Path) -> dict[str, Path]:
+        """The files an export writes (role -> path), as far as they are known before it runs."""
+        if fileFormat in ("stl", "obj"):
+            return {f"surface file {name}": destination / name
+                    for name in sceneio.surfaceFileNames(segmentationNode, fileFormat)}
+        return {"export": destination}
 
     def defaultExportName(self, segmentationNode, fileFormat: str) -> str:
         """A file (or folder) name for an export: the node name made safe for file systems, plus the extension."""
-        suffix = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz"}.get(fileFormat.lower(), f"_{fileFormat.lower()}")
-        return safeName(segmentationNode.GetName()) + suffix
+        suffix = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz", "dicom": "_seg.dcm",
+                  "rtstruct": "_rtstruct.dcm"}.get(fileFormat.lower(), f"_{fileFormat.lower()}")
+        return safeFileName(segmentationNode.GetName(), "segmentation") + suffix
 

@@ -8,20 +8,13 @@ version. Pure functions of strings, testable without Slicer.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 
-__all__ = ["safeName", "caseName", "resultName"]
+from .exportnames import safeFileName
+
+__all__ = ["caseName", "resultName"]
 
 _SEPARATORS = "-_. "
-
-
-def safeName(text: str, fallback: str = "segmentation") -> str:
-    """``text`` with every run of characters other than letters, digits, ``-``, ``_`` and ``.`` made one ``_``,
-    without leading or trailing separators (``fallback`` when nothing is left). Never a path: no ``/``, no ``..``
-    at the start."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip(_SEPARATORS)
-    return safe or fallback
 
 
 def caseName(volumeNames: Sequence[str]) -> str:
@@ -53,4 +46,4 @@ def resultName(volumeNames: Sequence[str], modelId: str, version: str) -> str:
     Unique in a scene only together with ``vtkMRMLScene.GenerateUniqueName`` (a second run of the same model on
     the same case gets ``_1``).
     """
-    return safeName(f"{safeName(caseName(volumeNames), 'case')}_{modelId}-{version}")
+    return safeFileName(f"{safeFileName(caseName(volumeNames), 'case')}_{modelId}-{version}", "segmentation")

@@ -21,6 +21,7 @@ EXPORT_CHOICES = (
     ("stl", "STL surfaces (one file per segment)"),
     ("obj", "OBJ surfaces (one file, a group per segment)"),
     ("dicom", "DICOM SEG (inputs loaded from DICOM)"),
+    ("rtstruct", "DICOM RT Structure Set (inputs loaded from DICOM)"),
 )
 """(format of ``GLIMSSegmenterLogic.export``, label in the panel)."""
 

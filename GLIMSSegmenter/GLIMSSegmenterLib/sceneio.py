@@ -26,8 +26,13 @@ __all__ = [
     "writeLabelmapFile",
     "writeLabelValuesFile",
     "writeSurfaceFiles",
-    "dicomSegExportProblem",
-    "writeDicomSeg",
+    "surfaceFileNames",
+    "DICOM_FORMATS",
+    "ALGORITHM_TYPE_TAG",
+    "dicomSourceFiles",
+    "dicomExportProblem",
+    "writeDicomFile",
+    "loadedFiles",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,12 +42,27 @@ LABEL_VALUE_TAG = "GLIMSSegmenter.LabelValue"
 
 SURFACE_FORMATS = ("STL", "OBJ")
 
+ALGORITHM_TYPE_TAG = "DICOM.SegmentAlgorithmType"
+ALGORITHM_NAME_TAG = "DICOM.SegmentAlgorithmName"
+"""Segment tags Slicer's DICOM exporters read: segments the model made are ``AUTOMATIC``, not ``MANUAL``."""
+
 
 def _writeWithStorageNode(storage, node, path: str | os.PathLike, what: str) -> Path:
     storage.SetFileName(str(path))
     if not storage.WriteData(node):
         raise OSError(f"could not write {what} to {path}")
     return Path(path)
+
+
+def loadedFiles(scene) -> list[Path]:
+    """The files the scene's nodes were loaded from (every storage node's file names): what exports must not
+    overwrite."""
+    files = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLStorageNode")):
+        storage = scene.GetNthNodeByClass(index, "vtkMRMLStorageNode")
+        names = [storage.GetFileName()] + [storage.GetNthFileName(i) for i in range(storage.GetNumberOfFileNames())]
+        files += [Path(name) for name in names if name]
+    return files
 
 
 def writeVolumeFile(volumeNode, path: str | os.PathLike, compress: bool = False) -> Path:
@@ -68,7 +88,8 @@ def _stringArray(values: Sequence[str]):
     return array
 
 
-def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, outputNode=None):
+def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, outputNode=None,
+                         algorithmName: str = "GLIMS"):
     """Load a ``.seg.nrrd`` written by the engine as a segmentation of ``referenceVolume``.
 
     Segment names, colours and terminology come from the file. The node gets the reference volume's image
@@ -80,6 +101,7 @@ def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, ou
         referenceVolume: the volume the segmentation was computed on.
         name: name of a new node (ignored when ``outputNode`` is given).
         outputNode: an existing segmentation node whose segments are replaced; None creates a new node.
+        algorithmName: the model (``ID@VERSION``), recorded on each segment with the ``AUTOMATIC`` algorithm type.
 
     Returns:
         The segmentation node (added to the scene).
@@ -101,6 +123,8 @@ def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, ou
     for segmentId in segmentIds(loaded):
         segment = loadedSegmentation.GetSegment(segmentId)
         segment.SetTag(LABEL_VALUE_TAG, str(segment.GetLabelValue()))
+        segment.SetTag(ALGORITHM_TYPE_TAG, "AUTOMATIC")
+        segment.SetTag(ALGORITHM_NAME_TAG, algorithmName)
 
     node = outputNode
     if node is None:
@@ -273,69 +297,228 @@ def writeLabelValuesFile(segmentationNode, referenceVolume, labelValues: dict[st
                 scene.RemoveNode(node)
 
 
+def _segmentHasContent(segmentation, segmentId: str) -> bool:
+    """True when the segment has voxels (binary labelmap, shared layers included) or surface points."""
+    segment = segmentation.GetSegment(segmentId)
+    labelmap = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
+    if labelmap is not None:
+        scalars = labelmap.GetPointData().GetScalars() if labelmap.GetPointData() else None
+        if scalars is None:
+            return False
+        from vtk.util.numpy_support import vtk_to_numpy
+
+        return bool((vtk_to_numpy(scalars) == segment.GetLabelValue()).any())
+    surface = segment.GetRepresentation(slicer.vtkSegmentationConverter.GetClosedSurfaceRepresentationName())
+    return surface is not None and surface.GetNumberOfPoints() > 0
+
+
+def _safeCopy(segmentationNode, segmentIdsToCopy: Sequence[str], nodeName: str, segmentNames: Sequence[str]):
+    """A hidden segmentation node holding copies of the segments under file-safe names (the user's node is left
+    as it is); same parent transform and conversion parameters."""
+    scene = segmentationNode.GetScene()
+    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", nodeName)
+    copy.SetHideFromEditors(True)
+    source = segmentationNode.GetSegmentation()
+    target = copy.GetSegmentation()
+    target.SetSourceRepresentationName(source.GetSourceRepresentationName())
+    target.CopyConversionParameters(source)
+    for segmentId, name in zip(segmentIdsToCopy, segmentNames):
+        if not target.CopySegmentFromSegmentation(source, segmentId):
+            scene.RemoveNode(copy)
+            raise OSError(f"could not copy segment '{source.GetSegment(segmentId).GetName()}' for export")
+        target.GetSegment(segmentId).SetName(name)
+    copy.SetAndObserveTransformNodeID(segmentationNode.GetTransformNodeID())
+    return copy
+
+
+def _objGroups(path: Path) -> int:
+    return sum(1 for line in path.read_text(errors="replace").splitlines() if line.startswith("g "))
+
+
+def _surfaceExportPlan(segmentationNode, fileFormat: str, segmentIdsToWrite: Sequence[str] | None = None):
+    """What a surface export writes: (non-empty segment ids, node file stem, segment file stems, file names)."""
+    from .exportnames import safeFileName, uniqueFileNames
+
+    fileFormat = fileFormat.upper()
+    if fileFormat not in SURFACE_FORMATS:
+        raise ValueError(f"surface format must be one of {', '.join(SURFACE_FORMATS)}, not {fileFormat!r}")
+    segmentation = segmentationNode.GetSegmentation()
+    wanted = list(segmentIdsToWrite) if segmentIdsToWrite else segmentIds(segmentationNode)
+    present = [i for i in wanted if _segmentHasContent(segmentation, i)]
+    nodeName = safeFileName(segmentationNode.GetName(), "segmentation")
+    names = uniqueFileNames([segmentation.GetSegment(i).GetName() for i in present])
+    expected = ([f"{nodeName}_{name}.stl" for name in names] if fileFormat == "STL"
+                else [f"{nodeName}.obj", f"{nodeName}.mtl"])
+    return present, nodeName, names, expected
+
+
+def surfaceFileNames(segmentationNode, fileFormat: str) -> list[str]:
+    """The names of the files :func:`writeSurfaceFiles` writes for ``segmentationNode`` in ``fileFormat``."""
+    return _surfaceExportPlan(segmentationNode, fileFormat)[3]
+
+
 def writeSurfaceFiles(segmentationNode, folder: str | os.PathLike, fileFormat: str = "STL",
                       segmentIdsToWrite: Sequence[str] | None = None) -> list[Path]:
-    """Write the segments' closed surfaces (LPS, millimetres) into ``folder``.
+    """Write the non-empty segments' closed surfaces (LPS, millimetres) into ``folder``, all or nothing.
 
-    STL: one file per segment, ``<segmentation>_<segment>.stl``. OBJ: one ``<segmentation>.obj`` with a group per
-    segment and the colours in ``<segmentation>.mtl`` (written through VTK's exporter, which needs OpenGL: EGL or
-    OSMesa without a display).
+    File names come from the node and segment names made safe and unique (``exportnames``): STL writes one
+    ``<segmentation>_<segment>.stl`` per segment; OBJ one ``<segmentation>.obj`` with a group per segment and the
+    colours in ``<segmentation>.mtl`` (VTK's exporter, which needs OpenGL: EGL or OSMesa without a display). The
+    files are written to a private folder first and moved into ``folder`` only when every expected file is there.
 
     Returns:
         The files written.
 
     Raises:
-        ValueError: unknown format; OSError: the export failed.
+        ValueError: unknown format; OSError: nothing to write, or a segment's file is missing (the message names
+        it; nothing is left in ``folder``).
     """
+    import shutil
+    import tempfile
+
     fileFormat = fileFormat.upper()
-    if fileFormat not in SURFACE_FORMATS:
-        raise ValueError(f"surface format must be one of {', '.join(SURFACE_FORMATS)}, not {fileFormat!r}")
     folder = Path(folder)
+    present, nodeName, names, expected = _surfaceExportPlan(segmentationNode, fileFormat, segmentIdsToWrite)
+    if not present:
+        raise OSError(f"'{segmentationNode.GetName()}' has no non-empty segment to export as {fileFormat}")
     folder.mkdir(parents=True, exist_ok=True)
-    before = set(folder.iterdir())
-    ids = _stringArray(segmentIdsToWrite) if segmentIdsToWrite else None
-    if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
-            str(folder), segmentationNode, ids, fileFormat, True, 1.0, False):
-        raise OSError(f"could not write {fileFormat} surfaces to {folder}")
-    return sorted(set(folder.iterdir()) - before)
+    copy = _safeCopy(segmentationNode, present, nodeName, names)
+    staging = Path(tempfile.mkdtemp(prefix=".glims-export-", dir=folder))
+    scene = segmentationNode.GetScene()
+    try:
+        slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
+            str(staging), copy, None, fileFormat, True, 1.0, False)
+        missing = [name for name in expected if not (staging / name).is_file() or (staging / name).stat().st_size == 0]
+        if fileFormat == "OBJ" and not missing and _objGroups(staging / expected[0]) != len(present):
+            missing = [f"{len(present) - _objGroups(staging / expected[0])} of the groups in {expected[0]}"]
+        if missing:
+            raise OSError(f"{fileFormat} export of '{segmentationNode.GetName()}' wrote {len(expected) - len(missing)} "
+                          f"of {len(expected)} files for its {len(present)} non-empty segments; missing: "
+                          f"{', '.join(missing)}")
+        written = []
+        for name in expected:
+            os.replace(staging / name, folder / name)
+            written.append(folder / name)
+        return written
+    finally:
+        for node in [copy.GetDisplayNode(), copy.GetStorageNode(), copy]:
+            if node is not None:
+                scene.RemoveNode(node)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def dicomSegExportProblem(segmentationNode, referenceVolume) -> str:
-    """Why DICOM SEG export is not possible here ("" when it is).
+DICOM_FORMATS = {"dicom": "dicom_seg", "rtstruct": "dicom_rtstruct"}
+"""Export format -> the engine's DICOM output key (``glims.dicom.export.DICOM_OUTPUTS``)."""
+DEFAULT_CATEGORY = ("SCT", "85756007", "Tissue")
+"""Category and type of a segment without terminology (Slicer's default for new segments)."""
 
-    It needs a reference volume loaded from DICOM and Slicer's DICOM segmentation exporter (Slicer 5.12+ core, or
-    the QuantitativeReporting extension before that).
-    """
+
+def dicomSourceFiles(volumeNode) -> list[str]:
+    """The DICOM files a volume was loaded from: by instance UID from Slicer's DICOM database, else its storage
+    node's file list (both kept by Slicer's DICOM loader, one file per instance); empty when the volume did not
+    come from DICOM or its files are gone."""
+    uids = (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids:
+        return []
+    database = getattr(slicer, "dicomDatabase", None)
+    if database is not None and database.isOpen:
+        files = [database.fileForInstance(uid) for uid in uids]
+        if all(files):
+            return files
+    storage = volumeNode.GetStorageNode()
+    if storage is None or not storage.GetFileName():
+        return []
+    files = [storage.GetFileName()] + [storage.GetNthFileName(i) for i in range(storage.GetNumberOfFileNames())
+                                       if storage.GetNthFileName(i) != storage.GetFileName()]
+    return files if len(files) == len(uids) and all(os.path.isfile(f) for f in files) else []
+
+
+def dicomExportProblem(segmentationNode, referenceVolume) -> str:
+    """Why a DICOM SEG or RT Structure Set cannot be written for this segmentation ("" when it can)."""
     if segmentationNode is None or referenceVolume is None:
         return "select a segmentation and its input volume first"
     if not referenceVolume.GetAttribute("DICOM.instanceUIDs"):
-        return f"'{referenceVolume.GetName()}' was not loaded from DICOM, so a DICOM SEG cannot reference it"
-    try:
-        import DICOMSegmentationPlugin  # noqa: F401  (Slicer's DICOM plugin, not on the slicer-core wheel)
-    except ImportError:
-        return "this Slicer has no DICOM segmentation exporter (use Slicer 5.12 or install QuantitativeReporting)"
+        return (f"'{referenceVolume.GetName()}' was not loaded from DICOM, so a DICOM object cannot refer to it "
+                "(load the series through the DICOM module, or export NIfTI or .seg.nrrd)")
+    if not dicomSourceFiles(referenceVolume):
+        return f"the DICOM files of '{referenceVolume.GetName()}' are no longer in the DICOM database"
     return ""
 
 
-def writeDicomSeg(segmentationNode, referenceVolume, folder: str | os.PathLike) -> None:
-    """Export a DICOM SEG object referencing the input series into ``folder`` (inside Slicer only).
+def _codeOf(text: str, default):
+    parts = text.split("^")
+    return tuple(parts[:3]) if len(parts) >= 3 and parts[0] and parts[1] else default
+
+
+def _exportSegment(segment, mask, modelSegment: bool):
+    """One segment in the engine's DICOM terms: its name, colour, terminology codes and algorithm type."""
+    from glims.dicom.content import AUTOMATIC, MANUAL, ExportSegment
+
+    fields = (segment.GetTerminology() or "").split("~")
+    fields += [""] * (7 - len(fields))
+    tag = vtk.reference("")
+    algorithmType = str(tag) if segment.GetTag(ALGORITHM_TYPE_TAG, tag) and str(tag) else (
+        AUTOMATIC if modelSegment else MANUAL)
+    return ExportSegment(
+        name=segment.GetName(), color=tuple(round(c * 255) for c in segment.GetColor()),
+        category=_codeOf(fields[1], DEFAULT_CATEGORY), type=_codeOf(fields[2], DEFAULT_CATEGORY), mask=mask,
+        algorithm_type=algorithmType, type_modifier=_codeOf(fields[3], None), region=_codeOf(fields[5], None))
+
+
+def _maskImage(mask, volumeNode):
+    """A (k, j, i) mask as a SimpleITK image with the volume's geometry (LPS; parent transforms not applied)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    matrix = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASDirectionMatrix(matrix)
+    flip = (-1.0, -1.0, 1.0)
+    image.SetDirection([flip[r] * matrix.GetElement(r, c) for r in range(3) for c in range(3)])
+    image.SetOrigin([f * o for f, o in zip(flip, volumeNode.GetOrigin())])
+    image.SetSpacing(volumeNode.GetSpacing())
+    return image
+
+
+def writeDicomFile(segmentationNode, referenceVolume, path: str | os.PathLike, fileFormat: str, algorithm) -> Path:
+    """Write all segments as a DICOM SEG (``dicom``) or RT Structure Set (``rtstruct``) with the engine's writer.
+
+    Every segment is written (empty ones are described without voxels), on the reference volume's DICOM series;
+    segments the model made are ``AUTOMATIC`` (tag ``DICOM.SegmentAlgorithmType``), those added by hand ``MANUAL``.
+
+    Args:
+        algorithm: ``glims.dicom.content.Algorithm`` of the model that made the draft.
 
     Raises:
-        RuntimeError: export is not possible here (see :func:`dicomSegExportProblem`) or failed.
+        OSError: not possible here (see :func:`dicomExportProblem`), or the file could not be written.
     """
-    problem = dicomSegExportProblem(segmentationNode, referenceVolume)
-    if problem:
-        raise RuntimeError(f"DICOM SEG export is not possible: {problem}")
-    import DICOMSegmentationPlugin
+    from glims.dicom.export import labels_on_series, write_dicom_objects
+    from glims.dicom.source import read_source_series, require_dicom_libraries
+    from glims.errors import GlimsError
 
-    placeNextTo(segmentationNode, referenceVolume)  # the exporter looks for the referenced series in the study
-    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(segmentationNode.GetScene())
-    exporter = DICOMSegmentationPlugin.DICOMSegmentationPluginClass()
-    exportables = exporter.examineForExport(shNode.GetItemByDataNode(segmentationNode))
-    if not exportables:
-        raise RuntimeError("the DICOM segmentation exporter does not accept this segmentation")
-    for exportable in exportables:
-        exportable.directory = str(folder)
-    error = exporter.export(exportables)
-    if error:
-        raise RuntimeError(f"DICOM SEG export failed: {error}")
+    problem = dicomExportProblem(segmentationNode, referenceVolume)
+    if problem:
+        raise OSError(f"DICOM export is not possible: {problem}")
+    scene = segmentationNode.GetScene()
+    before = _nodeIds(scene)
+    try:
+        require_dicom_libraries()
+        source = read_source_series(dicomSourceFiles(referenceVolume))
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", scene.GenerateUniqueName("GLIMS DICOM"))
+        labelmap.SetHideFromEditors(True)
+        segmentation = segmentationNode.GetSegmentation()
+        segments = []
+        for segmentId in segmentIds(segmentationNode):
+            segment = segmentation.GetSegment(segmentId)
+            mask = _segmentMask(segmentationNode, segmentId, referenceVolume, labelmap)
+            onSeries = labels_on_series(_maskImage(mask, referenceVolume), source).astype(bool)
+            segments.append(_exportSegment(segment, onSeries, modelLabelValue(segment) is not None))
+        return write_dicom_objects(source, segments, algorithm, {DICOM_FORMATS[fileFormat]: path})[
+            DICOM_FORMATS[fileFormat]]
+    except GlimsError as err:
+        raise OSError(str(err)) from None
+    finally:
+        for nodeId in _nodeIds(scene) - before:
+            node = scene.GetNodeByID(nodeId)
+            if node is not None and any(node.IsA(c) for c in _TEMPORARY_EXPORT_CLASSES):
+                scene.RemoveNode(node)

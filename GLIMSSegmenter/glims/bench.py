@@ -788,7 +788,9 @@ def _read_label(path: Path) -> tuple[Any, tuple[float, ...]]:
     """A label map as an array (z, y, x) and its spacing in the same order."""
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(str(path))
+    from .imageio import read_label_image
+
+    image = read_label_image(path)
     return sitk.GetArrayFromImage(image), image.GetSpacing()[::-1]
 
 

@@ -1,9 +1,11 @@
 """The model catalog: which GLIMS models exist, what they take, what they output, and where their weights are.
 
 Two catalogs are merged: the built-in one shipped in ``glims/resources/models.json`` and the user's, in
-``<home>/models/catalog.json`` (models the user added, fine-tuned versions). ``home`` is an explicit argument, else
-the ``GLIMS_HOME`` environment variable, else a per-user folder (``~/.local/share/glims`` on Linux,
-``~/Library/Application Support/glims`` on macOS, ``%LOCALAPPDATA%/glims`` on Windows).
+``<home>/models/catalog.json`` (models the user added, fine-tuned versions). ``home`` is the glims home
+(``glims.paths.user_home``). Built-in model ids are reserved: a user model cannot take one. Each task's default
+model is the built-in one unless the user chose another with ``set_default_model`` (``glims models default``);
+the choice is kept in the user catalog's ``defaults``. Every change of the user catalog is a read-modify-write
+under the catalog's inter-process lock (``glims.locks``).
 
 Each entry names a task ``preset`` (``brats`` or ``btcv``, in ``resources/presets.json``) that supplies inputs,
 labels, pre- and post-processing; fields set in the entry override the preset's. Both files are validated against
@@ -19,14 +21,15 @@ import json
 import logging
 import os
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import CatalogError
+from .errors import CatalogError, ConfigError
+from .jsonfiles import read_json
+from .paths import check_name, home_folder, remove_owned, user_home
 
 __all__ = [
     "TERMINOLOGY_CONTEXT",
@@ -41,6 +44,9 @@ __all__ = [
     "match_inputs",
     "register_model",
     "remove_model",
+    "set_default_model",
+    "reset_default_model",
+    "expected_out_channels",
     "add_user_entry",
     "spec_from_entry",
 ]
@@ -50,19 +56,6 @@ logger = logging.getLogger(__name__)
 RESOURCES = Path(__file__).resolve().parent / "resources"
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMY_CONTEXT = "Anatomic codes - DICOM master list"
-
-
-def user_home(home: str | os.PathLike | None = None) -> Path:
-    """The per-user glims folder (not created here)."""
-    if home is not None:
-        return Path(home).expanduser()
-    if os.environ.get("GLIMS_HOME"):
-        return Path(os.environ["GLIMS_HOME"]).expanduser()
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "glims"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "glims"
-    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "glims"
 
 
 @dataclass(frozen=True)
@@ -234,12 +227,13 @@ class Catalog:
         )
 
     def default(self, preset: str = "brats") -> ModelSpec:
-        """The default model of a task: the entry marked default, else the first of that preset."""
+        """The default model of a task: the user's choice (``glims models default``), else the built-in default,
+        else the first model of that preset."""
         of_preset = [m for m in self.models if m.preset == preset]
         if not of_preset:
             raise CatalogError(f"no {preset} model in the catalog")
         marked = [m for m in of_preset if m.default]
-        return self.get((marked or of_preset)[0].id)
+        return (marked or of_preset)[0]
 
 
 _schema_cache: dict[str, Any] = {}
@@ -300,8 +294,12 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
     )
     inputs = tuple(InputSpec(i["key"], i["title"], tuple(i["patterns"])) for i in merged["inputs"])
     out_channels = merged["architecture"].get("out_channels")
-    if merged["output"].get("activation") == "softmax" and out_channels not in (None, len(labels) + 1):
-        raise CatalogError(f"model {entry['id']}: {out_channels} softmax outputs for {len(labels)} labels")
+    expected = expected_out_channels(merged["output"], len(labels))
+    if out_channels is not None and expected is not None and out_channels != expected:
+        if merged["output"].get("activation") == "softmax":
+            raise CatalogError(f"model {entry['id']}: {out_channels} softmax outputs for {len(labels)} labels")
+        raise CatalogError(f"model {entry['id']}: {out_channels} output channels; its task ({entry['preset']}) "
+                           f"has {expected} ({', '.join(merged['output']['channels'])})")
     in_channels = merged["architecture"].get("in_channels")
     if in_channels not in (None, len(inputs)):
         raise CatalogError(f"model {entry['id']}: {in_channels} input channels but {len(inputs)} inputs listed")
@@ -330,11 +328,18 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
     )
 
 
+def expected_out_channels(output: Mapping[str, Any], n_labels: int) -> int | None:
+    """Output channels a network must have for a task's ``output`` rules: one per sigmoid channel, or background
+    plus one per label for softmax; None when the rules do not say."""
+    if output.get("activation") == "sigmoid" and output.get("channels"):
+        return len(output["channels"])
+    if output.get("activation") == "softmax":
+        return n_labels + 1
+    return None
+
+
 def _read_document(path: Path, required: bool = True) -> dict[str, Any]:
-    try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CatalogError(f"model catalog {path} is not valid JSON: {err}") from None
+    document = read_json(path, "model catalog", CatalogError)
     _validate(document, str(path), required)
     return document
 
@@ -353,30 +358,60 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
     builtin_path = builtin_path or RESOURCES / "models.json"
     builtin = _read_document(builtin_path, required=False)["models"]
     models = [spec_from_entry(e, presets, builtin_path.parent, True) for e in builtin]
+    builtin_ids = {m.id for m in models}
     user_path = user_catalog_path(home)
-    if user_path.is_file():
-        models += [spec_from_entry(e, presets, user_path.parent, False) for e in _read_document(user_path)["models"]]
-    return Catalog(models, user_home(home))
+    chosen: dict[str, str] = {}
+    if user_path.exists():
+        document = _read_document(user_path)
+        for entry in document["models"]:
+            if entry["id"] in builtin_ids:
+                raise CatalogError(
+                    f"user catalog {user_path}: model {entry['id']}@{entry['version']} takes the id of a built-in "
+                    f"model; remove it with `glims models rm {entry['id']}@{entry['version']}` and add it again "
+                    "under another id")
+            # a user entry never makes itself a default: only the user's explicit choice does
+            models.append(replace(spec_from_entry(entry, presets, user_path.parent, False), default=False))
+        chosen = dict(document.get("defaults", {}))
+    catalog = Catalog(models, user_home(home))
+    for preset, ref in chosen.items():
+        try:
+            pick = catalog.get(ref)
+        except CatalogError:
+            raise CatalogError(f"the default {preset} model chosen in {user_path}, {ref}, is not in the catalog; "
+                               f"choose another with `glims models default ID` or go back to the built-in one with "
+                               f"`glims models default --reset`") from None
+        catalog.models = [replace(m, default=m is pick) if m.preset == preset else m for m in catalog.models]
+    return catalog
 
 
-def match_inputs(spec: ModelSpec, names: Sequence[str]) -> dict[str, str]:
+def match_inputs(spec: ModelSpec, names: Sequence[str], strict: bool = False) -> dict[str, str]:
     """Assign names (file or volume names) to the model's inputs by their patterns.
 
     Each name goes to the first input, in the preset's priority order, whose pattern it matches (so "t1ce" is
-    not taken for "t1"); an input matched by several names takes the first of them. Unmatched inputs are absent
-    from the result.
+    not taken for "t1"). An input matched by several names takes the first of them, unless ``strict``: then two
+    names claiming one input are refused. Unmatched inputs are absent from the result.
+
+    Raises:
+        InputError: with ``strict``, two names match the same input (the message names both and the input).
     """
     by_key = {i.key: i for i in spec.inputs}
     order = [k for k in spec.match_priority if k in by_key] + [k for k in by_key if k not in spec.match_priority]
-    assigned: dict[str, str] = {}
+    claims: dict[str, list[str]] = {}
     for name in names:
         base = Path(name).name
         for key in order:
             if by_key[key].matches(base):
-                if key not in assigned:
-                    assigned[key] = name
+                claims.setdefault(key, []).append(name)
                 break
-    return assigned
+    for key, claimed in claims.items():
+        if strict and len(claimed) > 1:
+            from .errors import InputError
+
+            role = by_key[key].title.split(" (")[0]
+            shown = " and ".join(Path(n).name for n in claimed)
+            every = "both" if len(claimed) == 2 else "all"
+            raise InputError(f"{shown} {every} look like {role} by their names: which one is {role} is ambiguous")
+    return {key: claimed[0] for key, claimed in claims.items()}
 
 
 def _write_user_document(home: str | os.PathLike | None, document: dict[str, Any]) -> None:
@@ -391,20 +426,38 @@ def _user_document(home: str | os.PathLike | None) -> dict[str, Any]:
     return _read_document(path) if path.is_file() else {"catalog_version": 1, "models": []}
 
 
-def add_user_entry(entry: Mapping[str, Any], home: str | os.PathLike | None = None) -> ModelSpec:
-    """Append one entry (weights already in ``<home>/models``) to the user catalog, atomically.
+def check_user_model_id(model_id: str, catalog: Catalog | None = None, home: str | os.PathLike | None = None) -> str:
+    """Return ``model_id`` if a user model may take it: a valid name (``glims.paths.check_name``) that is not the
+    id of a built-in model.
 
     Raises:
-        CatalogError: the entry is invalid or its id@version exists already.
+        ConfigError: an invalid name or a built-in id.
     """
-    document = _user_document(home)
-    catalog = load_catalog(home)
-    if any(m.id == entry["id"] and m.version == entry["version"] for m in catalog.models):
-        raise CatalogError(f"model {entry['id']}@{entry['version']} already exists")
-    document["models"].append(dict(entry))
-    spec = spec_from_entry(entry, load_presets(), user_catalog_path(home).parent, False)
-    _write_user_document(home, document)
-    return spec
+    check_name(model_id, "model id")
+    catalog = catalog or load_catalog(home)
+    if any(m.id == model_id and m.builtin for m in catalog.models):
+        raise ConfigError(f"{model_id} is the id of a built-in model (reserved); choose another id")
+    return model_id
+
+
+def add_user_entry(entry: Mapping[str, Any], home: str | os.PathLike | None = None) -> ModelSpec:
+    """Append one entry (weights already in ``<home>/models``) to the user catalog, atomically, under the lock.
+
+    Raises:
+        CatalogError: the entry is invalid or its id@version exists already. ConfigError: an invalid or built-in id.
+    """
+    from .locks import catalog_lock
+
+    with catalog_lock(home):
+        document = _user_document(home)
+        catalog = load_catalog(home)
+        check_user_model_id(entry["id"], catalog)
+        if any(m.id == entry["id"] and m.version == entry["version"] for m in catalog.models):
+            raise CatalogError(f"model {entry['id']}@{entry['version']} already exists")
+        document["models"].append(dict(entry))
+        spec = spec_from_entry(entry, load_presets(), user_catalog_path(home).parent, False)
+        _write_user_document(home, document)
+    return replace(spec, default=False)
 
 
 def next_version(catalog: Catalog, model_id: str) -> str:
@@ -439,13 +492,13 @@ def register_model(
         CheckpointError: unreadable, unsafe or not a GLIMS checkpoint; CatalogError: bad id or preset.
     """
     from .checkpoint import infer_architecture, load_checkpoint, load_into_model, save_checkpoint
+    from .locks import catalog_lock
     from .network import GLIMS
 
     presets = load_presets()
     if preset not in presets:
         raise CatalogError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", model_id):
-        raise CatalogError(f"invalid model id {model_id!r}: use letters, digits, '.', '_' and '-'")
+    check_user_model_id(model_id, home=home)
     loaded = load_checkpoint(weights_file)
     architecture = loaded.metadata.get("architecture") or {"name": "GLIMS", **infer_architecture(loaded.state_dict)}
     architecture = {"name": "GLIMS", **{k: v for k, v in architecture.items() if k != "name"}}
@@ -457,34 +510,51 @@ def register_model(
             f"{Path(weights_file).name} takes {net.config.in_channels} input channels; preset {preset} has "
             f"{expected_inputs} inputs"
         )
+    labels = (overrides or {}).get("labels", presets[preset]["labels"])
+    expected_outputs = expected_out_channels({**presets[preset]["output"], **(overrides or {}).get("output", {})},
+                                             len(labels))
+    if expected_outputs is not None and net.config.out_channels != expected_outputs:
+        raise CatalogError(
+            f"{Path(weights_file).name} gives {net.config.out_channels} output channels; preset {preset} needs "
+            f"{expected_outputs}: it is not a {preset} model"
+        )
     overrides = dict(overrides or {})
     trained = loaded.metadata.get("training") or {}
     if trained.get("spacing") and "preprocessing" not in overrides:
         # Trained by `glims train --spacing S`: the model only works on that processing grid.
         overrides["preprocessing"] = {"spacing": [float(v) for v in trained["spacing"]]}
-    catalog = load_catalog(home)
-    version = next_version(catalog, model_id)
-    models_dir = user_catalog_path(home).parent
-    meta_path = save_checkpoint(models_dir / f"{model_id}-{version}", net.state_dict(), architecture)
-    meta = json.loads(meta_path.read_text())
-    entry = {
+    with catalog_lock(home):  # the version, the weights file named after it and the entry: one step
+        version = next_version(load_catalog(home), model_id)
+        models_dir = home_folder("models", home, create=True)
+        meta_path = save_checkpoint(models_dir / f"{model_id}-{version}", net.state_dict(), architecture)
+        meta = json.loads(meta_path.read_text())
+        return add_user_entry(_added_entry(model_id, version, preset, weights_file, loaded.source_format,
+                                           architecture, meta, title, description, license_text, provenance,
+                                           overrides), home)
+
+
+def _added_entry(model_id: str, version: str, preset: str, weights_file, source_format: str,
+                 architecture: Mapping[str, Any], meta: Mapping[str, Any], title: str | None, description: str,
+                 license_text: str, provenance: Mapping[str, Any] | None,
+                 overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The user-catalog entry of a weights file added with ``register_model``."""
+    return {
         "id": model_id,
         "version": version,
         "title": title or model_id,
         "description": description or f"Added from {Path(weights_file).name}",
         "license": license_text,
         "preset": preset,
-        "architecture": architecture,
+        "architecture": dict(architecture),
         "weights": [{"file": meta["weights"], "sha256": meta["sha256"]}],
         "provenance": {
             "source_file": str(Path(weights_file).resolve()),
-            "source_format": loaded.source_format,
+            "source_format": source_format,
             "added": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             **dict(provenance or {}),
         },
         **overrides,
     }
-    return add_user_entry(entry, home)
 
 
 def remove_model(ref: str, home: str | os.PathLike | None = None) -> list[str]:
@@ -493,25 +563,78 @@ def remove_model(ref: str, home: str | os.PathLike | None = None) -> list[str]:
     Raises:
         CatalogError: unknown in the user catalog, or a built-in model (those cannot be removed).
     """
+    from .locks import catalog_lock
+
     model_id, _, version = ref.partition("@")
-    document = _user_document(home)
-    keep, removed = [], []
-    for entry in document["models"]:
-        if entry["id"] == model_id and (not version or entry["version"] == version):
-            removed.append(entry)
-        else:
-            keep.append(entry)
-    if not removed:
-        if any(m.id == model_id and m.builtin for m in load_catalog(home).models):
-            raise CatalogError(f"{model_id} is a built-in model and cannot be removed")
-        raise CatalogError(f"no user model {ref!r}")
-    document["models"] = keep
-    _write_user_document(home, document)
-    models_dir = user_catalog_path(home).parent
-    for entry in removed:
-        for weights in entry["weights"]:
-            path = models_dir / weights["file"]
-            if path.is_file() and path.parent == models_dir:
-                path.unlink()
-                path.with_suffix(".json").unlink(missing_ok=True)
+    check_name(model_id, "model id")
+    with catalog_lock(home):
+        document = _user_document(home)
+        keep, removed = [], []
+        for entry in document["models"]:
+            if entry["id"] == model_id and (not version or entry["version"] == version):
+                removed.append(entry)
+            else:
+                keep.append(entry)
+        if not removed:
+            if any(m.id == model_id and m.builtin for m in load_catalog(home).models):
+                raise CatalogError(f"{model_id} is a built-in model and cannot be removed")
+            raise CatalogError(f"no user model {ref!r}")
+        document["models"] = keep
+        refs = {f"{e['id']}@{e['version']}" for e in removed}
+        defaults = document.get("defaults", {})
+        for preset, chosen in list(defaults.items()):
+            if chosen in refs or (chosen == model_id and not any(e["id"] == model_id for e in keep)):
+                del defaults[preset]  # the task goes back to its built-in default
+        _write_user_document(home, document)
+        models_dir = home_folder("models", home, create=True)
+        for entry in removed:
+            for weights in entry["weights"]:
+                path = models_dir / weights["file"]
+                # only weights glims stored itself: a file directly in the models folder, never one elsewhere
+                if path.is_file() and not path.is_symlink() and Path(os.path.realpath(path)).parent == Path(
+                        os.path.realpath(models_dir)):
+                    remove_owned(path, home)
+                    remove_owned(path.with_suffix(".json"), home)
     return [f"{e['id']}@{e['version']}" for e in removed]
+
+
+def set_default_model(ref: str, home: str | os.PathLike | None = None) -> ModelSpec:
+    """Make ``ref`` (``ID``: its newest version at each use; ``ID@VERSION``: that version) the default of its task.
+
+    Raises:
+        CatalogError: unknown model.
+    """
+    from .locks import catalog_lock
+
+    check_name(ref.partition("@")[0], "model id")
+    with catalog_lock(home):
+        spec = load_catalog(home).get(ref)
+        document = _user_document(home)
+        defaults = document.setdefault("defaults", {})
+        builtin_defaults = {e["id"] for e in _read_document(RESOURCES / "models.json", required=False)["models"]
+                            if e.get("default") and e["preset"] == spec.preset}
+        if spec.id in builtin_defaults and not ref.partition("@")[2]:
+            defaults.pop(spec.preset, None)  # the built-in default again: no choice to keep
+        else:
+            defaults[spec.preset] = ref
+        if not defaults:
+            document.pop("defaults")
+        _write_user_document(home, document)
+    return load_catalog(home).default(spec.preset)
+
+
+def reset_default_model(preset: str | None = None, home: str | os.PathLike | None = None) -> list[str]:
+    """Forget the user's default choice of ``preset`` (None: of every task); returns the tasks reset."""
+    from .locks import catalog_lock
+
+    with catalog_lock(home):
+        document = _user_document(home)
+        defaults = document.get("defaults", {})
+        reset = [p for p in list(defaults) if preset is None or p == preset]
+        for name in reset:
+            del defaults[name]
+        if not defaults:
+            document.pop("defaults", None)
+        if reset:
+            _write_user_document(home, document)
+    return reset

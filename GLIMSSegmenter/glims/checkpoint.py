@@ -187,6 +187,54 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, header
 
 
+def _check_metadata(metadata: Any, source: str) -> None:
+    """Refuse metadata whose fields have the wrong types (an architecture that is not GLIMS's, a training record
+    that is not an object) before anything builds a network from it.
+
+    Raises:
+        CheckpointError: naming the field and what it should be.
+    """
+    from .network import GLIMSConfig
+
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{source} is not a JSON object (found {type(metadata).__name__})")
+    architecture = metadata.get("architecture")
+    if architecture is not None:
+        if not isinstance(architecture, dict):
+            raise CheckpointError(f"{source}: 'architecture' is not a JSON object")
+        if architecture.get("name", "GLIMS") != "GLIMS":
+            raise CheckpointError(f"{source}: architecture {architecture.get('name')!r} is not GLIMS")
+        fields = {k: v for k, v in architecture.items() if k != "name"}
+        defaults = {name: f.default for name, f in GLIMSConfig.__dataclass_fields__.items()}
+        for key, value in fields.items():
+            if key not in defaults:
+                raise CheckpointError(f"{source}: unknown architecture field {key!r}")
+            expected = defaults[key]
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if isinstance(expected, tuple):
+                ok = isinstance(value, (list, int)) and not isinstance(value, bool) and (
+                    whole or all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+            else:
+                ok = whole
+            if not ok:
+                kind = "a list of whole numbers" if isinstance(expected, tuple) else "a whole number"
+                raise CheckpointError(f"{source}: architecture field {key!r} must be {kind}, not {value!r}")
+        try:
+            GLIMSConfig.from_dict(fields)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: invalid architecture ({err})") from None
+    training = metadata.get("training")
+    if training is not None:
+        if not isinstance(training, dict):
+            raise CheckpointError(f"{source}: 'training' is not a JSON object")
+        spacing = training.get("spacing")
+        if spacing is not None and not (
+            isinstance(spacing, list) and len(spacing) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in spacing)
+        ):
+            raise CheckpointError(f"{source}: training 'spacing' must be three positive numbers, not {spacing!r}")
+
+
 def _load_ours(meta_path: Path | None, weights_path: Path, expected_sha256: str | None) -> LoadedCheckpoint:
     metadata: dict[str, Any] = {}
     if meta_path is not None:
@@ -194,8 +242,9 @@ def _load_ours(meta_path: Path | None, weights_path: Path, expected_sha256: str 
             metadata = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise CheckpointError(f"cannot read checkpoint metadata {meta_path.name}: {err}") from None
-        if metadata.get("format") != FORMAT_NAME:
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
             raise CheckpointError(f"{meta_path.name} is not {FORMAT_NAME} metadata")
+        _check_metadata(metadata, meta_path.name)
         expected_sha256 = expected_sha256 or metadata.get("sha256")
     if not weights_path.is_file():
         raise CheckpointError(f"weights file not found: {weights_path}")
@@ -208,7 +257,12 @@ def _load_ours(meta_path: Path | None, weights_path: Path, expected_sha256: str 
             )
     tensors, header = _read_safetensors(weights_path)
     if not metadata and _SAFETENSORS_META_KEY in header:
-        metadata = json.loads(header[_SAFETENSORS_META_KEY])
+        source = f"the {_SAFETENSORS_META_KEY!r} metadata in {weights_path.name}'s header"
+        try:
+            metadata = json.loads(header[_SAFETENSORS_META_KEY])
+        except (json.JSONDecodeError, TypeError) as err:
+            raise CheckpointError(f"{source} is not valid JSON ({err})") from None
+        _check_metadata(metadata, source)
     return LoadedCheckpoint(_strip_prefixes(tensors), metadata, FORMAT_NAME, weights_path)
 
 

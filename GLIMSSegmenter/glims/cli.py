@@ -3,7 +3,9 @@
 Each command module defines ``HELP``, ``add_arguments(parser)`` and ``run(args, ui) -> int`` and imports heavy
 packages (torch, MONAI, SimpleITK) only inside ``run``, so ``glims --help`` stays instant. Errors derived from
 ``GlimsError`` become one line on stderr (and one ``error`` line in ``--progress json`` mode) and the exit code of
-their class; anything else is a bug and keeps its traceback.
+their class. Anything else is a fault in glims: it is reported the same way as an ``InternalError`` (exit code
+70), with the traceback only under ``--debug``. Command-line usage errors exit with code 2 (and, when
+``--progress json`` was asked for, an ``error`` line on stdout too).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from . import __version__
 from .cpu_allocator import ALLOCATORS, retain_freed_memory
-from .errors import Cancelled, GlimsError
+from .errors import Cancelled, ConfigError, GlimsError, InternalError
 from .progress import CancelToken, HumanReporter, JsonLinesReporter
 
 __all__ = ["main", "COMMANDS"]
@@ -69,6 +72,26 @@ class UserInterface:
             self.reporter.result(outputs, summary)
 
 
+class _UsageError(Exception):
+    """A command-line usage error, raised instead of argparse's immediate exit so that it is reported like others."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(self, message)
+
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """True when the command line asks for ``--progress json`` (read before it is parsed, for usage errors)."""
+    items = list(argv)
+    return any(item == "--progress=json" or (item == "--progress" and items[i + 1:i + 2] == ["json"])
+               for i, item in enumerate(items))
+
+
 def _available_commands() -> dict[str, object]:
     modules = {}
     for name, module in COMMANDS.items():
@@ -81,7 +104,7 @@ def _available_commands() -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="glims",
         description="GLIMS volumetric segmentation: segment, train, fine-tune and evaluate GLIMS models.",
     )
@@ -116,7 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # thread of the same op waits for: the GLIMS fast path's forward took 3x the CPU time and 2-3x the wall time.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as err:
+        err.parser.print_usage(sys.stderr)
+        if _wants_json(sys.argv[1:] if argv is None else argv):
+            JsonLinesReporter(sys.stdout).error(ConfigError(str(err)), ConfigError.exit_code)
+        print(f"{err.parser.prog}: error: {_one_line(str(err))}", file=sys.stderr, flush=True)
+        return ConfigError.exit_code
     if args.command is None:
         parser.print_help()
         return 2
@@ -134,6 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report_error(err, err.exit_code, ui, args.debug)
     except KeyboardInterrupt:
         return _report_error(Cancelled("cancelled by the user"), Cancelled.exit_code, ui, args.debug)
+    except Exception as err:  # noqa: BLE001 - the last resort: a fault in glims still ends in one line and a code
+        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        hint = "" if args.debug else " (run with --debug for the traceback)"
+        internal = InternalError(f"internal error: {detail}{hint}")
+        if args.debug:
+            traceback.print_exception(err, file=sys.stderr)
+        return _report_error(internal, InternalError.exit_code, ui, False)
 
 
 def _report_error(err: BaseException, code: int, ui: UserInterface, debug: bool) -> int:
@@ -141,8 +178,13 @@ def _report_error(err: BaseException, code: int, ui: UserInterface, debug: bool)
         logging.getLogger("glims").exception("error")
     if isinstance(ui.reporter, JsonLinesReporter):
         ui.reporter.error(err, code)
-    print(f"glims: error: {err}", file=sys.stderr, flush=True)
+    print(f"glims: error: {_one_line(str(err))}", file=sys.stderr, flush=True)
     return code
+
+
+def _one_line(message: str) -> str:
+    """A message on one line (an unexpected exception's text may span several)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip()) or "unknown error"
 
 
 if __name__ == "__main__":  # pragma: no cover

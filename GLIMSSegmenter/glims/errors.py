@@ -16,6 +16,7 @@ __all__ = [
     "OutputError",
     "Cancelled",
     "RequestError",
+    "InternalError",
 ]
 
 
@@ -70,3 +71,10 @@ class Cancelled(GlimsError):
 class RequestError(ConfigError):
     """A request to ``glims worker`` is malformed, names a command the worker does not run, or arrives while
     another job runs."""
+
+
+class InternalError(GlimsError):
+    """Not a problem with the input or the options but a fault in glims itself (an unexpected exception); the
+    command line reports it in one line, with the traceback under ``--debug``."""
+
+    exit_code = 70

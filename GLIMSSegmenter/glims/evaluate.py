@@ -8,8 +8,13 @@ Two entry points:
   own reference label.
 
 Case ids come from file names (see ``find_label_files``): ``<ID>/<ID>_seg.nii.gz`` (BraTS 2021),
-``<ID>/<ID>-seg.nii.gz`` (BraTS 2023), ``<ID>_seg.nii.gz``, ``<ID>.seg.nrrd``, ``<ID>/seg.nii.gz`` or, in a folder
-without any such file, ``<ID>.nii.gz``; or from an explicit pattern such as ``"{id}_fusion_simple_silver.nii.gz"``.
+``<ID>/<ID>-seg.nii.gz`` (BraTS 2023), ``<ID>_seg.nii.gz``, ``<ID>_segm.nii.gz`` (UPenn-GBM), ``<ID>.seg.nrrd``,
+``<ID>/seg.nii.gz`` or, in a folder without any such file, ``<ID>.nii.gz``; or from an explicit pattern such as
+``"{id}_fusion_simple_silver.nii.gz"``.
+
+With ``breakdown`` settings, each case's errors are also split by kind (``glims.error_breakdown``: boundary, far and
+detached false positives, boundary, far and missed false negatives) and, when a model's processing grid is known,
+the Dice ceiling that grid sets is computed from the reference label.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import atomic_write
+from .error_breakdown import DEFAULT_BOUNDARY_MM, ERROR_KINDS, RegionErrors, grid_ceiling, label_errors
 from .errors import ConfigError, InputError
 from .metrics import BRATS_HD95_PENALTY, REGIONS, RegionScore, get_convention, score_regions
 from .progress import CancelToken, ProgressCallback, StagePlan
 
 __all__ = [
+    "Breakdown",
     "CaseFiles",
     "CaseResult",
     "find_label_files",
@@ -42,6 +49,8 @@ __all__ = [
     "segment_cases",
     "summarize",
     "format_summary",
+    "summarize_breakdown",
+    "format_breakdown",
     "write_csv",
     "MISSING_POLICIES",
 ]
@@ -50,7 +59,7 @@ log = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "empty", "skip")
 _EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-_SEG_SUFFIX = re.compile(r"[_\-.](seg|segmentation|label|labels|labelmap|pred|prediction)$", re.IGNORECASE)
+_SEG_SUFFIX = re.compile(r"[_\-.](seg|segm|segmentation|label|labels|labelmap|pred|prediction)$", re.IGNORECASE)
 _IMAGE_SUFFIX = re.compile(
     r"[_\-](flair|fla|t2flair|t2f|t1ce|t1c|t1gd|t1|t1n|t2|t2w|ct)$", re.IGNORECASE
 )
@@ -192,20 +201,14 @@ def read_label(path: str | os.PathLike):
     """A label map as (array (z, y, x), SimpleITK image holding the geometry).
 
     Raises:
-        InputError: unreadable, not 3-D, or with more than one component.
+        InputError: missing, unreadable, truncated, not 3-D, with more than one component, NaN/Inf, implausible
+            spacing or axes not perpendicular (``imageio.read_label_image``).
     """
     import SimpleITK as sitk
 
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        message = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
-        raise InputError(f"cannot read label file {path}: {message}") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"{path} is not a 3-D single-component label map ({image.GetDimension()}-D, "
-            f"{image.GetNumberOfComponentsPerPixel()} components)"
-        )
+    from .imageio import read_label_image
+
+    image = read_label_image(path, f"label file {Path(path).name}")
     return sitk.GetArrayFromImage(image), image
 
 
@@ -226,29 +229,16 @@ def _check_same_grid(pred, ref, pred_path: Path, ref_path: Path) -> None:
         )
 
 
-def evaluate_pair(
-    pred_path: str | os.PathLike | None,
-    ref_path: str | os.PathLike,
-    pred_convention: str = "brats2023",
-    ref_convention: str = "brats2023",
-    empty_penalty: float = BRATS_HD95_PENALTY,
-) -> dict[str, RegionScore]:
-    """Scores of one prediction file against one reference file on the same grid.
+@dataclass(frozen=True)
+class Breakdown:
+    """What to add to each case's scores: its errors split by kind and, with a model's catalog blocks, the Dice
+    ceiling of the model's processing grid (see ``glims.error_breakdown``)."""
 
-    ``pred_path=None`` scores an empty prediction (a missing case counted as BraTS does).
-    """
-    ref_array, ref_image = read_label(ref_path)
-    if pred_path is None:
-        pred_array = np.zeros_like(ref_array)
-    else:
-        pred_array, pred_image = read_label(pred_path)
-        _check_same_grid(pred_image, ref_image, Path(pred_path), Path(ref_path))
-    spacing = tuple(reversed(ref_image.GetSpacing()))
-    try:
-        return score_regions(pred_array, ref_array, spacing, pred_convention, ref_convention, empty_penalty)
-    except InputError as err:
-        which = pred_path if "prediction" in str(err) else ref_path
-        raise InputError(f"{Path(str(which)).name}: {err}") from None
+    boundary_mm: float = DEFAULT_BOUNDARY_MM
+    preprocessing: Mapping | None = None
+    """The model's catalog ``preprocessing`` block (its processing grid), or None for no ceiling."""
+    output: Mapping | None = None
+    """The model's catalog ``output`` block (how its channels are painted), or None for no ceiling."""
 
 
 @dataclass
@@ -260,6 +250,62 @@ class CaseResult:
     pred_path: Path | None = None
     ref_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    errors: dict[str, RegionErrors] | None = None
+    """Per region, the error voxels by kind (with a ``Breakdown``)."""
+    ceiling: dict[str, float] | None = None
+    """Per region, the Dice ceiling of the model's processing grid (with a ``Breakdown`` that names one)."""
+
+
+def _named(err: InputError, pred_path, ref_path) -> InputError:
+    which = pred_path if "prediction" in str(err) else ref_path
+    return InputError(f"{Path(str(which)).name}: {err}")
+
+
+def _score_case(
+    case_id: str,
+    pred_path: str | os.PathLike | None,
+    ref_path: str | os.PathLike,
+    pred_convention: str,
+    ref_convention: str,
+    empty_penalty: float,
+    breakdown: Breakdown | None,
+) -> CaseResult:
+    """Read one prediction (None: empty) and its reference once, and score them (and break the errors down)."""
+    ref_array, ref_image = read_label(ref_path)
+    if pred_path is None:
+        pred_array = np.zeros_like(ref_array)
+    else:
+        pred_array, pred_image = read_label(pred_path)
+        _check_same_grid(pred_image, ref_image, Path(pred_path), Path(ref_path))
+    spacing = tuple(reversed(ref_image.GetSpacing()))
+    try:
+        scores = score_regions(pred_array, ref_array, spacing, pred_convention, ref_convention, empty_penalty)
+        errors = ceiling = None
+        if breakdown is not None:
+            errors = label_errors(pred_array, ref_array, spacing, pred_convention, ref_convention,
+                                  breakdown.boundary_mm)
+            if breakdown.preprocessing is not None and breakdown.output is not None:
+                ceiling = grid_ceiling(ref_image, get_convention(ref_convention).name, breakdown.preprocessing,
+                                       breakdown.output)
+    except InputError as err:
+        raise _named(err, pred_path, ref_path) from None
+    notes = [] if pred_path is not None else ["no prediction: scored as empty"]
+    return CaseResult(case_id, scores, Path(pred_path) if pred_path is not None else None, Path(ref_path), notes,
+                      errors, ceiling)
+
+
+def evaluate_pair(
+    pred_path: str | os.PathLike | None,
+    ref_path: str | os.PathLike,
+    pred_convention: str = "brats2023",
+    ref_convention: str = "brats2023",
+    empty_penalty: float = BRATS_HD95_PENALTY,
+) -> dict[str, RegionScore]:
+    """Scores of one prediction file against one reference file on the same grid.
+
+    ``pred_path=None`` scores an empty prediction (a missing case counted as BraTS does).
+    """
+    return _score_case("", pred_path, ref_path, pred_convention, ref_convention, empty_penalty, None).scores
 
 
 def evaluate_folders(
@@ -272,6 +318,7 @@ def evaluate_folders(
     ref_pattern: str | None = None,
     missing: str = "error",
     empty_penalty: float = BRATS_HD95_PENALTY,
+    breakdown: Breakdown | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> list[CaseResult]:
@@ -284,6 +331,7 @@ def evaluate_folders(
         missing: a reference without a prediction is an ``error``, scored as an ``empty`` prediction (BraTS
             rule: Dice 0 and the HD95 penalty where the reference has the region), or ``skip``ped.
         empty_penalty: HD95 in mm when exactly one side is empty.
+        breakdown: also split each case's errors by kind (and compute a grid ceiling if it names a model's grid).
         progress, cancel: see ``glims.progress``.
 
     Returns:
@@ -315,10 +363,8 @@ def evaluate_folders(
     for done, case_id in enumerate(case_ids):
         if cancel is not None:
             cancel.check()
-        pred_path = preds.get(case_id)
-        scores = evaluate_pair(pred_path, refs[case_id], pred_convention, ref_convention, empty_penalty)
-        notes = [] if pred_path is not None else ["no prediction: scored as empty"]
-        results.append(CaseResult(case_id, scores, pred_path, refs[case_id], notes))
+        results.append(_score_case(case_id, preds.get(case_id), refs[case_id], pred_convention, ref_convention,
+                                   empty_penalty, breakdown))
         plan.report("evaluate", done + 1, len(case_ids), case_id)
     return results
 
@@ -330,6 +376,8 @@ def segment_cases(
     *,
     inference: Mapping[str, object] | None = None,
     thresholds: Mapping[str, float] | None = None,
+    crop: bool | None = None,
+    postprocess: bool | None = None,
     home: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -347,6 +395,8 @@ def segment_cases(
             ``glims.inference.InferenceOptions`` field name (e.g. ``{"device": "cpu", "tta": True}``); ``None``
             values are ignored.
         thresholds: per-channel sigmoid threshold overrides, as ``glims segment --threshold``.
+        crop, postprocess: ``False`` runs the windows over the whole image / skips the clean-up, as ``glims segment
+            --no-crop`` / ``--no-postprocess``; ``None`` keeps the catalog's setting.
         home: user folder holding the user catalog.
 
     Returns:
@@ -373,8 +423,8 @@ def segment_cases(
             cancel.check()
         plan.report("segment", done, len(cases), f"segmenting {case.case_id}")
         target = out / f"{case.case_id}.nii.gz"
-        segment_files(spec, case.images, None, labelmap=target, options=options, thresholds=thresholds, home=home,
-                      cancel=cancel)
+        segment_files(spec, case.images, None, labelmap=target, options=options, thresholds=thresholds, crop=crop,
+                      postprocess=postprocess, home=home, cancel=cancel)
         written[case.case_id] = target
         log.info("segmented %s -> %s", case.case_id, target)
     plan.report("segment", len(cases), len(cases), "all cases segmented")
@@ -391,13 +441,18 @@ def evaluate_model(
     empty_penalty: float = BRATS_HD95_PENALTY,
     inference: Mapping[str, object] | None = None,
     thresholds: Mapping[str, float] | None = None,
+    crop: bool | None = None,
+    postprocess: bool | None = None,
+    breakdown_mm: float | None = None,
     home: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> list[CaseResult]:
     """Segment every case under ``cases_dir`` (see ``find_cases``) with ``model_id``, writing the label maps to
-    ``pred_dir``, and score each against the case's reference label. ``inference`` and ``thresholds``: as in
-    ``segment_cases``."""
+    ``pred_dir``, and score each against the case's reference label. ``inference``, ``thresholds``, ``crop`` and
+    ``postprocess``: as in ``segment_cases``. With ``breakdown_mm``, each case's errors are split by kind (boundary
+    errors: within that many mm) and the Dice ceiling of the model's processing grid is computed from each
+    reference label."""
     get_convention(pred_convention)
     get_convention(ref_convention)
     cases = find_cases(cases_dir)
@@ -407,13 +462,19 @@ def evaluate_model(
         plan.report("segment", event.done, event.total, event.message)
 
     predictions = segment_cases(
-        model_id, cases, pred_dir, inference=inference, thresholds=thresholds, home=home, progress=segment_progress,
-        cancel=cancel,
+        model_id, cases, pred_dir, inference=inference, thresholds=thresholds, crop=crop, postprocess=postprocess,
+        home=home, progress=segment_progress, cancel=cancel,
     )
+    breakdown = None
+    if breakdown_mm is not None:
+        from .pipeline import resolve_model
+
+        spec = resolve_model(model_id, home)
+        breakdown = Breakdown(breakdown_mm, spec.preprocessing, spec.output)
     results = []
     for done, case in enumerate(cases):
-        scores = evaluate_pair(predictions[case.case_id], case.label, pred_convention, ref_convention, empty_penalty)
-        results.append(CaseResult(case.case_id, scores, predictions[case.case_id], case.label))
+        results.append(_score_case(case.case_id, predictions[case.case_id], case.label, pred_convention,
+                                   ref_convention, empty_penalty, breakdown))
         plan.report("evaluate", done + 1, len(cases), case.case_id)
     return results
 
@@ -459,18 +520,61 @@ def format_summary(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> 
     return "\n".join(lines)
 
 
-def _csv_columns() -> list[str]:
+def summarize_breakdown(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
+    """``{region: {kind: mean Dice lost to it, ..., "dice": mean Dice, "ceiling": mean grid ceiling}}`` over the
+    cases that have a breakdown (``ceiling`` only when every such case has one). Empty without breakdowns."""
+    broken = [r for r in results if r.errors is not None]
+    if not broken:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for region in REGIONS:
+        row = {"dice": float(np.mean([r.scores[region].dice for r in broken]))}
+        for kind in ERROR_KINDS:
+            row[kind] = float(np.mean([r.errors[region].dice_lost(kind) for r in broken]))
+        if all(r.ceiling is not None for r in broken):
+            row["ceiling"] = float(np.mean([r.ceiling[region] for r in broken]))
+        out[region] = row
+    return out
+
+
+def format_breakdown(breakdown: Mapping[str, Mapping[str, float]], boundary_mm: float) -> str:
+    """A fixed-width table of ``summarize_breakdown``: mean Dice, the mean Dice lost to each kind, the ceiling."""
+    heads = {"fp_boundary": "FP bnd", "fp_far": "FP far", "fp_detached": "FP det",
+             "fn_boundary": "FN bnd", "fn_far": "FN far", "fn_missed": "FN miss"}
+    lines = [f"{'region':<7}{'Dice':>7}" + "".join(f"{heads[k]:>9}" for k in ERROR_KINDS) + f"{'ceiling':>9}"]
+    for region, row in breakdown.items():
+        ceiling = f"{row['ceiling']:>9.4f}" if "ceiling" in row else f"{'-':>9}"
+        lines.append(f"{region:<7}{row['dice']:>7.4f}" + "".join(f"{row[k]:>9.4f}" for k in ERROR_KINDS) + ceiling)
+    lines.append(f"Dice lost to each kind of error (they add up to 1 - Dice); boundary = within {boundary_mm:g} mm; "
+                 "ceiling = the reference through the model's grid and back")
+    return "\n".join(lines)
+
+
+def _csv_columns(with_breakdown: bool) -> list[str]:
     columns = ["case_id"]
     columns += [f"dice_{r}" for r in REGIONS] + [f"hd95_{r}" for r in REGIONS]
     columns += [f"ref_voxels_{r}" for r in REGIONS] + [f"pred_voxels_{r}" for r in REGIONS]
+    if with_breakdown:
+        columns += [f"{kind}_{r}" for r in REGIONS for kind in ("tp", *ERROR_KINDS)]
+        columns += [f"ceiling_{r}" for r in REGIONS]
     return columns + ["prediction", "reference", "notes"]
 
 
+def _breakdown_cells(result: CaseResult) -> list[object]:
+    errors, ceiling = result.errors or {}, result.ceiling or {}
+    cells: list[object] = []
+    for region in REGIONS:
+        cells += [getattr(errors[region], kind) if region in errors else "" for kind in ("tp", *ERROR_KINDS)]
+    return cells + [f"{ceiling[r]:.6f}" if r in ceiling else "" for r in REGIONS]
+
+
 def write_csv(results: Sequence[CaseResult], path: str | os.PathLike) -> Path:
-    """Write one row per case (Dice, HD95 in mm and voxel counts per region), atomically."""
+    """Write one row per case (Dice, HD95 in mm and voxel counts per region; with breakdowns, the true positives,
+    the error voxels of each kind and the grid ceiling per region), atomically."""
+    with_breakdown = any(r.errors is not None for r in results)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_csv_columns())
+    writer.writerow(_csv_columns(with_breakdown))
     for result in results:
         s = result.scores
         writer.writerow(
@@ -479,6 +583,7 @@ def write_csv(results: Sequence[CaseResult], path: str | os.PathLike) -> Path:
             + [f"{s[r].hd95:.4f}" for r in REGIONS]
             + [s[r].ref_voxels for r in REGIONS]
             + [s[r].pred_voxels for r in REGIONS]
+            + (_breakdown_cells(result) if with_breakdown else [])
             + [str(result.pred_path or ""), str(result.ref_path or ""), "; ".join(result.notes)]
         )
     target = Path(path)

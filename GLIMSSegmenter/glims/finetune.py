@@ -10,7 +10,8 @@ from cases of the base model's own domain (its catalog replay recipe, ``glims.re
 few cases does not make it forget what they do not show. The base model and the built-in catalog are never
 written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
 an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
-catalog valid.
+catalog valid. The name and every option are checked before any work, and a run holds the inter-process lock of
+its name from start to end (``glims.locks``): a second run of the same name is refused at once.
 
 Under ``torchrun`` every rank trains (``glims.training.distributed``); rank 0 alone picks the run folder, writes
 and registers, and the other ranks receive the registered model from it.
@@ -18,7 +19,7 @@ and registers, and the other ranks receive the registered model from it.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -30,9 +31,12 @@ from typing import Any
 import numpy as np
 
 from .casestore import list_cases
-from .catalog import ModelSpec, add_user_entry, load_catalog, next_version, user_catalog_path, user_home
+from .catalog import ModelSpec, add_user_entry, check_user_model_id, load_catalog, next_version
 from .checkpoint import atomic_write, sha256_file, write_json
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, GlimsError, InputError
+from .jsonfiles import read_json
+from .locks import catalog_lock, finetune_name_lock
+from .paths import check_name, home_folder, make_owned_dir, remove_owned
 from .progress import CancelToken, ProgressCallback
 from .replay import replay_cases
 from .training import distributed
@@ -107,7 +111,7 @@ def _replay_cases(spec: ModelSpec, train_dirs: Sequence[Path], replay: Sequence[
 
 
 def _run_dir(home, name: str, version: str, resume: bool) -> Path:
-    root = user_home(home) / "finetune"
+    root = home_folder("finetune", home, create=True)
     if resume:
         runs = sorted((p for p in root.glob(f"{name}-*") if (p / "state.pt").is_file()
                        and not (p / REGISTERED_FILE).is_file()), key=lambda p: p.stat().st_mtime)
@@ -116,10 +120,42 @@ def _run_dir(home, name: str, version: str, resume: bool) -> Path:
         return runs[-1]
     run = root / f"{name}-{version}"
     if run.exists() and not (run / "state.pt").is_file():
-        shutil.rmtree(run)  # killed before its first epoch ended: nothing to resume
+        remove_owned(run, home)  # killed before its first epoch ended: nothing to resume
     if run.exists():
         raise ConfigError(f"{run} holds an interrupted run of {name!r}: continue it with --resume")
-    return run
+    return make_owned_dir(run, home)
+
+
+@contextlib.contextmanager
+def _discarded_if_it_never_started(run_dir: Path, home, resume: bool):
+    """Within the block, a failure before the first epoch was saved removes the new run folder (rank 0): there is
+    nothing in it to resume."""
+    try:
+        yield
+    except BaseException:
+        if not resume and distributed.is_main_process() and not (Path(run_dir) / "state.pt").is_file():
+            with contextlib.suppress(OSError, GlimsError):
+                remove_owned(run_dir, home)
+        raise
+
+
+def _check_options(*, epochs, minutes, val_fraction, lr, warmup_steps, trainable, ema_decay, precision, patience,
+                   keep, replay, replay_fraction, steps_per_epoch, threads, resume) -> None:
+    """Every option checked before any work (the training configuration's own rules, and fine-tuning's).
+
+    Raises:
+        ConfigError: the first invalid option.
+    """
+    if keep not in ("auto", "best", "last"):
+        raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
+    if patience is not None and patience < 1:
+        raise ConfigError(f"patience must be at least 1 validation (or None: never stop early), not {patience}")
+    if replay and not 0 < replay_fraction < 1:
+        raise ConfigError(f"replay fraction must be between 0 and 1, not {replay_fraction}")
+    budget = {"epochs": epochs, "minutes": minutes} if not resume or epochs or minutes else {"epochs": 1}
+    TrainConfig(out_dir="", cases=(), val_fraction=val_fraction, lr=lr, min_lr=lr * 0.05,
+                warmup_steps=warmup_steps, trainable=trainable, ema_decay=ema_decay, precision=precision,
+                steps_per_epoch=steps_per_epoch, threads=threads, **budget)
 
 
 def _dice_row(row: Mapping[str, Any]) -> dict[str, float]:
@@ -183,68 +219,96 @@ def finetune(
     Raises:
         CatalogError, ConfigError, InputError, CheckpointError, DeviceError, Cancelled.
     """
+    check_name(name, "model name")
+    _check_options(epochs=epochs, minutes=minutes, val_fraction=val_fraction, lr=lr, warmup_steps=warmup_steps,
+                   trainable=trainable, ema_decay=ema_decay, precision=precision, patience=patience, keep=keep,
+                   replay=replay, replay_fraction=replay_fraction, steps_per_epoch=steps_per_epoch,
+                   threads=threads, resume=resume)
     catalog = load_catalog(home)
     spec = catalog.get(base)
     if spec.output.get("activation") != "sigmoid":
         raise ConfigError(f"fine-tuning supports the BraTS (sigmoid TC/WT/ET) models; {spec.ref} is {spec.preset}")
-    if name in {m.id for m in catalog.models if m.builtin}:
-        raise ConfigError(f"{name} is a built-in model id; choose a new name for the fine-tuned model")
+    check_user_model_id(name, catalog)
     weights = spec.weights[0]
     if not weights.path.is_file() or sha256_file(weights.path) != weights.sha256:
         raise CheckpointError(f"weights of {spec.ref} are missing or fail their sha256 check: {weights.path}")
+    main = distributed.is_main_process()
+    with finetune_name_lock(name, home) if main else contextlib.nullcontext():
+        return _finetune_locked(
+            spec, catalog, name, cases=cases, epochs=epochs, minutes=minutes, val_fraction=val_fraction, lr=lr,
+            warmup_steps=warmup_steps, trainable=trainable, ema_decay=ema_decay, precision=precision,
+            patience=patience, keep=keep, replay=replay, replay_fraction=replay_fraction,
+            steps_per_epoch=steps_per_epoch, device=device, threads=threads, seed=seed, home=home, resume=resume,
+            progress=progress, cancel=cancel)
+
+
+def _finetune_locked(spec: ModelSpec, catalog, name: str, *, cases, epochs, minutes, val_fraction, lr,
+                     warmup_steps, trainable, ema_decay, precision, patience, keep, replay, replay_fraction,
+                     steps_per_epoch, device, threads, seed, home, resume, progress, cancel) -> FinetuneResult:
+    """``finetune`` once its options are checked and the name's lock is held (by rank 0)."""
+    weights = spec.weights[0]
     version = next_version(catalog, name)
     run_dir = distributed.from_main(_run_dir(home, name, version, resume) if distributed.is_main_process() else None)
-    if resume:
-        config = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-        config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs or config.epochs,
-                                        "minutes": minutes, "device": device, "threads": threads})
-    else:
-        case_dirs, convention = _case_dirs(spec, cases, home)
-        train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
-        if keep not in ("auto", "best", "last"):
-            raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
-        if keep == "auto":
-            keep = "last" if len(val_dirs) == 1 else "best"
-        replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction, home, progress, cancel)
-        if replay_dirs and distributed.is_main_process():
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            write_json(Path(run_dir) / REPLAY_FILE, {"cases": [str(d) for d in replay_dirs],
-                                                     "fraction": replay_fraction})
-        config = TrainConfig(
-            out_dir=str(run_dir), cases=tuple(map(str, [*train_dirs, *replay_dirs])), case_weights=case_weights,
-            val_cases=tuple(map(str, val_dirs)), val_thresholds=spec.output.get("thresholds"),
-            preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
-            spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
-            label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
-            lr=lr, min_lr=lr * 0.05, warmup_steps=warmup_steps, trainable=trainable,
-            ema_decay=ema_decay, precision=precision,
-            early_stop_patience=patience if keep == "best" else None, keep=keep, init_weights=str(weights.path),
-            validate_initial=True, seed=seed, device=device, threads=threads,
-        )
-    result = train(config, resume=resume, progress=progress, cancel=cancel)
+    with _discarded_if_it_never_started(run_dir, home, resume):
+        if resume:
+            config = TrainConfig.from_dict(read_json(run_dir / "config.json", "fine-tuning run configuration",
+                                                     ConfigError))
+            config = TrainConfig.from_dict({**config.to_dict(), "epochs": epochs or config.epochs,
+                                            "minutes": minutes, "device": device, "threads": threads})
+        else:
+            case_dirs, convention = _case_dirs(spec, cases, home)
+            train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
+            if keep == "auto":
+                keep = "last" if len(val_dirs) == 1 else "best"
+            replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction, home, progress, cancel)
+            if replay_dirs and distributed.is_main_process():
+                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                write_json(Path(run_dir) / REPLAY_FILE, {"cases": [str(d) for d in replay_dirs],
+                                                         "fraction": replay_fraction})
+            config = TrainConfig(
+                out_dir=str(run_dir), cases=tuple(map(str, [*train_dirs, *replay_dirs])), case_weights=case_weights,
+                val_cases=tuple(map(str, val_dirs)), val_thresholds=spec.output.get("thresholds"),
+                preset=spec.preset, architecture={k: v for k, v in spec.architecture.items() if k != "name"},
+                spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
+                label_convention=convention, epochs=epochs, minutes=minutes, steps_per_epoch=steps_per_epoch,
+                lr=lr, min_lr=lr * 0.05, warmup_steps=warmup_steps, trainable=trainable,
+                ema_decay=ema_decay, precision=precision,
+                early_stop_patience=patience if keep == "best" else None, keep=keep, init_weights=str(weights.path),
+                validate_initial=True, seed=seed, device=device, threads=threads,
+            )
+        result = train(config, resume=resume, progress=progress, cancel=cancel)
     rows = [r for r in result.history if "val_dice_mean" in r]
     before = _dice_row(next(r for r in rows if r["epoch"] == 0))
     after = _dice_row(next(r for r in rows if r["epoch"] == result.best_epoch))
     model = None
     if distributed.is_main_process():
-        model = _register(spec, name, version, run_dir, result, before, after, config.keep, home)
+        model = _register(spec, name, run_dir, result, before, after, config.keep, home)
         write_json(run_dir / REGISTERED_FILE, {"model": model.ref, "before": before, "after": after})
     model = distributed.from_main(model)
     return FinetuneResult(model, run_dir, before, after, result)
 
 
-def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: TrainResult,
+def _register(spec: ModelSpec, name: str, run_dir: Path, result: TrainResult,
               before: Mapping[str, float], after: Mapping[str, float], kept: str, home) -> ModelSpec:
-    models_dir = user_catalog_path(home).parent
-    models_dir.mkdir(parents=True, exist_ok=True)
-    target = models_dir / f"{name}-{version}.safetensors"
-    with open(run_dir / "best.safetensors", "rb") as source, atomic_write(target) as handle:
-        shutil.copyfileobj(source, handle)
-    split = json.loads((run_dir / "split.json").read_text())
+    """Store the kept weights and add ``name``'s next version (taken under the catalog lock: a model added under
+    the same id meanwhile makes this one the version after it)."""
+    with catalog_lock(home):
+        version = next_version(load_catalog(home), name)
+        target = home_folder("models", home, create=True) / f"{name}-{version}.safetensors"
+        with open(run_dir / "best.safetensors", "rb") as source, atomic_write(target) as handle:
+            shutil.copyfileobj(source, handle)
+        return add_user_entry(_entry(spec, name, version, target, run_dir, result, before, after, kept), home)
+
+
+def _entry(spec: ModelSpec, name: str, version: str, target: Path, run_dir: Path, result: TrainResult,
+           before: Mapping[str, float], after: Mapping[str, float], kept: str) -> dict[str, Any]:
+    """The user-catalog entry of a fine-tuned model."""
+    split = read_json(run_dir / "split.json", "fine-tuning run split", ConfigError)
     replay_file = run_dir / REPLAY_FILE
-    replayed = {Path(c).name for c in json.loads(replay_file.read_text())["cases"]} if replay_file.is_file() else set()
+    replayed = ({Path(c).name for c in read_json(replay_file, "fine-tuning replay record", ConfigError)["cases"]}
+                if replay_file.is_file() else set())
     site_cases = [c["id"] for c in split["train"] if c["id"] not in replayed]
-    entry = {
+    return {
         "id": name,
         "version": version,
         "title": f"{spec.title} — fine-tuned ({name})",
@@ -280,4 +344,3 @@ def _register(spec: ModelSpec, name: str, version: str, run_dir: Path, result: T
             "run_dir": str(run_dir),
         },
     }
-    return add_user_entry(entry, home)

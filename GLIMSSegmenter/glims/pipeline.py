@@ -22,11 +22,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import __version__
-from .catalog import ModelSpec, load_catalog, match_inputs
-from .errors import InputError
+from .catalog import ModelSpec, load_catalog
 from .imageio import Geometry, ensure_writable, write_image
 from .inference import InferenceOptions, load_models, predict_logits
-from .outputs import OutputSet
+from .inputroles import assign_inputs
+from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
 from .preprocessing import prepare_case, to_xyz
 from .progress import CancelToken, ProgressCallback, StagePlan
@@ -52,35 +52,6 @@ class SegmentationResult:
 
 def resolve_model(model: str | ModelSpec, home: str | os.PathLike | None = None) -> ModelSpec:
     return model if isinstance(model, ModelSpec) else load_catalog(home).get(model)
-
-
-def assign_inputs(spec: ModelSpec, paths: Sequence[str | os.PathLike]) -> list[tuple[str, Path]]:
-    """Pair each model input with one file: by file-name pattern, the rest in catalog order.
-
-    Raises:
-        InputError: missing or extra inputs (the message names them).
-    """
-    paths = [Path(p) for p in paths]
-    titles = ", ".join(i.title.split(" (")[0] for i in spec.inputs)
-    if len(paths) < len(spec.inputs):
-        matched = match_inputs(spec, [str(p) for p in paths])
-        missing = [i.title.split(" (")[0] for i in spec.inputs if i.key not in matched]
-        hint = f"; missing: {', '.join(missing)}" if len(matched) == len(paths) else ""
-        raise InputError(
-            f"model {spec.id} needs {len(spec.inputs)} inputs ({titles}); got {len(paths)}{hint}"
-        )
-    if len(paths) > len(spec.inputs):
-        raise InputError(f"model {spec.id} takes {len(spec.inputs)} inputs ({titles}); got {len(paths)} (extra input)")
-    matched = match_inputs(spec, [str(p) for p in paths])
-    by_name = {str(p): p for p in paths}
-    chosen: dict[str, Path] = {key: by_name[name] for key, name in matched.items()}
-    if len(set(chosen.values())) != len(chosen):  # one file claimed twice: fall back to the given order
-        chosen = {}
-    rest = [p for p in paths if p not in chosen.values()]
-    for item in spec.inputs:
-        if item.key not in chosen:
-            chosen[item.key] = rest.pop(0)
-    return [(item.key, chosen[item.key]) for item in spec.inputs]
 
 
 def _segment_stats(labels_xyz: np.ndarray, spec: ModelSpec, reference: sitk.Image) -> list[dict[str, Any]]:
@@ -110,6 +81,9 @@ def segment_files(
     thresholds: Mapping[str, float] | None = None,
     crop: bool | None = None,
     home: str | os.PathLike | None = None,
+    dicom_seg: str | os.PathLike | None = None,
+    dicom_rtstruct: str | os.PathLike | None = None,
+    dicom_reference: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> SegmentationResult:
@@ -128,6 +102,8 @@ def segment_files(
         thresholds: per-channel sigmoid threshold overrides.
         crop: crop to the foreground before the windows (default: as the catalog says).
         home: user folder holding the user catalog.
+        dicom_seg, dicom_rtstruct: DICOM Segmentation / RT Structure Set to write (``glims.dicom``), or None;
+            they refer to ``dicom_reference``, a DICOM series folder (default: the reference input).
         progress, cancel: see ``glims.progress``.
 
     Returns:
@@ -140,9 +116,13 @@ def segment_files(
     plan = StagePlan(STAGES, progress)
     timings: dict[str, float] = {}
     targets = {k: v for k, v in (("segmentation", output), ("labelmap", labelmap), ("probabilities", probabilities),
-                                 ("report", report)) if v is not None}
+                                 ("report", report), ("dicom_seg", dicom_seg), ("dicom_rtstruct", dicom_rtstruct))
+               if v is not None}
+    check_targets(targets, inputs)  # no output overwrites an input or another output
     for path in targets.values():
         ensure_writable(path)
+    for folder in {Path(path).parent for path in targets.values()}:
+        remove_stale_partials(folder)  # left behind by a run killed while writing here
 
     clock = time.perf_counter()
     plan.report("load", 0, 1, "loading model")
@@ -151,6 +131,7 @@ def segment_files(
     assignment = assign_inputs(spec, inputs)
     for key, path in assignment:
         logger.info("input %s <- %s", key, path)
+    dicom = _dicom_request(dicom_seg, dicom_rtstruct, dicom_reference or assignment[0][1])
     models = load_models(spec)
     timings["load"] = time.perf_counter() - clock
     plan.report("load", 1, 1, f"model {spec.ref} loaded")
@@ -212,18 +193,35 @@ def segment_files(
             write_image(labels, pending.staged(labelmap))
         if probabilities is not None:
             write_image(_probability_image(probs_full, case), pending.staged(probabilities))
+        if dicom is not None:
+            dicom.write(labels, spec, pending)
         timings["write"] = time.perf_counter() - clock
         summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
         summary["timings_s"]["total"] = round(sum(timings.values()), 3)
         if report is not None:
-            with open(pending.staged(report), "w") as handle:
-                json.dump(summary, handle, indent=2)
-                handle.write("\n")
+            staged = pending.staged(report)
+            try:
+                with open(staged, "w") as handle:
+                    json.dump(summary, handle, indent=2)
+                    handle.write("\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as err:  # e.g. the disk is full: the staged outputs are discarded on the way out
+                raise describe_write_error(err, report) from None
         _check(cancel)
         pending.commit()
         written = {k: Path(v) for k, v in targets.items()}
     plan.report("write", len(targets) or 1, len(targets) or 1, "done")
     return SegmentationResult(labels, written, summary, {k: str(p) for k, p in assignment})
+
+
+def _dicom_request(seg, rtstruct, reference):
+    """The checked DICOM outputs (``glims.dicom``, imported only when asked for), or None."""
+    if seg is None and rtstruct is None:
+        return None
+    from .dicom.export import DicomRequest
+
+    return DicomRequest.prepare({"dicom_seg": seg, "dicom_rtstruct": rtstruct}, reference)
 
 
 def _check(cancel: CancelToken | None) -> None:

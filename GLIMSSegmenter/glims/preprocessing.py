@@ -34,6 +34,7 @@ __all__ = [
     "CasePreparation",
     "prepare_images",
     "prepare_case",
+    "to_processing_grid",
     "normalize_intensity",
     "foreground_box",
     "to_xyz",
@@ -110,11 +111,17 @@ def prepare_images(
                 "are these images of the same patient and study?"
             )
         aligned.append(resample_to(image, reference))
+    return [to_processing_grid(image, orientation, spacing) for image in aligned], reference
+
+
+def to_processing_grid(image: sitk.Image, orientation: str | None, spacing: Sequence[float] | None) -> sitk.Image:
+    """Reorient ``image`` (axis permutation/flip only) and, with a ``spacing`` (mm, x y z), resample it there
+    (linear interpolation): the model's processing grid. An image already on it comes back unchanged."""
     if orientation:
-        aligned = [reorient(image, orientation) for image in aligned]
+        image = reorient(image, orientation)
     if spacing:
-        aligned = [_resample_spacing(image, spacing) for image in aligned]
-    return aligned, reference
+        image = _resample_spacing(image, spacing)
+    return image
 
 
 def _resample_spacing(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image:

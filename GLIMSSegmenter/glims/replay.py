@@ -19,21 +19,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import ModelSpec, user_home
-from .errors import ConfigError
+from .catalog import ModelSpec
+from .errors import ConfigError, OutputError
+from .paths import home_folder, make_owned_dir, remove_owned
 from .progress import CancelToken, ProgressCallback
 
 if TYPE_CHECKING:
     from .synth import SynthParams
 
 __all__ = ["REPLAY_DIR", "replay_cases", "replay_recipe"]
+
+logger = logging.getLogger(__name__)
 
 REPLAY_DIR = "replay"
 RECIPE_FILE = "recipe.json"
@@ -59,14 +62,22 @@ def _case_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir())
 
 
-def _remove_abandoned(root: Path, digest: str) -> None:
+def _remove_abandoned(root: Path, digest: str, home) -> None:
     """Delete half-generated folders of ``digest`` untouched for ``ABANDONED_AFTER_S`` (a generation killed
     outright; a live one writes a case every few seconds). Age, not process ids: that works on every platform."""
     now = time.time()
     for partial in root.glob(f".{digest}.partial-*"):
         touched = max((p.stat().st_mtime for p in (partial, partial / "cases") if p.exists()), default=now)
         if now - touched > ABANDONED_AFTER_S:
-            shutil.rmtree(partial, ignore_errors=True)
+            _remove_quietly(partial, home)
+
+
+def _remove_quietly(folder: Path, home) -> None:
+    """``remove_owned``, leaving (and logging) what it refuses or cannot delete: clean-up never fails a run."""
+    try:
+        remove_owned(folder, home)
+    except (OutputError, OSError) as err:
+        logger.warning("left %s in place: %s", folder, err)
 
 
 def replay_cases(
@@ -98,13 +109,14 @@ def replay_cases(
         params = synth_params(recipe.get("generator", 1))
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise ConfigError(f"model {spec.ref}: malformed replay recipe {recipe}: {exc}") from None
-    root = user_home(home) / REPLAY_DIR
+    root = home_folder(REPLAY_DIR, home, create=True)
     target = root / _digest(recipe, params)
     if (target / RECIPE_FILE).is_file():
         return _case_folders(target / "cases")
-    _remove_abandoned(root, target.name)
+    _remove_abandoned(root, target.name, home)
     staging = root / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove_quietly(staging, home)
+    make_owned_dir(staging, home)
     try:
         generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, params,
                          prefix="GLIMS-REPLAY", progress=progress, cancel=cancel)
@@ -112,5 +124,5 @@ def replay_cases(
         if not target.exists():  # else another process finished the same recipe first: ours is removed below
             os.replace(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_quietly(staging, home)
     return _case_folders(target / "cases")

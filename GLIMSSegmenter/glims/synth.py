@@ -129,6 +129,8 @@ _VERSION_1 = {
 }
 
 _SPATIAL_DIMS = 3
+MIN_SIZE_VOXELS = 32
+"""Smallest case size on every axis: the brain model needs room for its structures."""
 _FIT_MARGIN = 0.92  # the brain's bounding box fills at most this fraction of the field of view per axis
 
 
@@ -915,8 +917,8 @@ def generate_case(
         False) and exact zeros outside the brain, and a uint8 label map (0, 1 NCR, 2 ED, 3 ET).
     """
     params = params or SynthParams()
-    if len(shape) != _SPATIAL_DIMS or min(shape) < 32:
-        raise ConfigError(f"shape must be three sizes of at least 32 voxels, not {tuple(shape)}")
+    if len(shape) != _SPATIAL_DIMS or min(shape) < MIN_SIZE_VOXELS:
+        raise ConfigError(f"shape must be three sizes of at least {MIN_SIZE_VOXELS} voxels, not {tuple(shape)}")
     spacing3 = _spacing3(spacing)
     if len(spacing3) != _SPATIAL_DIMS or min(spacing3) <= 0:
         raise ConfigError(f"spacing must be one positive number or three, not {spacing}")

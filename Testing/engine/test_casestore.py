@@ -35,8 +35,8 @@ def test_a_real_case_is_stored_with_provenance_and_listed(real_case, tmp_path):
     inputs, label = real_case
     case = add_case("brats", inputs, label, case_id="fg6692", home=tmp_path, label_map={4: 3},
                     provenance={"draft_model": "glims-brats-synth@1.0.0"})
-    assert sorted(p.name for p in case.folder.iterdir()) == ["case.json", "flair.nii.gz", "label.nii.gz",
-                                                              "t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
+    assert sorted(p.name for p in case.folder.iterdir()) == [".glims-owned", "case.json", "flair.nii.gz",
+                                                              "label.nii.gz", "t1.nii.gz", "t1ce.nii.gz", "t2.nii.gz"]
     stored = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label)))
     original = sitk.GetArrayFromImage(sitk.ReadImage(str(label)))
     assert set(np.unique(stored)) <= {0, 1, 2, 3} and np.array_equal(stored == 3, original == 4)

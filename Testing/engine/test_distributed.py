@@ -178,7 +178,7 @@ def test_finetune_under_torchrun_registers_exactly_one_version(cases, tmp_path):
     assert sha256_file(tuned.weights[0].path) == tuned.weights[0].sha256
     assert tuned.provenance["base_model"] == "base@1.0.0" and len(tuned.provenance["train_cases"]) == 2
     assert sha256_file(base.weights[0].path) == base_sha
-    runs = list((home / "finetune").iterdir())
+    runs = [r for r in (home / "finetune").iterdir() if not r.name.startswith(".")]  # not glims's marker and lock
     assert [r.name for r in runs] == ["site-ddp-1.0.0"] and (runs[0] / "registered.json").is_file()
     net = load_checkpoint(tuned.weights[0].path)
     assert not any(k.startswith("module.") for k in net.state_dict)

@@ -145,6 +145,7 @@ def test_the_base_models_replay_recipe_is_generated_once_and_replayed_by_default
 def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
     from glims.errors import Cancelled
     from glims.progress import CancelToken
+    from glims.paths import mark_owned
     from glims.replay import _digest, replay_cases, replay_recipe
     from glims.synth import synth_params
 
@@ -153,12 +154,13 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
     token = CancelToken()
     with pytest.raises(Cancelled):
         replay_cases(spec, tmp_path, progress=lambda event: token.cancel(), cancel=token)  # after the first case
-    assert list((tmp_path / "replay").iterdir()) == []
+    assert [p.name for p in (tmp_path / "replay").iterdir()] == [".glims-owned"]  # glims's marker only
     # a generation killed outright leaves a partial folder: the next one deletes it once it is an hour old
     digest = _digest(replay_recipe(spec), synth_params(1))
     abandoned, recent = (tmp_path / "replay" / f".{digest}.partial-{pid}" for pid in (1234567, 1234568))
     for folder in (abandoned, recent):
         (folder / "cases").mkdir(parents=True)
+        mark_owned(folder)  # as glims marks the folders it creates
     two_hours_ago = time.time() - 7200
     for path in (abandoned, abandoned / "cases"):
         os.utime(path, (two_hours_ago, two_hours_ago))
@@ -186,7 +188,7 @@ def test_a_replay_recipe_names_its_generator_version(tmp_path):
         assert np.array_equal(written, expected.images["flair"])
     with pytest.raises(ConfigError, match="generator version 9"):
         replay_cases(catalog.get("v9"), tmp_path)
-    assert sorted(p.name for p in (tmp_path / "replay").iterdir() if p.name.startswith(".")) == []
+    assert sorted(p.name for p in (tmp_path / "replay").iterdir() if p.name.startswith(".")) == [".glims-owned"]
 
 
 def test_a_killed_run_leaves_the_catalog_valid_and_resume_finishes_it(home):

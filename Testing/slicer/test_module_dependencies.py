@@ -34,13 +34,22 @@ def test_requirements_are_the_engines_minimums_plus_the_modules_own():
     assert sources["numpy"] is sources["SimpleITK"] is deps.Source.SLICER
 
 
+def test_dicom_requirements_are_the_engines_dicom_extra():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extra = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", r).groups()
+                 for r in project["optional-dependencies"]["dicom"])
+    assert {r.name: r.minimumVersion for r in deps.DICOM_REQUIREMENTS} == extra
+    assert deps.missingRequirements(deps.DICOM_REQUIREMENTS) == []
+
+
 def test_nothing_is_missing_in_this_environment():
     assert deps.missingRequirements() == []
 
 
 def test_missing_and_too_old_packages_are_reported_and_described():
     installed = {"torch": "2.1.0+cu121", "monai": None, "numpy": "2.4.6", "SimpleITK": "2.5.7",
-                 "safetensors": "0.4.0", "jsonschema": "4.26.0", "psutil": "7.2.2"}
+                 "safetensors": "0.4.0", "jsonschema": "4.26.0", "psutil": "7.2.2", "filelock": "3.12.0",
+                 "nibabel": "5.4.2"}
     missing = deps.missingRequirements(versionOf=installed.get)
     assert [s.requirement.name for s in missing] == ["torch", "monai"]
     assert missing[0].describe() == "torch >= 2.4 (2.1.0+cu121 installed; from the PyTorch extension)"
@@ -58,7 +67,8 @@ def test_version_comparison(version, minimum, ok):
 
 def test_install_routes_torch_to_pytorch_utils_and_the_rest_to_pip():
     missing = deps.missingRequirements(versionOf={"torch": None, "monai": "1.2", "numpy": "2.0", "SimpleITK": "2.5",
-                                                  "safetensors": None, "jsonschema": "4.1", "psutil": "6.0"}.get)
+                                                  "safetensors": None, "jsonschema": "4.1", "psutil": "6.0",
+                                                  "filelock": "3.20.0", "nibabel": "5.0"}.get)
     torch_calls, pip_calls = [], []
     deps.installRequirements(missing, pipInstall=pip_calls.append, installTorch=torch_calls.append)
     assert torch_calls == [">=2.4"]

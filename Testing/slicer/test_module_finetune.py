@@ -307,9 +307,11 @@ def test_an_older_version_is_selected_by_its_full_reference(headless, tmp_path):
     assert tuning.defaultModelName("site") == "site"  # your own model: its next version
 
 
-def test_stop_mid_run_kills_the_engine_and_registers_nothing(finetuned, tuning, home, stored):
-    catalog_file = home / "models" / "catalog.json"
-    catalog_before = catalog_file.read_bytes()
+@pytest.fixture(scope="module")
+def stopped(finetuned, tuning, home, stored):
+    """A fine-tuning stopped during its second epoch (after the first was saved), with what was seen meanwhile: the
+    engine's process tree, the refusals of other jobs, the catalog before, and the refusal of a fresh start."""
+    catalog_before = (home / "models" / "catalog.json").read_bytes()
     tree: list[psutil.Process] = []
     refused: list[str] = []
 
@@ -319,28 +321,42 @@ def test_stop_mid_run_kills_the_engine_and_registers_nothing(finetuned, tuning, 
             tree.extend([root, *root.children(recursive=True)])
             for start in (lambda: tuning.segmenter.startSegmentation(MODEL, stored["tcga_fg_6692"]["volumes"]),
                           lambda: tuning.startFineTuning(MODEL, "another", epochs=1)):
-                with pytest.raises(JobBusyError) as caught:
+                try:
                     start()
-                refused.append(str(caught.value))
+                except JobBusyError as err:
+                    refused.append(str(err))
             job.cancel()
 
     job = tuning.startFineTuning(MODEL, "tiny-brats-stopped", epochs=20, device="cpu", threads=1,
                                  onProgress=on_progress)
-    assert job.wait() is JobState.CANCELLED
-    assert refused == ["fine-tuning is running: wait for it to finish or stop it before starting a segmentation",
-                       "fine-tuning is running: wait for it to finish or stop it before starting fine-tuning"]
+    state = job.wait()
+    interrupted = [p.name for p in tuning.interruptedRuns("tiny-brats-stopped")]
+    try:
+        tuning.startFineTuning(MODEL, "tiny-brats-stopped", epochs=1)
+        restart_refusal = ""
+    except ConfigError as err:
+        restart_refusal = str(err)
+    return {"job": job, "state": state, "tree": tree, "refused": refused, "catalog_before": catalog_before,
+            "interrupted": interrupted, "restart_refusal": restart_refusal}
+
+
+def test_stop_mid_run_kills_the_engine_and_registers_nothing(stopped, home):
+    job, tree = stopped["job"], stopped["tree"]
+    assert stopped["state"] is JobState.CANCELLED
+    assert stopped["refused"] == [
+        "fine-tuning is running: wait for it to finish or stop it before starting a segmentation",
+        "fine-tuning is running: wait for it to finish or stop it before starting fine-tuning"]
     assert tree and not [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert job.modelRef == "" and [row["epoch"] for row in job.plot.rows()][:2] == [0, 1]
-    assert catalog_file.read_bytes() == catalog_before
+    assert (home / "models" / "catalog.json").read_bytes() == stopped["catalog_before"]
     assert "tiny-brats-stopped" not in load_catalog(home).ids()  # still a valid catalog, without a new model
 
     # the stopped run can be continued or discarded, not silently overwritten
-    assert [p.name for p in tuning.interruptedRuns("tiny-brats-stopped")] == ["tiny-brats-stopped-1.0.0"]
-    with pytest.raises(ConfigError, match="a stopped fine-tuning of 'tiny-brats-stopped' exists"):
-        tuning.startFineTuning(MODEL, "tiny-brats-stopped", epochs=1)
+    assert stopped["interrupted"] == ["tiny-brats-stopped-1.0.0"]
+    assert stopped["restart_refusal"].startswith("a stopped fine-tuning of 'tiny-brats-stopped' exists")
 
 
-def test_a_stopped_run_is_continued_where_it_stopped(tuning):
+def test_a_stopped_run_is_continued_where_it_stopped(stopped, tuning):
     job = tuning.startFineTuning(MODEL, "tiny-brats-stopped", epochs=2, device="cpu", threads=1, resume=True)
     assert job.wait() is JobState.SUCCEEDED, job.errorMessage
     assert job.modelRef == "tiny-brats-stopped@1.0.0"
@@ -349,8 +365,9 @@ def test_a_stopped_run_is_continued_where_it_stopped(tuning):
 
 
 def test_a_stopped_run_can_be_discarded(tuning, home):
-    run = home / "finetune" / "never-finished-1.0.0"
-    run.mkdir(parents=True)
+    from glims.paths import make_owned_dir
+
+    run = make_owned_dir(home / "finetune" / "never-finished-1.0.0", home)  # as the engine creates run folders
     (run / "state.pt").write_bytes(b"")  # how the engine marks a run stopped after an epoch
     assert tuning.interruptedRuns("never-finished") == [run]
     tuning.discardInterruptedRuns("never-finished")

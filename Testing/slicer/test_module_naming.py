@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from GLIMSSegmenterLib.naming import caseName, resultName, safeName
+from GLIMSSegmenterLib.exportnames import safeFileName
+from GLIMSSegmenterLib.naming import caseName, resultName
 
 
 def test_the_case_is_what_the_input_volume_names_share():
@@ -27,7 +28,7 @@ def test_a_result_is_named_after_the_case_and_the_model_version():
 
 
 def test_names_become_safe_file_names_never_paths():
-    assert safeName("../../etc/passwd") == "etc_passwd"
-    assert safeName("a\\b:c*?d") == "a_b_c_d"
-    assert safeName("...") == "segmentation" and safeName("", fallback="x") == "x"
-    assert safeName("BraTS-GLI-00001-000_tiny-brats-1.0.0") == "BraTS-GLI-00001-000_tiny-brats-1.0.0"
+    assert safeFileName("../../etc/passwd") == "etc_passwd"
+    assert safeFileName("a\\b:c*?d") == "a_b_c_d"
+    assert safeFileName("...") == "segment" and safeFileName("", fallback="x") == "x"
+    assert safeFileName("BraTS-GLI-00001-000_tiny-brats-1.0.0") == "BraTS-GLI-00001-000_tiny-brats-1.0.0"

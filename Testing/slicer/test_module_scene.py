@@ -104,11 +104,11 @@ def test_an_unreadable_result_adds_nothing_to_the_scene(scene, ct, tmp_path):
 
 
 def test_dicom_seg_export_explains_why_it_is_not_possible(logic, organs, ct, tmp_path):
-    assert "not loaded from DICOM" in sceneio.dicomSegExportProblem(organs, ct)
-    ct.SetAttribute("DICOM.instanceUIDs", "1.2.3.4 1.2.3.5")
-    assert "no DICOM segmentation exporter" in sceneio.dicomSegExportProblem(organs, ct)  # slicer-core has none
-    with pytest.raises(RuntimeError, match="DICOM SEG export is not possible"):
-        logic.export(organs, "dicom", tmp_path)
+    assert "not loaded from DICOM" in sceneio.dicomExportProblem(organs, ct)
+    ct.SetAttribute("DICOM.instanceUIDs", "1.2.3.4 1.2.3.5")  # a DICOM volume whose files are gone
+    assert "no longer in the DICOM database" in sceneio.dicomExportProblem(organs, ct)
+    with pytest.raises(OSError, match="DICOM export is not possible"):
+        logic.export(organs, "dicom", tmp_path / "x.dcm")
     with pytest.raises(ValueError, match="export format"):
         logic.export(organs, "png", tmp_path)
 
@@ -151,7 +151,8 @@ def test_parameters_and_results_survive_an_mrb_round_trip(headless, logic, organ
     assert len(logic.inputsFromParameters(restored)) == INPUT_SLOTS
 
 
-def test_parameters_are_validated_and_defaults_filled(logic, scene):
+def test_parameters_are_validated_and_defaults_filled(logic, scene, headless):
+    headless.clear()  # a fresh scene, whatever earlier tests left in the parameter node
     node = logic.getParameterNode()
     assert logic.getParameterNode() is node  # one singleton per scene
     logic.setDefaultParameters(node)

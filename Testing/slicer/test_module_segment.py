@@ -12,6 +12,7 @@ import slicerio
 import vtk
 
 from GLIMSSegmenterLib import sceneio
+from GLIMSSegmenterLib.exportnames import safeFileName, uniqueFileNames
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.parameters import SegmentationParameters
 
@@ -216,7 +217,8 @@ def _assert_mesh_inside(path: Path, reader, volume) -> None:
 def test_stl_export_writes_one_mesh_per_segment_inside_the_volume(run, tmp_path):
     logic, node, flair = run["logic"], run["job"].segmentationNode, run["matched"]["flair"]
     files = logic.export(node, "stl", tmp_path / "surfaces")
-    present = [f"{node.GetName()}_{s}" for s in _segment_names(node) if _voxel_count(node, s) > 0]
+    present = [f"{safeFileName(node.GetName())}_{s}"
+               for s in uniqueFileNames([s for s in _segment_names(node) if _voxel_count(node, s) > 0])]
     assert sorted(p.stem for p in files) == sorted(present) and all(p.suffix == ".stl" for p in files)
     for path in files:
         _assert_mesh_inside(path, vtk.vtkSTLReader(), flair)
@@ -225,7 +227,8 @@ def test_stl_export_writes_one_mesh_per_segment_inside_the_volume(run, tmp_path)
 def test_obj_export_writes_one_group_per_segment_with_materials(run, tmp_path):
     logic, node, flair = run["logic"], run["job"].segmentationNode, run["matched"]["flair"]
     files = logic.export(node, "obj", tmp_path / "surfaces")
-    assert sorted(p.name for p in files) == [f"{node.GetName()}.mtl", f"{node.GetName()}.obj"]
+    stem = safeFileName(node.GetName())
+    assert sorted(p.name for p in files) == [f"{stem}.mtl", f"{stem}.obj"]
     obj = next(p for p in files if p.suffix == ".obj")
     groups = [line for line in obj.read_text().splitlines() if line.startswith("g ")]
     assert len(groups) == len([s for s in _segment_names(node) if _voxel_count(node, s) > 0])

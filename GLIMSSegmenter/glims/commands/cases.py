@@ -37,8 +37,8 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, ui) -> int:
-    from ..casestore import add_case, list_cases, remove_case
-    from ..errors import ConfigError
+    from ..casestore import add_case, remove_case, scan_cases
+    from ..errors import ConfigError, InputError
 
     if args.action == "add":
         try:
@@ -50,12 +50,17 @@ def run(args: argparse.Namespace, ui) -> int:
                         home=args.home, provenance=provenance, label_map=relabel)
         ui.log(f"added {case.case_id} ({case.preset}) to {case.folder.parent}")
     elif args.action == "list":
-        cases = list_cases(args.home)
-        if not cases:
+        cases, broken = scan_cases(args.home)
+        if not cases and not broken:
             ui.log("the training set is empty; add cases with `glims cases add`")
         for case in cases:
             counts = ", ".join(f"{k}:{v}" for k, v in case.provenance.get("label_voxels", {}).items())
             ui.log(f"{case.case_id:<40} {case.preset:<6} {case.provenance.get('added', '')}  labels {counts}")
+        for item in broken:
+            ui.log(f"{item.case_id:<40} BROKEN: {item.reason}")
+        if broken:  # the readable cases are listed; the exit code says the store needs attention
+            raise InputError(f"{len(broken)} broken case(s) in the training set: "
+                             f"{', '.join(b.case_id for b in broken)} (see above)")
     else:
         remove_case(args.case_id, args.home)
         ui.log(f"removed {args.case_id}")

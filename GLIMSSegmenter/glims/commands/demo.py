@@ -44,6 +44,7 @@ def run(args: argparse.Namespace, ui) -> int:
     import SimpleITK as sitk
 
     from ..catalog import load_catalog
+    from ..imageio import read_image, read_label_image
     from ..inference import InferenceOptions
     from ..metrics import score_regions
     from ..montage import render_montage
@@ -74,13 +75,13 @@ def run(args: argparse.Namespace, ui) -> int:
         ui.log(f"segmenting {name} with {spec.ref}")
         result = segment_files(spec, inputs, target.with_suffix(".seg.nrrd"), labelmap=target.with_suffix(".nii.gz"),
                                report=target.with_suffix(".json"), options=options, progress=ui.progress)
-        reference = sitk.ReadImage(str(truth))
+        reference = read_label_image(truth)
         scores = score_regions(
             sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(reference),
             spacing=reference.GetSpacing()[::-1], ref_convention=convention,
         )
         montage = render_montage(
-            {k.upper(): sitk.ReadImage(str(p)) for k, p in result.assignment.items()},
+            {k.upper(): read_image(p) for k, p in result.assignment.items()},
             result.labels, spec.labels, target.with_suffix(".png"),
             title=f"{name}: {spec.title} ({spec.ref})",
         )

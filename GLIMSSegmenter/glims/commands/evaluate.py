@@ -37,12 +37,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", action="append", default=[], metavar="CH=P",
                         help="with -m: sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable), as glims "
                              "segment --threshold")
+    parser.add_argument("--no-crop", action="store_true",
+                        help="with -m: run the windows over the whole image, as glims segment --no-crop")
+    parser.add_argument("--no-postprocess", action="store_true",
+                        help="with -m: skip the small-component clean-up, as glims segment --no-postprocess")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also split each region's errors into boundary, far and detached false positives and "
+                             "boundary, far and missed false negatives; with -m, add the Dice ceiling of the model's "
+                             "processing grid (docs/EVALUATION.md)")
+    parser.add_argument("--boundary-mm", type=float, default=None, metavar="MM",
+                        help="with --breakdown: errors within this distance of the other mask are boundary errors "
+                             "(default 2)")
     parser.add_argument("--home", help="with -m: glims user folder (default: $GLIMS_HOME or the per-user folder)")
 
 
 def run(args: argparse.Namespace, ui) -> int:
     from ..errors import ConfigError
-    from ..evaluate import evaluate_folders, evaluate_model, format_summary, summarize, write_csv
+    from ..error_breakdown import DEFAULT_BOUNDARY_MM
+    from ..evaluate import (
+        Breakdown,
+        evaluate_folders,
+        evaluate_model,
+        format_breakdown,
+        format_summary,
+        summarize,
+        summarize_breakdown,
+        write_csv,
+    )
     from ..metrics import BRATS_HD95_PENALTY
     from ..progress import CancelToken, cancel_on_signals
     from .segment import parse_thresholds
@@ -55,9 +76,15 @@ def run(args: argparse.Namespace, ui) -> int:
         raise ConfigError("--pred and --ref go together")
     if by_model and (args.model is None or args.cases is None):
         raise ConfigError("-m MODEL and --cases DIR go together")
-    if by_files and (args.device or args.overlap is not None or args.tta or args.threshold):
-        raise ConfigError("--device, --overlap, --tta and --threshold choose how -m segments; "
-                          "--pred/--ref segment nothing")
+    if by_files and (args.device or args.overlap is not None or args.tta or args.threshold or args.no_crop
+                     or args.no_postprocess):
+        raise ConfigError("--device, --overlap, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
+                          "segments; --pred/--ref segment nothing")
+    if args.boundary_mm is not None and not args.breakdown:
+        raise ConfigError("--boundary-mm goes with --breakdown")
+    boundary_mm = DEFAULT_BOUNDARY_MM if args.boundary_mm is None else args.boundary_mm
+    if not boundary_mm >= 0:
+        raise ConfigError(f"--boundary-mm must not be negative, not {boundary_mm}")
     pred_labels = args.pred_labels or args.labels
     ref_labels = args.ref_labels or args.labels
     penalty = BRATS_HD95_PENALTY if args.hd95_penalty is None else args.hd95_penalty
@@ -70,7 +97,8 @@ def run(args: argparse.Namespace, ui) -> int:
             results = evaluate_folders(
                 args.pred, args.ref, pred_convention=pred_labels, ref_convention=ref_labels,
                 pred_pattern=args.pred_pattern, ref_pattern=args.ref_pattern, missing=args.missing,
-                empty_penalty=penalty, progress=ui.progress, cancel=token,
+                empty_penalty=penalty, breakdown=Breakdown(boundary_mm) if args.breakdown else None,
+                progress=ui.progress, cancel=token,
             )
         else:
             pred_dir = Path(args.save_pred) if args.save_pred else out.with_name(out.stem + "_predictions")
@@ -78,13 +106,20 @@ def run(args: argparse.Namespace, ui) -> int:
                 args.model, args.cases, pred_dir, pred_convention=pred_labels, ref_convention=ref_labels,
                 empty_penalty=penalty, home=args.home,
                 inference={"device": args.device, "overlap": args.overlap, "tta": args.tta or None},
-                thresholds=parse_thresholds(args.threshold),
+                thresholds=parse_thresholds(args.threshold), crop=False if args.no_crop else None,
+                postprocess=False if args.no_postprocess else None,
+                breakdown_mm=boundary_mm if args.breakdown else None,
                 progress=ui.progress, cancel=token,
             )
     write_csv(results, out)
     summary = summarize(results)
     for line in format_summary(summary).splitlines():
         ui.log(line)
+    if args.breakdown:
+        breakdown = summarize_breakdown(results)
+        for line in format_breakdown(breakdown, boundary_mm).splitlines():
+            ui.log(line)
+        summary = {**summary, "breakdown": breakdown}
     ui.log(f"per-case scores: {out}")
     ui.result({"csv": str(out)}, summary)
     return 0

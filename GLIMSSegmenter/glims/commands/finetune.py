@@ -12,7 +12,9 @@ PROGRESS = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", required=True, help="base model (id or id@version)")
-    parser.add_argument("--name", required=True, help="id of the fine-tuned model (a new version if it exists)")
+    parser.add_argument("--name", required=True,
+                        help="id of the fine-tuned model (a new version if it exists): up to 64 letters, digits, "
+                             ". _ -; not a built-in model's id")
     parser.add_argument("--cases", nargs="+", help="case folders or folders of them (default: `glims cases` store)")
     parser.add_argument("--epochs", type=int, help="epoch budget")
     parser.add_argument("--minutes", type=float, help="wall-time budget")
@@ -44,9 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ui) -> int:
     from ..errors import ConfigError
     from ..finetune import finetune
+    from ..paths import check_name
     from ..progress import CancelToken, cancel_on_signals
     from ..training import distributed
 
+    check_name(args.name, "model name")
     if args.epochs is None and args.minutes is None:
         raise ConfigError("give a budget: --epochs N and/or --minutes M")
     with distributed.session(args.device) as parallel, cancel_on_signals(CancelToken()) as token:

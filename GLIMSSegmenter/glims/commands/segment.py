@@ -12,10 +12,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", default=None, help="model id or id@version (default: the default model of --preset)")
     parser.add_argument("--preset", default="brats", choices=("brats", "btcv"), help="task, when no --model is given")
     parser.add_argument("-i", "--input", action="append", required=True, metavar="IMG",
-                        help="input image file or DICOM folder; repeat once per model input")
+                        help="input image file or DICOM folder; repeat once per model input. Roles are taken from "
+                             "the file names (else the order given); name a role explicitly as ROLE=IMG, e.g. "
+                             "-i t1ce=scan2.nii.gz (roles: `glims models show MODEL`)")
     parser.add_argument("-o", "--output", required=True, help="Slicer segmentation to write (.seg.nrrd)")
     parser.add_argument("--labelmap", help="also write a label map (.nii.gz, .nrrd)")
     parser.add_argument("--probabilities", help="also write per-channel probabilities (multi-component .nrrd/.nii.gz)")
+    parser.add_argument("--dicom-seg", metavar="OUT.dcm",
+                        help="also write a DICOM Segmentation referring to the DICOM series of the reference input")
+    parser.add_argument("--dicom-rtstruct", metavar="OUT.dcm",
+                        help="also write a DICOM RT Structure Set (contours) referring to that series")
+    parser.add_argument("--dicom-reference", metavar="DIR",
+                        help="DICOM series the DICOM outputs refer to, when the inputs are not that series "
+                             "(default: the reference input's folder)")
     parser.add_argument("--report", help="JSON report (volumes, timings, model, device); default: OUTPUT's name + .json")
     parser.add_argument("--no-report", action="store_true", help="do not write the JSON report")
     parser.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
@@ -62,6 +71,10 @@ def run(args: argparse.Namespace, ui) -> int:
     from ..pipeline import segment_files
     from ..progress import cancel_on_signals
 
+    if args.dicom_reference and not (args.dicom_seg or args.dicom_rtstruct):
+        from ..errors import ConfigError
+
+        raise ConfigError("--dicom-reference names the series of a DICOM output: add --dicom-seg or --dicom-rtstruct")
     catalog = load_catalog(args.home)
     spec = catalog.get(args.model) if args.model else catalog.default(args.preset)
     defaults = InferenceOptions(**spec.inference)
@@ -78,6 +91,7 @@ def run(args: argparse.Namespace, ui) -> int:
             spec, args.input, args.output, labelmap=args.labelmap, probabilities=args.probabilities,
             report=_report_path(args), options=options, postprocess=False if args.no_postprocess else None,
             thresholds=parse_thresholds(args.threshold), crop=False if args.no_crop else None, home=args.home,
+            dicom_seg=args.dicom_seg, dicom_rtstruct=args.dicom_rtstruct, dicom_reference=args.dicom_reference,
             progress=ui.progress, cancel=token,
         )
     for key, path in result.assignment.items():

@@ -29,12 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, ui) -> int:
     from ..errors import ConfigError
     from ..progress import CancelToken, cancel_on_signals
-    from ..synth import generate_dataset, shifted_site, synth_params
+    from ..synth import MIN_SIZE_VOXELS, generate_dataset, shifted_site, synth_params
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, not {args.n}")
     if args.seed < 0:
         raise ConfigError(f"--seed must be non-negative, not {args.seed}")
+    if min(args.shape) < MIN_SIZE_VOXELS:
+        raise ConfigError(
+            f"--shape X Y Z must be at least {MIN_SIZE_VOXELS} voxels on every axis, not {' '.join(map(str, args.shape))}"
+        )
     if args.spacing <= 0:
         raise ConfigError(f"--spacing must be positive, not {args.spacing}")
     site = shifted_site(args.site_shift, args.site_profile) if args.site_shift > 0 else None

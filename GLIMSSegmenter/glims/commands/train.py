@@ -56,10 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ui) -> int:
+    from ..outputs import check_output_folder
     from ..progress import CancelToken, cancel_on_signals
     from ..training import distributed
     from ..training.trainer import TrainConfig, train
 
+    check_output_folder(args.out, "run folder (--out)")
     config = TrainConfig(
         out_dir=args.out,
         cases=tuple(args.cases),

@@ -25,7 +25,6 @@ keep a moving average of the weights), ``keep`` and ``precision`` (bf16 autocast
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,6 +41,7 @@ from ..catalog import load_presets
 from ..checkpoint import load_checkpoint, load_into_model, save_checkpoint, write_json
 from ..errors import ConfigError
 from ..inference import InferenceOptions, predict_logits, resolve_device
+from ..jsonfiles import read_json
 from ..metrics import dice
 from ..network import GLIMS
 from ..postprocessing import activate
@@ -137,8 +137,24 @@ class TrainConfig:
             raise ConfigError("give a budget: --epochs N and/or --minutes M")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, not {self.epochs}")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ConfigError(f"minutes must be positive, not {self.minutes}")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ConfigError(f"minutes must be a positive number, not {self.minutes}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"the learning rate must be a positive number, not {self.lr}")
+        if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise ConfigError(f"the final learning rate must be between 0 and the learning rate, not {self.min_lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight decay must be a non-negative number, not {self.weight_decay}")
+        if self.val_every < 1:
+            raise ConfigError(f"validate every N epochs needs N of at least 1, not {self.val_every}")
+        if not 0 <= self.val_overlap < 1:
+            raise ConfigError(f"val_overlap must be in [0, 1), not {self.val_overlap}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1, not {self.threads}")
+        if self.spacing is not None and not all(math.isfinite(v) and v > 0 for v in self.spacing):
+            raise ConfigError(f"spacing must be positive millimetres, not {self.spacing}")
+        if self.early_stop_patience is not None and self.early_stop_patience < 1:
+            raise ConfigError(f"early-stopping patience must be at least 1 validation, not {self.early_stop_patience}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"val_fraction must be in [0, 1), not {self.val_fraction}")
         if self.keep not in ("best", "last"):
@@ -371,7 +387,7 @@ def train(
     resumed_weights = None
     if resume:
         state, resumed_weights = load_state(run_dir)
-        saved = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        saved = TrainConfig.from_dict(read_json(run_dir / "config.json", "training run configuration", ConfigError))
         config = replace(saved, epochs=config.epochs or saved.epochs, minutes=config.minutes,
                          device=config.device, threads=config.threads, val_every=config.val_every,
                          out_dir=str(run_dir))

@@ -1,0 +1,71 @@
+"""The Edit step: Slicer's segment editor effects (trame-slicer), undo/redo, 3D surfaces, the result to work on.
+
+Every run adds a new segmentation node; the page keeps them all and shows one at a time (the others are hidden),
+so an edited result is never replaced by a later run.
+"""
+
+from __future__ import annotations
+
+__all__ = ["EditStep"]
+
+
+class EditStep:
+    """Which segmentation is edited; page state names start with ``edit_``.
+
+    Args:
+        context: the app's shared objects (``WebContext``); ``context.editorLogic`` is trame-slicer's
+            ``SegmentEditorLogic`` (effects, segment list, undo stack).
+    """
+
+    def __init__(self, context) -> None:
+        self.context = context
+        self.state = context.state
+        self.state.edit_segmentations = []
+        self.state.edit_segmentation = None
+        self.state.edit_has_result = False
+        self.state.change("edit_segmentation")(self._onSelected)
+
+    @property
+    def editor(self):
+        return self.context.slicerApp.segmentation_editor
+
+    def segmentationNodes(self) -> list:
+        scene = self.context.slicerApp.scene
+        return [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+
+    def currentNode(self):
+        """The segmentation being edited (None before the first result)."""
+        nodeId = self.state.edit_segmentation
+        return self.context.slicerApp.scene.GetNodeByID(nodeId) if nodeId else None
+
+    def reset(self) -> None:
+        """After a new case was loaded: no result yet."""
+        self.state.edit_segmentations = []
+        self.state.edit_segmentation = None
+        self.state.edit_has_result = False
+
+    def showResult(self, node, referenceVolume) -> None:
+        """Make ``node`` (a new result) the edited segmentation, shown over ``referenceVolume``."""
+        self.state.edit_segmentations = [{"value": n.GetID(), "title": n.GetName()} for n in self.segmentationNodes()]
+        self._activate(node, referenceVolume)
+        self.state.edit_segmentation = node.GetID()
+
+    def _onSelected(self, edit_segmentation=None, **_) -> None:
+        node = self.currentNode()
+        if node is None or node is self.editor.active_segmentation_node:
+            return
+        reference = self.context.logic.referenceVolume(node) or self.context.segment.referenceVolume()
+        self._activate(node, reference)
+
+    def _activate(self, node, referenceVolume) -> None:
+        for other in self.segmentationNodes():
+            other.SetDisplayVisibility(other is node)
+        self.editor.deactivate_effect()
+        self.editor.set_active_segmentation(node, referenceVolume)
+        # surfaces in the 3D view, as the module's "Show 3D", with the camera on them
+        self.editor.set_surface_representation_enabled(True)
+        self.context.editorLogic.data.segment_display.show_3d = True
+        self.context.slicerApp.display_manager.reset_views()
+        self.state.edit_has_result = True
+        self.context.onResultChanged()

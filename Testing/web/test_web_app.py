@@ -1,0 +1,278 @@
+"""The web app in a real browser: the user flow click by click, on the synthetic sample case.
+
+sample case -> Segment -> the three segment names appear -> a paint stroke changes the view -> undo reverts it ->
+the exported .seg.nrrd reads back with slicerio on the reference grid with terminology -> Cancel mid-run adds no
+segmentation -> a one-epoch fine-tune of a tiny model offers the new version. Pixel checks are thresholded
+differences of the same view, never comparisons with stored images.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser import changedFraction, elementPixels, viewImages, waitFor
+from conftest import DEMO_SIZE
+
+pytestmark = pytest.mark.usefixtures("browser_available")
+
+SEGMENT_NAMES = ("Necrotic tumour core (NCR)", "Peritumoral edema (ED)", "Enhancing tumour (ET)")
+JOB_TIMEOUT_S = 120
+
+
+def _click(chrome, elementId: str) -> None:
+    element = waitFor(lambda: chrome.find_element("id", elementId), 20, f"#{elementId}")
+    waitFor(lambda: element.is_enabled() and element.is_displayed(), 30, f"#{elementId} enabled")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def _text(chrome, elementId: str) -> str:
+    return chrome.find_element("id", elementId).text
+
+
+def _state(chrome, name: str):
+    """A value of the page's state (what the widgets show)."""
+    return chrome.execute_script("return window.trame.state.get(arguments[0])", name)
+
+
+def _shownListItems(chrome) -> list[str]:
+    """The text of the list items on show, with the values of their text fields (the segment list shows each
+    name in a field that renames the segment)."""
+    return chrome.execute_script(
+        "return Array.from(document.querySelectorAll('.v-list-item')).filter(e => e.offsetParent !== null)"
+        ".map(e => e.textContent + ' ' + Array.from(e.querySelectorAll('input')).map(i => i.value).join(' '))")
+
+
+def _tab(chrome, name: str) -> None:
+    _click(chrome, f"glims-tab-{name}")
+    time.sleep(0.6)  # the panel slides in (Vuetify's window transition); clicks during it may miss
+
+
+def _save(chrome, folder: Path, name: str) -> None:
+    time.sleep(0.5)  # let the last view images arrive
+    chrome.save_screenshot(str(folder / name))
+
+
+def _type(chrome, elementId: str, text: str) -> None:
+    """Replace the text of the field ``elementId`` as a user does (select all, type)."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = waitFor(lambda: (lambda f: f if f.is_displayed() and f.is_enabled() else None)(
+        chrome.find_element("id", elementId)), 20, f"#{elementId}")
+    field.click()
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(text)
+
+
+def _choose(chrome, selectId: str, text: str) -> None:
+    """Open the drop-down list ``selectId`` and click its item containing ``text``."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    field = waitFor(lambda: [f for f in chrome.find_elements(
+        "xpath", f"//input[@id='{selectId}']/ancestor::div[contains(@class, 'v-field')][1]") if f.is_displayed()],
+        20, f"the list #{selectId}")[0]
+    ActionChains(chrome).move_to_element(field).click().perform()
+    item = waitFor(lambda: [o for o in chrome.find_elements("css selector", ".v-overlay .v-list-item")
+                            if text in o.text and o.is_displayed()], 20, f"'{text}' in #{selectId}")
+    item[0].click()
+
+
+def _iconButton(chrome, icon: str):
+    """The shown button with the Material Design icon ``icon`` (e.g. ``mdi-brush``)."""
+    found = waitFor(lambda: [b for b in chrome.find_elements("css selector", "button")
+                             if b.find_elements("css selector", f".{icon}") and b.is_displayed()], 20, icon)
+    return found[0]
+
+
+def _putBrushAway(chrome) -> None:
+    """Choose "No tool", so that the brush outline is no longer drawn in the view."""
+    _iconButton(chrome, "mdi-cursor-default").click()
+
+
+def _axialPixels(chrome) -> np.ndarray:
+    return elementPixels(viewImages(chrome)[0])
+
+
+def test_token_is_required(web_server):
+    plain = web_server.url.split("?")[0]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(plain, timeout=10)
+    assert refused.value.code == 403
+    with urllib.request.urlopen(web_server.url, timeout=10) as answer:
+        assert answer.status == 200
+        assert "glims_web_token" in answer.headers.get("Set-Cookie", "")
+
+
+def test_sample_case_loads(chrome, screenshot_folder):
+    waitFor(lambda: len(viewImages(chrome)) >= 4, 60, "the four views")
+    _click(chrome, "glims-sample-menu")
+    _click(chrome, "glims-sample-synthetic-demo")
+    waitFor(lambda: "Loaded 4 volumes" in _text(chrome, "glims-case-message"), 60, "the case to load")
+    assert [_state(chrome, f"seg_input_{slot}") for slot in range(1, 5)] == [
+        v["value"] for v in sorted(_state(chrome, "seg_volumes"), key=lambda v: ["flair", "t1ce", "t1", "t2"].index(
+            v["title"].rsplit("_", 1)[1]))]
+    waitFor(lambda: _axialPixels(chrome).std() > 10, 30, "the FLAIR image in the axial view")
+    _save(chrome, screenshot_folder, "web_case_loaded.png")
+
+
+def test_segment_shows_named_segments(chrome, screenshot_folder):
+    _tab(chrome, "segment")
+    before = _axialPixels(chrome)
+    _click(chrome, "glims-segment")
+    waitFor(lambda: _state(chrome, "seg_status").startswith("Finished"), JOB_TIMEOUT_S, "the segmentation")
+    _tab(chrome, "edit")
+    shown = waitFor(lambda: (lambda items: items if all(any(n in i for i in items) for n in SEGMENT_NAMES) else None)(
+        _shownListItems(chrome)), 30, "the segment names in the segment list")
+    assert [next(i for i in shown if n in i) for n in SEGMENT_NAMES]
+    assert len(_state(chrome, "edit_segmentations")) == 1
+    waitFor(lambda: changedFraction(before, _axialPixels(chrome)) > 0.005, 30, "the segments drawn in the view")
+    _save(chrome, screenshot_folder, "web_result.png")
+
+
+def test_paint_changes_view_and_undo_reverts(chrome, screenshot_folder):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    _tab(chrome, "edit")
+    _iconButton(chrome, "mdi-brush").click()
+    time.sleep(1.0)
+    view = viewImages(chrome)[0]
+    before = elementPixels(view)
+    width, height = view.size["width"], view.size["height"]
+    actions = ActionChains(chrome)
+    actions.move_to_element_with_offset(view, -width // 6, height // 4).click_and_hold()
+    for step in range(1, 11):
+        actions.move_by_offset(width // 30, 0).pause(0.05)
+    actions.release().perform()
+    _save(chrome, screenshot_folder, "web_editing.png")
+    _putBrushAway(chrome)
+    [painted] = waitFor(lambda: (lambda now: (now,) if changedFraction(before, now) > 0.002 else None)(
+        _axialPixels(chrome)), 30, "the paint stroke in the view")
+    assert changedFraction(before, painted) > 0.002
+
+    undo = _iconButton(chrome, "mdi-undo")
+    waitFor(lambda: undo.is_enabled(), 20, "Undo enabled")
+    undo.click()
+    waitFor(lambda: changedFraction(before, _axialPixels(chrome)) < 0.0005, 30, "the view after undo")
+    assert changedFraction(before, _axialPixels(chrome)) < changedFraction(before, painted) / 4
+
+
+def test_export_reads_back_on_reference_grid(chrome, tmp_path):
+    import SimpleITK as sitk
+    import slicerio
+    from GLIMSSegmenterWeb.cases import SAMPLE_DEMO, prepareSample
+
+    _tab(chrome, "train")
+    _click(chrome, "glims-export")
+    name = waitFor(lambda: _text(chrome, "glims-export-message").split(" as ")[-1].rstrip(".")
+                   if "Exported" in _text(chrome, "glims-export-message") else "", 60, "the export")
+    assert name.endswith(".seg.nrrd")
+    path = waitFor(lambda: (chrome.downloads / name) if (chrome.downloads / name).is_file() and not list(
+        chrome.downloads.glob("*.crdownload")) else None, 60, f"the download of {name}")
+    segmentation = slicerio.read_segmentation(str(path))
+    assert [s["name"] for s in segmentation["segments"]] == list(SEGMENT_NAMES)
+    for segment in segmentation["segments"]:
+        assert segment["terminology"]["category"], segment
+        assert segment["terminology"]["type"], segment
+    assert sorted({int(v) for v in np.unique(segmentation["voxels"])} - {0}) <= [1, 2, 3]
+    sample = prepareSample(SAMPLE_DEMO, tmp_path, DEMO_SIZE)  # the same generated case as the server's
+    flair = sitk.ReadImage(str(sample.files[0]))
+    assert segmentation["voxels"].shape == flair.GetSize()
+    assert np.allclose(segmentation["ijkToLPS"][:3, 3], flair.GetOrigin(), atol=1e-3)
+    spacing = np.linalg.norm(segmentation["ijkToLPS"][:3, :3], axis=0)
+    assert np.allclose(spacing, flair.GetSpacing(), atol=1e-4)
+
+
+def test_cancel_leaves_no_segmentation(chrome):
+    _tab(chrome, "segment")
+    count = len(_state(chrome, "edit_segmentations"))
+    _click(chrome, "glims-segment")
+    waitFor(lambda: _text(chrome, "glims-segment").strip().lower() == "cancel", 20, "the Cancel button")
+    _click(chrome, "glims-segment")
+    waitFor(lambda: _text(chrome, "glims-seg-status").startswith("Cancelled"), JOB_TIMEOUT_S, "the cancel")
+    assert len(_state(chrome, "edit_segmentations")) == count
+    assert _text(chrome, "glims-segment").strip().lower() == "segment"
+
+
+def test_a_failing_job_leaves_the_page_usable(chrome):
+    _tab(chrome, "segment")
+    count = len(_state(chrome, "edit_segmentations"))
+    _choose(chrome, "glims-model", "(yours: tiny-broken)")
+    _click(chrome, "glims-segment")
+    status = waitFor(lambda: (lambda s: s if s.startswith("Failed") else None)(_state(chrome, "seg_status")),
+                     JOB_TIMEOUT_S, "the failure")
+    assert "sha256" in status or "checksum" in status or "weights" in status, status
+    assert len(_state(chrome, "edit_segmentations")) == count
+    _choose(chrome, "glims-model", "GLIMS BraTS, small default model")
+    waitFor(lambda: _state(chrome, "seg_button_enabled"), 20, "Segment enabled again")
+
+
+def test_fine_tune_offers_the_new_model(chrome, screenshot_folder):
+    _tab(chrome, "train")
+    _click(chrome, "glims-add-case")
+    message = waitFor(lambda: _text(chrome, "glims-train-message"), 60, "the case to be stored")
+    assert message.startswith("Added"), message
+    assert len(_state(chrome, "train_cases")) == 2
+
+    _tab(chrome, "segment")
+    _choose(chrome, "glims-model", "(yours: tiny-brats)")
+    waitFor(lambda: _state(chrome, "seg_model") == "tiny-brats", 20, "the tiny model selected")
+
+    _tab(chrome, "train")
+    _type(chrome, "glims-train-epochs", "1")
+    waitFor(lambda: str(_state(chrome, "train_epochs")) == "1", 10, "one epoch")
+    _click(chrome, "glims-finetune")
+    waitFor(lambda: _state(chrome, "train_busy"), 20, "the fine-tuning to start")
+    assert _state(chrome, "seg_button_enabled") is False  # one engine job at a time
+    assert not _state(chrome, "train_interrupted")
+    waitFor(lambda: _text(chrome, "glims-train-status").startswith("Finished"), 240, "the fine-tuning")
+    use = chrome.find_element("id", "glims-use-model")
+    assert "tiny-brats@1.1.0" in use.text.lower()  # a model you added gets a new version
+    chart = chrome.find_element("id", "glims-train-chart")
+    assert chart.find_elements("css selector", "svg polyline")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", chart)
+    _save(chrome, screenshot_folder, "web_finetune.png")
+    use.click()
+    waitFor(lambda: "version 1.1.0" in _state(chrome, "seg_model_summary"), 20, "the new version selected")
+    assert _state(chrome, "seg_model") == "tiny-brats"
+
+
+def test_stopping_fine_tuning_registers_nothing(chrome, web_home):
+    from glims.catalog import load_catalog
+
+    _tab(chrome, "train")
+    versions = [m.ref for m in load_catalog(web_home).models]
+    _type(chrome, "glims-train-epochs", "20")
+    waitFor(lambda: str(_state(chrome, "train_epochs")) == "20", 10, "twenty epochs")
+    _click(chrome, "glims-finetune")
+    waitFor(lambda: _state(chrome, "train_busy"), 20, "the fine-tuning to start")
+    _click(chrome, "glims-finetune")  # now "Stop"
+    waitFor(lambda: _state(chrome, "train_status").startswith("Stopped"), JOB_TIMEOUT_S, "the stop")
+    assert [m.ref for m in load_catalog(web_home).models] == versions  # the catalog on disk is unchanged
+    assert _state(chrome, "seg_button_enabled")
+
+
+def test_upload_loads_files_and_refuses_other_types(chrome, tmp_path):
+    from GLIMSSegmenterWeb.cases import SAMPLE_DEMO, prepareSample
+
+    _tab(chrome, "segment")
+    files = prepareSample(SAMPLE_DEMO, tmp_path, 32).files
+    upload = chrome.find_element("css selector", "#glims-upload-files")
+    upload.send_keys("\n".join(str(path) for path in files))
+    waitFor(lambda: "Loaded 4 volumes" in _text(chrome, "glims-case-message"), 60, "the uploaded case")
+    title = _state(chrome, "case_title")
+    assert title.startswith("Uploaded: ") and title.endswith("_t2.nii.gz") and "_flair.nii.gz, " in title
+    assert all(_state(chrome, f"seg_input_{slot}") for slot in range(1, 5))
+    assert _state(chrome, "edit_segmentations") == []  # a new case starts without results
+
+    note = tmp_path / "notes.nii.gz"
+    note.write_text("not an image")
+    upload.send_keys(str(note))
+    message = waitFor(lambda: (lambda m: m if m.startswith("Not loaded") else None)(
+        _text(chrome, "glims-case-message")), 60, "the refusal")
+    assert "not a readable image file" in message

@@ -165,9 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _report_error(Cancelled("cancelled by the user"), Cancelled.exit_code, ui, args.debug)
     except Exception as err:  # noqa: BLE001 - the last resort: a fault in glims still ends in one line and a code
-        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        hint = "" if args.debug else " (run with --debug for the traceback)"
-        internal = InternalError(f"internal error: {detail}{hint}")
+        internal = InternalError.of(err, "" if args.debug else " (run with --debug for the traceback)")
         if args.debug:
             traceback.print_exception(err, file=sys.stderr)
         return _report_error(internal, InternalError.exit_code, ui, False)

@@ -78,3 +78,9 @@ class InternalError(GlimsError):
     command line reports it in one line, with the traceback under ``--debug``."""
 
     exit_code = 70
+
+    @classmethod
+    def of(cls, err: BaseException, hint: str = "") -> InternalError:
+        """The one-line report of an unexpected exception ``err`` (``hint``: where its traceback can be seen)."""
+        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        return cls(f"internal error: {detail}{hint}")

@@ -45,7 +45,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .cli import UserInterface, build_parser
-from .errors import Cancelled, GlimsError, RequestError
+from .errors import Cancelled, GlimsError, InternalError, RequestError
 from .modelcache import ModelCache, use_model_cache
 from .progress import PROTOCOL_VERSION, CancelToken, JsonLinesReporter
 
@@ -171,10 +171,10 @@ class Worker:
         except KeyboardInterrupt:  # SIGINT between the command's own signal handlers
             reporter.error(Cancelled("cancelled by SIGINT"), Cancelled.exit_code)
             return Cancelled.exit_code
-        except Exception as err:  # a bug: its traceback on stderr, one line for the user, and the worker goes on
+        except Exception as err:  # a fault in glims: its traceback on stderr, one line for the user, worker goes on
             traceback.print_exc(file=sys.stderr)
-            reporter.error(err, 1)
-            return 1
+            reporter.error(InternalError.of(err, " (the traceback is in the worker's log)"), InternalError.exit_code)
+            return InternalError.exit_code
 
     def _parse(self, command: str, arguments: Sequence[str]) -> argparse.Namespace:
         """The command line's own parsing of ``glims COMMAND ARGUMENTS --progress json``."""

@@ -23,7 +23,7 @@ from .cpu_allocator import ALLOCATORS, retain_freed_memory
 from .errors import Cancelled, ConfigError, GlimsError, InternalError
 from .progress import CancelToken, HumanReporter, JsonLinesReporter
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "UsageError"]
 
 # name -> module under glims.commands (the order is the order of `glims --help`)
 COMMANDS = {
@@ -72,7 +72,7 @@ class UserInterface:
             self.reporter.result(outputs, summary)
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     """A command-line usage error, raised instead of argparse's immediate exit so that it is reported like others."""
 
     def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
@@ -82,7 +82,7 @@ class _UsageError(Exception):
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
-        raise _UsageError(self, message)
+        raise UsageError(self, message)
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as err:
+    except UsageError as err:
         err.parser.print_usage(sys.stderr)
         if _wants_json(sys.argv[1:] if argv is None else argv):
             JsonLinesReporter(sys.stdout).error(ConfigError(str(err)), ConfigError.exit_code)

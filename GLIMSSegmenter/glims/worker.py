@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from . import __version__
-from .cli import UserInterface, build_parser
+from .cli import UsageError, UserInterface, build_parser
 from .errors import Cancelled, GlimsError, InternalError, RequestError
 from .modelcache import ModelCache, use_model_cache
 from .progress import PROTOCOL_VERSION, CancelToken, JsonLinesReporter
@@ -183,12 +183,10 @@ class Worker:
         try:
             with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(captured):
                 return self._parser.parse_args([command, *arguments, "--progress", "json"])
-        except SystemExit as exit_:
-            if exit_.code in (0, None):
-                raise RequestError("--help and --version are not available in a worker request") from None
-            lines = [line for line in captured.getvalue().splitlines() if line.strip()]
-            detail = lines[-1].split("error: ", 1)[-1] if lines else "invalid arguments"
-            raise RequestError(f"glims {command}: {detail}") from None
+        except UsageError as err:
+            raise RequestError(f"glims {command}: {err}") from None
+        except SystemExit:  # --help or --version: argparse printed and exits (usage errors raise UsageError)
+            raise RequestError("--help and --version are not available in a worker request") from None
 
     # ---- the input thread -----------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from .errors import InputError
 from .imageio import Geometry, read_image, read_label_image
 from .jsonfiles import read_json
 from .locks import case_store_lock
-from .paths import NAME_MAX_LENGTH, check_name, home_folder, mark_owned, remove_owned
+from .paths import NAME_MAX_LENGTH, OWNED_MARKER, check_name, home_folder, mark_owned, remove_owned
 
 __all__ = ["StoredCase", "BrokenCase", "cases_dir", "add_case", "scan_cases", "list_cases", "remove_case",
            "load_case_label"]
@@ -246,6 +246,9 @@ def list_cases(home: str | os.PathLike | None = None, preset: str | None = None)
 def remove_case(case_id: str, home: str | os.PathLike | None = None) -> None:
     """Delete one case folder (a broken one too).
 
+    A case folder that an earlier glims version stored (before folders carried glims's marker) is recognised by its
+    layout, a real folder of the store holding a ``case.json`` file, and marked before it is removed.
+
     Raises:
         ConfigError: ``case_id`` is not a valid name (e.g. a path). InputError: no such case. OutputError: the
             folder is not glims's (``glims.paths.remove_owned``).
@@ -255,6 +258,9 @@ def remove_case(case_id: str, home: str | os.PathLike | None = None) -> None:
     with case_store_lock(home):
         if not folder.is_dir() or folder.is_symlink():
             raise InputError(f"no case {case_id!r} in the training set")
+        record = folder / CASE_FILE
+        if not (folder / OWNED_MARKER).exists() and record.is_file() and not record.is_symlink():
+            mark_owned(folder)  # stored by an earlier glims version, before the marker existed
         remove_owned(folder, home)
 
 

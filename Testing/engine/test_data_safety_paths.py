@@ -552,3 +552,21 @@ def test_a_usage_error_in_json_mode_is_also_an_error_event(capsys):
     event = json.loads(captured.out.strip().splitlines()[-1])
     assert code == 2 and event["type"] == "error" and "required" in event["message"]
     assert captured.err.strip().splitlines()[-1].startswith("glims segment: error:")
+
+
+def test_a_case_stored_before_folders_were_marked_can_still_be_removed(world, capsys):
+    from glims.casestore import add_case
+
+    home = world["home"]
+    files = volumes(world["root"] / "old")
+    add_case("brats", dict(zip(KEYS, files)), label_for(files[0], world["root"] / "old" / "l.nii.gz"),
+             case_id="old", home=home)
+    (home / "cases" / "old" / OWNED_MARKER).unlink()  # as an earlier glims version left it
+    stranger = home / "cases" / "stranger"  # a folder of the store without a case record is not glims's
+    stranger.mkdir()
+    (stranger / "notes.txt").write_text("kept")
+    assert main(["cases", "--home", str(home), "rm", "old"]) == 0
+    assert not (home / "cases" / "old").exists()
+    code = main(["cases", "--home", str(home), "rm", "stranger"])
+    one_error_line(capsys, code, 6, "glims did not create it")
+    assert (stranger / "notes.txt").read_text() == "kept"

@@ -62,7 +62,7 @@ class SampleCase:
 
 def sampleFolder(glimsHome: str | os.PathLike | None = None) -> Path:
     """Where generated sample cases are kept (not created here)."""
-    from glims.catalog import user_home
+    from glims.paths import user_home
 
     return user_home(glimsHome) / "sample_data"
 

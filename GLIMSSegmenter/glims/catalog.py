@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CatalogError, ConfigError
+from .fileio import write_json
 from .jsonfiles import read_json
 from .paths import check_name, home_folder, remove_owned, user_home
 
@@ -415,8 +416,6 @@ def match_inputs(spec: ModelSpec, names: Sequence[str], strict: bool = False) ->
 
 
 def _write_user_document(home: str | os.PathLike | None, document: dict[str, Any]) -> None:
-    from .checkpoint import write_json  # local import: checkpoint pulls in torch
-
     _validate(document, "(user catalog being written)")
     write_json(user_catalog_path(home), document)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import atomic_write
+from .fileio import atomic_write
 from .error_breakdown import DEFAULT_BOUNDARY_MM, ERROR_KINDS, RegionErrors, grid_ceiling, label_errors
 from .errors import ConfigError, InputError
 from .metrics import BRATS_HD95_PENALTY, REGIONS, RegionScore, get_convention, score_regions

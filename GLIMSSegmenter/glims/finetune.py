@@ -32,7 +32,7 @@ import numpy as np
 
 from .casestore import list_cases
 from .catalog import ModelSpec, add_user_entry, check_user_model_id, load_catalog, next_version
-from .checkpoint import atomic_write, sha256_file, write_json
+from .fileio import atomic_write, sha256_file, write_json
 from .errors import CheckpointError, ConfigError, GlimsError, InputError
 from .jsonfiles import read_json
 from .locks import catalog_lock, finetune_name_lock

@@ -23,6 +23,7 @@ import SimpleITK as sitk
 
 from .errors import InputError, OutputError
 from .filescan import is_sheared, scan_image_file, sheared_message
+from .fileio import current_umask
 
 __all__ = [
     "Geometry",
@@ -283,8 +284,6 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     Raises:
         OutputError: the file cannot be written.
     """
-    from .checkpoint import current_umask  # here: checkpoint imports torch, which readers of images do not need
-
     path = Path(path)
     suffix = _suffix(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")

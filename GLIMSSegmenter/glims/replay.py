@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalog import ModelSpec
+from .fileio import write_json
 from .errors import ConfigError, OutputError
 from .paths import home_folder, make_owned_dir, remove_owned
 from .progress import CancelToken, ProgressCallback
@@ -95,7 +96,6 @@ def replay_cases(
     Raises:
         ConfigError: a malformed recipe. Cancelled: cancelled during generation (nothing is left behind).
     """
-    from .checkpoint import write_json
     from .synth import generate_dataset, synth_params
 
     recipe = replay_recipe(spec)

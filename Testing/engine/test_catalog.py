@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from glims.catalog import load_catalog, load_presets, match_inputs, register_model, remove_model
-from glims.checkpoint import sha256_file
 from glims.cli import main
 from glims.errors import CatalogError
+from glims.fileio import sha256_file
 from glims.network import GLIMS
 
 TINY = dict(feature_size=6, img_size=32, num_heads=(1, 2, 2, 4), depths=(2, 2, 2, 2))

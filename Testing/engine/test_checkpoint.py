@@ -16,9 +16,9 @@ from glims.checkpoint import (
     load_into_model,
     load_state_dict,
     save_checkpoint,
-    sha256_file,
 )
 from glims.errors import CheckpointError
+from glims.fileio import sha256_file
 from glims.network import GLIMS
 
 TINY = dict(feature_size=6, img_size=32, num_heads=(1, 2, 2, 4), depths=(2, 2, 2, 2))

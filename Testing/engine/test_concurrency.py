@@ -13,7 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from glims.catalog import load_catalog
-from glims.checkpoint import sha256_file
+from glims.fileio import sha256_file
 from glims.locks import finetune_name_lock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from glims.catalog import load_catalog
-from glims.checkpoint import load_checkpoint, load_into_model, sha256_file
+from glims.checkpoint import load_checkpoint, load_into_model
+from glims.fileio import sha256_file
 from glims.progress import parse_protocol_line
 from glims.synth import generate_case, write_case
 from glims.training.data import InputMatcher, discover_cases, load_case, split_cases

@@ -16,8 +16,8 @@ import SimpleITK as sitk
 
 from glims.casestore import add_case
 from glims.catalog import load_catalog
-from glims.checkpoint import sha256_file
 from glims.errors import ConfigError, InputError
+from glims.fileio import sha256_file
 from glims.finetune import split_for_finetuning
 from glims.progress import parse_protocol_line
 

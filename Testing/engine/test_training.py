@@ -13,9 +13,10 @@ import SimpleITK as sitk
 import torch
 
 from glims.catalog import load_catalog, load_presets
-from glims.checkpoint import load_checkpoint, sha256_file
+from glims.checkpoint import load_checkpoint
 from glims.cli import main
 from glims.errors import Cancelled, CheckpointError, ConfigError, InputError
+from glims.fileio import sha256_file
 from glims.network import GLIMS
 from glims.progress import CancelToken, parse_protocol_line
 from glims.synth import generate_case, write_case

@@ -13,8 +13,8 @@ import pytest
 import SimpleITK as sitk
 
 from glims.catalog import load_catalog
-from glims.checkpoint import sha256_file
 from glims.errors import ConfigError, InputError
+from glims.fileio import sha256_file
 
 from GLIMSSegmenterLib import sceneio, trainingset
 from GLIMSSegmenterLib.job import JobBusyError, JobState

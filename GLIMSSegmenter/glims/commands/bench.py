@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ui) -> int:
-    from ..checkpoint import atomic_write
+    from ..fileio import atomic_write
     from ..progress import CancelToken, cancel_on_signals
 
     target = TARGETS[args.target]

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write
+from ..fileio import atomic_write
 
 __all__ = ["write_history", "plot_curves"]
 

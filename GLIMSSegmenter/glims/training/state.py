@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..fileio import atomic_write, sha256_file
 from ..errors import CheckpointError
 
 __all__ = ["STATE_FILE", "save_state", "load_state"]
@@ -36,8 +37,6 @@ def save_state(run_dir: Path, model: torch.nn.Module, architecture: Mapping[str,
     meta_path = save_checkpoint(run_dir / f"last-e{epoch:04d}", model.state_dict(), architecture,
                                 extra={"training_state": STATE_FILE, "epoch": epoch})
     weights = meta_path.with_suffix(".safetensors")
-    from ..checkpoint import sha256_file
-
     payload = {**state, "format": STATE_FORMAT, "format_version": STATE_VERSION,
                "weights_file": weights.name, "weights_sha256": sha256_file(weights)}
     buffer = io.BytesIO()

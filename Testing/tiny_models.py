@@ -8,9 +8,10 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-from glims.catalog import ModelSpec, register_model
+from glims.catalog import ModelSpec
 from glims.checkpoint import save_checkpoint
 from glims.network import GLIMS
+from glims.registry import register_model
 
 TINY_ARCH = {"feature_size": 6, "img_size": [32, 32, 32], "num_heads": [1, 2, 2, 4], "depths": [2, 2, 2, 2]}
 BRATS_CASES = {

@@ -31,13 +31,14 @@ from typing import Any
 import numpy as np
 
 from .casestore import list_cases
-from .catalog import ModelSpec, add_user_entry, check_user_model_id, load_catalog, next_version
-from .fileio import atomic_write, sha256_file, write_json
+from .catalog import ModelSpec, load_catalog
 from .errors import CheckpointError, ConfigError, GlimsError, InputError
+from .fileio import atomic_write, sha256_file, write_json
 from .jsonfiles import read_json
 from .locks import catalog_lock, finetune_name_lock
 from .paths import check_name, home_folder, make_owned_dir, remove_owned
 from .progress import CancelToken, ProgressCallback
+from .registry import add_user_entry, check_user_model_id, next_version
 from .replay import replay_cases
 from .training import distributed
 from .training.data import InputMatcher, discover_cases

@@ -20,7 +20,7 @@ from .catalog import ModelSpec
 from .checkpoint import load_checkpoint, load_into_model
 from .errors import CheckpointError, ConfigError, DeviceError
 from .modelcache import active_model_cache
-from .network import GLIMS
+from .network import GLIMS, build
 from .progress import CancelToken
 
 __all__ = ["resolve_device", "load_models", "predict_logits", "count_windows", "InferenceOptions", "FLIP_SETS"]
@@ -91,9 +91,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def build_network(architecture: dict) -> GLIMS:
-    config = {k: v for k, v in architecture.items() if k != "name"}
+    """``glims.network.build`` with a bad architecture reported as a ``CheckpointError`` naming the catalog entry."""
     try:
-        return GLIMS(**config)
+        return build(architecture)
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"invalid architecture in the catalog entry: {err}") from None
 

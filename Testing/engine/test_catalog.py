@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from glims.catalog import load_catalog, load_presets, match_inputs, register_model, remove_model
+from glims.catalog import load_catalog, load_presets, match_inputs
 from glims.cli import main
 from glims.errors import CatalogError
 from glims.fileio import sha256_file
 from glims.network import GLIMS
+from glims.registry import register_model, remove_model
 
 TINY = dict(feature_size=6, img_size=32, num_heads=(1, 2, 2, 4), depths=(2, 2, 2, 2))
 

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ui) -> int:
-    from ..catalog import load_catalog, register_model, remove_model
+    from ..catalog import load_catalog
+    from ..registry import register_model, remove_model
 
     if args.action == "default":
         return _choose_default(args, ui)
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace, ui) -> int:
 
 
 def _choose_default(args: argparse.Namespace, ui) -> int:
-    from ..catalog import load_catalog, reset_default_model, set_default_model
+    from ..catalog import load_catalog
+    from ..registry import reset_default_model, set_default_model
     from ..errors import ConfigError
 
     if args.reset == (args.model is not None):

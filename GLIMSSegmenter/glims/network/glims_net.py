@@ -11,8 +11,9 @@ model card of each catalog entry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from .conv_blocks import CSAB, DMSF, DMSU, ConvNormAct, OutputHead
 from .fast_cpu import Workspace, fast_path_applies, to_channels_last, use_workspace
 from .swin import SwinStage, SwinUpStage
 
-__all__ = ["GLIMS", "GLIMSConfig", "PRECISIONS"]
+__all__ = ["GLIMS", "GLIMSConfig", "PRECISIONS", "build"]
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 """Compute precisions of the CPU fast path: float32 (exact, the default) and bfloat16 (reduced, opt-in)."""
@@ -228,3 +229,13 @@ class GLIMS(nn.Module):
         if not self.training:
             return self.out1(up1)
         return [self.out1(up1), self.out2(up2), self.out3(up3), self.out4(up4)]
+
+
+def build(architecture: Mapping[str, Any]) -> GLIMS:
+    """The network an ``architecture`` mapping describes: a catalog entry's or a checkpoint's (its ``name`` key,
+    ``"GLIMS"``, is dropped; every other key is a ``GLIMS`` argument).
+
+    Raises:
+        TypeError: an unknown key. ValueError: an impossible configuration (e.g. a window size not divisible by 32).
+    """
+    return GLIMS(**{key: value for key, value in architecture.items() if key != "name"})

@@ -34,7 +34,7 @@ from GLIMSSegmenterLib.engine import engineEnvironment
 from GLIMSSegmenterLib.finetuning import FineTuningLogic
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic  # noqa: F401  (Slicer looks it up in this module)
-from GLIMSSegmenterLib.parameters import DEVICES, INPUT_SLOTS, SegmentationParameters
+from GLIMSSegmenterLib.parameters import DEFAULT_OVERLAP, DEVICES, INPUT_SLOTS, SegmentationParameters
 
 
 
@@ -94,7 +94,7 @@ class GLIMSSegmenterParameterNode:
     inputVolume4: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
     device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    overlap: Annotated[float, WithinRange(0.0, 0.9)] = 0.5
+    overlap: Annotated[float, WithinRange(0.0, 0.9)] = DEFAULT_OVERLAP  # set to the model's own on model change
     testTimeFlips: bool = False
     wholeImage: bool = False
 
@@ -357,6 +357,9 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._updatingGui or not self._parameterNode or index < 0:
             return
         self._parameterNode.modelId = self.ui.modelComboBox.itemData(index)
+        spec = self._currentModel()
+        if spec is not None:
+            self._parameterNode.overlap = spec.overlap  # each model starts from its own overlap
         self.onAutoFillInputs(onlyEmpty=True)
 
     def onAutoFillInputs(self, checked=False, onlyEmpty=False):

@@ -43,10 +43,6 @@ logger = logging.getLogger(__name__)
 MIN_CASES = 2
 """Cases needed to fine-tune: at least one to learn from and one held out for validation."""
 
-_RUN_STATE_FILE, _RUN_REGISTERED_FILE = "state.pt", "registered.json"
-"""How ``glims.finetune`` marks a run folder ``<home>/finetune/<name>-<version>``: resumable / finished."""
-
-
 class FineTuneJob(EngineJob):
     """A running ``glims finetune``; its result is the new model's catalog entry (``glims.catalog.ModelSpec``).
 
@@ -161,26 +157,13 @@ class FineTuningLogic:
         spec = self.segmenter.model(modelId)
         return spec.id if not spec.builtin else f"{spec.id}-finetuned"
 
-    def _runsFolder(self) -> Path:
-        from glims.paths import home_folder
-
-        return home_folder("finetune", self.glimsHome)
-
     def interruptedRuns(self, name: str) -> list[Path]:
         """Run folders of ``name`` that were stopped after at least one epoch (they can be resumed); none for a name
-        that is not a valid model name (no run can have it)."""
-        from glims.errors import ConfigError
-        from glims.paths import check_name
+        that is not a valid model name (no run can have it). The engine knows the run-folder layout
+        (``glims.runfolders.interrupted_runs``)."""
+        from glims.runfolders import interrupted_runs
 
-        try:
-            check_name(name, "model name")
-        except ConfigError:
-            return []
-        folder = self._runsFolder()
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.glob(f"{name}-*") if (p / _RUN_STATE_FILE).is_file()
-                      and not (p / _RUN_REGISTERED_FILE).is_file())
+        return interrupted_runs(name, self.glimsHome)
 
     def discardInterruptedRuns(self, name: str) -> None:
         """Delete the stopped runs of ``name`` so that a new run can start (the catalog is not touched).

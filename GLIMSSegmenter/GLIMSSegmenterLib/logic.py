@@ -95,10 +95,12 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
     # ---- parameters ---------------------------------------------------------------------------------------
 
     def setDefaultParameters(self, parameterNode) -> None:
-        """Fill in what is unset: the default model, device ``auto``, its overlap."""
+        """Fill in what is unset: the default model, device ``auto``, the model's own overlap."""
         params = SegmentationParameters.fromParameterNode(parameterNode)
         if not params.modelId:
             params.modelId = self.defaultModelId()
+        if params.overlap is None:
+            params.overlap = self.model(params.modelId).overlap
         params.writeToParameterNode(parameterNode)
 
     def inputsFromParameters(self, params: SegmentationParameters) -> dict[str, object]:
@@ -244,8 +246,15 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         params = SegmentationParameters.fromParameterNode(parameterNode)
         return self.startSegmentation(params.modelId, self.inputsFromParameters(params),
                                       outputSegmentation=params.outputSegmentation, device=params.device,
-                                      overlap=params.overlap, testTimeFlips=params.testTimeFlips,
+                                      overlap=self.chosenOverlap(params), testTimeFlips=params.testTimeFlips,
                                       wholeImage=params.wholeImage, **options)
+
+    def chosenOverlap(self, params: SegmentationParameters) -> float | None:
+        """The overlap to ask the engine for: None (the engine applies the model's own, from its catalog entry)
+        unless the parameters hold another value, one the user chose."""
+        if params.overlap is None or params.overlap == self.model(params.modelId).overlap:
+            return None
+        return params.overlap
 
     def temporaryRoot(self) -> str | None:
         """Slicer's temporary folder in the application, None (the system's) elsewhere."""

@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from glims.catalog import PRESET_NAMES
+
 from .engine import MODULE_DIR, engineCommand, engineEnvironment
 from .process import EngineProcess, ProcessState
 
@@ -36,8 +38,8 @@ __all__ = [
 PROJECT_URL = "https://github.com/glims-segmenter/SlicerGLIMSSegmenter"
 """The project's home: documentation, model cards."""
 
-PRESETS = ("brats", "btcv")
-"""Task presets a user checkpoint can be registered with."""
+PRESETS = PRESET_NAMES
+"""Task presets a user checkpoint can be registered with (the engine's ``glims.catalog.PRESET_NAMES``)."""
 
 
 class ModelCommandError(RuntimeError):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["INPUT_SLOTS", "DEVICES", "PARAMETER_TYPES", "SegmentationParameters"]
+from glims.catalog import DEFAULT_OVERLAP
+
+__all__ = ["INPUT_SLOTS", "DEVICES", "DEFAULT_OVERLAP", "PARAMETER_TYPES", "SegmentationParameters"]
 
 INPUT_SLOTS = 4
 """Volume selectors in the panel: the most inputs a model may have (BraTS: 4)."""
@@ -40,8 +42,8 @@ class SegmentationParameters:
     outputSegmentation: object = None
     """An existing segmentation node to replace, or None for a new node."""
     device: str = "auto"
-    overlap: float = 0.5
-    """Fraction (0-0.9) by which neighbouring sliding windows overlap."""
+    overlap: float | None = None
+    """Fraction (0-0.9) by which neighbouring sliding windows overlap; None: the model's own (its catalog entry's)."""
     testTimeFlips: bool = False
     wholeImage: bool = False
     """Windows over the whole image (the reference pipeline's answer, slower) instead of the foreground box."""
@@ -69,7 +71,7 @@ class SegmentationParameters:
         """Store every parameter (one Modified event)."""
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
-        if not 0.0 <= self.overlap <= 0.9:
+        if self.overlap is not None and not 0.0 <= self.overlap <= 0.9:
             raise ValueError(f"overlap must be between 0 and 0.9, not {self.overlap}")
         volumes = list(self.inputVolumes) + [None] * (INPUT_SLOTS - len(self.inputVolumes))
         if len(volumes) > INPUT_SLOTS:
@@ -78,7 +80,7 @@ class SegmentationParameters:
         try:
             parameterNode.SetParameter("modelId", self.modelId)
             parameterNode.SetParameter("device", self.device)
-            parameterNode.SetParameter("overlap", str(float(self.overlap)))
+            parameterNode.SetParameter("overlap", "" if self.overlap is None else str(float(self.overlap)))
             parameterNode.SetParameter("testTimeFlips", "True" if self.testTimeFlips else "False")
             parameterNode.SetParameter("wholeImage", "True" if self.wholeImage else "False")
             for slot, volume in enumerate(volumes, start=1):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from glims.errors import Cancelled
 from glims.progress import ProgressEvent, parse_protocol_line
 
 __all__ = ["ProcessState", "ProcessOutcome", "EngineProcess", "terminateProcessTree", "startLineReaders",
@@ -32,7 +33,7 @@ __all__ = ["ProcessState", "ProcessOutcome", "EngineProcess", "terminateProcessT
 
 logger = logging.getLogger(__name__)
 
-CANCELLED_EXIT_CODE = 130
+CANCELLED_EXIT_CODE = Cancelled.exit_code
 """The engine's exit code after a clean cancel (``glims.errors.Cancelled.exit_code``)."""
 
 _LOG_TAIL_LINES = 50

@@ -32,6 +32,8 @@ from .paths import user_home  # re-exported: the glims home is glims.paths.user_
 
 __all__ = [
     "TERMINOLOGY_CONTEXT",
+    "DEFAULT_OVERLAP",
+    "INFERENCE_PRECISIONS",
     "InputSpec",
     "LabelSpec",
     "WeightsSpec",
@@ -39,6 +41,7 @@ __all__ = [
     "Catalog",
     "load_catalog",
     "load_presets",
+    "PRESET_NAMES",
     "user_home",
     "match_inputs",
     "expected_out_channels",
@@ -54,6 +57,10 @@ logger = logging.getLogger(__name__)
 RESOURCES = Path(__file__).resolve().parent / "resources"
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMY_CONTEXT = "Anatomic codes - DICOM master list"
+DEFAULT_OVERLAP = 0.5
+"""Sliding-window overlap of a model whose catalog entry sets none (``inference.overlap``)."""
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16")
+"""Arithmetic of a segmentation run (``inference.precision``, ``glims segment --precision``)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,11 @@ class ModelSpec:
     def roi_size(self) -> tuple[int, int, int]:
         size = self.architecture.get("img_size", 96)
         return tuple(size) if isinstance(size, (list, tuple)) else (size,) * 3  # type: ignore[return-value]
+
+    @property
+    def overlap(self) -> float:
+        """The model's sliding-window overlap: its entry's ``inference.overlap``, else ``DEFAULT_OVERLAP``."""
+        return float(self.inference.get("overlap", DEFAULT_OVERLAP))
 
     def label_by_value(self) -> dict[int, LabelSpec]:
         return {label.value: label for label in self.labels}
@@ -264,7 +276,12 @@ def validate_document(document: Any, source: str, required: bool = True) -> None
 
 
 def load_presets() -> dict[str, dict[str, Any]]:
+    """The task presets of ``resources/presets.json`` by name."""
     return json.loads((RESOURCES / "presets.json").read_text())
+
+
+PRESET_NAMES: tuple[str, ...] = tuple(load_presets())
+"""The task presets (``brats``, ``btcv``): the choices of every ``--preset`` and of the Slicer module."""
 
 
 def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: Path, builtin: bool) -> ModelSpec:

@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write
+from .casefiles import CaseFiles
 from .error_breakdown import DEFAULT_BOUNDARY_MM, ERROR_KINDS, RegionErrors, grid_ceiling, label_errors
 from .errors import ConfigError, InputError
+from .fileio import atomic_write
 from .metrics import BRATS_HD95_PENALTY, REGIONS, RegionScore, get_convention, score_regions
 from .progress import CancelToken, ProgressCallback, StagePlan
 
@@ -166,15 +167,6 @@ def find_label_files(folder: str | os.PathLike, pattern: str | None = None) -> d
     return labels
 
 
-@dataclass
-class CaseFiles:
-    """A case folder's input images and its reference label."""
-
-    case_id: str
-    images: list[Path]
-    label: Path
-
-
 def find_cases(folder: str | os.PathLike) -> list[CaseFiles]:
     """Cases under ``folder``: each reference label (named as in ``find_label_files``) with the image files of
     the same case id (``<ID>_flair.nii.gz``, ``<ID>-t1c.nii.gz``...), sorted by id.
@@ -189,7 +181,7 @@ def find_cases(folder: str | os.PathLike) -> list[CaseFiles]:
         found = _classify(path)
         if found is not None and found.kind == "image":
             images.setdefault(found.case_id, []).append(path)
-    cases = [CaseFiles(cid, sorted(images[cid]), labels[cid]) for cid in sorted(labels) if cid in images]
+    cases = [CaseFiles(cid, tuple(sorted(images[cid])), labels[cid]) for cid in sorted(labels) if cid in images]
     for cid in sorted(set(labels) - set(images)):
         log.warning("case %s has a label but no images; skipped", cid)
     if not cases:

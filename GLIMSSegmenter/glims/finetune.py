@@ -40,6 +40,7 @@ from .paths import check_name, home_folder, make_owned_dir, remove_owned
 from .progress import CancelToken, ProgressCallback
 from .registry import add_user_entry, check_user_model_id, next_version
 from .replay import replay_cases
+from .runfolders import REGISTERED_FILE, has_state, interrupted_runs, run_folder, runs_folder
 from .training import distributed
 from .training.data import InputMatcher, discover_cases
 from .training.labels import REGIONS
@@ -47,7 +48,6 @@ from .training.trainer import TrainConfig, TrainResult, train
 
 __all__ = ["FinetuneResult", "finetune", "split_for_finetuning"]
 
-REGISTERED_FILE = "registered.json"
 REPLAY_FILE = "replay.json"
 FEW_CASES = 5
 
@@ -112,15 +112,14 @@ def _replay_cases(spec: ModelSpec, train_dirs: Sequence[Path], replay: Sequence[
 
 
 def _run_dir(home, name: str, version: str, resume: bool) -> Path:
-    root = home_folder("finetune", home, create=True)
+    root = runs_folder(home, create=True)
     if resume:
-        runs = sorted((p for p in root.glob(f"{name}-*") if (p / "state.pt").is_file()
-                       and not (p / REGISTERED_FILE).is_file()), key=lambda p: p.stat().st_mtime)
+        runs = interrupted_runs(name, home)
         if not runs:
             raise ConfigError(f"no interrupted fine-tuning run of {name!r} to resume in {root}")
         return runs[-1]
-    run = root / f"{name}-{version}"
-    if run.exists() and not (run / "state.pt").is_file():
+    run = run_folder(name, version, home)
+    if run.exists() and not has_state(run):
         remove_owned(run, home)  # killed before its first epoch ended: nothing to resume
     if run.exists():
         raise ConfigError(f"{run} holds an interrupted run of {name!r}: continue it with --resume")
@@ -134,7 +133,7 @@ def _discarded_if_it_never_started(run_dir: Path, home, resume: bool):
     try:
         yield
     except BaseException:
-        if not resume and distributed.is_main_process() and not (Path(run_dir) / "state.pt").is_file():
+        if not resume and distributed.is_main_process() and not has_state(Path(run_dir)):
             with contextlib.suppress(OSError, GlimsError):
                 remove_owned(run_dir, home)
         raise

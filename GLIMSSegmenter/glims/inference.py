@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .catalog import ModelSpec
+from .catalog import DEFAULT_OVERLAP, INFERENCE_PRECISIONS, ModelSpec
 from .checkpoint import load_checkpoint, load_into_model
 from .errors import CheckpointError, ConfigError, DeviceError
 from .modelcache import active_model_cache
@@ -37,7 +37,7 @@ class InferenceOptions:
 
     device: str = "auto"
     """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     """Fraction of a window shared with its neighbour (0 <= overlap < 1)."""
     blend: str = "gaussian"
     """``gaussian`` (centre-weighted) or ``constant`` blending of overlapping windows."""
@@ -56,8 +56,9 @@ class InferenceOptions:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.blend not in ("gaussian", "constant"):
             raise ConfigError(f"blend must be gaussian or constant, got {self.blend!r}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ConfigError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise ConfigError(f"precision must be {', '.join(INFERENCE_PRECISIONS[:-1])} or "
+                              f"{INFERENCE_PRECISIONS[-1]}, got {self.precision!r}")
         if self.sw_batch_size < 1:
             raise ConfigError("sw_batch_size must be at least 1")
 

@@ -158,8 +158,35 @@ def test_parameters_are_validated_and_defaults_filled(logic, scene, headless):
     logic.setDefaultParameters(node)
     params = SegmentationParameters.fromParameterNode(node)
     assert params.modelId in {m.id for m in logic.catalog().models}
-    assert (params.device, params.overlap, params.testTimeFlips, params.wholeImage) == ("auto", 0.5, False, False)
+    assert (params.device, params.testTimeFlips, params.wholeImage) == ("auto", False, False)
+    assert params.overlap == logic.model(params.modelId).overlap  # the model's own, from its catalog entry
     with pytest.raises(ValueError, match="device"):
         SegmentationParameters(device="tpu").writeToParameterNode(node)
     with pytest.raises(ValueError, match="overlap"):
         SegmentationParameters(overlap=0.95).writeToParameterNode(node)
+
+
+def test_the_panel_sends_no_overlap_unless_the_user_changed_it(headless, tmp_path):
+    """A model's own overlap (its catalog entry's) applies from the panel; a value the user set is sent as set."""
+    from tiny_models import register_tiny_model
+
+    from GLIMSSegmenterLib.engine import segmentArguments
+    from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic
+
+    headless.clear()
+    register_tiny_model(tmp_path, "brats", model_id="tiny-quarter", overrides={"inference": {"overlap": 0.25}})
+    logic = GLIMSSegmenterLogic(glimsHome=tmp_path)
+    node = logic.getParameterNode()
+    SegmentationParameters(modelId="tiny-quarter").writeToParameterNode(node)
+    logic.setDefaultParameters(node)
+    params = SegmentationParameters.fromParameterNode(node)
+    assert (params.modelId, params.overlap) == ("tiny-quarter", 0.25)  # the panel shows the model's own
+    assert logic.chosenOverlap(params) is None
+    assert "--overlap" not in segmentArguments("tiny-quarter@1.0.0", ["a.nrrd"], "o.seg.nrrd",
+                                               overlap=logic.chosenOverlap(params))
+    params.overlap = 0.5  # the user moved the slider (to what used to be every model's panel value)
+    params.writeToParameterNode(node)
+    assert logic.chosenOverlap(SegmentationParameters.fromParameterNode(node)) == 0.5
+    node.SetParameter("overlap", "")  # a script that never set one: the model's own
+    assert SegmentationParameters.fromParameterNode(node).overlap is None
+    assert logic.chosenOverlap(SegmentationParameters.fromParameterNode(node)) is None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..catalog import PRESET_NAMES
+
 HELP = "list the model catalog; add or remove user models; choose the default model"
 
 DESCRIPTION = (
@@ -28,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("file")
     add.add_argument("--id", required=True,
                      help="model id: up to 64 letters, digits, . _ - (not the id of a built-in model)")
-    add.add_argument("--preset", required=True, choices=("brats", "btcv"))
+    add.add_argument("--preset", required=True, choices=PRESET_NAMES)
     add.add_argument("--title")
     add.add_argument("--description", default="")
     add.add_argument("--license", dest="license_text", help="licence of the weights")
@@ -40,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "default (of --preset's task, or of every task).")
     default.add_argument("model", nargs="?", help="model id or id@version")
     default.add_argument("--reset", action="store_true", help="use the built-in default model again")
-    default.add_argument("--preset", choices=("brats", "btcv"), help="with --reset: only this task")
+    default.add_argument("--preset", choices=PRESET_NAMES, help="with --reset: only this task")
 
 
 def run(args: argparse.Namespace, ui) -> int:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from ..catalog import DEFAULT_OVERLAP, INFERENCE_PRECISIONS, PRESET_NAMES
+
 HELP = "segment one case with a catalog model"
 PROGRESS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", default=None, help="model id or id@version (default: the default model of --preset)")
-    parser.add_argument("--preset", default="brats", choices=("brats", "btcv"), help="task, when no --model is given")
+    parser.add_argument("--preset", default="brats", choices=PRESET_NAMES, help="task, when no --model is given")
     parser.add_argument("-i", "--input", action="append", required=True, metavar="IMG",
                         help="input image file or DICOM folder; repeat once per model input. Roles are taken from "
                              "the file names (else the order given); name a role explicitly as ROLE=IMG, e.g. "
@@ -28,10 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", help="JSON report (volumes, timings, model, device); default: OUTPUT's name + .json")
     parser.add_argument("--no-report", action="store_true", help="do not write the JSON report")
     parser.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--overlap", type=float, default=None, help="window overlap in [0, 1) (default: model's, 0.5)")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help=f"window overlap in [0, 1) (default: the model's, else {DEFAULT_OVERLAP:g})")
     parser.add_argument("--blend", choices=("gaussian", "constant"), default=None)
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None)
+    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=None)
     parser.add_argument("--tta", action="store_true", help="test-time flips (4x slower, smoother)")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the small-component clean-up")
     parser.add_argument("--no-crop", action="store_true", help="run windows over the whole image, not just the foreground")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from ..casefiles import CaseFiles
 from ..catalog import InputSpec, match_inputs
 from ..errors import ConfigError, InputError, OutputError
 from ..imageio import read_image, read_label_image, write_image
@@ -60,24 +61,6 @@ class InputMatcher:
     def from_preset(cls, preset: Mapping) -> InputMatcher:
         inputs = tuple(InputSpec(i["key"], i["title"], tuple(i["patterns"])) for i in preset["inputs"])
         return cls(inputs, tuple(preset.get("match_priority", [i.key for i in inputs])))
-
-
-@dataclass(frozen=True)
-class CaseFiles:
-    """The files of one case."""
-
-    case_id: str
-    images: tuple[Path, ...]
-    """One file per model input, in the model's input order."""
-    label: Path
-    convention: str
-    """``brats2023``, ``brats2017``, ``brats2013`` or ``auto`` (decided from the values when loaded)."""
-    label_quality: str
-    """``exact`` (synthetic), ``silver`` (algorithm output or fusion) or ``reference`` (as given)."""
-
-    def to_dict(self) -> dict:
-        return {"id": self.case_id, "images": [str(p) for p in self.images], "label": str(self.label),
-                "convention": self.convention, "label_quality": self.label_quality}
 
 
 @dataclass

@@ -20,13 +20,13 @@ import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..fileio import atomic_write, sha256_file
+from ..runfolders import STATE_FILE
 from ..errors import CheckpointError
 
 __all__ = ["STATE_FILE", "save_state", "load_state"]
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
 STATE_FORMAT = "glims-train-state"
 STATE_VERSION = 1
 

@@ -2,12 +2,13 @@
 #   make demo   - create .venv with the pinned packages, then run the embedded demo
 #   make test   - create .venv if needed, then run the test suite
 #   make app    - create .venv if needed, then start the web app (docs/web_app.md)
+#   make typecheck - mypy on the engine's typed modules
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean-venv app
+.PHONY: demo test venv clean-venv app typecheck
 
 $(STAMP): requirements/pinned.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q Testing
+
+# The type check of the engine's typed modules ([tool.mypy] in pyproject.toml)
+typecheck: $(STAMP)
+	cd GLIMSSegmenter && ../$(VENV)/bin/mypy glims/errors.py glims/paths.py glims/fileio.py glims/jsonfiles.py glims/locks.py \
+		glims/runfolders.py glims/casefiles.py glims/catalog.py glims/registry.py
 
 # The web app (GLIMSSegmenterWeb) on http://127.0.0.1:8080; e.g. make app APP_ARGS="--data ~/cases"
 app: $(STAMP)

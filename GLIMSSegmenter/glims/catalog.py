@@ -154,7 +154,7 @@ class ModelSpec:
     @property
     def roi_size(self) -> tuple[int, int, int]:
         size = self.architecture.get("img_size", 96)
-        return tuple(size) if isinstance(size, (list, tuple)) else (size,) * 3  # type: ignore[return-value]
+        return tuple(size) if isinstance(size, (list, tuple)) else (size,) * 3
 
     @property
     def overlap(self) -> float:

@@ -15,16 +15,20 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .paths import check_name, home_folder
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 __all__ = ["STORE_WAIT_S", "catalog_lock", "case_store_lock", "finetune_name_lock"]
 
 STORE_WAIT_S = 120.0
 """Longest wait for another process's catalog or case-store change (each lasts well under a second)."""
 
-_LOCKS: dict[str, object] = {}
+_LOCKS: dict[str, FileLock] = {}
 
 
 @contextlib.contextmanager

@@ -49,12 +49,15 @@ __all__ = [
     "read_document",
     "validate_document",
     "user_catalog_path",
+    "BUILTIN_CATALOG",
     "version_key",
 ]
 
 logger = logging.getLogger(__name__)
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
+BUILTIN_CATALOG = RESOURCES / "models.json"
+"""The catalog of the models shipped with glims."""
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMY_CONTEXT = "Anatomic codes - DICOM master list"
 DEFAULT_OVERLAP = 0.5
@@ -200,6 +203,7 @@ class ModelSpec:
 
 
 def version_key(version: str) -> tuple[int, ...]:
+    """``"1.10.0"`` -> ``(1, 10, 0)``: versions in numeric order."""
     return tuple(int(p) for p in version.split("."))
 
 
@@ -354,12 +358,18 @@ def expected_out_channels(output: Mapping[str, Any], n_labels: int) -> int | Non
 
 
 def read_document(path: Path, required: bool = True) -> dict[str, Any]:
+    """A catalog file, read and checked against the schema (``validate_document``).
+
+    Raises:
+        CatalogError: unreadable, not JSON or not a valid catalog.
+    """
     document = read_json(path, "model catalog", CatalogError)
     validate_document(document, str(path), required)
     return document
 
 
 def user_catalog_path(home: str | os.PathLike | None = None) -> Path:
+    """``<home>/models/catalog.json``: the user's catalog."""
     return user_home(home) / "models" / "catalog.json"
 
 
@@ -370,7 +380,7 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
         CatalogError: a catalog file is not valid JSON or does not follow the schema.
     """
     presets = load_presets()
-    builtin_path = builtin_path or RESOURCES / "models.json"
+    builtin_path = builtin_path or BUILTIN_CATALOG
     builtin = read_document(builtin_path, required=False)["models"]
     models = [spec_from_entry(e, presets, builtin_path.parent, True) for e in builtin]
     builtin_ids = {m.id for m in models}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import (
-    RESOURCES,
+    BUILTIN_CATALOG,
     Catalog,
     ModelSpec,
     expected_out_channels,
@@ -44,9 +44,6 @@ __all__ = [
     "check_user_model_id",
     "next_version",
 ]
-
-BUILTIN_CATALOG = RESOURCES / "models.json"
-
 
 def _write_user_document(home: str | os.PathLike | None, document: dict[str, Any]) -> None:
     validate_document(document, "(user catalog being written)")

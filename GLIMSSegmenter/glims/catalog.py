@@ -42,6 +42,7 @@ __all__ = [
     "load_catalog",
     "load_presets",
     "PRESET_NAMES",
+    "DEFAULT_PRESET",
     "user_home",
     "match_inputs",
     "expected_out_channels",
@@ -240,9 +241,10 @@ class Catalog:
             f"model {model_id!r} has no version {version}; available: {', '.join(m.version for m in candidates)}"
         )
 
-    def default(self, preset: str = "brats") -> ModelSpec:
+    def default(self, preset: str | None = None) -> ModelSpec:
         """The default model of a task: the user's choice (``glims models default``), else the built-in default,
-        else the first model of that preset."""
+        else the first model of that preset. ``preset`` None: ``DEFAULT_PRESET``."""
+        preset = preset or DEFAULT_PRESET
         of_preset = [m for m in self.models if m.preset == preset]
         if not of_preset:
             raise CatalogError(f"no {preset} model in the catalog")
@@ -286,6 +288,8 @@ def load_presets() -> dict[str, dict[str, Any]]:
 
 PRESET_NAMES: tuple[str, ...] = tuple(load_presets())
 """The task presets (``brats``, ``btcv``): the choices of every ``--preset`` and of the Slicer module."""
+DEFAULT_PRESET = PRESET_NAMES[0]
+"""The task of a command given no model and no ``--preset`` (the first preset: ``brats``)."""
 
 
 def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: Path, builtin: bool) -> ModelSpec:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..catalog import PRESET_NAMES
+from ..catalog import DEFAULT_PRESET, PRESET_NAMES
 
 HELP = "manage the training set of corrected cases (add, list, rm)"
 
@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="glims user folder (default: $GLIMS_HOME or the per-user data folder)")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = sub.add_parser("add", help="validate and store a case: its inputs and its corrected label map")
-    add.add_argument("--preset", default="brats", choices=PRESET_NAMES)
+    add.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES)
     add.add_argument("-i", "--input", action="append", required=True, metavar="KEY=IMG",
                      help="one per model input, e.g. -i flair=case_flair.nii.gz (first = reference grid)")
     add.add_argument("-l", "--label", required=True, help="corrected label map on the reference grid")

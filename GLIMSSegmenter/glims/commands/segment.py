@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..catalog import DEFAULT_OVERLAP, INFERENCE_PRECISIONS, PRESET_NAMES
+from ..catalog import DEFAULT_OVERLAP, DEFAULT_PRESET, INFERENCE_PRECISIONS, PRESET_NAMES
 
 HELP = "segment one case with a catalog model"
 PROGRESS = True
@@ -12,7 +12,7 @@ PROGRESS = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", default=None, help="model id or id@version (default: the default model of --preset)")
-    parser.add_argument("--preset", default="brats", choices=PRESET_NAMES, help="task, when no --model is given")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES, help="task, when no --model is given")
     parser.add_argument("-i", "--input", action="append", required=True, metavar="IMG",
                         help="input image file or DICOM folder; repeat once per model input. Roles are taken from "
                              "the file names (else the order given); name a role explicitly as ROLE=IMG, e.g. "

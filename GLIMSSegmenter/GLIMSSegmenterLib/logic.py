@@ -20,7 +20,7 @@ from pathlib import Path
 import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from glims.errors import InputError, OutputError
+from glims.errors import CatalogError, InputError, OutputError
 from glims.outputs import check_targets
 
 from . import sceneio, trainingset
@@ -29,7 +29,7 @@ from .exportnames import safeFileName
 from .job import JobSlot, JobState, SegmentationJob
 from .models import loadCatalog, matchVolumes
 from .naming import resultName
-from .parameters import INPUT_SLOTS, SegmentationParameters
+from .parameters import DEFAULT_OVERLAP, INPUT_SLOTS, SegmentationParameters
 from .process import EngineProcess, ProcessOutcome
 from .warmworker import WarmWorker, sharedWarmWorker
 
@@ -100,7 +100,10 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         if not params.modelId:
             params.modelId = self.defaultModelId()
         if params.overlap is None:
-            params.overlap = self.model(params.modelId).overlap
+            try:
+                params.overlap = self.model(params.modelId).overlap
+            except CatalogError:  # a model this catalog lacks (a scene from elsewhere): the panel says so
+                params.overlap = DEFAULT_OVERLAP
         params.writeToParameterNode(parameterNode)
 
     def inputsFromParameters(self, params: SegmentationParameters) -> dict[str, object]:

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import slicerio
 
 from GLIMSSegmenterLib import sceneio
-from GLIMSSegmenterLib.parameters import INPUT_SLOTS, PARAMETER_TYPES, SegmentationParameters
+from GLIMSSegmenterLib.parameters import DEFAULT_OVERLAP, INPUT_SLOTS, PARAMETER_TYPES, SegmentationParameters
 
 MODEL = "tiny-btcv"
 
@@ -190,3 +190,6 @@ def test_the_panel_sends_no_overlap_unless_the_user_changed_it(headless, tmp_pat
     node.SetParameter("overlap", "")  # a script that never set one: the model's own
     assert SegmentationParameters.fromParameterNode(node).overlap is None
     assert logic.chosenOverlap(SegmentationParameters.fromParameterNode(node)) is None
+    SegmentationParameters(modelId="a-model-from-another-computer").writeToParameterNode(node)
+    logic.setDefaultParameters(node)  # the panel reads a number even for a model this catalog lacks
+    assert SegmentationParameters.fromParameterNode(node).overlap == DEFAULT_OVERLAP

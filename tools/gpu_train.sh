@@ -142,7 +142,8 @@ torch.cuda.get_device_name())"; git log -1 --format='%H %s' 2>/dev/null; } > "$w
 """Register a run's best weights as glims-candidate with the bundled entry's catalog settings."""
 import sys
 
-from glims.catalog import load_catalog, register_model
+from glims.catalog import load_catalog
+from glims.registry import register_model
 
 weights, home, model = sys.argv[1:4]
 bundled = load_catalog().get(model)

@@ -122,7 +122,7 @@ def remove_stale_partials(folder: str | os.PathLike, now: float | None = None) -
     """
     folder = Path(folder)
     now = time.time() if now is None else now
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -102,7 +102,8 @@ class cancel_on_signals:  # noqa: N801 - used as a context manager, reads like a
     """Within the block, SIGINT/SIGTERM set the token instead of killing the process (previous handlers restored)."""
 
     def __init__(self, token: CancelToken, signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
-        self.token, self.signals, self._saved = token, signals, {}
+        self.token, self.signals = token, signals
+        self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> CancelToken:
         if threading.current_thread() is threading.main_thread():

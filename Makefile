@@ -27,8 +27,8 @@ test: $(STAMP)
 
 # The type check of the engine's typed modules ([tool.mypy] in pyproject.toml)
 typecheck: $(STAMP)
-	cd GLIMSSegmenter && ../$(VENV)/bin/mypy glims/errors.py glims/paths.py glims/fileio.py glims/jsonfiles.py glims/locks.py \
-		glims/runfolders.py glims/casefiles.py glims/progress.py glims/outputs.py glims/catalog.py glims/registry.py
+	$(VENV)/bin/mypy $(addprefix GLIMSSegmenter/glims/,errors.py paths.py fileio.py jsonfiles.py locks.py runfolders.py \
+		casefiles.py progress.py outputs.py catalog.py registry.py)
 
 # The web app (GLIMSSegmenterWeb) on http://127.0.0.1:8080; e.g. make app APP_ARGS="--data ~/cases"
 app: $(STAMP)

@@ -53,7 +53,7 @@ def test_a_real_case_is_stored_with_provenance_and_listed(real_case, tmp_path):
     [
         (lambda inputs, label, tmp: (dict(list(inputs.items())[:3]), label), "missing t2"),
         (lambda inputs, label, tmp: ({**inputs, "dwi": inputs["t2"]}, label), "unexpected dwi"),
-        (lambda inputs, label, tmp: (inputs, tmp / "absent.nii.gz"), "label map not found"),
+        (lambda inputs, label, tmp: (inputs, tmp / "absent.nii.gz"), "label map absent.nii.gz: file not found"),
         (lambda inputs, label, tmp: (inputs, label), "label values [4] are not labels"),  # no relabel: ET=4
         (lambda inputs, label, tmp: (inputs, _shifted(label, tmp)), "not on the reference (flair) grid"),
         (lambda inputs, label, tmp: ({**inputs, "t2": _shifted(inputs["t2"], tmp)}, label), "t2 is not on the reference"),

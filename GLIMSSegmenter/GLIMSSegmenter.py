@@ -191,6 +191,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self):
         self._stopJobs()
+        self.logic.releaseWorker()  # the warm engine worker's memory goes back now, not after its idle timeout
         if self._deviceTimer is not None:
             self._deviceTimer.stop()
         self.removeObservers()

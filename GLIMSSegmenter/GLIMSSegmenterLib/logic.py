@@ -29,6 +29,7 @@ from .models import loadCatalog, matchVolumes
 from .naming import resultName
 from .parameters import INPUT_SLOTS, SegmentationParameters
 from .process import EngineProcess, ProcessOutcome
+from .warmworker import WarmWorker, sharedWarmWorker
 
 __all__ = ["GLIMSSegmenterLogic", "EXPORT_FORMATS", "INPUT_SLOTS"]
 
@@ -48,6 +49,9 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         pythonExecutable: the interpreter (or launcher) that runs the engine (None: PythonSlicer in Slicer, else
             this interpreter).
         jobs: the one engine job that may run at a time (shared with fine-tuning, see ``FineTuningLogic``).
+        useWarmWorker: run segmentations in the warm engine worker (default; ``GLIMS_WARM_WORKER=0`` in the
+            environment turns it off), else in a new engine process per run.
+        warmWorker: the worker (shared by the application's logic objects; ``GLIMSSegmenterLib.warmworker``).
     """
 
     def __init__(self, glimsHome: str | os.PathLike | None = None) -> None:
@@ -57,6 +61,8 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         self.baseEnvironment: Mapping[str, str] | None = None
         self.pythonExecutable: str | None = None
         self.jobs = JobSlot()
+        self.useWarmWorker = os.environ.get("GLIMS_WARM_WORKER", "1").strip() != "0"
+        self.warmWorker: WarmWorker = sharedWarmWorker()
         self._catalog = None
 
     # ---- models -------------------------------------------------------------------------------------------
@@ -178,9 +184,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         arguments = segmentArguments(spec.ref, inputPaths, outputPath, reportPath=workFolder / "report.json",
                                      device=device, overlap=overlap, testTimeFlips=testTimeFlips,
                                      wholeImage=wholeImage)
-        process = EngineProcess(engineCommand(arguments, self.pythonExecutable),
-                                env=engineEnvironment(self.baseEnvironment, self.glimsHome), cwd=str(workFolder),
-                                onProgress=onProgress)
+        process = self._segmentationProcess(arguments, workFolder, onProgress)
         reference = volumes[0]
         name = resultName([volume.GetName() for volume in volumes], spec.id, spec.version)
 
@@ -203,6 +207,21 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             shutil.rmtree(workFolder, ignore_errors=True)
             raise
         return self.jobs.hold(job)
+
+    def _segmentationProcess(self, arguments: Sequence[str], workFolder: Path, onProgress) -> EngineProcess:
+        """The engine run of one segmentation: a request to the warm worker, or a process of its own (worker off,
+        unresponsive, or busy with another logic object's job)."""
+        env = engineEnvironment(self.baseEnvironment, self.glimsHome)
+        if self.useWarmWorker and not self.warmWorker.unresponsive and not self.warmWorker.busy:
+            return self.warmWorker.request(arguments, python=self.pythonExecutable, env=env, cwd=str(workFolder),
+                                           onProgress=onProgress)
+        return EngineProcess(engineCommand(arguments, self.pythonExecutable), env=env, cwd=str(workFolder),
+                             onProgress=onProgress)
+
+    def releaseWorker(self) -> None:
+        """Stop the warm engine worker now and release its memory (a running segmentation ends as cancelled);
+        the next segmentation starts a new one."""
+        self.warmWorker.shutdown()
 
     def segment(self, modelId: str, inputVolumes: Mapping[str, object] | Sequence, **options):
         """Run a segmentation to the end (blocking) and return the segmentation node.

@@ -27,7 +27,8 @@ from typing import Any
 
 from glims.progress import ProgressEvent, parse_protocol_line
 
-__all__ = ["ProcessState", "ProcessOutcome", "EngineProcess", "terminateProcessTree", "CANCELLED_EXIT_CODE"]
+__all__ = ["ProcessState", "ProcessOutcome", "EngineProcess", "terminateProcessTree", "startLineReaders",
+           "CANCELLED_EXIT_CODE"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,23 @@ def terminateProcessTree(pid: int, kill: bool = False) -> list[int]:
         except psutil.NoSuchProcess:
             pass
     return signalled
+
+
+def startLineReaders(popen: subprocess.Popen, lines: queue.Queue, threadPrefix: str = "glims") -> int:
+    """Start one daemon thread per output stream of ``popen`` (stdout, stderr) that puts ``(stream name, line)``
+    on ``lines``, and ``(stream name, None)`` when the stream ends. Returns the number of streams."""
+
+    def readLines(name: str, stream: Any) -> None:
+        try:
+            for line in stream:
+                lines.put((name, line.rstrip("\r\n")))
+        finally:
+            stream.close()
+            lines.put((name, None))
+
+    for name, stream in (("stdout", popen.stdout), ("stderr", popen.stderr)):
+        threading.Thread(target=readLines, args=(name, stream), daemon=True, name=f"{threadPrefix}-{name}").start()
+    return 2
 
 
 class EngineProcess:
@@ -156,17 +174,7 @@ class EngineProcess:
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         self.state = ProcessState.RUNNING
-        for name, stream in (("stdout", self._popen.stdout), ("stderr", self._popen.stderr)):
-            self._openStreams += 1
-            threading.Thread(target=self._readLines, args=(name, stream), daemon=True, name=f"glims-{name}").start()
-
-    def _readLines(self, name: str, stream: Any) -> None:
-        try:
-            for line in stream:
-                self._lines.put((name, line.rstrip("\r\n")))
-        finally:
-            stream.close()
-            self._lines.put((name, None))
+        self._openStreams += startLineReaders(self._popen, self._lines)
 
     def poll(self) -> bool:
         """Deliver the lines read so far to the callbacks and notice the end of the process.

@@ -971,6 +971,11 @@ TARGETS: dict[str, BenchTarget] = {
     t.name: t for t in (NetworkBenchmark(), SegmentBenchmark(), TrainBenchmark())
 }
 
+if __name__ != "__main__":  # a measuring worker (python -m glims.bench) needs no targets, and would import itself
+    from .bench_warm import WarmWorkerBenchmark  # it builds on the classes above
+
+    TARGETS[WarmWorkerBenchmark.name] = WarmWorkerBenchmark()
+
 
 if __name__ == "__main__":  # pragma: no cover - the worker entry point
     sys.exit(_worker_main(sys.argv[1:]))

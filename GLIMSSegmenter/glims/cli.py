@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from . import __version__
 from .cpu_allocator import ALLOCATORS, retain_freed_memory
 from .errors import Cancelled, ConfigError, GlimsError, InternalError
-from .progress import HumanReporter, JsonLinesReporter
+from .progress import CancelToken, HumanReporter, JsonLinesReporter
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "UsageError"]
 
 # name -> module under glims.commands (the order is the order of `glims --help`)
 COMMANDS = {
@@ -37,17 +37,20 @@ COMMANDS = {
     "finetune": "finetune",
     "bench": "bench",
     "info": "info",
+    "worker": "worker",
 }
 
 
 class UserInterface:
     """What a command uses to talk to its caller: a progress callback and log lines, human or JSON."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, reporter: JsonLinesReporter | None = None) -> None:
         self.json = mode == "json"
+        self.cancel = CancelToken()
+        """Stops a command between units of work: SIGINT/SIGTERM set it, and so does the worker's cancel request."""
         self.reporter: JsonLinesReporter | HumanReporter | None
         if mode == "json":
-            self.reporter = JsonLinesReporter(sys.stdout)
+            self.reporter = reporter or JsonLinesReporter(sys.stdout)
         elif mode == "bar":
             self.reporter = HumanReporter(sys.stderr)
         else:
@@ -69,7 +72,7 @@ class UserInterface:
             self.reporter.result(outputs, summary)
 
 
-class _UsageError(Exception):
+class UsageError(Exception):
     """A command-line usage error, raised instead of argparse's immediate exit so that it is reported like others."""
 
     def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
@@ -79,7 +82,7 @@ class _UsageError(Exception):
 
 class _ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str):  # type: ignore[override]
-        raise _UsageError(self, message)
+        raise UsageError(self, message)
 
 
 def _wants_json(argv: Sequence[str]) -> bool:
@@ -138,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except _UsageError as err:
+    except UsageError as err:
         err.parser.print_usage(sys.stderr)
         if _wants_json(sys.argv[1:] if argv is None else argv):
             JsonLinesReporter(sys.stdout).error(ConfigError(str(err)), ConfigError.exit_code)
@@ -162,9 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _report_error(Cancelled("cancelled by the user"), Cancelled.exit_code, ui, args.debug)
     except Exception as err:  # noqa: BLE001 - the last resort: a fault in glims still ends in one line and a code
-        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-        hint = "" if args.debug else " (run with --debug for the traceback)"
-        internal = InternalError(f"internal error: {detail}{hint}")
+        internal = InternalError.of(err, "" if args.debug else " (run with --debug for the traceback)")
         if args.debug:
             traceback.print_exception(err, file=sys.stderr)
         return _report_error(internal, InternalError.exit_code, ui, False)

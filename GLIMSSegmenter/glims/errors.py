@@ -15,6 +15,7 @@ __all__ = [
     "DeviceError",
     "OutputError",
     "Cancelled",
+    "RequestError",
     "InternalError",
 ]
 
@@ -67,8 +68,19 @@ class Cancelled(GlimsError):
     exit_code = 130
 
 
+class RequestError(ConfigError):
+    """A request to ``glims worker`` is malformed, names a command the worker does not run, or arrives while
+    another job runs."""
+
+
 class InternalError(GlimsError):
     """Not a problem with the input or the options but a fault in glims itself (an unexpected exception); the
     command line reports it in one line, with the traceback under ``--debug``."""
 
     exit_code = 70
+
+    @classmethod
+    def of(cls, err: BaseException, hint: str = "") -> InternalError:
+        """The one-line report of an unexpected exception ``err`` (``hint``: where its traceback can be seen)."""
+        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        return cls(f"internal error: {detail}{hint}")

@@ -19,6 +19,7 @@ import torch
 from .catalog import ModelSpec
 from .checkpoint import load_checkpoint, load_into_model
 from .errors import CheckpointError, ConfigError, DeviceError
+from .modelcache import active_model_cache
 from .network import GLIMS
 from .progress import CancelToken
 
@@ -100,9 +101,16 @@ def build_network(architecture: dict) -> GLIMS:
 def load_models(spec: ModelSpec) -> list[GLIMS]:
     """One network per weights file of the entry, weights verified by sha256 and loaded strictly, in eval mode.
 
+    A process that installed a ``glims.modelcache`` cache (the worker) gets the networks it loaded before.
+
     Raises:
         CheckpointError: missing/corrupt file, checksum mismatch, or weights that do not fit the architecture.
     """
+    cache = active_model_cache()
+    return cache.models(spec, _load_models) if cache is not None else _load_models(spec)
+
+
+def _load_models(spec: ModelSpec) -> list[GLIMS]:
     models = []
     for weights in spec.weights:
         if not weights.path.is_file():

@@ -11,6 +11,7 @@ module reads: one JSON object per stdout line, each with ``"v": 1`` and a ``"typ
 * ``error``: ``error`` (class name), ``message``, ``exit_code``.
 
 Lines that do not parse as protocol v1 are plain log text to a reader.
+A ``glims worker`` adds the request ``id`` to each line of a job and a few lines of its own (``glims.worker``).
 """
 
 from __future__ import annotations
@@ -126,12 +127,14 @@ def _json_default(value: Any) -> Any:
 class JsonLinesReporter:
     """Writes protocol v1 lines to a stream (stdout by default), flushed line by line."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, tags: Mapping[str, Any] | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.tags = dict(tags or {})
+        """Fields added to every line (``glims worker`` tags each job's lines with its request ``id``)."""
         self._lock = threading.Lock()
 
     def emit(self, kind: str, **fields: Any) -> None:
-        line = json.dumps({"v": PROTOCOL_VERSION, "type": kind, **fields}, default=_json_default)
+        line = json.dumps({"v": PROTOCOL_VERSION, "type": kind, **self.tags, **fields}, default=_json_default)
         with self._lock:
             self.stream.write(line + "\n")
             self.stream.flush()

@@ -35,6 +35,7 @@ def test_cancel_kills_the_process_tree_and_leaves_the_scene_as_it_was(logic, sce
                                                                      tmp_path):
     volumes = [headless.load_volume(path) for path in brats_full_files]
     logic.pythonExecutable = _launcher(tmp_path)
+    logic.useWarmWorker = False  # a process per run (the warm worker's cancel: test_module_warmworker.py)
     nodes_before = scene.GetNumberOfNodes()
     tree: list[psutil.Process] = []
 

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, ui) -> int:
     from ..catalog import load_catalog
     from ..inference import InferenceOptions
     from ..pipeline import segment_files
-    from ..progress import CancelToken, cancel_on_signals
+    from ..progress import cancel_on_signals
 
     if args.dicom_reference and not (args.dicom_seg or args.dicom_rtstruct):
         from ..errors import ConfigError
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, ui) -> int:
         precision=args.precision or defaults.precision,
         tta=args.tta or defaults.tta,
     )
-    with cancel_on_signals(CancelToken()) as token:
+    with cancel_on_signals(ui.cancel) as token:
         result = segment_files(
             spec, args.input, args.output, labelmap=args.labelmap, probabilities=args.probabilities,
             report=_report_path(args), options=options, postprocess=False if args.no_postprocess else None,

@@ -221,6 +221,7 @@ def cosine_lr(step: int, total_steps: int | None, lr: float, min_lr: float, warm
 
 
 def training_preprocessing(config: TrainConfig) -> tuple[dict, dict]:
+    """The preset of ``config`` and its preprocessing (with ``config.spacing`` when set); sigmoid presets only."""
     presets = load_presets()
     if config.preset not in presets:
         raise ConfigError(f"unknown preset {config.preset!r}; choose from {', '.join(presets)}")
@@ -234,6 +235,8 @@ def training_preprocessing(config: TrainConfig) -> tuple[dict, dict]:
 
 
 def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[GLIMS, dict]:
+    """The network to train (``config.init_weights`` loaded, or ``config.architecture`` freshly initialised from
+    torch's current seed) and its architecture as saved in checkpoints."""
     if config.init_weights:
         loaded = load_checkpoint(config.init_weights)
         architecture = dict(loaded.metadata.get("architecture") or {})
@@ -283,6 +286,7 @@ def _validate(net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: 
 
 def draw_batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rng: np.random.Generator,
            config: TrainConfig, weights: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of augmented random windows from ``cases`` (drawn with ``weights``, uniformly when None)."""
     images, targets = [], []
     augment = AugmentConfig() if config.augment else AugmentConfig.none()
     for _ in range(batch_size):

@@ -25,8 +25,7 @@ from glims.training.data import InputMatcher, discover_cases, load_case, split_c
 from glims.training.loss import deep_supervision_loss
 from glims.training.trainer import TrainConfig, build_model, draw_batch, torch_seed, training_preprocessing
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import TINY_ARCH, register_tiny_model  # noqa: E402
+from tiny_models import TINY_ARCH, register_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 7

@@ -237,7 +237,8 @@ def _dice_against(labels: dict[str, tuple[Any, tuple[float, ...]]], reference: t
 
 def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchReport:
     columns = [("config", "configuration")] + [(s, f"{s} s") for s in SEGMENT_STAGES] + [
-        ("total", "total s"), ("ratio", "time vs reference"), ("rss", "peak RSS MiB"), ("dice", "Dice vs reference (TC/WT/ET)")]
+        ("total", "total s"), ("ratio", "time vs reference"), ("rss", "peak RSS MiB"),
+        ("dice", "Dice vs reference (TC/WT/ET)")]
     if accuracy:
         columns.append(("accuracy", "Dice vs label (TC/WT/ET)"))
     if any(r.get("peak_device_mib") is not None for r in results.values()):

@@ -148,9 +148,9 @@ def _train_report(keys: list[str], results: dict[str, dict[str, Any]], context: 
         rows.append(row)
     notes = ["Each configuration runs in its own worker process on the same seeded weights and batches: warm-up "
              "steps, then timed steps (AdamW, deep-supervised Dice + BCE, as glims train).",
-             "The first (warm-up) step's loss differs between the layouts only by float32 rounding (same function, same "
-             "weights and batch), with bf16 autocast by the forward pass's bf16 rounding; later losses drift apart "
-             "slowly, as two runs on different thread counts do, "
+             "The first (warm-up) step's loss differs between the layouts only by float32 rounding (same function, "
+             "same weights and batch), with bf16 autocast by the forward pass's bf16 rounding; later losses drift "
+             "apart slowly, as two runs on different thread counts do, "
              "because AdamW's normalised updates amplify rounding differences in near-zero gradients."]
     return BenchReport("train", "Training steps per second (default configuration)", columns, rows, context, notes)
 

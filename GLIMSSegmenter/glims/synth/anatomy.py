@@ -174,7 +174,7 @@ def _push_by_lesions(
                           (base[0] + norm[0]).expand(grid.shape)], dim=-1)
     stacked = torch.stack(list(fields.values()))[None]
     warped = F.grid_sample(stacked, sample[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
-    return (z0 - dz, y0 - dy, x0 - dx), dict(zip(fields.keys(), warped)), midline_shift
+    return (z0 - dz, y0 - dy, x0 - dx), dict(zip(fields.keys(), warped, strict=True)), midline_shift
 
 
 def _regions(coords: Coords, layout: Layout, shape: _Shape, fields: dict[str, torch.Tensor]) -> _Regions:

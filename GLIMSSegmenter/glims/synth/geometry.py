@@ -70,12 +70,12 @@ class Grid:
     def __init__(self, shape: Sequence[int], spacing: Sequence[float]) -> None:
         self.shape = tuple(int(n) for n in shape)
         self.spacing = tuple(float(s) for s in spacing)
-        self.extent_mm = np.array([n * s for n, s in zip(self.shape, self.spacing)])
+        self.extent_mm = np.array([n * s for n, s in zip(self.shape, self.spacing, strict=True)])
 
     def axes_mm(self) -> list[torch.Tensor]:
         """Per-axis coordinates (mm, 0 at the grid centre), shaped to broadcast: (D,1,1), (1,H,1), (1,1,W)."""
         out = []
-        for axis, (n, s) in enumerate(zip(self.shape, self.spacing)):
+        for axis, (n, s) in enumerate(zip(self.shape, self.spacing, strict=True)):
             coords = (torch.arange(n, dtype=torch.float32) - (n - 1) / 2.0) * s
             view = [1, 1, 1]
             view[axis] = n
@@ -89,7 +89,7 @@ class Grid:
         smooth fields, and the same for the same generator state.
         """
         step = [max(s, sigma_mm / 2.0) for s in self.spacing]
-        coarse = [int(math.ceil(e / st)) + 3 for e, st in zip(self.extent_mm, step)]
+        coarse = [int(math.ceil(e / st)) + 3 for e, st in zip(self.extent_mm, step, strict=True)]
         white = torch.from_numpy(rng.standard_normal(coarse, dtype=np.float32))
         sigma_coarse = [sigma_mm / st for st in step]
         field_ = gaussian_blur(white, sigma_coarse)

@@ -42,7 +42,7 @@ class Layout:
     def to_brain(self, world: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Brain-frame coordinates (mm of a full-size brain) of world coordinates (each broadcastable)."""
         rt = torch.from_numpy((self.rotation.T / self.scale).astype(np.float32))
-        rel = [w - float(c) for w, c in zip(world, self.centre)]
+        rel = [w - float(c) for w, c in zip(world, self.centre, strict=True)]
         return [rt[i, 0] * rel[0] + rt[i, 1] * rel[1] + rt[i, 2] * rel[2] for i in range(3)]
 
 

@@ -123,7 +123,7 @@ def tumour_maps(
         whole = torch.maximum(whole, torch.maximum(soft(-wt_out, oedema_softness / s), core_member))
         core = torch.maximum(core, core_member)
         if lesion.necrosis_radii is not None:
-            shifted = [loc - float(o) for loc, o in zip(local, lesion.necrosis_offset)]
+            shifted = [loc - float(o) for loc, o in zip(local, lesion.necrosis_offset, strict=True)]
             nec_out = -ellipsoid_depth(*shifted, lesion.necrosis_radii)
             nec_out = nec_out + 0.5 * amp * grid.smooth_noise(rng, 4.0 * s)
             nec_out = torch.maximum(nec_out, core_out + lesion.rim_mm)  # keep a rim inside the core

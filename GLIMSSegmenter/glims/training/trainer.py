@@ -285,7 +285,7 @@ def _validate(net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: 
 
 
 def draw_batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rng: np.random.Generator,
-           config: TrainConfig, weights: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               config: TrainConfig, weights: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of augmented random windows from ``cases`` (drawn with ``weights``, uniformly when None)."""
     images, targets = [], []
     augment = AugmentConfig() if config.augment else AugmentConfig.none()
@@ -334,7 +334,8 @@ def sampling_weights(config: TrainConfig, train_files: Sequence[CaseFiles]) -> n
     """
     if not config.case_weights:
         return None
-    weight_of = {Path(root).resolve(): float(weight) for root, weight in zip(config.cases, config.case_weights)}
+    weight_of = {Path(root).resolve(): float(weight)
+                 for root, weight in zip(config.cases, config.case_weights, strict=False)}
 
     def weight(case: CaseFiles) -> float:
         folder = case.images[0].parent.resolve()

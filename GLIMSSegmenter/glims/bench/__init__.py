@@ -21,6 +21,8 @@ Importing this package is cheap (no torch); heavy imports happen inside the work
 
 from __future__ import annotations
 
+from typing import Any
+
 from .machine import load_average, machine_context
 from .network import NETWORK_MODELS, NetworkBenchmark, NetworkModel, NetworkSpec, combine_rounds
 from .report import BenchReport
@@ -51,7 +53,7 @@ __all__ = [
     "load_average",
 ]
 
-TARGETS: dict[str, BenchTarget] = {
+TARGETS: dict[str, BenchTarget[Any]] = {
     t.name: t for t in (NetworkBenchmark(), SegmentBenchmark(), TrainBenchmark())
 }
 """Targets of ``glims bench``, by name (the order of ``glims bench --help``)."""

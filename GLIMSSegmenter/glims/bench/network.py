@@ -81,7 +81,7 @@ class NetworkSpec:
     timeout: float = 1800
 
 
-class NetworkBenchmark(BenchTarget):
+class NetworkBenchmark(BenchTarget[NetworkSpec]):
     """Forward wall time, peak memory, MACs and fast-path accuracy of GLIMS vs MONAI's SwinUNETR on this CPU."""
 
     name = "network"

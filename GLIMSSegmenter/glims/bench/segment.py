@@ -115,7 +115,7 @@ class SegmentSpec:
     timeout: float = 7200
 
 
-class SegmentBenchmark(BenchTarget):
+class SegmentBenchmark(BenchTarget[SegmentSpec]):
     """Whole-case wall time per stage and peak memory: default pipeline vs the reference pipeline."""
 
     name = "segment"

@@ -79,7 +79,7 @@ class TrainSpec:
     timeout: float = 3600
 
 
-class TrainBenchmark(BenchTarget):
+class TrainBenchmark(BenchTarget[TrainSpec]):
     """Optimiser steps per second of the default training configuration, with bf16 autocast, in channels-last."""
 
     name = "train"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ from glims.casestore import add_case, list_cases, remove_case
 from glims.cli import main
 from glims.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import brats_case_paths, coarse_copy  # noqa: E402
+from tiny_models import brats_case_paths, coarse_copy
 
 KEYS = ("flair", "t1ce", "t1", "t2")
 

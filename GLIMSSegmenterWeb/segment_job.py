@@ -13,7 +13,7 @@ from pathlib import Path
 
 from GLIMSSegmenterLib import presentation
 from GLIMSSegmenterLib.job import JobState
-from GLIMSSegmenterLib.models import modelChoice, modelSummary
+from GLIMSSegmenterLib.models import modelChoice, modelSummaryText
 from GLIMSSegmenterLib.parameters import INPUT_SLOTS
 
 __all__ = ["SegmentStep", "DEVICE_CHOICES"]
@@ -87,7 +87,7 @@ class SegmentStep:
 
     def _onModelChanged(self, **_) -> None:
         spec = self.currentModel()
-        self.state.seg_model_summary = _shortSummary(spec) if spec else "No model selected."
+        self.state.seg_model_summary = modelSummaryText(spec) if spec else "No model selected."
         self.state.seg_model_card = _modelCardText(spec) if spec else ""
         self.state.seg_input_labels = ([{"slot": i + 1, "label": presentation.inputLabel(inp.title), "title": inp.title}
                                         for i, inp in enumerate(spec.inputs)] if spec else [])
@@ -204,11 +204,6 @@ class SegmentStep:
         if job.state is JobState.SUCCEEDED:
             self.context.editing.showResult(job.segmentationNode, self.referenceVolume())
         self.updateButton()
-
-
-def _shortSummary(spec) -> str:
-    """The module's model summary without the long description (that is in the model card dialog)."""
-    return "\n".join(line for line in modelSummary(spec).splitlines() if line != spec.description)
 
 
 def _modelCardText(spec) -> str:

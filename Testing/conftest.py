@@ -7,7 +7,6 @@ exist runs the suite as in a bare clone. ``GLIMS_SHARED_DATA=DIR`` overrides the
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GLIMS_SHARED", REPO.parent / "shared"))
 SHARED_DATA = Path(os.environ.get("GLIMS_SHARED_DATA", SHARED / "data"))
 SPEC_DIR = SHARED / "spec"
-
-# The engine is importable from the checkout even without `pip install -e .`.
-sys.path.insert(0, str(REPO / "GLIMSSegmenter"))
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +42,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    """A glims user folder of the test module's own with ``tiny-brats`` (a tiny random GLIMS) registered.
+
+    A module that needs more in it defines its own ``home(home)`` fixture that adds to this one.
+    """
+    from tiny_models import register_tiny_model
+
+    folder = tmp_path_factory.mktemp("glims_home")
+    register_tiny_model(folder, "brats")
+    return folder

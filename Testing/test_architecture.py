@@ -26,9 +26,8 @@ FLOORS = {"glims.errors", "glims.paths", "glims.fileio", "glims.jsonfiles", "gli
 """The engine's ground floor: standard library (and ``filelock``) only, importing no other glims module but these."""
 FLOOR_THIRD_PARTY = {"filelock"}
 CATALOG_MAY_IMPORT = FLOORS | {"glims.catalog"}
-TRANSITIONAL = {("glims.catalog", "glims.registry")}
-"""Known arrows kept for old callers (``glims.catalog.__getattr__`` forwards the functions moved to the registry);
-each is looked up on use only, never when the module is imported."""
+TRANSITIONAL: set[tuple[str, str]] = set()
+"""Known arrows kept for old callers (none at present): each is looked up on use only, never at import."""
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,6 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from glims.errors import CatalogError, InputError, OutputError
-from glims.outputs import check_targets
-
 from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
 from .exportnames import safeFileName
@@ -296,7 +294,11 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             ValueError: unknown format; OutputError: a file it would write is one the scene was loaded from (an
             input is never overwritten); OSError/RuntimeError: the export failed or would be incomplete.
         """
+        from glims.outputs import check_targets
+
         fileFormat = fileFormat.lower()
+        if fileFormat not in EXPORT_FORMATS:
+            raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fileFormat!r}")
         destination = Path(destination)
         check_targets(self._exportTargets(segmentationNode, fileFormat, destination),
                       sceneio.loadedFiles(segmentationNode.GetScene()))
@@ -309,10 +311,8 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             return [sceneio.writeLabelmapFile(segmentationNode, reference, destination)]
         if fileFormat in ("stl", "obj"):
             return sceneio.writeSurfaceFiles(segmentationNode, destination, fileFormat)
-        if fileFormat in sceneio.DICOM_FORMATS:
-            return [sceneio.writeDicomFile(segmentationNode, self.referenceVolume(segmentationNode), destination,
-                                           fileFormat, self._algorithmOf(segmentationNode))]
-        raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fileFormat!r}")
+        return [sceneio.writeDicomFile(segmentationNode, self.referenceVolume(segmentationNode), destination,
+                                       fileFormat, self._algorithmOf(segmentationNode))]
 
     def _algorithmOf(self, segmentationNode):
         """The DICOM algorithm identification of the model that drafted the node (its catalog entry when known)."""

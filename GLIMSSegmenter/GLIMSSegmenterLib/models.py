@@ -25,6 +25,7 @@ __all__ = [
     "modelCardUrl",
     "shortLicence",
     "modelSummary",
+    "modelSummaryText",
     "modelDetails",
     "modelChoiceText",
     "modelChoice",
@@ -91,13 +92,23 @@ def modelSummary(spec) -> str:
 
     The details (description, inputs, segments, whole licence) are in :func:`modelDetails`, the tooltip.
     """
-    source = "built-in" if spec.builtin else "added by you"
     licence = f"Licence: {html.escape(shortLicence(spec.license))}"
     url = modelCardUrl(spec)
     if url:
         licence += f' · <a href="{html.escape(url, quote=True)}">model card</a>'
-    lines = [f"<b>{html.escape(spec.title)}</b>", f"{html.escape(taskTitle(spec))} · {source}", licence]
+    lines = [f"<b>{html.escape(spec.title)}</b>", f"{html.escape(taskTitle(spec))} · {_source(spec)}", licence]
     return "<br>".join(lines)
+
+
+def modelSummaryText(spec) -> str:
+    """The summary as plain text, for a page without the model choice's id and version (the web app): title;
+    id, version, task and source; short licence."""
+    return "\n".join([spec.title, f"{spec.id} version {spec.version} · {taskTitle(spec)} · {_source(spec)}",
+                      f"Licence: {shortLicence(spec.license)}"])
+
+
+def _source(spec) -> str:
+    return "built-in" if spec.builtin else "added by you"
 
 
 def modelDetails(spec) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import CatalogError, ConfigError
+from .errors import CatalogError
 from .jsonfiles import read_json
 from .paths import user_home  # re-exported: the glims home is glims.paths.user_home
 
@@ -442,16 +442,3 @@ def match_inputs(spec: ModelSpec, names: Sequence[str], strict: bool = False) ->
             raise InputError(f"{shown} {every} look like {role} by their names: which one is {role} is ambiguous")
     return {key: claimed[0] for key, claimed in claims.items()}
 
-
-_MOVED_TO_REGISTRY = frozenset({"register_model", "remove_model", "set_default_model", "reset_default_model",
-                                "add_user_entry", "check_user_model_id", "next_version"})
-
-
-def __getattr__(name: str) -> Any:
-    """Transitional: the catalog-changing functions live in ``glims.registry``; an old ``from glims.catalog import
-    register_model`` still finds them there (looked up on use, so reading the catalog never imports the registry)."""
-    if name in _MOVED_TO_REGISTRY:
-        from . import registry
-
-        return getattr(registry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

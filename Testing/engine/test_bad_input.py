@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,6 @@ import pytest
 import SimpleITK as sitk
 
 from glims.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import register_tiny_model  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("home")
-    register_tiny_model(home, "brats")
-    return home
 
 
 @pytest.fixture(scope="module")

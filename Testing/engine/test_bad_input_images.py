@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,8 +15,7 @@ import SimpleITK as sitk
 
 from glims.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_bad_input import case, home, out_dir, run_segment  # noqa: E402,F401  (fixtures shared with the other rows)
+from test_bad_input import case, out_dir, run_segment  # noqa: F401  (fixtures shared with the other rows)
 
 
 def one_line_error(capfd, code: int, expected_code: int, *fragments: str) -> str:

@@ -10,7 +10,10 @@ import sys
 import pytest
 
 from glims import bench
+from glims.bench import network as network_bench
+from glims.bench import segment as segment_bench
 from glims.cli import main
+from glims.errors import ConfigError
 
 TINY_RUN = ["--size", "32", "--feature-size", "6", "--repeats", "1", "--threads", "1"]
 
@@ -92,7 +95,7 @@ def test_bad_requests_are_clear_errors(capsys, monkeypatch):
     capsys.readouterr()
     # checked before the work starts: no model is built and no case made or segmented for a request that must fail
     prepared = []
-    monkeypatch.setattr(bench, "_random_full_size_model", lambda *a: prepared.append(a))
+    monkeypatch.setattr(segment_bench, "random_full_size_model", lambda *a: prepared.append(a))
     assert main(["bench", "--progress", "none", "segment", "--label", "/nonexistent-seg.nii.gz"]) == 2
     assert "--label: no such file" in capsys.readouterr().err
     assert prepared == []
@@ -108,10 +111,10 @@ def test_rounds_pool_the_timed_forwards_and_keep_the_worst_memory():
         {"times_s": [3.0, 1.0], "median_s": 2.0, "cpu_s": 4.0, "peak_rss_mib": 900.0, "params": 7, "output": "a.pt"},
         {"times_s": [2.0, 9.0, 8.0], "median_s": 8.0, "cpu_s": 6.0, "peak_rss_mib": 950.0, "params": 7},
     ]
-    combined = bench._combine_rounds(runs)
+    combined = bench.combine_rounds(runs)
     assert combined["times_s"] == [3.0, 1.0, 2.0, 9.0, 8.0] and combined["median_s"] == 3.0
     assert combined["cpu_s"] == 5.0 and combined["peak_rss_mib"] == 950.0 and combined["output"] == "a.pt"
-    assert bench._combine_rounds([runs[0], {"error": "worker failed"}]) == {"error": "worker failed"}
+    assert bench.combine_rounds([runs[0], {"error": "worker failed"}]) == {"error": "worker failed"}
 
 
 def test_the_command_line_makes_idle_openmp_threads_sleep_unless_the_user_chose(monkeypatch):
@@ -145,8 +148,9 @@ def test_network_benchmark_batches_windows_under_autocast(capsys):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_devices_and_precisions_this_machine_cannot_run_are_refused_before_any_work(capsys, monkeypatch):
     started = []
-    monkeypatch.setattr(bench, "measure_in_subprocess", lambda *a, **k: started.append(a))
-    monkeypatch.setattr(bench, "_random_full_size_model", lambda *a: started.append(a))
+    for module in (network_bench, segment_bench):
+        monkeypatch.setattr(module, "measure_in_subprocess", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(segment_bench, "random_full_size_model", lambda *a: started.append(a))
     for target in ("network", "segment"):
         assert main(["bench", "--progress", "none", target, "--device", "cuda"]) == 5
         assert "no CUDA device" in capsys.readouterr().err
@@ -155,3 +159,17 @@ def test_devices_and_precisions_this_machine_cannot_run_are_refused_before_any_w
     assert main(["bench", "--progress", "none", "network", "--batch", "0"]) == 2
     assert main(["bench", "--progress", "none", "segment", "--sw-batch-size", "0"]) == 2
     assert started == []
+
+
+def test_each_target_runs_from_a_typed_spec_whose_defaults_are_the_command_line_defaults():
+    import argparse
+
+    specs = {"network": bench.NetworkSpec, "segment": bench.SegmentSpec, "train": bench.TrainSpec,
+             "warm": bench.WarmSpec}
+    assert set(specs) == set(bench.TARGETS)
+    for name, spec_type in specs.items():
+        parser = argparse.ArgumentParser()
+        bench.TARGETS[name].add_arguments(parser)
+        assert bench.TARGETS[name].spec_from_args(parser.parse_args([])) == spec_type()
+    with pytest.raises(ConfigError, match="--configs: choose from default, channels-last, bf16"):
+        bench.TARGETS["train"].run(bench.TrainSpec(configs=("fastest",)))

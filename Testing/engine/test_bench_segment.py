@@ -4,15 +4,12 @@ the fast path with the reference's windows (``--no-crop``) gives the reference's
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import SimpleITK as sitk
 
 from glims.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import brats_case_paths, coarse_copy, register_tiny_model  # noqa: E402
+from tiny_models import brats_case_paths, coarse_copy, register_tiny_model
 
 
 def test_segment_benchmark_reports_both_pipelines(shared_data, tmp_path, capsys):

@@ -4,15 +4,11 @@ report; the figures themselves belong in docs/BENCHMARKS.md, never in a test).""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 from glims.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from test_worker import write_case  # noqa: E402
-from tiny_models import register_tiny_model  # noqa: E402
+from test_worker import write_case
+from tiny_models import register_tiny_model
 
 
 def test_bench_warm_times_a_one_shot_run_and_two_worker_requests_with_the_cache_hit(tmp_path, monkeypatch):

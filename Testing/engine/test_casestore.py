@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,7 @@ from glims.casestore import add_case, list_cases, remove_case
 from glims.cli import main
 from glims.errors import InputError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import brats_case_paths, coarse_copy  # noqa: E402
+from tiny_models import brats_case_paths, coarse_copy
 
 KEYS = ("flair", "t1ce", "t1", "t2")
 
@@ -53,7 +51,7 @@ def test_a_real_case_is_stored_with_provenance_and_listed(real_case, tmp_path):
     [
         (lambda inputs, label, tmp: (dict(list(inputs.items())[:3]), label), "missing t2"),
         (lambda inputs, label, tmp: ({**inputs, "dwi": inputs["t2"]}, label), "unexpected dwi"),
-        (lambda inputs, label, tmp: (inputs, tmp / "absent.nii.gz"), "label map not found"),
+        (lambda inputs, label, tmp: (inputs, tmp / "absent.nii.gz"), "label map absent.nii.gz: file not found"),
         (lambda inputs, label, tmp: (inputs, label), "label values [4] are not labels"),  # no relabel: ET=4
         (lambda inputs, label, tmp: (inputs, _shifted(label, tmp)), "not on the reference (flair) grid"),
         (lambda inputs, label, tmp: ({**inputs, "t2": _shifted(inputs["t2"], tmp)}, label), "t2 is not on the reference"),

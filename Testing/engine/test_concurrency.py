@@ -16,8 +16,7 @@ from glims.catalog import load_catalog
 from glims.fileio import sha256_file
 from glims.locks import finetune_name_lock
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import register_tiny_model  # noqa: E402
+from tiny_models import register_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = ("flair", "t1ce", "t1", "t2")

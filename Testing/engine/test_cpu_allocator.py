@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from glims.cli import build_parser
+from glims.cli import UsageError, build_parser
 
 ENGINE = Path(__file__).resolve().parents[2] / "GLIMSSegmenter"
 
@@ -49,5 +49,5 @@ def test_command_line_keeps_freed_memory_unless_asked_for_the_default():
 def test_allocator_choices_are_validated():
     parser = build_parser()
     assert parser.parse_args(["models"]).allocator == "retain"
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="invalid choice: 'jemalloc'"):
         parser.parse_args(["--allocator", "jemalloc", "models"])

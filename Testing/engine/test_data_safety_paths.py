@@ -21,8 +21,7 @@ from glims.cli import main
 from glims.errors import ConfigError, InternalError, OutputError
 from glims.paths import OWNED_MARKER, check_name, make_owned_dir, remove_owned
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import register_tiny_model  # noqa: E402
+from tiny_models import register_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = ("flair", "t1ce", "t1", "t2")

@@ -27,7 +27,6 @@ from glims.dicom.source import read_source_series  # noqa: E402
 from glims.errors import OutputError  # noqa: E402
 from glims.pipeline import segment_files  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dicom_series import dciodvfy_errors, identified_ct_copy, rtstruct_masks, seg_masks, write_mr_series  # noqa: E402
 from tiny_models import brats_case_paths, coarse_copy, register_tiny_model  # noqa: E402
 
@@ -174,10 +173,9 @@ def ct_series(shared_data, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    """Tiny random models that process at 16 mm (CT) and on a 6 mm copy (MRI), so that the runs take seconds."""
-    home = tmp_path_factory.mktemp("glims_home")
-    register_tiny_model(home, "brats")
+def home(home) -> Path:
+    """The module's user folder with a tiny CT model that processes at 16 mm (the MRI one runs on a 6 mm copy), so
+    that the runs take seconds."""
     register_tiny_model(home, "btcv", overrides={"preprocessing": {"spacing": [16.0, 16.0, 16.0]}})
     return home
 

@@ -24,10 +24,9 @@ from glims.progress import parse_protocol_line
 from glims.synth import generate_case, write_case
 from glims.training.data import InputMatcher, discover_cases, load_case, split_cases
 from glims.training.loss import deep_supervision_loss
-from glims.training.trainer import TrainConfig, _batch, _build_model, _preprocessing, _torch_seed
+from glims.training.trainer import TrainConfig, build_model, draw_batch, torch_seed, training_preprocessing
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import TINY_ARCH, register_tiny_model  # noqa: E402
+from tiny_models import TINY_ARCH, register_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = 7
@@ -100,10 +99,10 @@ def epochs_done(events: list[dict]) -> list[int]:
 def one_step_by_hand(config: TrainConfig, ranks: list[int]) -> dict[str, torch.Tensor]:
     """The weights after the first step of ``config`` when the gradients of the streams of ``ranks`` are averaged
     (the trainer's own data, loss and optimiser; computed here in one process)."""
-    torch.manual_seed(_torch_seed(config.seed, 0, purpose=0))
-    preset, preprocessing = _preprocessing(config)
+    torch.manual_seed(torch_seed(config.seed, 0, purpose=0))
+    preset, preprocessing = training_preprocessing(config)
     matcher = InputMatcher.from_preset(preset)
-    net, _ = _build_model(config, len(matcher.inputs), len(preset["output"]["channels"]))
+    net, _ = build_model(config, len(matcher.inputs), len(preset["output"]["channels"]))
     titles = [i.title.split(" (")[0] for i in matcher.inputs]
     train_files, _ = split_cases(discover_cases(config.cases, matcher, config.label_convention), config.val_fraction,
                                  config.seed)
@@ -112,8 +111,8 @@ def one_step_by_hand(config: TrainConfig, ranks: list[int]) -> dict[str, torch.T
     grads = []
     for rank in ranks:
         rng = np.random.default_rng([config.seed, 0, rank])
-        torch.manual_seed(_torch_seed(config.seed, 0))
-        images, targets = _batch(train_cases, list(net.img_size), config.batch_size, rng, config)
+        torch.manual_seed(torch_seed(config.seed, 0))
+        images, targets = draw_batch(train_cases, list(net.img_size), config.batch_size, rng, config)
         net.zero_grad(set_to_none=True)
         deep_supervision_loss(net(images), targets, config.ce).backward()
         grads.append([None if p.grad is None else p.grad.clone() for p in net.parameters()])

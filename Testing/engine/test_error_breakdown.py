@@ -5,7 +5,6 @@ a real case stored on the processing grid (glims.training.data.store_case_on_gri
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +27,7 @@ from glims.metrics import dice
 from glims.pipeline import assign_inputs
 from glims.synth import generate_dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import register_tiny_model  # noqa: E402
+from tiny_models import register_tiny_model
 
 BRATS_OUTPUT = {
     "activation": "sigmoid",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ from glims.evaluate import evaluate_folders, find_cases, find_label_files, summa
 from glims.metrics import BRATS_HD95_PENALTY
 from glims.synth import generate_dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import register_tiny_model  # noqa: E402
+from tiny_models import register_tiny_model
 
 ALGORITHMS = ("hnfnetv1-20", "isen-20", "sanet0-20", "scan-20", "yixinmpl-20")
 REAL = {"TCGA-FG-6692": "tcga_fg_6692", "TCGA-DU-7294": "tcga_du_7294"}

@@ -21,8 +21,7 @@ from glims.fileio import sha256_file
 from glims.finetune import split_for_finetuning
 from glims.progress import parse_protocol_line
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import brats_case_paths, coarse_copy, register_tiny_model  # noqa: E402
+from tiny_models import brats_case_paths, coarse_copy, register_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 KEYS = ("flair", "t1ce", "t1", "t2")

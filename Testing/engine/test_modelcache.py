@@ -5,8 +5,6 @@ installed cache."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +13,7 @@ from glims.errors import CheckpointError
 from glims.inference import load_models
 from glims.modelcache import ModelCache, use_model_cache
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import register_tiny_model  # noqa: E402
+from tiny_models import register_tiny_model
 
 
 @pytest.fixture

@@ -18,15 +18,16 @@ from glims.cli import main
 from glims.pipeline import assign_inputs, segment_files
 from glims.progress import parse_protocol_line
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import brats_case_paths, coarse_copy, register_tiny_brats_and_ct  # noqa: E402
+from tiny_models import brats_case_paths, coarse_copy, register_tiny_ct
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    return register_tiny_brats_and_ct(tmp_path_factory.mktemp("glims_home"))
+def home(home) -> Path:
+    """The module's user folder (``tiny-brats``) with ``tiny-btcv`` added."""
+    register_tiny_ct(home)
+    return home
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,7 @@ def test_cosine_schedule():
 
 
 def test_case_weights_set_how_often_each_folder_is_sampled(synth_root, tmp_path):
-    from glims.training.trainer import _batch, _sampling_weights
+    from glims.training.trainer import draw_batch, sampling_weights
 
     single = tmp_path / "single"
     write_case(generate_case(200, (40, 40, 40), 4.0), single, "SYN-ONE")
@@ -175,19 +175,19 @@ def test_case_weights_set_how_often_each_folder_is_sampled(synth_root, tmp_path)
     files = discover_cases([synth_root, case_dir], matcher)
     config = TrainConfig(out_dir=str(tmp_path / "run"), cases=(str(synth_root), str(case_dir)), epochs=1,
                          case_weights=(1.0, 3.0))
-    weights = _sampling_weights(config, files)
+    weights = sampling_weights(config, files)
     assert [c.case_id for c in files][-1] == "SYN-ONE"
     np.testing.assert_allclose(weights, [1 / 6, 1 / 6, 1 / 6, 1 / 2])
 
     # A weight of zero: that folder's cases are never drawn.
     config = TrainConfig(out_dir=str(tmp_path / "run"), cases=(str(synth_root), str(case_dir)), epochs=1,
                          case_weights=(0.0, 1.0), augment=False, tumour_fraction=0.0)
-    weights = _sampling_weights(config, files)
+    weights = sampling_weights(config, files)
     loaded = [load_case(f, PRESET["preprocessing"], [32] * 3, ["FLAIR", "T1ce", "T1", "T2"]) for f in files]
     marker = [np.full_like(c.image, float(i)) for i, c in enumerate(loaded)]
     for case, image in zip(loaded, marker):
         case.image = image
-    images, _ = _batch(loaded, [32] * 3, 16, np.random.default_rng(0), config, weights)
+    images, _ = draw_batch(loaded, [32] * 3, 16, np.random.default_rng(0), config, weights)
     assert set(images.reshape(16, -1)[:, 0].tolist()) == {3.0}
 
     with pytest.raises(ConfigError, match="one case weight per"):

@@ -19,8 +19,7 @@ import SimpleITK as sitk
 from glims.cli import main
 from glims.progress import parse_protocol_line
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import register_tiny_model  # noqa: E402
+from tiny_models import register_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 MODALITIES = ("flair", "t1ce", "t1", "t2")

@@ -3,13 +3,9 @@ models in a temporary user folder, and the real cases of ../shared/data."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-TESTING = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTING))  # tiny_models (the lead's helpers for tiny random GLIMS models)
 
 
 @pytest.fixture(scope="session")

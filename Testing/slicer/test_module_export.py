@@ -4,8 +4,6 @@ volume loaded from a real DICOM series, read back with highdicom, pydicom and dc
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +13,7 @@ import vtk
 from GLIMSSegmenterLib import sceneio
 from GLIMSSegmenterLib.exportnames import safeFileName, uniqueFileNames
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dicom_series import dciodvfy_errors, rtstruct_masks, seg_masks, write_mr_series  # noqa: E402
+from dicom_series import dciodvfy_errors, rtstruct_masks, seg_masks, write_mr_series
 
 MODEL = "tiny-btcv"
 USER_NAMES = ["NCR/NET", "a:b", "Œdème péritumoral", "Liver", "liver", "..", "CON"]

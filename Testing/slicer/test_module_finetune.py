@@ -47,16 +47,6 @@ def coarse_cases(shared_data, tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory) -> Path:
-    """A user folder of its own (the training set and the catalog change here) with the tiny BraTS model."""
-    from tiny_models import register_tiny_model
-
-    home = tmp_path_factory.mktemp("finetune_home")
-    register_tiny_model(home, "brats")
-    return home
-
-
-@pytest.fixture(scope="module")
 def tuning(headless, home):
     from GLIMSSegmenterLib.finetuning import FineTuningLogic
     from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic

@@ -72,6 +72,13 @@ def test_the_model_summary_is_three_short_lines_and_the_details_are_in_its_toolt
     assert "Segments: Necrotic tumour core (NCR), Peritumoral edema (ED), Enhancing tumour (ET)" in details
 
 
+def test_the_plain_text_summary_names_the_version_and_has_no_markup():
+    spec = models.loadCatalog().get("glims-brats-synth")
+    lines = models.modelSummaryText(spec).split("\n")
+    assert lines == [spec.title, f"glims-brats-synth version {spec.version} · Brain tumour (BraTS), 4-modality MRI · "
+                     "built-in", "Licence: Weights: CC BY 4.0"]
+
+
 def test_a_short_licence_is_the_first_sentence_without_asides():
     assert models.shortLicence("Weights: CC BY 4.0 (X developers). Training data: TCIA, CC BY 3.0.") == (
         "Weights: CC BY 4.0")

@@ -17,8 +17,7 @@ from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.process import EngineProcess
 from GLIMSSegmenterLib.warmworker import WarmWorker, WorkerJobProcess
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from test_worker import write_case  # noqa: E402  (the small generated case of the engine's worker tests)
+from test_worker import write_case
 
 MODEL = "tiny-brats"
 WAIT_S = 300  # a guard against a hung process, not a speed requirement

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))  # tiny_models
-sys.path.insert(0, str(HERE.parents[1]))  # the web app (GLIMSSegmenterWeb/, beside the Slicer module folder)
 
 DEMO_SIZE = 64
 """Edge of the synthetic sample case in the tests (voxels): small, so that a segmentation takes seconds."""

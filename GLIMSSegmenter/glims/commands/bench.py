@@ -28,7 +28,7 @@ def run(args: argparse.Namespace, ui) -> int:
 
     target = TARGETS[args.target]
     with cancel_on_signals(CancelToken()) as cancel:
-        report = target.run(args, progress=ui.progress, cancel=cancel)
+        report = target.run(target.spec_from_args(args), progress=ui.progress, cancel=cancel)
     if sys.argv and sys.argv[0].endswith(("glims", "__main__.py")):  # the command line, when we are the program
         report.context["command"] = "glims " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     text = json.dumps(report.to_json(), indent=2) + "\n" if args.json else report.to_markdown()

@@ -248,7 +248,7 @@ def store_case_on_grid(files: CaseFiles, preprocessing: Mapping, output: Mapping
         raise OutputError(f"{folder} exists already; a stored case is never overwritten")
     folder.mkdir(parents=True)
     orientation, spacing = preprocessing.get("orientation"), preprocessing.get("spacing")
-    for key, path in zip(keys, files.images):
+    for key, path in zip(keys, files.images, strict=False):
         write_image(to_processing_grid(read_image(path, key), orientation, spacing),
                     folder / f"{files.case_id}_{key}.nii.gz")
     label = read_label_image(files.label)
@@ -266,7 +266,7 @@ def load_case(files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int],
         InputError: unreadable images or label, label values outside the convention, label grid far from the
             images'.
     """
-    names = [f"{t} ({p.name})" for t, p in zip(titles or [p.name for p in files.images], files.images)]
+    names = [f"{t} ({p.name})" for t, p in zip(titles or [p.name for p in files.images], files.images, strict=False)]
     prepared = prepare_case(files.images, names, preprocessing, roi_size)
     label = read_label_image(files.label, f"{files.case_id}: label map {files.label.name}")
     reference = prepared.reference
@@ -303,7 +303,7 @@ def sample_patch(
     one), else placed uniformly. Cases smaller than the window are zero-padded (like inference pads them).
     """
     shape = case.image.shape[1:]
-    pad = [(0, 0)] + [(0, max(0, s - n)) for s, n in zip(size, shape)]
+    pad = [(0, 0)] + [(0, max(0, s - n)) for s, n in zip(size, shape, strict=False)]
     image, target = case.image, case.target
     if any(p[1] for p in pad[1:]):
         image, target = np.pad(image, pad), np.pad(target, pad)
@@ -312,8 +312,8 @@ def sample_patch(
     if rng.random() < tumour_fraction and wt.any():
         voxels = np.flatnonzero(wt)
         centre = np.unravel_index(voxels[rng.integers(len(voxels))], wt.shape)
-        start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, size, shape)]
+        start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, size, shape, strict=False)]
     else:
-        start = [int(rng.integers(0, n - s + 1)) for s, n in zip(size, shape)]
-    box = tuple(slice(b, b + s) for b, s in zip(start, size))
+        start = [int(rng.integers(0, n - s + 1)) for s, n in zip(size, shape, strict=False)]
+    box = tuple(slice(b, b + s) for b, s in zip(start, size, strict=False))
     return np.ascontiguousarray(image[(slice(None), *box)]), np.ascontiguousarray(target[(slice(None), *box)])

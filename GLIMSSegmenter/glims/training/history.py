@@ -1,7 +1,8 @@
 """The per-epoch training log: ``log.jsonl`` (one JSON object per epoch), ``log.csv`` and ``curves.png``.
 
-The PNG needs matplotlib (optional; without it the PNG is skipped with a warning). All are rewritten atomically from the full history after each epoch, so they always agree with the resumable
-state (a resumed run continues the same files).
+The PNG needs matplotlib (optional; without it the PNG is skipped with a warning). All are rewritten atomically
+from the full history after each epoch, so they always agree with the resumable state (a resumed run continues the
+same files).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
     figure = Figure(figsize=(9, 3.6), dpi=100)
     ax_loss, ax_dice = figure.subplots(1, 2)
     if losses:
-        ax_loss.plot(*zip(*losses), color="black", marker=".")
+        ax_loss.plot(*zip(*losses, strict=False), color="black", marker=".")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("training loss (Dice + CE, deep supervision)")
     ax_loss.grid(alpha=0.3)
@@ -61,7 +62,7 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         key = f"val_dice_{region}"
         points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
         if points:
-            ax_dice.plot(*zip(*points), color=colour, marker=".", label=region,
+            ax_dice.plot(*zip(*points, strict=False), color=colour, marker=".", label=region,
                          linestyle="--" if region == "mean" else "-")
     ax_dice.set_ylim(0, 1)
     ax_dice.set_xlabel("epoch")

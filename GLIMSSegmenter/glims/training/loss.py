@@ -59,7 +59,7 @@ def deep_supervision_loss(
     if isinstance(outputs, torch.Tensor):
         return dice_ce_loss(outputs, target, ce)
     total = outputs[0].new_zeros(())
-    for output, weight in zip(outputs, weights):
+    for output, weight in zip(outputs, weights, strict=False):
         scaled = target if output.shape[2:] == target.shape[2:] else F.interpolate(
             target.float(), size=output.shape[2:], mode="nearest")
         total = total + weight * dice_ce_loss(output, scaled, ce)

@@ -3,8 +3,8 @@
 A new scanner or protocol changes how tissues look, not what a tumour is. With a handful of corrected cases,
 updating all 8 million weights of the bundled model lets it learn those few cases' particulars; ``early`` updates
 only the layers that read the intensities — the stem, the first two encoder stages and their skip attention —
-plus the scale and shift of every normalisation layer (under 1% of the bundled model's weights), and keeps the deep layers that
-encode tumour shape and context as they are.
+plus the scale and shift of every normalisation layer (under 1% of the bundled model's weights), and keeps the deep
+layers that encode tumour shape and context as they are.
 """
 
 from __future__ import annotations

@@ -38,12 +38,13 @@ import torch
 
 from .. import __version__
 from ..catalog import load_presets
-from ..checkpoint import load_checkpoint, load_into_model, save_checkpoint, write_json
+from ..checkpoint import load_checkpoint, load_into_model, save_checkpoint
+from ..fileio import write_json
 from ..errors import ConfigError
 from ..inference import InferenceOptions, predict_logits, resolve_device
 from ..jsonfiles import read_json
 from ..metrics import dice
-from ..network import GLIMS
+from ..network import GLIMS, build
 from ..postprocessing import activate
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from . import distributed
@@ -56,7 +57,20 @@ from .loss import deep_supervision_loss
 from .state import STATE_FILE, load_state, save_state
 from .trainable import TRAINABLE, select_trainable
 
-__all__ = ["TrainConfig", "TrainResult", "train", "cosine_lr"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "RunState",
+    "train",
+    "cosine_lr",
+    "optimizer_step",
+    "training_precision",
+    "training_preprocessing",
+    "build_model",
+    "draw_batch",
+    "sampling_weights",
+    "torch_seed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +237,8 @@ def cosine_lr(step: int, total_steps: int | None, lr: float, min_lr: float, warm
     return (min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))) * ramp
 
 
-def _preprocessing(config: TrainConfig) -> tuple[dict, dict]:
+def training_preprocessing(config: TrainConfig) -> tuple[dict, dict]:
+    """The preset of ``config`` and its preprocessing (with ``config.spacing`` when set); sigmoid presets only."""
     presets = load_presets()
     if config.preset not in presets:
         raise ConfigError(f"unknown preset {config.preset!r}; choose from {', '.join(presets)}")
@@ -236,7 +251,9 @@ def _preprocessing(config: TrainConfig) -> tuple[dict, dict]:
     return preset, preprocessing
 
 
-def _build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[GLIMS, dict]:
+def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[GLIMS, dict]:
+    """The network to train (``config.init_weights`` loaded, or ``config.architecture`` freshly initialised from
+    torch's current seed) and its architecture as saved in checkpoints."""
     if config.init_weights:
         loaded = load_checkpoint(config.init_weights)
         architecture = dict(loaded.metadata.get("architecture") or {})
@@ -244,14 +261,12 @@ def _build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tu
             from ..checkpoint import infer_architecture
 
             architecture = infer_architecture(loaded.state_dict)
-        net = GLIMS(**{k: v for k, v in architecture.items() if k != "name"})
+        net = build(architecture)
         load_into_model(net, loaded.state_dict)
     else:
-        arch = {k: v for k, v in config.architecture.items() if k != "name"}
-        arch.setdefault("in_channels", in_channels)
-        arch.setdefault("out_channels", out_channels)
+        arch = {"in_channels": in_channels, "out_channels": out_channels, **config.architecture}
         try:
-            net = GLIMS(**arch)
+            net = build(arch)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"invalid architecture: {err}") from None
     if net.config.in_channels != in_channels or net.config.out_channels != out_channels:
@@ -284,8 +299,9 @@ def _validate(net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: 
     return {"dice": means, "mean": float(np.mean(list(means.values()))), "cases": per_case}
 
 
-def _batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rng: np.random.Generator,
-           config: TrainConfig, weights: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rng: np.random.Generator,
+               config: TrainConfig, weights: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of augmented random windows from ``cases`` (drawn with ``weights``, uniformly when None)."""
     images, targets = [], []
     augment = AugmentConfig() if config.augment else AugmentConfig.none()
     for _ in range(batch_size):
@@ -326,14 +342,15 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ima
     return loss.detach()
 
 
-def _sampling_weights(config: TrainConfig, train_files: Sequence[CaseFiles]) -> np.ndarray | None:
+def sampling_weights(config: TrainConfig, train_files: Sequence[CaseFiles]) -> np.ndarray | None:
     """Probability of drawing each training case (None: uniform), from the weights of the ``cases`` entries.
 
     A case belongs to the entry that is its folder or its folder's parent (``discover_cases`` finds no others).
     """
     if not config.case_weights:
         return None
-    weight_of = {Path(root).resolve(): float(weight) for root, weight in zip(config.cases, config.case_weights)}
+    weight_of = {Path(root).resolve(): float(weight)
+                 for root, weight in zip(config.cases, config.case_weights, strict=False)}
 
     def weight(case: CaseFiles) -> float:
         folder = case.images[0].parent.resolve()
@@ -345,7 +362,7 @@ def _sampling_weights(config: TrainConfig, train_files: Sequence[CaseFiles]) -> 
     return weights / weights.sum()
 
 
-def _torch_seed(seed: int, epoch: int, purpose: int = 1) -> int:
+def torch_seed(seed: int, epoch: int, purpose: int = 1) -> int:
     """Torch seed for an epoch's draws (purpose 1) or for the initial weights (purpose 0)."""
     return int(np.random.SeedSequence([seed, epoch, purpose]).generate_state(1, dtype=np.uint32)[0])
 
@@ -359,6 +376,72 @@ def _load_cases(files: Sequence[CaseFiles], preprocessing: Mapping, roi: Sequenc
         loaded.append(load_case(case, preprocessing, roi, titles))
         plan.report("load", offset + index + 1, total, f"loaded {case.case_id}")
     return loaded
+
+
+@dataclass
+class RunState:
+    """Where a training run stands after an epoch: its counters, schedule horizon, best result and history.
+
+    ``state.pt`` holds these values (with the optimiser, the weight average and the random-number state) under the
+    keys it always had, so runs saved by earlier versions resume unchanged.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    planned_epochs: int | None = None
+    """Epochs the learning-rate schedule spans (None while a time budget has not planned them yet)."""
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    stale: int = 0
+    """Validations since the best one (for early stopping)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_before_s: float = 0.0
+    """Training time of the run's earlier sessions (a resumed run continues the count)."""
+
+    @classmethod
+    def from_saved(cls, saved: Mapping[str, Any], config: TrainConfig) -> RunState:
+        """The state of a loaded ``state.pt``; a fixed number of ``config.epochs`` replaces the saved horizon."""
+        planned = saved.get("planned_epochs") or config.epochs
+        if config.epochs and not config.minutes:
+            planned = config.epochs
+        return cls(epoch=int(saved["epoch"]), step=int(saved["step"]), planned_epochs=planned,
+                   best_metric=saved.get("best_metric"), best_epoch=saved.get("best_epoch"),
+                   stale=int(saved.get("stale", 0)), history=list(saved["history"]),
+                   elapsed_before_s=float(saved.get("elapsed_s", 0.0)))
+
+
+@dataclass
+class _Session:
+    """What one call of ``train`` works with: the run's configuration, cases, network and optimiser."""
+
+    config: TrainConfig
+    run_dir: Path
+    device: torch.device
+    preset: Mapping[str, Any]
+    train_files: list[CaseFiles]
+    val_files: list[CaseFiles]
+    train_cases: list[LoadedCase]
+    val_cases: list[LoadedCase]
+    sampling: np.ndarray | None
+    net: GLIMS
+    architecture: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    precision: str
+    steps_per_epoch: int
+    plan: StagePlan
+    average: WeightAverage | None = None
+
+    @property
+    def roi(self) -> list[int]:
+        return list(self.net.img_size)
+
+    @property
+    def judged(self) -> torch.nn.Module:
+        """The weights validated and kept: the moving average when there is one, else the trained network."""
+        return self.average.model if self.average is not None else self.net
+
+    def split(self) -> dict[str, list[str]]:
+        return {"train": [c.case_id for c in self.train_files], "validation": [c.case_id for c in self.val_files]}
 
 
 def train(
@@ -383,21 +466,39 @@ def train(
         ConfigError, InputError, CheckpointError, DeviceError, Cancelled.
     """
     run_dir = Path(config.out_dir)
-    state: dict[str, Any] | None = None
+    saved: dict[str, Any] | None = None
     resumed_weights = None
     if resume:
-        state, resumed_weights = load_state(run_dir)
-        saved = TrainConfig.from_dict(read_json(run_dir / "config.json", "training run configuration", ConfigError))
-        config = replace(saved, epochs=config.epochs or saved.epochs, minutes=config.minutes,
-                         device=config.device, threads=config.threads, val_every=config.val_every,
-                         out_dir=str(run_dir))
+        saved, resumed_weights = load_state(run_dir)
+        config = _resumed_config(config, run_dir)
     elif (run_dir / STATE_FILE).exists():
         raise ConfigError(f"{run_dir} already holds a training run; use --resume or another --out folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(int(config.threads))
+    session = _open_session(config, run_dir, saved, progress, cancel)
+    if saved is not None:
+        run = _restore(session, saved, resumed_weights)
+    else:
+        run = RunState(planned_epochs=config.epochs)
+    session.average = _weight_average(session.net, config, saved)
+    if saved is None:
+        _start_new_run(session, run, cancel)
+    return _train_epochs(session, run, cancel)
+
+
+def _resumed_config(config: TrainConfig, run_dir: Path) -> TrainConfig:
+    """The configuration saved in ``run_dir``, with the settings of ``config`` that may change on resuming."""
+    saved = TrainConfig.from_dict(read_json(run_dir / "config.json", "training run configuration", ConfigError))
+    return replace(saved, epochs=config.epochs or saved.epochs, minutes=config.minutes, device=config.device,
+                   threads=config.threads, val_every=config.val_every, out_dir=str(run_dir))
+
+
+def _open_session(config: TrainConfig, run_dir: Path, saved: Mapping[str, Any] | None,
+                  progress: ProgressCallback | None, cancel: CancelToken | None) -> _Session:
+    """Find and split the cases, build the network (seeded), load the cases and make the optimiser."""
     device = distributed.local_device(resolve_device(config.device))
-    preset, preprocessing = _preprocessing(config)
+    preset, preprocessing = training_preprocessing(config)
     matcher = InputMatcher.from_preset(preset)
     titles = [i.title.split(" (")[0] for i in matcher.inputs]
 
@@ -407,12 +508,12 @@ def train(
         val_files = discover_cases(config.val_cases, matcher, config.label_convention)
     else:
         train_files, val_files = split_cases(all_cases, config.val_fraction, config.seed)
-    if state is not None and state.get("split", {}).get("train") != [c.case_id for c in train_files]:
+    if saved is not None and saved.get("split", {}).get("train") != [c.case_id for c in train_files]:
         raise ConfigError("the cases found now differ from those of the interrupted run; cannot resume exactly")
-    sampling = _sampling_weights(config, train_files)
+    sampling = sampling_weights(config, train_files)
 
-    torch.manual_seed(_torch_seed(config.seed, 0, purpose=0))
-    net, architecture = _build_model(config, len(matcher.inputs), len(preset["output"]["channels"]))
+    torch.manual_seed(torch_seed(config.seed, 0, purpose=0))
+    net, architecture = build_model(config, len(matcher.inputs), len(preset["output"]["channels"]))
     roi = list(net.img_size)
     plan = StagePlan([("load", 1.0), ("train", 20.0)], progress if distributed.is_main_process() else None)
     total_load = len(train_files) + len(val_files)
@@ -428,149 +529,198 @@ def train(
     optimizer = torch.optim.AdamW(select_trainable(net, config.trainable), lr=config.lr,
                                   weight_decay=config.weight_decay)
     steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(train_cases) / config.batch_size))
-    history: list[dict[str, Any]] = []
-    epoch, step, elapsed_before = 0, 0, 0.0
-    planned_epochs = config.epochs
-    best_metric, best_epoch, stale = None, None, 0
-    if state is not None:
-        load_into_model(net, resumed_weights)
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, step = int(state["epoch"]), int(state["step"])
-        history = list(state["history"])
-        planned_epochs = state.get("planned_epochs") or config.epochs
-        if config.epochs and not config.minutes:
-            planned_epochs = config.epochs
-        best_metric, best_epoch = state.get("best_metric"), state.get("best_epoch")
-        stale = int(state.get("stale", 0))
-        elapsed_before = float(state.get("elapsed_s", 0.0))
-        torch.set_rng_state(state["torch_rng"])
-        logger.info("resuming %s at epoch %d (step %d)", run_dir, epoch, step)
-    average = None
-    if config.ema_decay:
-        average = WeightAverage(net, config.ema_decay, updates=int(state["ema_updates"]) if state is not None else 0)
-        if state is not None:
-            average.load_state_dict(state["ema"])
-    judged = average.model if average is not None else net  # the weights validated and kept
-    if state is None and distributed.is_main_process():
-        write_json(run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
-        write_json(run_dir / "split.json", {"train": [c.to_dict() for c in train_files],
-                                             "validation": [c.to_dict() for c in val_files]})
+    return _Session(config, run_dir, device, preset, list(train_files), list(val_files), train_cases, val_cases,
+                    sampling, net, architecture, optimizer, precision, steps_per_epoch, plan)
+
+
+def _restore(session: _Session, saved: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> RunState:
+    """Put the network, the optimiser and torch's random-number state back where ``saved`` left them."""
+    load_into_model(session.net, weights)
+    session.optimizer.load_state_dict(saved["optimizer"])
+    run = RunState.from_saved(saved, session.config)
+    torch.set_rng_state(saved["torch_rng"])
+    logger.info("resuming %s at epoch %d (step %d)", session.run_dir, run.epoch, run.step)
+    return run
+
+
+def _weight_average(net: GLIMS, config: TrainConfig, saved: Mapping[str, Any] | None) -> WeightAverage | None:
+    """The moving average of the weights (``config.ema_decay``), restored from ``saved`` when resuming."""
+    if not config.ema_decay:
+        return None
+    average = WeightAverage(net, config.ema_decay, updates=int(saved["ema_updates"]) if saved is not None else 0)
+    if saved is not None:
+        average.load_state_dict(saved["ema"])
+    return average
+
+
+def _start_new_run(session: _Session, run: RunState, cancel: CancelToken | None) -> None:
+    """Write ``config.json`` and ``split.json``; with ``validate_initial``, validate and keep the starting weights."""
+    config = session.config
+    if distributed.is_main_process():
+        write_json(session.run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
+        write_json(session.run_dir / "split.json", {"train": [c.to_dict() for c in session.train_files],
+                                                     "validation": [c.to_dict() for c in session.val_files]})
 
         if config.validate_initial:
-            result = _validate(judged, val_cases, preset, config, cancel)
+            result = _validate(session.judged, session.val_cases, session.preset, config, cancel)
             row = {"epoch": 0, "step": 0, **{f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()},
                    "val_dice_mean": round(result["mean"], 4), "val_cases": result["cases"]}
-            history.append(row)
-            best_metric, best_epoch = result["mean"], 0
-            _save_best(run_dir, judged, architecture, config, {**row, "train_loss": None}, train_files, val_files)
-            plan.report("train", 0, (planned_epochs or 1) * steps_per_epoch,
-                        f"starting weights: val Dice {row['val_dice_mean']:.3f}", epoch=0, step=0,
-                        val_dice={r: row[f"val_dice_{r}"] for r in REGIONS})
-    if state is None:  # other ranks take rank 0's starting validation (distributed runs only)
-        history, best_metric, best_epoch = distributed.from_main((history, best_metric, best_epoch))
+            run.history.append(row)
+            run.best_metric, run.best_epoch = result["mean"], 0
+            _save_best(session, {**row, "train_loss": None})
+            session.plan.report("train", 0, (run.planned_epochs or 1) * session.steps_per_epoch,
+                                f"starting weights: val Dice {row['val_dice_mean']:.3f}", epoch=0, step=0,
+                                val_dice={r: row[f"val_dice_{r}"] for r in REGIONS})
+    # other ranks take rank 0's starting validation (distributed runs only)
+    run.history, run.best_metric, run.best_epoch = distributed.from_main((run.history, run.best_metric,
+                                                                          run.best_epoch))
 
+
+def _train_epochs(session: _Session, run: RunState, cancel: CancelToken | None) -> TrainResult:
+    """Epochs until the planned number, the time budget or early stopping; validated and saved after each."""
+    config = session.config
     budget_s = config.minutes * 60.0 if config.minutes else None
     session_epochs = 0
     started = time.perf_counter()
     stopped = "epochs"
-    model = distributed.wrap_model(net, device)  # trains; `net` is validated and saved
-    net.train()
+    model = distributed.wrap_model(session.net, session.device)  # trains; `net` is validated and saved
+    session.net.train()
     while True:
-        if planned_epochs is not None and epoch >= planned_epochs:
+        if run.planned_epochs is not None and run.epoch >= run.planned_epochs:
             stopped = "epochs"
             break
         epoch_start = time.perf_counter()
-        rng = np.random.default_rng(distributed.stream_key(config.seed, epoch))
-        torch.manual_seed(_torch_seed(config.seed, epoch))
-        losses = []
-        out_of_time = False
-        for index in range(steps_per_epoch):
-            if cancel is not None:
-                cancel.check()
-            total_steps = planned_epochs * steps_per_epoch if planned_epochs else None
-            lr = cosine_lr(step, total_steps, config.lr, config.min_lr, config.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images, targets = _batch(train_cases, roi, config.batch_size, rng, config, sampling)
-            loss = optimizer_step(model, optimizer, images.to(device), targets.to(device), config.ce, precision)
-            if average is not None:
-                average.update(net)
-            step += 1
-            losses.append(distributed.mean_across_ranks(float(loss)))
-            plan.report("train", step, total_steps or (epoch + 1) * steps_per_epoch, f"epoch {epoch + 1} step {index + 1}/"
-                        f"{steps_per_epoch} loss {losses[-1]:.4f}", epoch=epoch + 1, step=step,
-                        loss=round(losses[-1], 5), lr=lr)
-            if budget_s is not None and distributed.any_rank(time.perf_counter() - started > budget_s):
-                out_of_time = True
-                break
-        epoch += 1
+        losses, lr, out_of_time = _train_one_epoch(session, run, model, budget_s, started, cancel)
+        run.epoch += 1
         train_s = time.perf_counter() - epoch_start
-        row: dict[str, Any] = {"epoch": epoch, "step": step, "train_loss": round(float(np.mean(losses)), 5),
+        row: dict[str, Any] = {"epoch": run.epoch, "step": run.step, "train_loss": round(float(np.mean(losses)), 5),
                                "lr": lr, "steps": len(losses), "train_s": round(train_s, 1),
                                "steps_per_s": round(len(losses) / train_s, 4)}
         if budget_s is not None and config.epochs is None:
             session_epochs += 1
             used = time.perf_counter() - started
-            planned_epochs = distributed.from_main(epoch + int(max(0.0, budget_s - used) // (used / session_epochs)))
-            logger.info("budget of %.1f min: planning %d epochs", config.minutes, planned_epochs)
-        last = out_of_time or (planned_epochs is not None and epoch >= planned_epochs)
-        if epoch % config.val_every == 0 or last:
-            if distributed.is_main_process():
-                val_start = time.perf_counter()
-                result = _validate(judged, val_cases, preset, config, cancel)
-                row.update({f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()})
-                row["val_dice_mean"] = round(result["mean"], 4)
-                row["val_cases"] = result["cases"]
-                row["val_s"] = round(time.perf_counter() - val_start, 1)
-                if best_metric is None or result["mean"] > best_metric or config.keep == "last":
-                    best_metric, best_epoch, stale = result["mean"], epoch, 0
-                    _save_best(run_dir, judged, architecture, config, row, train_files, val_files)
-                else:
-                    stale += 1
-            row, best_metric, best_epoch, stale = distributed.from_main((row, best_metric, best_epoch, stale))
+            run.planned_epochs = distributed.from_main(
+                run.epoch + int(max(0.0, budget_s - used) // (used / session_epochs)))
+            logger.info("budget of %.1f min: planning %d epochs", config.minutes, run.planned_epochs)
+        last = out_of_time or (run.planned_epochs is not None and run.epoch >= run.planned_epochs)
+        if run.epoch % config.val_every == 0 or last:
+            row = _validate_epoch(session, run, row, cancel)
         epoch_s = time.perf_counter() - epoch_start
         row["epoch_s"] = round(epoch_s, 1)
-        row["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 1)
-        history.append(row)
+        row["elapsed_s"] = round(run.elapsed_before_s + time.perf_counter() - started, 1)
+        run.history.append(row)
         if distributed.is_main_process():
-            save_state(run_dir, net, architecture, {
-                "epoch": epoch, "step": step, "planned_epochs": planned_epochs, "optimizer": optimizer.state_dict(),
-                "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,
-                              "total_steps": (planned_epochs or 0) * steps_per_epoch},
-                "best_metric": best_metric, "best_epoch": best_epoch, "stale": stale, "history": history,
-                "torch_rng": torch.get_rng_state(), "elapsed_s": row["elapsed_s"],
-                "split": {"train": [c.case_id for c in train_files], "validation": [c.case_id for c in val_files]},
-                **({"ema": average.state_dict(), "ema_updates": average.updates} if average is not None else {}),
-            })
-            write_history(run_dir, history)
-        remaining = ((planned_epochs or epoch) - epoch) * epoch_s
-        plan.report("train", step, (planned_epochs or epoch) * steps_per_epoch,
-                    f"epoch {epoch} done: loss {row['train_loss']:.4f}"
-                    + (f", val Dice {row['val_dice_mean']:.3f}" if "val_dice_mean" in row else ""),
-                    epoch=epoch, step=step, loss=row["train_loss"], eta_s=round(remaining, 1),
-                    **({"val_dice": {r: row[f'val_dice_{r}'] for r in REGIONS}} if "val_dice_mean" in row else {}))
+            save_state(session.run_dir, session.net, session.architecture, _saved_state(session, run, row))
+            write_history(session.run_dir, run.history)
+        _report_epoch(session, run, row, epoch_s)
         if out_of_time:
             stopped = "time budget"
             break
-        if config.early_stop_patience is not None and stale >= config.early_stop_patience:
+        if config.early_stop_patience is not None and run.stale >= config.early_stop_patience:
             stopped = "early stopping"
             break
     distributed.barrier()
-    best = run_dir / "best.json"
-    return TrainResult(run_dir, best if best.is_file() else None, best_metric, best_epoch, epoch, step,
-                       elapsed_before + time.perf_counter() - started, history, stopped)
+    best = session.run_dir / "best.json"
+    return TrainResult(session.run_dir, best if best.is_file() else None, run.best_metric, run.best_epoch,
+                       run.epoch, run.step, run.elapsed_before_s + time.perf_counter() - started, run.history,
+                       stopped)
 
 
-def _save_best(run_dir: Path, net: GLIMS, architecture: Mapping, config: TrainConfig, row: Mapping,
-               train_files: Sequence[CaseFiles], val_files: Sequence[CaseFiles]) -> None:
+def _train_one_epoch(session: _Session, run: RunState, model: torch.nn.Module, budget_s: float | None,
+                     started: float, cancel: CancelToken | None) -> tuple[list[float], float, bool]:
+    """The optimiser steps of epoch ``run.epoch`` on its own seeded draws.
+
+    Returns:
+        The loss of each step (averaged over ranks), the last learning rate, and whether the time budget ran out.
+    """
+    config, optimizer, plan, steps_per_epoch = session.config, session.optimizer, session.plan, session.steps_per_epoch
+    epoch = run.epoch
+    rng = np.random.default_rng(distributed.stream_key(config.seed, epoch))
+    torch.manual_seed(torch_seed(config.seed, epoch))
+    losses: list[float] = []
+    lr = config.lr
+    for index in range(steps_per_epoch):
+        if cancel is not None:
+            cancel.check()
+        total_steps = run.planned_epochs * steps_per_epoch if run.planned_epochs else None
+        lr = cosine_lr(run.step, total_steps, config.lr, config.min_lr, config.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images, targets = draw_batch(session.train_cases, session.roi, config.batch_size, rng, config,
+                                     session.sampling)
+        loss = optimizer_step(model, optimizer, images.to(session.device), targets.to(session.device), config.ce,
+                              session.precision)
+        if session.average is not None:
+            session.average.update(session.net)
+        run.step += 1
+        losses.append(distributed.mean_across_ranks(float(loss)))
+        plan.report("train", run.step, total_steps or (epoch + 1) * steps_per_epoch, f"epoch {epoch + 1} step "
+                    f"{index + 1}/{steps_per_epoch} loss {losses[-1]:.4f}", epoch=epoch + 1, step=run.step,
+                    loss=round(losses[-1], 5), lr=lr)
+        if budget_s is not None and distributed.any_rank(time.perf_counter() - started > budget_s):
+            return losses, lr, True
+    return losses, lr, False
+
+
+def _validate_epoch(session: _Session, run: RunState, row: dict[str, Any],
+                    cancel: CancelToken | None) -> dict[str, Any]:
+    """Validate after an epoch (rank 0), keep the weights when they are the best, and share the result."""
+    if distributed.is_main_process():
+        val_start = time.perf_counter()
+        result = _validate(session.judged, session.val_cases, session.preset, session.config, cancel)
+        row.update({f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()})
+        row["val_dice_mean"] = round(result["mean"], 4)
+        row["val_cases"] = result["cases"]
+        row["val_s"] = round(time.perf_counter() - val_start, 1)
+        if run.best_metric is None or result["mean"] > run.best_metric or session.config.keep == "last":
+            run.best_metric, run.best_epoch, run.stale = result["mean"], run.epoch, 0
+            _save_best(session, row)
+        else:
+            run.stale += 1
+    row, run.best_metric, run.best_epoch, run.stale = distributed.from_main(
+        (row, run.best_metric, run.best_epoch, run.stale))
+    return row
+
+
+def _saved_state(session: _Session, run: RunState, row: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``state.pt`` holds after an epoch (the keys earlier versions wrote and read)."""
+    config, average = session.config, session.average
+    return {
+        "epoch": run.epoch, "step": run.step, "planned_epochs": run.planned_epochs,
+        "optimizer": session.optimizer.state_dict(),
+        "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,
+                      "total_steps": (run.planned_epochs or 0) * session.steps_per_epoch},
+        "best_metric": run.best_metric, "best_epoch": run.best_epoch, "stale": run.stale, "history": run.history,
+        "torch_rng": torch.get_rng_state(), "elapsed_s": row["elapsed_s"],
+        "split": session.split(),
+        **({"ema": average.state_dict(), "ema_updates": average.updates} if average is not None else {}),
+    }
+
+
+def _report_epoch(session: _Session, run: RunState, row: Mapping[str, Any], epoch_s: float) -> None:
+    """The end-of-epoch progress event: loss, validation Dice when validated, and the time left."""
+    planned = run.planned_epochs or run.epoch
+    remaining = (planned - run.epoch) * epoch_s
+    validated = "val_dice_mean" in row
+    session.plan.report("train", run.step, planned * session.steps_per_epoch,
+                        f"epoch {run.epoch} done: loss {row['train_loss']:.4f}"
+                        + (f", val Dice {row['val_dice_mean']:.3f}" if validated else ""),
+                        epoch=run.epoch, step=run.step, loss=row["train_loss"], eta_s=round(remaining, 1),
+                        **({"val_dice": {r: row[f"val_dice_{r}"] for r in REGIONS}} if validated else {}))
+
+
+def _save_best(session: _Session, row: Mapping) -> None:
+    """Keep the judged weights as ``best`` with the training summary of ``row``."""
+    config = session.config
     summary = {
         "training": {
             "epoch": row["epoch"], "step": row["step"], "train_loss": row["train_loss"],
             "val_dice": {r: row[f"val_dice_{r}"] for r in REGIONS}, "val_dice_mean": row["val_dice_mean"],
             "preset": config.preset, "spacing": list(config.spacing) if config.spacing else None,
-            "train_cases": [c.case_id for c in train_files], "val_cases": [c.case_id for c in val_files],
+            "train_cases": session.split()["train"], "val_cases": session.split()["validation"],
             "seed": config.seed,
         },
     }
     dtype = torch.float16 if config.save_dtype == "fp16" else None
-    save_checkpoint(run_dir / "best", net.state_dict(), architecture, extra=summary, dtype=dtype)
+    save_checkpoint(session.run_dir / "best", session.judged.state_dict(), session.architecture, extra=summary,
+                    dtype=dtype)

@@ -22,25 +22,45 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .bench import (BenchError, BenchReport, BenchTarget, _case_images, _synthetic_case, load_average,
-                    machine_context)
-from .errors import ConfigError
-from .progress import CancelToken, ProgressCallback, StagePlan, parse_protocol_line
+from ..errors import ConfigError
+from ..progress import CancelToken, ProgressCallback, StagePlan, parse_protocol_line
+from .machine import load_average, machine_context
+from .report import BenchReport
+from .segment import case_images, synthetic_case
+from .target import BenchTarget
+from .workers import BenchError
 
-__all__ = ["WarmWorkerBenchmark"]
+__all__ = ["WarmSpec", "WarmWorkerBenchmark"]
 
 
 def _engine_environment() -> dict[str, str]:
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     return env
 
 
-def _segment_arguments(args: argparse.Namespace, inputs: list[str], out: Path) -> list[str]:
+@dataclass(frozen=True)
+class WarmSpec:
+    """What a ``warm`` run measures (the defaults are ``glims bench warm``'s)."""
+
+    case: Path | None = None
+    """BraTS case folder; None: a synthetic 240x240x155 case."""
+    model: str | None = None
+    """Catalog model; None: the default brats model (the bundled one)."""
+    home: str | None = None
+    device: str = "cpu"
+    repeats: int = 2
+    """Warm requests after the first."""
+    timeout: float = 3600
+    """Seconds per one-shot run."""
+
+
+def _segment_arguments(args: WarmSpec, inputs: list[str], out: Path) -> list[str]:
     arguments = ["--device", args.device, "-o", str(out / "seg.seg.nrrd"), "--report", str(out / "report.json")]
     if args.model:
         arguments += ["-m", args.model]
@@ -58,7 +78,7 @@ def _engine_total(out: Path) -> float | None:
         return None
 
 
-def _one_shot(args: argparse.Namespace, inputs: list[str], out: Path) -> dict[str, Any]:
+def _one_shot(args: WarmSpec, inputs: list[str], out: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "glims", "segment", *_segment_arguments(args, inputs, out), "--progress", "none"]
     clock = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=_engine_environment(), check=False,
@@ -105,21 +125,27 @@ class _WorkerSession:
             self.process.kill()
 
 
-class WarmWorkerBenchmark(BenchTarget):
+class WarmWorkerBenchmark(BenchTarget[WarmSpec]):
     """Click-to-result time of a Segment: one-shot process, first and later requests to one warm worker."""
 
     name = "warm"
     help = "time from a segment request to its result: one-shot process vs first and second request to glims worker"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        d = WarmSpec
         parser.add_argument("--case", type=Path, help="case folder (default: a synthetic 240x240x155 BraTS-like case)")
         parser.add_argument("-m", "--model", help="catalog model (default: the default brats model, the bundled one)")
         parser.add_argument("--home", help="glims user folder holding --model")
-        parser.add_argument("--device", default="cpu", help="cpu (default), cuda or mps")
-        parser.add_argument("--repeats", type=int, default=2, help="warm requests after the first (default 2)")
-        parser.add_argument("--timeout", type=float, default=3600, help="seconds per one-shot run")
+        parser.add_argument("--device", default=d.device, help="cpu (default), cuda or mps")
+        parser.add_argument("--repeats", type=int, default=d.repeats,
+                            help=f"warm requests after the first (default {d.repeats})")
+        parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per one-shot run")
 
-    def run(self, args: argparse.Namespace, *, progress: ProgressCallback | None = None,
+    def spec_from_args(self, args: argparse.Namespace) -> WarmSpec:
+        return WarmSpec(case=args.case, model=args.model, home=args.home, device=args.device, repeats=args.repeats,
+                        timeout=args.timeout)
+
+    def run(self, args: WarmSpec, *, progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> BenchReport:
         if args.repeats < 1:
             raise ConfigError("--repeats must be at least 1")
@@ -130,10 +156,10 @@ class WarmWorkerBenchmark(BenchTarget):
         with tempfile.TemporaryDirectory(prefix="glims-bench-warm-") as tmp:
             tmp_path = Path(tmp)
             if args.case:
-                inputs = _case_images(args.case)
+                inputs = case_images(args.case)
                 context["input"] = f"{args.case.name} (real case)"
             else:
-                inputs = [str(p) for p in _synthetic_case(tmp_path / "case", 0)]
+                inputs = [str(p) for p in synthetic_case(tmp_path / "case", 0)]
                 context["input"] = "synthetic BraTS-like case, 240x240x155, 1 mm"
             context["weights"] = args.model or "the default brats model"
             plan.report("one-shot", 0, 1, "one-shot glims segment")

@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean-venv app typecheck
+.PHONY: demo test venv clean-venv lint typecheck app
 
 $(STAMP): requirements/pinned.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q Testing
 
 # The type check of the engine's typed modules ([tool.mypy] in pyproject.toml)
+# Lint and format check (ruff; settings in pyproject.toml) of the engine, the Slicer module and the web app
+LINTED := GLIMSSegmenter/glims GLIMSSegmenter/GLIMSSegmenterLib GLIMSSegmenter/GLIMSSegmenter.py GLIMSSegmenterWeb
+lint: $(STAMP)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy $(addprefix GLIMSSegmenter/glims/,errors.py paths.py fileio.py jsonfiles.py locks.py runfolders.py \
 		casefiles.py progress.py outputs.py catalog.py registry.py)

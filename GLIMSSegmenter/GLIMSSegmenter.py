@@ -16,9 +16,8 @@ import os
 from typing import Annotated
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -35,7 +34,6 @@ from GLIMSSegmenterLib.finetuning import FineTuningLogic
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic  # noqa: F401  (Slicer looks it up in this module)
 from GLIMSSegmenterLib.parameters import DEFAULT_OVERLAP, DEVICES, INPUT_SLOTS, SegmentationParameters
-
 
 
 class GLIMSSegmenter(ScriptedLoadableModule):
@@ -60,8 +58,8 @@ class GLIMSSegmenter(ScriptedLoadableModule):
             "See the <a href='https://github.com/glims-segmenter/SlicerGLIMSSegmenter#readme'>documentation</a>."
         )
         self.parent.acknowledgementText = (
-            "GLIMS network: Z. A. Yazici, I. Oksuz, H. K. Ekenel, \"GLIMS: Attention-guided lightweight "
-            "multi-scale hybrid network for volumetric semantic segmentation\", Image and Vision Computing, 2024, "
+            'GLIMS network: Z. A. Yazici, I. Oksuz, H. K. Ekenel, "GLIMS: Attention-guided lightweight '
+            'multi-scale hybrid network for volumetric semantic segmentation", Image and Vision Computing, 2024, '
             "doi:10.1016/j.imavis.2024.105055 (reference code MIT licence, (c) 2023 Ziya Ata Yazici). "
             "This module re-implements the network; please cite the paper when you use it."
         )
@@ -260,7 +258,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = models.modelSummary(spec) if spec else "No model selected."
             self.ui.modelInfoLabel.toolTip = models.modelDetails(spec) if spec else ""
             inputCount = len(spec.inputs) if spec else 0
-            for slot, (label, selector) in enumerate(zip(self._inputLabels, self._inputSelectors)):
+            for slot, (label, selector) in enumerate(zip(self._inputLabels, self._inputSelectors, strict=False)):
                 visible = slot < inputCount
                 label.setVisible(visible)
                 selector.setVisible(visible)
@@ -268,8 +266,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     label.text = presentation.inputLabel(spec.inputs[slot].title)
                     label.toolTip = spec.inputs[slot].title
             self.ui.fineTuneBaseValueLabel.text = f"{spec.title} ({spec.ref})" if spec else "No model selected."
-            self.ui.fineTuneNameLineEdit.placeholderText = (self.fineTuning.defaultModelName(spec.ref) if spec
-                                                            else "")
+            self.ui.fineTuneNameLineEdit.placeholderText = self.fineTuning.defaultModelName(spec.ref) if spec else ""
             self._updateProcessingState()
         finally:
             self._updatingGui = False
@@ -278,7 +275,11 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         spec = self._currentModel()
         if spec is None:
             return ["a model"]
-        return [inp.title for inp, selector in zip(spec.inputs, self._inputSelectors) if selector.currentNode() is None]
+        return [
+            inp.title
+            for inp, selector in zip(spec.inputs, self._inputSelectors, strict=False)
+            if selector.currentNode() is None
+        ]
 
     def _fineTuneBusy(self):
         return self._fineTuneJob is not None and not self._fineTuneJob.finished
@@ -290,14 +291,20 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         reason = f"Select {', '.join(missing)}." if missing else ""
         if self._fineTuneBusy():
             reason = "Fine-tuning is running: wait for it to finish or stop it."
-        state = presentation.panelState(jobState, canSegment=busy or not reason, errorMessage=self._lastError,
-                                        reason=reason)
+        state = presentation.panelState(
+            jobState, canSegment=busy or not reason, errorMessage=self._lastError, reason=reason
+        )
         self.ui.applyButton.text = state.applyText
         self.ui.applyButton.enabled = state.applyEnabled
         self.ui.progressBar.setVisible(state.busy)
         self.ui.statusLabel.text = state.status
-        for widget in [self.ui.modelComboBox, self.ui.autoFillInputsButton, self.ui.outputSegmentationSelector,
-                       self.ui.advancedCollapsibleButton, self.ui.modelsCollapsibleButton] + self._inputSelectors:
+        for widget in [
+            self.ui.modelComboBox,
+            self.ui.autoFillInputsButton,
+            self.ui.outputSegmentationSelector,
+            self.ui.advancedCollapsibleButton,
+            self.ui.modelsCollapsibleButton,
+        ] + self._inputSelectors:
             widget.enabled = not state.busy and not self._fineTuneBusy()
         self._updateFineTuneState(segmenting=busy)
 
@@ -315,16 +322,23 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     problem = self.fineTuning.fineTuneProblem(self._parameterNode.modelId, self._trainingCases)
                 except Exception as err:  # an unknown model: the status says why
                     problem = str(err)
-        state = presentation.fineTuneState(job.state if job else None, problem=problem,
-                                           errorMessage=job.errorMessage if job else "",
-                                           modelRef=job.modelRef if job else "")
+        state = presentation.fineTuneState(
+            job.state if job else None,
+            problem=problem,
+            errorMessage=job.errorMessage if job else "",
+            modelRef=job.modelRef if job else "",
+        )
         self.ui.fineTuneButton.text = state.applyText
         self.ui.fineTuneButton.enabled = state.applyEnabled
         self.ui.fineTuneProgressBar.setVisible(state.busy)
         self.ui.fineTuneStatusLabel.text = state.status
-        for widget in (self.ui.fineTuneNameLineEdit, self.ui.fineTuneBudgetSpinBox,
-                       self.ui.fineTuneBudgetUnitComboBox, self.ui.addToTrainingSetButton,
-                       self.ui.removeTrainingCaseButton):
+        for widget in (
+            self.ui.fineTuneNameLineEdit,
+            self.ui.fineTuneBudgetSpinBox,
+            self.ui.fineTuneBudgetUnitComboBox,
+            self.ui.addToTrainingSetButton,
+            self.ui.removeTrainingCaseButton,
+        ):
             widget.enabled = not state.busy
 
     # ---- inputs -------------------------------------------------------------------------------------------
@@ -336,16 +350,19 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             catalog = self.logic.catalog(reload=True)
         except Exception as err:  # typically a Python package not installed yet: show where to install it
-            self.ui.modelInfoLabel.text = (f"The model catalog could not be read: {err}\n"
-                                           "Click 'Check Python packages' under 'Device and quality'.")
+            self.ui.modelInfoLabel.text = (
+                f"The model catalog could not be read: {err}\nClick 'Check Python packages' under 'Device and quality'."
+            )
             self.ui.advancedCollapsibleButton.collapsed = False
             catalog = None
-        for spec in (catalog.models if catalog else []):
+        for spec in catalog.models if catalog else []:
             self.ui.modelComboBox.addItem(models.modelChoiceText(spec), models.modelChoice(catalog, spec))
             self.ui.modelComboBox.setItemData(self.ui.modelComboBox.count - 1, spec.title, qt.Qt.ToolTipRole)
             row = self.ui.modelsTableWidget.rowCount
             self.ui.modelsTableWidget.insertRow(row)
-            for column, text in enumerate([spec.id, spec.version, spec.preset, "built-in" if spec.builtin else "added"]):
+            for column, text in enumerate(
+                [spec.id, spec.version, spec.preset, "built-in" if spec.builtin else "added"]
+            ):
                 self.ui.modelsTableWidget.setItem(row, column, qt.QTableWidgetItem(text))
         self.ui.modelsTableWidget.resizeColumnsToContents()
         self.ui.modelComboBox.blockSignals(False)
@@ -423,9 +440,11 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             dependencies.installRequirements(missing)
             still = dependencies.missingRequirements(requirements)
             if still:
-                raise dependencies.DependencyError("still missing after installation: "
-                                                   + ", ".join(s.describe() for s in still)
-                                                   + ". Restart Slicer and try again.")
+                raise dependencies.DependencyError(
+                    "still missing after installation: "
+                    + ", ".join(s.describe() for s in still)
+                    + ". Restart Slicer and try again."
+                )
             self._reloadModels(self._parameterNode.modelId if self._parameterNode else None)
             return True
         return False
@@ -448,7 +467,9 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if outputNode is not None and outputNode.GetSegmentation().GetNumberOfSegments() > 0:
             replace = slicer.util.confirmOkCancelDisplay(
                 f"Replace all segments of '{outputNode.GetName()}' with the new result?\n"
-                "Choose 'Create new segmentation' as output to keep it.", "GLIMS Segmenter")
+                "Choose 'Create new segmentation' as output to keep it.",
+                "GLIMS Segmenter",
+            )
             if not replace:
                 return
         self.ui.logTextEdit.clear()
@@ -456,8 +477,12 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastError = ""
         with slicer.util.tryWithErrorDisplay("Could not start the segmentation.", waitCursor=True):
             self._job = self.logic.segmentFromParameterNode(
-                self._parameterNode.parameterNode, replaceExisting=replace, onProgress=self.onJobProgress,
-                onLog=self.onJobLog, onFinished=self.onJobFinished)
+                self._parameterNode.parameterNode,
+                replaceExisting=replace,
+                onProgress=self.onJobProgress,
+                onLog=self.onJobLog,
+                onFinished=self.onJobFinished,
+            )
             self._pollTimer.start()
         self._updateProcessingState()
 
@@ -556,8 +581,9 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         modelId = self.ui.modelsTableWidget.item(row, 0).text()
         version = self.ui.modelsTableWidget.item(row, 1).text()
-        if not slicer.util.confirmOkCancelDisplay(f"Remove model {modelId} {version} and its weights file?",
-                                                  "GLIMS Segmenter"):
+        if not slicer.util.confirmOkCancelDisplay(
+            f"Remove model {modelId} {version} and its weights file?", "GLIMS Segmenter"
+        ):
             return
         with slicer.util.tryWithErrorDisplay("The model could not be removed.", waitCursor=True):
             models.removeUserModel(f"{modelId}@{version}", self.logic.glimsHome)
@@ -607,8 +633,9 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if row < 0:
             return
         caseId = self.ui.trainingCasesTableWidget.item(row, 0).text()
-        if not slicer.util.confirmOkCancelDisplay(f"Remove {caseId} from the training set (its stored volumes and "
-                                                  "label map are deleted)?", "GLIMS Segmenter"):
+        if not slicer.util.confirmOkCancelDisplay(
+            f"Remove {caseId} from the training set (its stored volumes and label map are deleted)?", "GLIMS Segmenter"
+        ):
             return
         with slicer.util.tryWithErrorDisplay("The case could not be removed.", waitCursor=True):
             self.fineTuning.removeTrainingCase(caseId)
@@ -653,9 +680,15 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastFineTuneJob = None
         with slicer.util.tryWithErrorDisplay("Could not start fine-tuning.", waitCursor=True):
             self._fineTuneJob = self.fineTuning.startFineTuning(
-                self._parameterNode.modelId, name, device=self._parameterNode.device, resume=resume,
-                onProgress=self.onFineTuneProgress, onLog=self.onJobLog, onFinished=self.onFineTuneFinished,
-                **budget)
+                self._parameterNode.modelId,
+                name,
+                device=self._parameterNode.device,
+                resume=resume,
+                onProgress=self.onFineTuneProgress,
+                onLog=self.onJobLog,
+                onFinished=self.onFineTuneFinished,
+                **budget,
+            )
             self._pollTimer.start()
             self._showPlot(self._fineTuneJob.plot)
         self._updateProcessingState()
@@ -682,10 +715,13 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._updateProcessingState()
         if job.state is JobState.SUCCEEDED:
             before, after = job.before.get("mean"), job.after.get("mean")
-            dice = (f" Mean validation Dice: {before:.3f} before, {after:.3f} after."
-                    if None not in (before, after) else "")
-            if slicer.util.confirmOkCancelDisplay(f"Fine-tuning registered the model {job.modelRef}.{dice}\n\n"
-                                                  "Use it for segmentation now?", "GLIMS Segmenter"):
+            dice = (
+                f" Mean validation Dice: {before:.3f} before, {after:.3f} after." if None not in (before, after) else ""
+            )
+            if slicer.util.confirmOkCancelDisplay(
+                f"Fine-tuning registered the model {job.modelRef}.{dice}\n\nUse it for segmentation now?",
+                "GLIMS Segmenter",
+            ):
                 self.onUseFineTunedModel()
         elif job.state is JobState.FAILED:
             slicer.util.errorDisplay(f"Fine-tuning failed: {job.errorMessage}", "GLIMS Segmenter")
@@ -727,21 +763,23 @@ class GLIMSSegmenterTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Generating a case for the default model")
         logic = GLIMSSegmenterLogic()
         spec = logic.model(logic.defaultModelId())
-        volumes = {inp.key: self._generatedVolume(f"generated {inp.key}", seed)
-                   for seed, inp in enumerate(spec.inputs)}
+        volumes = {inp.key: self._generatedVolume(f"generated {inp.key}", seed) for seed, inp in enumerate(spec.inputs)}
         self.assertEqual(logic.matchInputVolumes(spec.ref, list(volumes.values())), volumes)
 
         self.delayDisplay(f"Segmenting with {spec.ref}")
         segmentation = logic.segment(spec.ref, volumes, device="cpu")
-        names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
-                 for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+        names = [
+            segmentation.GetSegmentation().GetNthSegment(i).GetName()
+            for i in range(segmentation.GetSegmentation().GetNumberOfSegments())
+        ]
         self.assertEqual(names, [label.name for label in spec.labels])
         self.assertIs(logic.referenceVolume(segmentation), volumes[spec.inputs[0].key])
 
         self.delayDisplay("Exporting")
         folder = slicer.util.tempDirectory()
         for fileFormat in ("seg.nrrd", "nifti"):
-            written = logic.export(segmentation, fileFormat,
-                                   os.path.join(folder, logic.defaultExportName(segmentation, fileFormat)))
+            written = logic.export(
+                segmentation, fileFormat, os.path.join(folder, logic.defaultExportName(segmentation, fileFormat))
+            )
             self.assertTrue(all(os.path.isfile(p) for p in written))
         self.delayDisplay("Test passed")

@@ -58,12 +58,13 @@ class CaseStep:
                     self.state.case_loading = True
                     self.state.case_message = "Generating the synthetic case…"
                 process = await asyncio.create_subprocess_exec(
-                    *command, env=engineEnvironment(), stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE)
+                    *command, env=engineEnvironment(), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+                )
                 _, errors = await process.communicate()
                 if process.returncode != 0:
-                    raise InputError(errors.decode(errors="replace").strip()[-300:] or
-                                     f"exit code {process.returncode}")
+                    raise InputError(
+                        errors.decode(errors="replace").strip()[-300:] or f"exit code {process.returncode}"
+                    )
                 case = generatedFiles(case, folder)
         except Exception as err:
             with self.state:
@@ -91,8 +92,9 @@ class CaseStep:
                     content = b"".join(content)
                 self._uploadBytes += len(content)
                 if self._uploadBytes > self.context.options.uploadLimitMb * 2**20:
-                    self._uploadError = (f"the upload is larger than the limit of "
-                                         f"{self.context.options.uploadLimitMb} MB")
+                    self._uploadError = (
+                        f"the upload is larger than the limit of {self.context.options.uploadLimitMb} MB"
+                    )
                     self._uploaded = []
                     continue
                 if not self._uploadError:
@@ -128,8 +130,7 @@ class CaseStep:
 
     def _jobAllowsLoading(self) -> bool:
         if self.context.logic.jobs.busy:
-            self.state.case_message = ("A job is running: wait for it to finish or stop it before loading "
-                                       "another case.")
+            self.state.case_message = "A job is running: wait for it to finish or stop it before loading another case."
             return False
         return True
 

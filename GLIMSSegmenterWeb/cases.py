@@ -14,9 +14,19 @@ from glims.errors import InputError
 
 from .security import IMAGE_SUFFIXES
 
-__all__ = ["CaseFiles", "SAMPLE_DEMO", "SAMPLE_TCGA", "sampleCases", "sampleGeneration", "generatedFiles",
-           "prepareSample", "dataFolderCases",
-           "imageFiles", "volumeName", "sharedDataRoot"]
+__all__ = [
+    "CaseFiles",
+    "SAMPLE_DEMO",
+    "SAMPLE_TCGA",
+    "sampleCases",
+    "sampleGeneration",
+    "generatedFiles",
+    "prepareSample",
+    "dataFolderCases",
+    "imageFiles",
+    "volumeName",
+    "sharedDataRoot",
+]
 
 SAMPLE_DEMO, SAMPLE_TCGA = "synthetic-demo", "tcga-fg-6692"
 _DEMO_SEED, _DEMO_PREFIX = 2024, "GLIMS-SYN-DEMO"
@@ -75,8 +85,23 @@ def sampleGeneration(caseId: str, folder: Path, demoSize: int) -> tuple[CaseFile
             continue
         if case.files:
             return case, None
-        command = engineCommand(["synth", "--out", str(folder), "--n", "1", "--seed", str(_DEMO_SEED),
-                                 "--shape", *[str(demoSize)] * 3, "--prefix", _DEMO_PREFIX, "--progress", "none"])
+        command = engineCommand(
+            [
+                "synth",
+                "--out",
+                str(folder),
+                "--n",
+                "1",
+                "--seed",
+                str(_DEMO_SEED),
+                "--shape",
+                *[str(demoSize)] * 3,
+                "--prefix",
+                _DEMO_PREFIX,
+                "--progress",
+                "none",
+            ]
+        )
         return case, command
     raise InputError(f"no sample case {caseId!r}")
 

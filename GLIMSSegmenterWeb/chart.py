@@ -42,16 +42,18 @@ def trainingChartSvg(rows: Sequence[Mapping[str, float | None]]) -> str:
     def y(value: float) -> float:
         return _HEIGHT - _MARGIN - plotH * value / top
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" '
-             f'viewBox="0 0 {_WIDTH} {_HEIGHT}" font-family="sans-serif" font-size="10">',
-             f'<rect x="{_MARGIN}" y="{_MARGIN}" width="{plotW}" height="{plotH}" fill="none" stroke="#777"/>',
-             f'<text x="{_MARGIN}" y="{_HEIGHT - 8}" fill="#aaa">epoch 0</text>',
-             f'<text x="{_WIDTH - _MARGIN}" y="{_HEIGHT - 8}" fill="#aaa" text-anchor="end">{right:g}</text>',
-             f'<text x="4" y="{_MARGIN + 4}" fill="#aaa">{top:.2g}</text>',
-             f'<text x="4" y="{_HEIGHT - _MARGIN}" fill="#aaa">0</text>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" font-family="sans-serif" font-size="10">',
+        f'<rect x="{_MARGIN}" y="{_MARGIN}" width="{plotW}" height="{plotH}" fill="none" stroke="#777"/>',
+        f'<text x="{_MARGIN}" y="{_HEIGHT - 8}" fill="#aaa">epoch 0</text>',
+        f'<text x="{_WIDTH - _MARGIN}" y="{_HEIGHT - 8}" fill="#aaa" text-anchor="end">{right:g}</text>',
+        f'<text x="4" y="{_MARGIN + 4}" fill="#aaa">{top:.2g}</text>',
+        f'<text x="4" y="{_HEIGHT - _MARGIN}" fill="#aaa">0</text>',
+    ]
     legendX = _MARGIN
     for column, colour in SERIES_COLOURS.items():
-        points = [(x(e), y(row[column])) for e, row in zip(epochs, rows) if row.get(column) is not None]
+        points = [(x(e), y(row[column])) for e, row in zip(epochs, rows, strict=False) if row.get(column) is not None]
         if points:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
             parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
@@ -61,4 +63,3 @@ def trainingChartSvg(rows: Sequence[Mapping[str, float | None]]) -> str:
         legendX += 48
     parts.append("</svg>")
     return "".join(parts)
-

@@ -31,8 +31,10 @@ class EditStep:
 
     def segmentationNodes(self) -> list:
         scene = self.context.slicerApp.scene
-        return [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
-                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+        return [
+            scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))
+        ]
 
     def currentNode(self):
         """The segmentation being edited (None before the first result)."""

@@ -40,25 +40,55 @@ def _caseSection(server, context) -> None:
     with html.Div(classes="d-flex flex-wrap ga-2 align-center"):
         with v.VMenu():
             with v.Template(v_slot_activator="{ props }"):
-                v.VBtn("Sample data", v_bind="props", id="glims-sample-menu", prepend_icon="mdi-database",
-                       variant="tonal", size="small", disabled=("case_loading_locked || case_loading",))
+                v.VBtn(
+                    "Sample data",
+                    v_bind="props",
+                    id="glims-sample-menu",
+                    prepend_icon="mdi-database",
+                    variant="tonal",
+                    size="small",
+                    disabled=("case_loading_locked || case_loading",),
+                )
             with v.VList(density="compact"):
-                v.VListItem(v_for="item in case_samples", key="item.value", title=("item.title",),
-                            id=("'glims-sample-' + item.value",),
-                            click=(case.loadSample, "[item.value]"))
+                v.VListItem(
+                    v_for="item in case_samples",
+                    key="item.value",
+                    title=("item.title",),
+                    id=("'glims-sample-' + item.value",),
+                    click=(case.loadSample, "[item.value]"),
+                )
         with v.VMenu(v_if="case_data.length"):
             with v.Template(v_slot_activator="{ props }"):
-                v.VBtn("Server folder", v_bind="props", id="glims-data-menu", prepend_icon="mdi-folder-network",
-                       variant="tonal", size="small", disabled=("case_loading_locked || case_loading",))
+                v.VBtn(
+                    "Server folder",
+                    v_bind="props",
+                    id="glims-data-menu",
+                    prepend_icon="mdi-folder-network",
+                    variant="tonal",
+                    size="small",
+                    disabled=("case_loading_locked || case_loading",),
+                )
             with v.VList(density="compact"):
-                v.VListItem(v_for="item in case_data", key="item.value", title=("item.title",),
-                            click=(case.loadDataCase, "[item.value]"))
+                v.VListItem(
+                    v_for="item in case_data",
+                    key="item.value",
+                    title=("item.title",),
+                    click=(case.loadDataCase, "[item.value]"),
+                )
     trigger = server.controller.trigger_name(case.receiveUploadChunk)
-    for label, folder, elementId in (("Upload files", False, "glims-upload-files"),
-                                     ("Upload a folder", True, "glims-upload-folder")):
+    for label, folder, elementId in (
+        ("Upload files", False, "glims-upload-files"),
+        ("Upload a folder", True, "glims-upload-folder"),
+    ):
         v.VFileInput(
-            label=label, id=elementId, multiple=True, density="compact", hide_details=True, show_size=True,
-            prepend_icon="mdi-folder-upload" if folder else "mdi-file-upload", classes="mt-2",
+            label=label,
+            id=elementId,
+            multiple=True,
+            density="compact",
+            hide_details=True,
+            show_size=True,
+            prepend_icon="mdi-folder-upload" if folder else "mdi-file-upload",
+            classes="mt-2",
             raw_attrs=["webkitdirectory"] if folder else [],
             disabled=("case_loading_locked || case_loading",),
             accept=None if folder else ".nii,.gz,.nrrd,.nhdr,.mha,.mhd,.raw",
@@ -70,56 +100,106 @@ def _caseSection(server, context) -> None:
 
 def _modelSection(context) -> None:
     _section("2. Model and inputs")
-    v.VSelect(label="Model", id="glims-model", items=("seg_models",), v_model=("seg_model",), density="compact",
-              hide_details=True, disabled=("seg_busy || train_busy",))
+    v.VSelect(
+        label="Model",
+        id="glims-model",
+        items=("seg_models",),
+        v_model=("seg_model",),
+        density="compact",
+        hide_details=True,
+        disabled=("seg_busy || train_busy",),
+    )
     with html.Div(classes="d-flex align-start mt-1"):
-        html.Div("{{ seg_model_summary }}", id="glims-model-summary",
-                 classes="text-caption flex-grow-1", style="white-space: pre-line;")
-        v.VBtn("Model card", id="glims-model-card", size="x-small", variant="text",
-               click="seg_card_open = true")
+        html.Div(
+            "{{ seg_model_summary }}",
+            id="glims-model-summary",
+            classes="text-caption flex-grow-1",
+            style="white-space: pre-line;",
+        )
+        v.VBtn("Model card", id="glims-model-card", size="x-small", variant="text", click="seg_card_open = true")
     with v.VDialog(v_model=("seg_card_open",), max_width=760):
         with v.VCard(title="Model card"):
-            v.VCardText("{{ seg_model_card }}", style="white-space: pre-wrap; max-height: 70vh; overflow-y: auto;",
-                        classes="text-body-2")
+            v.VCardText(
+                "{{ seg_model_card }}",
+                style="white-space: pre-wrap; max-height: 70vh; overflow-y: auto;",
+                classes="text-body-2",
+            )
             with v.VCardActions():
                 v.VSpacer()
                 v.VBtn("Close", click="seg_card_open = false")
     for slot in range(1, INPUT_SLOTS + 1):
         v.VSelect(
             v_if=f"seg_input_labels.length >= {slot}",
-            label=(f"seg_input_labels[{slot - 1}].label",), id=f"glims-input-{slot}",
-            items=("seg_volumes",), v_model=(f"seg_input_{slot}",), density="compact", hide_details=True,
-            clearable=True, classes="mt-2", disabled=("seg_busy || train_busy",),
+            label=(f"seg_input_labels[{slot - 1}].label",),
+            id=f"glims-input-{slot}",
+            items=("seg_volumes",),
+            v_model=(f"seg_input_{slot}",),
+            density="compact",
+            hide_details=True,
+            clearable=True,
+            classes="mt-2",
+            disabled=("seg_busy || train_busy",),
         )
     with html.Div(classes="d-flex align-center mt-2 ga-2"):
-        v.VBtn("Assign by name", size="small", variant="text", click=context.segment.autoAssign,
-               disabled=("seg_busy || train_busy",))
-        v.VSelect(label="Device", items=("seg_devices", list(DEVICE_CHOICES)), v_model=("seg_device",),
-                  density="compact", hide_details=True, disabled=("seg_busy || train_busy",))
+        v.VBtn(
+            "Assign by name",
+            size="small",
+            variant="text",
+            click=context.segment.autoAssign,
+            disabled=("seg_busy || train_busy",),
+        )
+        v.VSelect(
+            label="Device",
+            items=("seg_devices", list(DEVICE_CHOICES)),
+            v_model=("seg_device",),
+            density="compact",
+            hide_details=True,
+            disabled=("seg_busy || train_busy",),
+        )
 
 
 def _runSection(context) -> None:
     _section("3. Segment")
-    v.VBtn("{{ seg_button }}", id="glims-segment", block=True, color=("seg_busy ? 'warning' : 'primary'",),
-           prepend_icon=("seg_busy ? 'mdi-stop' : 'mdi-play'",), disabled=("!seg_button_enabled",),
-           click=context.segment.onButton)
+    v.VBtn(
+        "{{ seg_button }}",
+        id="glims-segment",
+        block=True,
+        color=("seg_busy ? 'warning' : 'primary'",),
+        prepend_icon=("seg_busy ? 'mdi-stop' : 'mdi-play'",),
+        disabled=("!seg_button_enabled",),
+        click=context.segment.onButton,
+    )
     v.VProgressLinear(v_if="seg_busy", model_value=("seg_progress",), height=6, classes="mt-2", color="primary")
     html.Div("{{ seg_status }}", id="glims-seg-status", classes="text-body-2 mt-2")
     with v.VExpansionPanels(classes="mt-2", variant="accordion"):
         with v.VExpansionPanel(title="Engine log"):
             with v.VExpansionPanelText():
-                html.Div("{{ seg_log.join('\\n') }}", id="glims-log",
-                         style="white-space: pre-wrap; font-family: monospace; font-size: 11px; "
-                               "max-height: 240px; overflow-y: auto;")
+                html.Div(
+                    "{{ seg_log.join('\\n') }}",
+                    id="glims-log",
+                    style="white-space: pre-wrap; font-family: monospace; font-size: 11px; "
+                    "max-height: 240px; overflow-y: auto;",
+                )
 
 
 def _editTab(context):
     from trame_slicer.app.ui import SegmentEditorUI
 
-    html.Div("Segment first: the result opens here with Slicer's segment editor.", v_if="!edit_has_result",
-             classes="text-body-2 ma-2")
-    v.VSelect(v_if="edit_has_result", label="Segmentation", id="glims-result", items=("edit_segmentations",),
-              v_model=("edit_segmentation",), density="compact", hide_details=True, classes="ma-2")
+    html.Div(
+        "Segment first: the result opens here with Slicer's segment editor.",
+        v_if="!edit_has_result",
+        classes="text-body-2 ma-2",
+    )
+    v.VSelect(
+        v_if="edit_has_result",
+        label="Segmentation",
+        id="glims-result",
+        items=("edit_segmentations",),
+        v_model=("edit_segmentation",),
+        density="compact",
+        hide_details=True,
+        classes="ma-2",
+    )
     with html.Div(v_show="edit_has_result", style="height: calc(100vh - 200px);"):
         editorUi = SegmentEditorUI()
     return editorUi
@@ -129,44 +209,97 @@ def _exportSection(context) -> None:
     export = context.export
     _section("Export")
     with html.Div(classes="d-flex align-center ga-2"):
-        v.VSelect(label="Format", id="glims-export-format", items=("export_formats", list(DOWNLOAD_FORMATS)),
-                  v_model=("export_format",), density="compact", hide_details=True)
-        v.VBtn("Download", id="glims-export", prepend_icon="mdi-download", disabled=("!edit_has_result",),
-               click=_DOWNLOAD_SCRIPT % (export.prepareTrigger, export.fetchTrigger))
+        v.VSelect(
+            label="Format",
+            id="glims-export-format",
+            items=("export_formats", list(DOWNLOAD_FORMATS)),
+            v_model=("export_format",),
+            density="compact",
+            hide_details=True,
+        )
+        v.VBtn(
+            "Download",
+            id="glims-export",
+            prepend_icon="mdi-download",
+            disabled=("!edit_has_result",),
+            click=_DOWNLOAD_SCRIPT % (export.prepareTrigger, export.fetchTrigger),
+        )
     html.Div("{{ export_message }}", id="glims-export-message", classes="text-caption mt-1")
 
 
 def _trainSection(context) -> None:
     training = context.training
     _section("Training set")
-    v.VBtn("Add to training set", id="glims-add-case", prepend_icon="mdi-database-plus", size="small",
-           variant="tonal", disabled=("!edit_has_result || seg_busy || train_busy",), click=training.addCurrent)
+    v.VBtn(
+        "Add to training set",
+        id="glims-add-case",
+        prepend_icon="mdi-database-plus",
+        size="small",
+        variant="tonal",
+        disabled=("!edit_has_result || seg_busy || train_busy",),
+        click=training.addCurrent,
+    )
     html.Div("{{ train_message }}", id="glims-train-message", classes="text-caption mt-1")
     with v.VList(density="compact", v_if="train_cases.length", max_height=160, classes="overflow-y-auto"):
-        with v.VListItem(v_for="item in train_cases", key="item.id", title=("item.id",),
-                         subtitle=("item.preset + ' · ' + item.row",)):
+        with v.VListItem(
+            v_for="item in train_cases", key="item.id", title=("item.id",), subtitle=("item.preset + ' · ' + item.row",)
+        ):
             with v.Template(v_slot_append=True):
-                v.VBtn(icon="mdi-delete", size="x-small", variant="text", disabled=("train_busy",),
-                       click=(training.removeCase, "[item.id]"))
+                v.VBtn(
+                    icon="mdi-delete",
+                    size="x-small",
+                    variant="text",
+                    disabled=("train_busy",),
+                    click=(training.removeCase, "[item.id]"),
+                )
     _section("Fine-tune the selected model")
     with html.Div(classes="d-flex ga-2"):
-        v.VTextField(label="New model name", v_model=("train_name",), placeholder=("train_name_hint",),
-                     persistent_placeholder=True, density="compact", hide_details=True, id="glims-train-name")
-        v.VTextField(label="Epochs", v_model=("train_epochs",), type="number", min=1, density="compact",
-                     hide_details=True, style="max-width: 90px;", id="glims-train-epochs")
+        v.VTextField(
+            label="New model name",
+            v_model=("train_name",),
+            placeholder=("train_name_hint",),
+            persistent_placeholder=True,
+            density="compact",
+            hide_details=True,
+            id="glims-train-name",
+        )
+        v.VTextField(
+            label="Epochs",
+            v_model=("train_epochs",),
+            type="number",
+            min=1,
+            density="compact",
+            hide_details=True,
+            style="max-width: 90px;",
+            id="glims-train-epochs",
+        )
     with html.Div(v_if="train_interrupted && !train_busy", classes="text-caption mt-2"):
         html.Span("A stopped run of this name exists. ")
         v.VBtn("Continue it", size="x-small", variant="tonal", click=(training.onButton, "[true]"))
         v.VBtn("Discard it", size="x-small", variant="text", click=training.discardInterrupted)
-    v.VBtn("{{ train_button }}", id="glims-finetune", block=True, classes="mt-2",
-           color=("train_busy ? 'warning' : 'primary'",), disabled=("!train_button_enabled || train_interrupted",),
-           prepend_icon=("train_busy ? 'mdi-stop' : 'mdi-school'",), click=(training.onButton, "[false]"))
+    v.VBtn(
+        "{{ train_button }}",
+        id="glims-finetune",
+        block=True,
+        classes="mt-2",
+        color=("train_busy ? 'warning' : 'primary'",),
+        disabled=("!train_button_enabled || train_interrupted",),
+        prepend_icon=("train_busy ? 'mdi-stop' : 'mdi-school'",),
+        click=(training.onButton, "[false]"),
+    )
     v.VProgressLinear(v_if="train_busy", model_value=("train_progress",), height=6, classes="mt-2")
     html.Div("{{ train_status }}", id="glims-train-status", classes="text-body-2 mt-2")
     html.Div(v_if="train_chart", v_html=("train_chart",), id="glims-train-chart", classes="mt-2")
     html.Div(v_if="train_result", v_html=("train_result",), id="glims-train-result", classes="text-caption mt-2")
-    v.VBtn(v_if="train_new_model", text=("'Use ' + train_new_model + ' for segmentation'",), id="glims-use-model",
-           block=True, variant="tonal", classes="mt-2", click=training.useNewModel)
+    v.VBtn(
+        v_if="train_new_model",
+        text=("'Use ' + train_new_model + ' for segmentation'",),
+        id="glims-use-model",
+        block=True,
+        variant="tonal",
+        classes="mt-2",
+        click=training.useNewModel,
+    )
 
 
 def buildPage(server, context, layoutManager):

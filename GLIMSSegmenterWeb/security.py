@@ -16,8 +16,16 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from glims.errors import InputError
 
-__all__ = ["LOCAL_HOSTS", "IMAGE_SUFFIXES", "isLocalHost", "newAccessToken", "tokenMiddleware", "safeUploadName",
-           "checkImageFile", "DEFAULT_UPLOAD_LIMIT_MB"]
+__all__ = [
+    "LOCAL_HOSTS",
+    "IMAGE_SUFFIXES",
+    "isLocalHost",
+    "newAccessToken",
+    "tokenMiddleware",
+    "safeUploadName",
+    "checkImageFile",
+    "DEFAULT_UPLOAD_LIMIT_MB",
+]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 """Addresses only this computer can reach: no token needed."""
@@ -57,8 +65,11 @@ def tokenMiddleware(token: str):
     async def requireToken(request, handler):
         fromQuery = request.query.get("token")
         if not (matches(fromQuery) or matches(request.cookies.get(TOKEN_COOKIE))):
-            return web.Response(status=403, text="GLIMS Segmenter: open the URL with the access token printed "
-                                                 "when the server started (…/index.html?token=…)\n")
+            return web.Response(
+                status=403,
+                text="GLIMS Segmenter: open the URL with the access token printed "
+                "when the server started (…/index.html?token=…)\n",
+            )
         response = await handler(request)
         if matches(fromQuery) and isinstance(response, web.StreamResponse) and not response.prepared:
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")

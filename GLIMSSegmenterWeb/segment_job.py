@@ -69,8 +69,12 @@ class SegmentStep:
         items = []
         for spec in catalog.models:
             choice = modelChoice(catalog, spec)
-            items.append({"value": choice, "title": f"{spec.title} — {spec.version}"
-                          + ("" if spec.builtin else f" (yours: {spec.id})")})
+            items.append(
+                {
+                    "value": choice,
+                    "title": f"{spec.title} — {spec.version}" + ("" if spec.builtin else f" (yours: {spec.id})"),
+                }
+            )
         self.state.seg_models = items
         if select is not None:
             self.state.seg_model = select
@@ -89,8 +93,14 @@ class SegmentStep:
         spec = self.currentModel()
         self.state.seg_model_summary = modelSummaryText(spec) if spec else "No model selected."
         self.state.seg_model_card = _modelCardText(spec) if spec else ""
-        self.state.seg_input_labels = ([{"slot": i + 1, "label": presentation.inputLabel(inp.title), "title": inp.title}
-                                        for i, inp in enumerate(spec.inputs)] if spec else [])
+        self.state.seg_input_labels = (
+            [
+                {"slot": i + 1, "label": presentation.inputLabel(inp.title), "title": inp.title}
+                for i, inp in enumerate(spec.inputs)
+            ]
+            if spec
+            else []
+        )
         self.autoAssign(onlyEmpty=True)
         self.context.training.refresh()
 
@@ -98,8 +108,10 @@ class SegmentStep:
 
     def volumeNodes(self) -> list:
         scene = self.context.slicerApp.scene
-        nodes = [scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-                 for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))]
+        nodes = [
+            scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
+            for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))
+        ]
         return [n for n in nodes if not n.IsA("vtkMRMLLabelMapVolumeNode") and not n.GetHideFromEditors()]
 
     def refreshVolumes(self) -> None:
@@ -131,9 +143,10 @@ class SegmentStep:
         scene = self.context.slicerApp.scene
         if spec is None:
             return {}
-        return {inp.key: (scene.GetNodeByID(self.state[f"seg_input_{slot}"])
-                          if self.state[f"seg_input_{slot}"] else None)
-                for slot, inp in enumerate(spec.inputs, start=1)}
+        return {
+            inp.key: (scene.GetNodeByID(self.state[f"seg_input_{slot}"]) if self.state[f"seg_input_{slot}"] else None)
+            for slot, inp in enumerate(spec.inputs, start=1)
+        }
 
     def referenceVolume(self):
         """The first input's volume (the grid of the result), or None."""
@@ -149,14 +162,22 @@ class SegmentStep:
     def updateButton(self) -> None:
         """The Segment/Cancel button and status line from the job state (``presentation.panelState``)."""
         spec = self.currentModel()
-        missing = ["a model"] if spec is None else [inp.title for inp, node in
-                                                     zip(spec.inputs, self.selectedInputs().values()) if node is None]
+        missing = (
+            ["a model"]
+            if spec is None
+            else [
+                inp.title
+                for inp, node in zip(spec.inputs, self.selectedInputs().values(), strict=False)
+                if node is None
+            ]
+        )
         reason = f"Select {', '.join(missing)}." if missing else ""
         if not self.busy and self.context.logic.jobs.busy:
             reason = "Fine-tuning is running: wait for it to finish or stop it."
         jobState = self.job.state if self.job is not None else self.lastState
-        panel = presentation.panelState(jobState, canSegment=self.busy or not reason, errorMessage=self.lastError,
-                                        reason=reason)
+        panel = presentation.panelState(
+            jobState, canSegment=self.busy or not reason, errorMessage=self.lastError, reason=reason
+        )
         self.state.seg_button = panel.applyText
         self.state.seg_button_enabled = panel.applyEnabled
         self.state.seg_busy = panel.busy
@@ -180,8 +201,12 @@ class SegmentStep:
         self.state.seg_progress = 0
         try:
             self.job = self.context.logic.startSegmentation(
-                spec.ref if spec else self.state.seg_model, self.selectedInputs(), device=self.state.seg_device,
-                onProgress=self._onProgress, onLog=self.appendLog)
+                spec.ref if spec else self.state.seg_model,
+                self.selectedInputs(),
+                device=self.state.seg_device,
+                onProgress=self._onProgress,
+                onLog=self.appendLog,
+            )
         except Exception as err:  # busy, missing input, unknown model: one clear line, the page stays usable
             self.job = None
             self.lastState, self.lastError = JobState.FAILED, str(err)

@@ -61,8 +61,9 @@ class TrainStep:
             logger.warning("the training set could not be read: %s", err)
             cases = []
         self._cases = cases
-        self.state.train_cases = [{"id": c.case_id, "preset": c.preset,
-                                   "row": " · ".join(presentation.trainingCaseRow(c)[1:])} for c in cases]
+        self.state.train_cases = [
+            {"id": c.case_id, "preset": c.preset, "row": " · ".join(presentation.trainingCaseRow(c)[1:])} for c in cases
+        ]
         spec = self.context.segment.currentModel()
         self.state.train_name_hint = self.context.fineTuning.defaultModelName(spec.ref) if spec else ""
         self.updateButton()
@@ -84,17 +85,21 @@ class TrainStep:
                 except Exception as err:
                     problem = str(err)
         job = self.job or self.lastJob
-        panel = presentation.fineTuneState(job.state if job else None, problem=problem,
-                                           errorMessage=job.errorMessage if job else "",
-                                           modelRef=job.modelRef if job else "")
+        panel = presentation.fineTuneState(
+            job.state if job else None,
+            problem=problem,
+            errorMessage=job.errorMessage if job else "",
+            modelRef=job.modelRef if job else "",
+        )
         self.state.train_button = panel.applyText
         self.state.train_button_enabled = panel.applyEnabled
         self.state.train_busy = panel.busy
         if not panel.busy or panel.status:
             self.state.train_status = panel.status
         name = self._name()
-        self.state.train_interrupted = bool(name) and not self.busy and bool(
-            self.context.fineTuning.interruptedRuns(name))
+        self.state.train_interrupted = (
+            bool(name) and not self.busy and bool(self.context.fineTuning.interruptedRuns(name))
+        )
 
     # ---- training set -------------------------------------------------------------------------------------
 
@@ -107,8 +112,7 @@ class TrainStep:
         segment = self.context.segment
         selected = {k: v for k, v in segment.selectedInputs().items() if v is not None}
         try:
-            case = self.context.fineTuning.addToTrainingSet(node, self.state.seg_model or None,
-                                                            inputVolumes=selected)
+            case = self.context.fineTuning.addToTrainingSet(node, self.state.seg_model or None, inputVolumes=selected)
         except Exception as err:
             self.state.train_message = f"Not added: {err}"
             return
@@ -144,9 +148,14 @@ class TrainStep:
         try:
             epochs = int(self.state.train_epochs)
             self.job = self.context.fineTuning.startFineTuning(
-                spec.ref if spec else self.state.seg_model, self._name(), epochs=epochs,
-                device=self.state.seg_device, resume=resume, onProgress=self._onProgress,
-                onLog=self.context.segment.appendLog)
+                spec.ref if spec else self.state.seg_model,
+                self._name(),
+                epochs=epochs,
+                device=self.state.seg_device,
+                resume=resume,
+                onProgress=self._onProgress,
+                onLog=self.context.segment.appendLog,
+            )
         except Exception as err:
             self.job = None
             self.state.train_status = f"Could not start: {err}"

@@ -119,11 +119,13 @@ class RequirementStatus:
     def describe(self) -> str:
         """E.g. ``monai >= 1.3 (not installed; from pip)``."""
         state = "not installed" if self.installed is None else f"{self.installed} installed"
-        return f"{self.requirement.name} >= {self.requirement.minimumVersion} ({state}; from {self.requirement.source.value})"
+        requirement = self.requirement
+        return f"{requirement.name} >= {requirement.minimumVersion} ({state}; from {requirement.source.value})"
 
 
-def missingRequirements(requirements: Sequence[Requirement] = REQUIREMENTS,
-                      versionOf: Callable[[str], str | None] = installedVersion) -> list[RequirementStatus]:
+def missingRequirements(
+    requirements: Sequence[Requirement] = REQUIREMENTS, versionOf: Callable[[str], str | None] = installedVersion
+) -> list[RequirementStatus]:
     """The requirements that are not satisfied (empty when everything is ready)."""
     statuses = [RequirementStatus(r, versionOf(r.name)) for r in requirements]
     return [s for s in statuses if not s.satisfied]
@@ -133,13 +135,19 @@ def installPrompt(missing: Sequence[RequirementStatus]) -> str:
     """The question shown to the user before anything is installed."""
     lines = ["GLIMS Segmenter needs these Python packages:", ""]
     lines += [f"  - {status.describe()}" for status in missing]
-    lines += ["", "Install them now? This downloads several hundred MB and may take a few minutes;"
-                  " Slicer may ask to restart afterwards."]
+    lines += [
+        "",
+        "Install them now? This downloads several hundred MB and may take a few minutes;"
+        " Slicer may ask to restart afterwards.",
+    ]
     return "\n".join(lines)
 
 
-def installRequirements(missing: Sequence[RequirementStatus], pipInstall: Callable[[list[str]], None] | None = None,
-                        installTorch: Callable[[str], None] | None = None) -> None:
+def installRequirements(
+    missing: Sequence[RequirementStatus],
+    pipInstall: Callable[[list[str]], None] | None = None,
+    installTorch: Callable[[str], None] | None = None,
+) -> None:
     """Install the missing requirements (inside Slicer; call only after the user agreed).
 
     Args:
@@ -153,8 +161,9 @@ def installRequirements(missing: Sequence[RequirementStatus], pipInstall: Callab
     """
     slicerOwned = [s for s in missing if s.requirement.source is Source.SLICER]
     if slicerOwned:
-        raise DependencyError("this Slicer ships " + ", ".join(s.describe() for s in slicerOwned)
-                              + ": please use a newer 3D Slicer")
+        raise DependencyError(
+            "this Slicer ships " + ", ".join(s.describe() for s in slicerOwned) + ": please use a newer 3D Slicer"
+        )
     torch = [s for s in missing if s.requirement.source is Source.PYTORCH_EXTENSION]
     if torch:
         (installTorch or _installTorchWithPyTorchUtils)(f">={torch[0].requirement.minimumVersion}")
@@ -172,9 +181,12 @@ def _installTorchWithPyTorchUtils(versionRequirement: str) -> None:
     try:
         import PyTorchUtils
     except ImportError:
-        raise DependencyError("torch is installed by the PyTorch extension: install 'PyTorch' from the Extensions "
-                              "Manager, restart Slicer, and segment again") from None
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                          torchVersionRequirement=versionRequirement)
+        raise DependencyError(
+            "torch is installed by the PyTorch extension: install 'PyTorch' from the Extensions "
+            "Manager, restart Slicer, and segment again"
+        ) from None
+    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+        askConfirmation=False, torchVersionRequirement=versionRequirement
+    )
     if torch is None:
         raise DependencyError("the PyTorch extension could not install torch; see its module for details")

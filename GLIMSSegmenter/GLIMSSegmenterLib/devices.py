@@ -52,14 +52,18 @@ class DeviceProbe:
         timeout: seconds after which the probe is stopped and only the CPU is reported.
     """
 
-    def __init__(self, python: str | None = None, env: Mapping[str, str] | None = None,
-                 timeout: float = 120.0) -> None:
+    def __init__(self, python: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 120.0) -> None:
         self._deadline = time.monotonic() + timeout
         self._result: dict[str, str] | None = None
         self._process = subprocess.Popen(
-            [python or pythonExecutable(), "-c", _PROBE], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=dict(env) if env is not None else engineEnvironment(), text=True,
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+            [python or pythonExecutable(), "-c", _PROBE],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else engineEnvironment(),
+            text=True,
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )
 
     def poll(self) -> dict[str, str] | None:
         """Device -> description (``cpu`` always, ``cuda``/``mps`` when there), or None while still probing.

@@ -13,8 +13,14 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["MODULE_DIR", "pythonExecutable", "engineEnvironment", "engineCommand", "segmentArguments",
-           "finetuneArguments"]
+__all__ = [
+    "MODULE_DIR",
+    "pythonExecutable",
+    "engineEnvironment",
+    "engineCommand",
+    "segmentArguments",
+    "finetuneArguments",
+]
 
 MODULE_DIR = Path(__file__).resolve().parent.parent
 """The module folder: holds GLIMSSegmenter.py, GLIMSSegmenterLib/ and the engine package glims/."""
@@ -38,8 +44,9 @@ def pythonExecutable() -> str:
     return sys.executable
 
 
-def engineEnvironment(base: Mapping[str, str] | None = None, glimsHome: str | os.PathLike | None = None,
-                      forceCpu: bool = False) -> dict[str, str]:
+def engineEnvironment(
+    base: Mapping[str, str] | None = None, glimsHome: str | os.PathLike | None = None, forceCpu: bool = False
+) -> dict[str, str]:
     """The child's environment: ``base`` (default: this process's) with the engine importable.
 
     Args:

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 MIN_CASES = 2
 """Cases needed to fine-tune: at least one to learn from and one held out for validation."""
 
+
 class FineTuneJob(EngineJob):
     """A running ``glims finetune``; its result is the new model's catalog entry (``glims.catalog.ModelSpec``).
 
@@ -54,8 +55,9 @@ class FineTuneJob(EngineJob):
     description = "fine-tuning"
     resultName = "fine-tuned model"
 
-    def __init__(self, *args, baseModel: str = "", modelName: str = "", plot: TrainingPlot | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, baseModel: str = "", modelName: str = "", plot: TrainingPlot | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.baseModel = baseModel
         self.modelName = modelName
@@ -97,8 +99,13 @@ class FineTuningLogic:
 
     # ---- training set -------------------------------------------------------------------------------------
 
-    def addToTrainingSet(self, segmentationNode, modelId: str | None = None,
-                         inputVolumes: Mapping[str, object] | None = None, caseId: str | None = None):
+    def addToTrainingSet(
+        self,
+        segmentationNode,
+        modelId: str | None = None,
+        inputVolumes: Mapping[str, object] | None = None,
+        caseId: str | None = None,
+    ):
         """Store a corrected segmentation and its input volumes as a training case of a model.
 
         Args:
@@ -123,8 +130,9 @@ class FineTuningLogic:
             raise InputError(f"'{name}' cannot be added to the training set: choose the model it is for")
         spec = self.segmenter.model(modelId)
         volumes = {**(inputVolumes or {}), **trainingset.recordedInputs(segmentationNode, spec)}
-        return trainingset.addCase(segmentationNode, spec, volumes, self.glimsHome, caseId,
-                                   self.segmenter.temporaryRoot())
+        return trainingset.addCase(
+            segmentationNode, spec, volumes, self.glimsHome, caseId, self.segmenter.temporaryRoot()
+        )
 
     def trainingCases(self, preset: str | None = None) -> list:
         """The stored cases (``glims.casestore.StoredCase``), of ``preset`` only when given."""
@@ -148,8 +156,10 @@ class FineTuningLogic:
             return f"fine-tuning supports the brain-tumour (BraTS) models; {spec.title} is not one"
         count = len([c for c in (self.trainingCases() if cases is None else cases) if c.preset == spec.preset])
         if count < MIN_CASES:
-            return (f"fine-tuning needs at least {MIN_CASES} {spec.preset} cases in the training set (one is held "
-                    f"out for validation); it has {count}: add corrected segmentations first")
+            return (
+                f"fine-tuning needs at least {MIN_CASES} {spec.preset} cases in the training set (one is held "
+                f"out for validation); it has {count}: add corrected segmentations first"
+            )
         return ""
 
     def defaultModelName(self, modelId: str) -> str:
@@ -229,8 +239,16 @@ class FineTuningLogic:
                 raise InputError(problem)
             if self.interruptedRuns(name):
                 raise ConfigError(f"a stopped fine-tuning of {name!r} exists: continue it or discard it first")
-        arguments = finetuneArguments(spec.ref, name, epochs=epochs, minutes=minutes, device=device,
-                                      threads=threads, valFraction=valFraction, resume=resume)
+        arguments = finetuneArguments(
+            spec.ref,
+            name,
+            epochs=epochs,
+            minutes=minutes,
+            device=device,
+            threads=threads,
+            valFraction=valFraction,
+            resume=resume,
+        )
         workFolder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-finetune-", dir=self.segmenter.temporaryRoot()))
         trainingPlot = TrainingPlot(slicer.mrmlScene, f"Fine-tuning {name}") if plot else None
 
@@ -245,11 +263,23 @@ class FineTuningLogic:
                 raise OSError("the engine finished without reporting the new model")
             return self.segmenter.catalog(reload=True).get(outcome.outputs["model"])
 
-        process = EngineProcess(engineCommand(arguments, self.segmenter.pythonExecutable),
-                                env=engineEnvironment(self.segmenter.baseEnvironment, self.glimsHome),
-                                cwd=str(workFolder), onProgress=progress, onLog=onLog)
-        job = FineTuneJob(process, workFolder, importResult, onFinished, keepFiles=self.segmenter.keepTemporaryFiles,
-                          baseModel=spec.ref, modelName=name, plot=trainingPlot)
+        process = EngineProcess(
+            engineCommand(arguments, self.segmenter.pythonExecutable),
+            env=engineEnvironment(self.segmenter.baseEnvironment, self.glimsHome),
+            cwd=str(workFolder),
+            onProgress=progress,
+            onLog=onLog,
+        )
+        job = FineTuneJob(
+            process,
+            workFolder,
+            importResult,
+            onFinished,
+            keepFiles=self.segmenter.keepTemporaryFiles,
+            baseModel=spec.ref,
+            modelName=name,
+            plot=trainingPlot,
+        )
         try:
             process.start()
         except Exception:

@@ -53,9 +53,15 @@ class EngineJob:
     resultName = "result"
     """What :attr:`result` is, for the message when importing it fails."""
 
-    def __init__(self, process: EngineProcess, workFolder: Path, importResult: Callable[[ProcessOutcome], object],
-                 onFinished: Callable[[EngineJob], None] | None = None, keepFiles: bool = False,
-                 inputNames: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        process: EngineProcess,
+        workFolder: Path,
+        importResult: Callable[[ProcessOutcome], object],
+        onFinished: Callable[[EngineJob], None] | None = None,
+        keepFiles: bool = False,
+        inputNames: Mapping[str, str] | None = None,
+    ) -> None:
         self.process = process
         self.workFolder = Path(workFolder)
         self.importResult = importResult
@@ -150,8 +156,9 @@ class JobSlot:
             what: the job about to start, e.g. "fine-tuning", for the message.
         """
         if self.busy:
-            raise JobBusyError(f"{self.job.description} is running: wait for it to finish or stop it before "
-                               f"starting {what}")
+            raise JobBusyError(
+                f"{self.job.description} is running: wait for it to finish or stop it before starting {what}"
+            )
 
     def hold(self, job: EngineJob) -> EngineJob:
         """Occupy the slot with ``job`` (after :meth:`ensureFree`); returns the job."""

@@ -21,6 +21,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from glims.errors import CatalogError, InputError, OutputError
+
 from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
 from .exportnames import safeFileName
@@ -107,7 +108,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
     def inputsFromParameters(self, params: SegmentationParameters) -> dict[str, object]:
         """Input key -> volume node for the parameters' model (volumes in catalog order of the slots)."""
         spec = self.model(params.modelId)
-        return {inp.key: volume for inp, volume in zip(spec.inputs, params.inputVolumes)}
+        return {inp.key: volume for inp, volume in zip(spec.inputs, params.inputVolumes, strict=False)}
 
     # ---- segmentation -------------------------------------------------------------------------------------
 
@@ -116,9 +117,11 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         if not isinstance(inputVolumes, Mapping):
             volumes = list(inputVolumes)
             if len(volumes) != len(spec.inputs):
-                raise InputError(f"{spec.title} needs {len(spec.inputs)} input volumes "
-                                 f"({', '.join(i.title for i in spec.inputs)}), got {len(volumes)}")
-            inputVolumes = {inp.key: volume for inp, volume in zip(spec.inputs, volumes)}
+                raise InputError(
+                    f"{spec.title} needs {len(spec.inputs)} input volumes "
+                    f"({', '.join(i.title for i in spec.inputs)}), got {len(volumes)}"
+                )
+            inputVolumes = {inp.key: volume for inp, volume in zip(spec.inputs, volumes, strict=False)}
         unknown = set(inputVolumes) - {i.key for i in spec.inputs}
         if unknown:
             raise InputError(f"{spec.title} has no input {', '.join(sorted(unknown))}")
@@ -174,21 +177,35 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         spec = self.model(modelId)
         self.jobs.ensureFree("a segmentation")
         volumes = self._orderedInputs(spec, inputVolumes)
-        if (outputSegmentation is not None and not replaceExisting
-                and outputSegmentation.GetSegmentation().GetNumberOfSegments() > 0):
-            raise OutputError(f"'{outputSegmentation.GetName()}' already has segments; choose a new segmentation "
-                              "or confirm that its segments may be replaced")
+        if (
+            outputSegmentation is not None
+            and not replaceExisting
+            and outputSegmentation.GetSegmentation().GetNumberOfSegments() > 0
+        ):
+            raise OutputError(
+                f"'{outputSegmentation.GetName()}' already has segments; choose a new segmentation "
+                "or confirm that its segments may be replaced"
+            )
         workFolder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-", dir=self.temporaryRoot()))
         try:
-            inputPaths = [sceneio.writeVolumeFile(volume, workFolder / f"{inp.key}.nrrd")
-                          for inp, volume in zip(spec.inputs, volumes)]
+            inputPaths = [
+                sceneio.writeVolumeFile(volume, workFolder / f"{inp.key}.nrrd")
+                for inp, volume in zip(spec.inputs, volumes, strict=False)
+            ]
         except Exception:
             shutil.rmtree(workFolder, ignore_errors=True)
             raise
         outputPath = workFolder / "segmentation.seg.nrrd"
-        arguments = segmentArguments(spec.ref, inputPaths, outputPath, reportPath=workFolder / "report.json",
-                                     device=device, overlap=overlap, testTimeFlips=testTimeFlips,
-                                     wholeImage=wholeImage)
+        arguments = segmentArguments(
+            spec.ref,
+            inputPaths,
+            outputPath,
+            reportPath=workFolder / "report.json",
+            device=device,
+            overlap=overlap,
+            testTimeFlips=testTimeFlips,
+            wholeImage=wholeImage,
+        )
         process = self._segmentationProcess(arguments, workFolder, onProgress)
         reference = volumes[0]
         name = resultName([volume.GetName() for volume in volumes], spec.id, spec.version)
@@ -196,14 +213,18 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         def importResult(outcome: ProcessOutcome):
             if "segmentation" not in outcome.outputs:
                 raise OSError("the engine finished without reporting a segmentation file")
-            node = sceneio.readSegmentationFile(outcome.outputs["segmentation"], reference, name, outputSegmentation,
-                                                algorithmName=spec.ref)
-            trainingset.recordDraft(node, spec, dict(zip((inp.key for inp in spec.inputs), volumes)))
+            node = sceneio.readSegmentationFile(
+                outcome.outputs["segmentation"], reference, name, outputSegmentation, algorithmName=spec.ref
+            )
+            trainingset.recordDraft(node, spec, dict(zip((inp.key for inp in spec.inputs), volumes, strict=False)))
             return node
 
-        inputNames = {path.name: f"volume '{volume.GetName()}'" for path, volume in zip(inputPaths, volumes)}
-        job = SegmentationJob(process, workFolder, importResult, onFinished, keepFiles=self.keepTemporaryFiles,
-                              inputNames=inputNames)
+        inputNames = {
+            path.name: f"volume '{volume.GetName()}'" for path, volume in zip(inputPaths, volumes, strict=False)
+        }
+        job = SegmentationJob(
+            process, workFolder, importResult, onFinished, keepFiles=self.keepTemporaryFiles, inputNames=inputNames
+        )
         if onLog is not None:
             process.onLog = lambda line: onLog(job.inUserWords(line))
         try:
@@ -218,10 +239,12 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         unresponsive, or busy with another logic object's job)."""
         env = engineEnvironment(self.baseEnvironment, self.glimsHome)
         if self.useWarmWorker and not self.warmWorker.unresponsive and not self.warmWorker.busy:
-            return self.warmWorker.request(arguments, python=self.pythonExecutable, env=env, cwd=str(workFolder),
-                                           onProgress=onProgress)
-        return EngineProcess(engineCommand(arguments, self.pythonExecutable), env=env, cwd=str(workFolder),
-                             onProgress=onProgress)
+            return self.warmWorker.request(
+                arguments, python=self.pythonExecutable, env=env, cwd=str(workFolder), onProgress=onProgress
+            )
+        return EngineProcess(
+            engineCommand(arguments, self.pythonExecutable), env=env, cwd=str(workFolder), onProgress=onProgress
+        )
 
     def releaseWorker(self) -> None:
         """Stop the warm engine worker now and release its memory (a running segmentation ends as cancelled);
@@ -245,10 +268,16 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
     def segmentFromParameterNode(self, parameterNode, **options):
         """:meth:`startSegmentation` with the model, inputs, output, device and quality stored in the node."""
         params = SegmentationParameters.fromParameterNode(parameterNode)
-        return self.startSegmentation(params.modelId, self.inputsFromParameters(params),
-                                      outputSegmentation=params.outputSegmentation, device=params.device,
-                                      overlap=self.chosenOverlap(params), testTimeFlips=params.testTimeFlips,
-                                      wholeImage=params.wholeImage, **options)
+        return self.startSegmentation(
+            params.modelId,
+            self.inputsFromParameters(params),
+            outputSegmentation=params.outputSegmentation,
+            device=params.device,
+            overlap=self.chosenOverlap(params),
+            testTimeFlips=params.testTimeFlips,
+            wholeImage=params.wholeImage,
+            **options,
+        )
 
     def chosenOverlap(self, params: SegmentationParameters) -> float | None:
         """The overlap to ask the engine for: None (the engine applies the model's own, from its catalog entry)
@@ -300,8 +329,10 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         if fileFormat not in EXPORT_FORMATS:
             raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, not {fileFormat!r}")
         destination = Path(destination)
-        check_targets(self._exportTargets(segmentationNode, fileFormat, destination),
-                      sceneio.loadedFiles(segmentationNode.GetScene()))
+        check_targets(
+            self._exportTargets(segmentationNode, fileFormat, destination),
+            sceneio.loadedFiles(segmentationNode.GetScene()),
+        )
         if fileFormat == "seg.nrrd":
             return [sceneio.writeSegmentationFile(segmentationNode, destination)]
         if fileFormat == "nifti":
@@ -311,8 +342,15 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             return [sceneio.writeLabelmapFile(segmentationNode, reference, destination)]
         if fileFormat in ("stl", "obj"):
             return sceneio.writeSurfaceFiles(segmentationNode, destination, fileFormat)
-        return [sceneio.writeDicomFile(segmentationNode, self.referenceVolume(segmentationNode), destination,
-                                       fileFormat, self._algorithmOf(segmentationNode))]
+        return [
+            sceneio.writeDicomFile(
+                segmentationNode,
+                self.referenceVolume(segmentationNode),
+                destination,
+                fileFormat,
+                self._algorithmOf(segmentationNode),
+            )
+        ]
 
     def _algorithmOf(self, segmentationNode):
         """The DICOM algorithm identification of the model that drafted the node (its catalog entry when known)."""
@@ -335,13 +373,15 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
     def _exportTargets(segmentationNode, fileFormat: str, destination: Path) -> dict[str, Path]:
         """The files an export writes (role -> path), as far as they are known before it runs."""
         if fileFormat in ("stl", "obj"):
-            return {f"surface file {name}": destination / name
-                    for name in sceneio.surfaceFileNames(segmentationNode, fileFormat)}
+            return {
+                f"surface file {name}": destination / name
+                for name in sceneio.surfaceFileNames(segmentationNode, fileFormat)
+            }
         return {"export": destination}
 
     def defaultExportName(self, segmentationNode, fileFormat: str) -> str:
         """A file (or folder) name for an export: the node name made safe for file systems, plus the extension."""
-        suffix = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz", "dicom": "_seg.dcm",
-                  "rtstruct": "_rtstruct.dcm"}.get(fileFormat.lower(), f"_{fileFormat.lower()}")
+        suffix = {"seg.nrrd": ".seg.nrrd", "nifti": ".nii.gz", "dicom": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}.get(
+            fileFormat.lower(), f"_{fileFormat.lower()}"
+        )
         return safeFileName(segmentationNode.GetName(), "segmentation") + suffix
-

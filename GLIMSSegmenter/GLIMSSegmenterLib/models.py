@@ -103,8 +103,13 @@ def modelSummary(spec) -> str:
 def modelSummaryText(spec) -> str:
     """The summary as plain text, for a page without the model choice's id and version (the web app): title;
     id, version, task and source; short licence."""
-    return "\n".join([spec.title, f"{spec.id} version {spec.version} · {taskTitle(spec)} · {_source(spec)}",
-                      f"Licence: {shortLicence(spec.license)}"])
+    return "\n".join(
+        [
+            spec.title,
+            f"{spec.id} version {spec.version} · {taskTitle(spec)} · {_source(spec)}",
+            f"Licence: {shortLicence(spec.license)}",
+        ]
+    )
 
 
 def _source(spec) -> str:
@@ -162,8 +167,9 @@ def userModelsFolder(glimsHome: str | os.PathLike | None = None) -> Path:
 def _runModelsCommand(arguments: Sequence[str], glimsHome, env: Mapping[str, str] | None) -> list[str]:
     """Run ``glims models ...`` to completion; returns its log lines."""
     lines: list[str] = []
-    process = EngineProcess(engineCommand(["models", *arguments]), env=engineEnvironment(env, glimsHome),
-                            onLog=lines.append)
+    process = EngineProcess(
+        engineCommand(["models", *arguments]), env=engineEnvironment(env, glimsHome), onLog=lines.append
+    )
     process.start()
     outcome = process.wait()
     if outcome.state is not ProcessState.SUCCEEDED:
@@ -171,8 +177,13 @@ def _runModelsCommand(arguments: Sequence[str], glimsHome, env: Mapping[str, str
     return lines
 
 
-def addUserModel(weightsFile: str | os.PathLike, modelId: str, preset: str,
-                 glimsHome: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> list[str]:
+def addUserModel(
+    weightsFile: str | os.PathLike,
+    modelId: str,
+    preset: str,
+    glimsHome: str | os.PathLike | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[str]:
     """Verify, hash and register a checkpoint (e.g. the GLIMS authors' BraTS weights) as a user model.
 
     Returns:
@@ -186,8 +197,9 @@ def addUserModel(weightsFile: str | os.PathLike, modelId: str, preset: str,
     return _runModelsCommand(["add", str(weightsFile), "--id", modelId, "--preset", preset], glimsHome, env)
 
 
-def removeUserModel(modelRef: str, glimsHome: str | os.PathLike | None = None,
-                    env: Mapping[str, str] | None = None) -> list[str]:
+def removeUserModel(
+    modelRef: str, glimsHome: str | os.PathLike | None = None, env: Mapping[str, str] | None = None
+) -> list[str]:
     """Remove a user model (``ID`` = all its versions, ``ID@VERSION`` = one) and its weights.
 
     Raises:

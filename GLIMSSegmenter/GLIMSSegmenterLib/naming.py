@@ -33,9 +33,9 @@ def caseName(volumeNames: Sequence[str]) -> str:
     if len(set(names)) == 1:
         return names[0]
     shared = os.path.commonprefix(names)
-    if not all(name[len(shared):len(shared) + 1] in ("", *_SEPARATORS) for name in names):
+    if not all(name[len(shared) : len(shared) + 1] in ("", *_SEPARATORS) for name in names):
         cut = max(shared.rfind(separator) for separator in _SEPARATORS)  # within a word: back to a separator
-        shared = shared[:max(cut, 0)]
+        shared = shared[: max(cut, 0)]
     shared = shared.strip(_SEPARATORS)
     return shared if len(shared) >= 3 else names[0]
 

@@ -62,8 +62,9 @@ class SegmentationParameters:
             params.testTimeFlips = parameterNode.GetParameter("testTimeFlips") == "True"
         if parameterNode.GetParameter("wholeImage"):
             params.wholeImage = parameterNode.GetParameter("wholeImage") == "True"
-        params.inputVolumes = [parameterNode.GetNodeReference(f"inputVolume{slot}")
-                               for slot in range(1, INPUT_SLOTS + 1)]
+        params.inputVolumes = [
+            parameterNode.GetNodeReference(f"inputVolume{slot}") for slot in range(1, INPUT_SLOTS + 1)
+        ]
         params.outputSegmentation = parameterNode.GetNodeReference("outputSegmentation")
         return params
 

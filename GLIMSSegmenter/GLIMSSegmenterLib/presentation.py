@@ -11,9 +11,22 @@ from dataclasses import dataclass
 
 from .job import JobState
 
-__all__ = ["EXPORT_CHOICES", "BUDGET_UNITS", "PanelState", "panelState", "progressPercent", "progressStatus",
-           "deviceChoices", "inputLabel", "fineTuneState", "fineTuneStatus", "formatDuration", "diceComparison",
-           "trainingCaseRow", "trainingCaseToolTip"]
+__all__ = [
+    "EXPORT_CHOICES",
+    "BUDGET_UNITS",
+    "PanelState",
+    "panelState",
+    "progressPercent",
+    "progressStatus",
+    "deviceChoices",
+    "inputLabel",
+    "fineTuneState",
+    "fineTuneStatus",
+    "formatDuration",
+    "diceComparison",
+    "trainingCaseRow",
+    "trainingCaseToolTip",
+]
 
 EXPORT_CHOICES = (
     ("seg.nrrd", "Slicer segmentation (.seg.nrrd)"),
@@ -105,8 +118,9 @@ def inputLabel(title: str) -> str:
     return title.split(" (", 1)[0].strip() + ":"
 
 
-def fineTuneState(jobState: JobState | None, problem: str = "", errorMessage: str = "",
-                  modelRef: str = "") -> PanelState:
+def fineTuneState(
+    jobState: JobState | None, problem: str = "", errorMessage: str = "", modelRef: str = ""
+) -> PanelState:
     """The Fine-tune/Stop button and the fine-tuning status line.
 
     Args:
@@ -153,8 +167,10 @@ def fineTuneStatus(event) -> str:
     return status
 
 
-SINGLE_CASE_CAUTION = ("One held-out case is a noisy judge: in our measurements its Dice moved either way while "
-                       "other cases of the site improved. Try the new model on a few of your cases.")
+SINGLE_CASE_CAUTION = (
+    "One held-out case is a noisy judge: in our measurements its Dice moved either way while "
+    "other cases of the site improved. Try the new model on a few of your cases."
+)
 
 
 def diceComparison(before: Mapping[str, float], after: Mapping[str, float], validationCases: int = 0) -> str:
@@ -162,11 +178,10 @@ def diceComparison(before: Mapping[str, float], after: Mapping[str, float], vali
     number of held-out cases it was measured on (when known), and a caution when that is a single case."""
     columns = [c for c in ("TC", "WT", "ET", "mean") if c in before and c in after]
     cell = '<td align="right">&nbsp;{}&nbsp;</td>'
-    rows = ['<tr><td>Validation Dice</td>' + "".join(cell.format(f"<b>{c}</b>") for c in columns) + "</tr>"]
+    rows = ["<tr><td>Validation Dice</td>" + "".join(cell.format(f"<b>{c}</b>") for c in columns) + "</tr>"]
     for title, values in (("base model", before), ("fine-tuned", after)):
         rows.append(f"<tr><td>{title}</td>" + "".join(cell.format(f"{values[c]:.3f}") for c in columns) + "</tr>")
-    rows.append("<tr><td>change</td>" + "".join(cell.format(f"{after[c] - before[c]:+.3f}") for c in columns)
-                + "</tr>")
+    rows.append("<tr><td>change</td>" + "".join(cell.format(f"{after[c] - before[c]:+.3f}") for c in columns) + "</tr>")
     table = "<table>" + "".join(rows) + "</table>"
     if validationCases:
         table += f"<p>Measured on {validationCases} held-out case{'s' if validationCases > 1 else ''}."

@@ -28,8 +28,14 @@ from typing import Any
 from glims.errors import Cancelled
 from glims.progress import ProgressEvent, parse_protocol_line
 
-__all__ = ["ProcessState", "ProcessOutcome", "EngineProcess", "terminateProcessTree", "startLineReaders",
-           "CANCELLED_EXIT_CODE"]
+__all__ = [
+    "ProcessState",
+    "ProcessOutcome",
+    "EngineProcess",
+    "terminateProcessTree",
+    "startLineReaders",
+    "CANCELLED_EXIT_CODE",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,19 @@ from pathlib import Path
 from .engine import MODULE_DIR, engineCommand, engineEnvironment
 from .process import EngineProcess, ProcessState
 
-__all__ = ["SAMPLE_CATEGORY", "SampleCase", "SampleDataError", "sampleFolder", "syntheticCase", "sharedDataRoot",
-           "realCase", "sampleCases", "prepareSampleCase", "loadSampleCase", "registerSampleData"]
+__all__ = [
+    "SAMPLE_CATEGORY",
+    "SampleCase",
+    "SampleDataError",
+    "sampleFolder",
+    "syntheticCase",
+    "sharedDataRoot",
+    "realCase",
+    "sampleCases",
+    "prepareSampleCase",
+    "loadSampleCase",
+    "registerSampleData",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +78,20 @@ def sampleFolder(glimsHome: str | os.PathLike | None = None) -> Path:
     return user_home(glimsHome) / "sample_data"
 
 
-def syntheticCase(glimsHome: str | os.PathLike | None = None, seed: int = SYNTHETIC_SEED,
-                  shape: tuple[int, int, int] = (128, 128, 128), spacing: float = 1.0) -> SampleCase:
+def syntheticCase(
+    glimsHome: str | os.PathLike | None = None,
+    seed: int = SYNTHETIC_SEED,
+    shape: tuple[int, int, int] = (128, 128, 128),
+    spacing: float = 1.0,
+) -> SampleCase:
     """The synthetic case (files made by :func:`prepareSampleCase` when missing)."""
     caseId = f"{SYNTHETIC_PREFIX}-{seed}-0000"  # glims synth names case i of a dataset PREFIX-SEED-i
     folder = sampleFolder(glimsHome) / caseId
     return SampleCase(
         name="GLIMS synthetic brain tumour",
         files=tuple(folder / f"{caseId}_{suffix}.nii.gz" for suffix in INPUT_SUFFIXES),
-        generate={"seed": seed, "shape": tuple(shape), "spacing": float(spacing)})
+        generate={"seed": seed, "shape": tuple(shape), "spacing": float(spacing)},
+    )
 
 
 def sharedDataRoot(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -103,15 +119,15 @@ def realCase(dataRoot: str | os.PathLike | None = None) -> SampleCase | None:
     return SampleCase(name=f"{name} brain tumour (TCIA)", files=files)
 
 
-def sampleCases(glimsHome: str | os.PathLike | None = None, dataRoot: str | os.PathLike | None = None
-                ) -> list[SampleCase]:
+def sampleCases(
+    glimsHome: str | os.PathLike | None = None, dataRoot: str | os.PathLike | None = None
+) -> list[SampleCase]:
     """The synthetic case, and the real one when the shared data is there."""
     real = realCase(dataRoot)
     return [syntheticCase(glimsHome)] + ([real] if real is not None else [])
 
 
-def prepareSampleCase(case: SampleCase, python: str | None = None, env: Mapping[str, str] | None = None
-                      ) -> SampleCase:
+def prepareSampleCase(case: SampleCase, python: str | None = None, env: Mapping[str, str] | None = None) -> SampleCase:
     """Make a generated case's files if they are not there yet (``glims synth`` in the engine's Python; seconds).
 
     The case appears whole or not at all: it is written to a temporary folder beside its place, then moved.
@@ -129,9 +145,23 @@ def prepareSampleCase(case: SampleCase, python: str | None = None, env: Mapping[
     staging = Path(tempfile.mkdtemp(prefix=".synth-", dir=target.parent))
     try:
         settings = case.generate
-        arguments = ["synth", "--out", str(staging), "--n", "1", "--seed", str(settings["seed"]),
-                     "--shape", *[str(s) for s in settings["shape"]], "--spacing", str(settings["spacing"]),
-                     "--prefix", SYNTHETIC_PREFIX, "--progress", "json"]
+        arguments = [
+            "synth",
+            "--out",
+            str(staging),
+            "--n",
+            "1",
+            "--seed",
+            str(settings["seed"]),
+            "--shape",
+            *[str(s) for s in settings["shape"]],
+            "--spacing",
+            str(settings["spacing"]),
+            "--prefix",
+            SYNTHETIC_PREFIX,
+            "--progress",
+            "json",
+        ]
         process = EngineProcess(engineCommand(arguments, python), env=engineEnvironment(env))
         process.start()
         outcome = process.wait()
@@ -159,7 +189,7 @@ def loadSampleCase(case: SampleCase) -> list:
     volumesLogic = slicer.modules.volumes.logic()
     nodes = []
     try:
-        for path, nodeName in zip(case.files, case.nodeNames):
+        for path, nodeName in zip(case.files, case.nodeNames, strict=False):
             node = volumesLogic.AddArchetypeVolume(str(path), nodeName) if path.is_file() else None
             if node is None:
                 raise SampleDataError(f"could not load {path} of the sample case {case.name}")
@@ -188,8 +218,13 @@ def registerSampleData(cases: list[SampleCase], load: Callable[[SampleCase], obj
         return False
     for case in cases:
         SampleData.SampleDataLogic.registerCustomSampleDataSource(
-            category=SAMPLE_CATEGORY, sampleName=case.name,
-            uris=[path.as_uri() for path in case.files], fileNames=[path.name for path in case.files],
-            nodeNames=list(case.nodeNames), loadFileTypes=["VolumeFile"] * len(case.files),
-            thumbnailFileName=str(THUMBNAIL), customDownloader=lambda source, case=case: load(case))
+            category=SAMPLE_CATEGORY,
+            sampleName=case.name,
+            uris=[path.as_uri() for path in case.files],
+            fileNames=[path.name for path in case.files],
+            nodeNames=list(case.nodeNames),
+            loadFileTypes=["VolumeFile"] * len(case.files),
+            thumbnailFileName=str(THUMBNAIL),
+            customDownloader=lambda source, case=case: load(case),
+        )
     return True

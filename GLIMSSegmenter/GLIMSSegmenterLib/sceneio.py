@@ -88,8 +88,9 @@ def _stringArray(values: Sequence[str]):
     return array
 
 
-def readSegmentationFile(path: str | os.PathLike, referenceVolume, name: str, outputNode=None,
-                         algorithmName: str = "GLIMS"):
+def readSegmentationFile(
+    path: str | os.PathLike, referenceVolume, name: str, outputNode=None, algorithmName: str = "GLIMS"
+):
     """Load a ``.seg.nrrd`` written by the engine as a segmentation of ``referenceVolume``.
 
     Segment names, colours and terminology come from the file. The node gets the reference volume's image
@@ -173,8 +174,9 @@ def writeSegmentationFile(segmentationNode, path: str | os.PathLike) -> Path:
     Raises:
         OSError: the file could not be written.
     """
-    return _writeWithStorageNode(slicer.vtkMRMLSegmentationStorageNode(), segmentationNode, path,
-                                 f"segmentation '{segmentationNode.GetName()}'")
+    return _writeWithStorageNode(
+        slicer.vtkMRMLSegmentationStorageNode(), segmentationNode, path, f"segmentation '{segmentationNode.GetName()}'"
+    )
 
 
 def modelLabelValue(segment) -> int | None:
@@ -226,8 +228,13 @@ def writeLabelmapFile(segmentationNode, referenceVolume, path: str | os.PathLike
             segment = segmentation.GetSegment(segmentId)
             colorTable.SetColor(value, segment.GetName(), *segment.GetColor(), 1.0)
         exported = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-            segmentationNode, _stringArray(list(values)), labelmap, referenceVolume,
-            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, colorTable)
+            segmentationNode,
+            _stringArray(list(values)),
+            labelmap,
+            referenceVolume,
+            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
+            colorTable,
+        )
         if not exported:
             raise OSError(f"could not convert '{segmentationNode.GetName()}' to a label map")
         writeVolumeFile(labelmap, path, compress=True)
@@ -240,8 +247,12 @@ def writeLabelmapFile(segmentationNode, referenceVolume, path: str | os.PathLike
 def _segmentMask(segmentationNode, segmentId: str, referenceVolume, labelmap):
     """One segment as a (k, j, i) boolean array on the reference volume's grid (exported through ``labelmap``)."""
     exported = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-        segmentationNode, _stringArray([segmentId]), labelmap, referenceVolume,
-        slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        segmentationNode,
+        _stringArray([segmentId]),
+        labelmap,
+        referenceVolume,
+        slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY,
+    )
     if not exported:
         name = segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()
         raise OSError(f"could not convert segment '{name}' of '{segmentationNode.GetName()}' to a label map")
@@ -255,8 +266,9 @@ def _nodeIds(scene) -> set[str]:
     return {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
 
 
-def writeLabelValuesFile(segmentationNode, referenceVolume, labelValues: dict[str, int],
-                         path: str | os.PathLike) -> Path:
+def writeLabelValuesFile(
+    segmentationNode, referenceVolume, labelValues: dict[str, int], path: str | os.PathLike
+) -> Path:
     """Write chosen segments as one uint8 label map on the reference volume's grid, with the given values.
 
     Unlike :func:`writeLabelmapFile`, several segments may share a value (e.g. two painted edema segments), and
@@ -322,7 +334,7 @@ def _safeCopy(segmentationNode, segmentIdsToCopy: Sequence[str], nodeName: str, 
     target = copy.GetSegmentation()
     target.SetSourceRepresentationName(source.GetSourceRepresentationName())
     target.CopyConversionParameters(source)
-    for segmentId, name in zip(segmentIdsToCopy, segmentNames):
+    for segmentId, name in zip(segmentIdsToCopy, segmentNames, strict=False):
         if not target.CopySegmentFromSegmentation(source, segmentId):
             scene.RemoveNode(copy)
             raise OSError(f"could not copy segment '{source.GetSegment(segmentId).GetName()}' for export")
@@ -347,8 +359,9 @@ def _surfaceExportPlan(segmentationNode, fileFormat: str, segmentIdsToWrite: Seq
     present = [i for i in wanted if _segmentHasContent(segmentation, i)]
     nodeName = safeFileName(segmentationNode.GetName(), "segmentation")
     names = uniqueFileNames([segmentation.GetSegment(i).GetName() for i in present])
-    expected = ([f"{nodeName}_{name}.stl" for name in names] if fileFormat == "STL"
-                else [f"{nodeName}.obj", f"{nodeName}.mtl"])
+    expected = (
+        [f"{nodeName}_{name}.stl" for name in names] if fileFormat == "STL" else [f"{nodeName}.obj", f"{nodeName}.mtl"]
+    )
     return present, nodeName, names, expected
 
 
@@ -357,8 +370,9 @@ def surfaceFileNames(segmentationNode, fileFormat: str) -> list[str]:
     return _surfaceExportPlan(segmentationNode, fileFormat)[3]
 
 
-def writeSurfaceFiles(segmentationNode, folder: str | os.PathLike, fileFormat: str = "STL",
-                      segmentIdsToWrite: Sequence[str] | None = None) -> list[Path]:
+def writeSurfaceFiles(
+    segmentationNode, folder: str | os.PathLike, fileFormat: str = "STL", segmentIdsToWrite: Sequence[str] | None = None
+) -> list[Path]:
     """Write the non-empty segments' closed surfaces (LPS, millimetres) into ``folder``, all or nothing.
 
     File names come from the node and segment names made safe and unique (``exportnames``): STL writes one
@@ -387,14 +401,17 @@ def writeSurfaceFiles(segmentationNode, folder: str | os.PathLike, fileFormat: s
     scene = segmentationNode.GetScene()
     try:
         slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsClosedSurfaceRepresentationToFiles(
-            str(staging), copy, None, fileFormat, True, 1.0, False)
+            str(staging), copy, None, fileFormat, True, 1.0, False
+        )
         missing = [name for name in expected if not (staging / name).is_file() or (staging / name).stat().st_size == 0]
         if fileFormat == "OBJ" and not missing and _objGroups(staging / expected[0]) != len(present):
             missing = [f"{len(present) - _objGroups(staging / expected[0])} of the groups in {expected[0]}"]
         if missing:
-            raise OSError(f"{fileFormat} export of '{segmentationNode.GetName()}' wrote {len(expected) - len(missing)} "
-                          f"of {len(expected)} files for its {len(present)} non-empty segments; missing: "
-                          f"{', '.join(missing)}")
+            raise OSError(
+                f"{fileFormat} export of '{segmentationNode.GetName()}' wrote {len(expected) - len(missing)} "
+                f"of {len(expected)} files for its {len(present)} non-empty segments; missing: "
+                f"{', '.join(missing)}"
+            )
         written = []
         for name in expected:
             os.replace(staging / name, folder / name)
@@ -428,8 +445,11 @@ def dicomSourceFiles(volumeNode) -> list[str]:
     storage = volumeNode.GetStorageNode()
     if storage is None or not storage.GetFileName():
         return []
-    files = [storage.GetFileName()] + [storage.GetNthFileName(i) for i in range(storage.GetNumberOfFileNames())
-                                       if storage.GetNthFileName(i) != storage.GetFileName()]
+    files = [storage.GetFileName()] + [
+        storage.GetNthFileName(i)
+        for i in range(storage.GetNumberOfFileNames())
+        if storage.GetNthFileName(i) != storage.GetFileName()
+    ]
     return files if len(files) == len(uids) and all(os.path.isfile(f) for f in files) else []
 
 
@@ -438,8 +458,10 @@ def dicomExportProblem(segmentationNode, referenceVolume) -> str:
     if segmentationNode is None or referenceVolume is None:
         return "select a segmentation and its input volume first"
     if not referenceVolume.GetAttribute("DICOM.instanceUIDs"):
-        return (f"'{referenceVolume.GetName()}' was not loaded from DICOM, so a DICOM object cannot refer to it "
-                "(load the series through the DICOM module, or export NIfTI or .seg.nrrd)")
+        return (
+            f"'{referenceVolume.GetName()}' was not loaded from DICOM, so a DICOM object cannot refer to it "
+            "(load the series through the DICOM module, or export NIfTI or .seg.nrrd)"
+        )
     if not dicomSourceFiles(referenceVolume):
         return f"the DICOM files of '{referenceVolume.GetName()}' are no longer in the DICOM database"
     return ""
@@ -457,12 +479,19 @@ def _exportSegment(segment, mask, modelSegment: bool):
     fields = (segment.GetTerminology() or "").split("~")
     fields += [""] * (7 - len(fields))
     tag = vtk.reference("")
-    algorithmType = str(tag) if segment.GetTag(ALGORITHM_TYPE_TAG, tag) and str(tag) else (
-        AUTOMATIC if modelSegment else MANUAL)
+    algorithmType = (
+        str(tag) if segment.GetTag(ALGORITHM_TYPE_TAG, tag) and str(tag) else (AUTOMATIC if modelSegment else MANUAL)
+    )
     return ExportSegment(
-        name=segment.GetName(), color=tuple(round(c * 255) for c in segment.GetColor()),
-        category=_codeOf(fields[1], DEFAULT_CATEGORY), type=_codeOf(fields[2], DEFAULT_CATEGORY), mask=mask,
-        algorithm_type=algorithmType, type_modifier=_codeOf(fields[3], None), region=_codeOf(fields[5], None))
+        name=segment.GetName(),
+        color=tuple(round(c * 255) for c in segment.GetColor()),
+        category=_codeOf(fields[1], DEFAULT_CATEGORY),
+        type=_codeOf(fields[2], DEFAULT_CATEGORY),
+        mask=mask,
+        algorithm_type=algorithmType,
+        type_modifier=_codeOf(fields[3], None),
+        region=_codeOf(fields[5], None),
+    )
 
 
 def _maskImage(mask, volumeNode):
@@ -475,7 +504,7 @@ def _maskImage(mask, volumeNode):
     volumeNode.GetIJKToRASDirectionMatrix(matrix)
     flip = (-1.0, -1.0, 1.0)
     image.SetDirection([flip[r] * matrix.GetElement(r, c) for r in range(3) for c in range(3)])
-    image.SetOrigin([f * o for f, o in zip(flip, volumeNode.GetOrigin())])
+    image.SetOrigin([f * o for f, o in zip(flip, volumeNode.GetOrigin(), strict=False)])
     image.SetSpacing(volumeNode.GetSpacing())
     return image
 
@@ -514,7 +543,8 @@ def writeDicomFile(segmentationNode, referenceVolume, path: str | os.PathLike, f
             onSeries = labels_on_series(_maskImage(mask, referenceVolume), source).astype(bool)
             segments.append(_exportSegment(segment, onSeries, modelLabelValue(segment) is not None))
         return write_dicom_objects(source, segments, algorithm, {DICOM_FORMATS[fileFormat]: path})[
-            DICOM_FORMATS[fileFormat]]
+            DICOM_FORMATS[fileFormat]
+        ]
     except GlimsError as err:
         raise OSError(str(err)) from None
     finally:

@@ -85,7 +85,7 @@ class TrainingPlot:
         mean = sum(known) / len(known) if len(known) == len(REGIONS) else None
         values = (epoch, loss, *regional, mean)
         table = self.tableNode.GetTable()
-        for column, value in zip(COLUMNS, values):
+        for column, value in zip(COLUMNS, values, strict=False):
             table.GetColumnByName(column).InsertNextValue(math.nan if value is None else float(value))
         table.Modified()
         self.tableNode.Modified()

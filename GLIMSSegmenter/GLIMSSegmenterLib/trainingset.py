@@ -127,8 +127,11 @@ def segmentLabelValues(segmentationNode, spec) -> dict[str, int]:
     if not ids:
         raise InputError(f"'{segmentationNode.GetName()}' has no segments")
     terminologyKeys = [_labelTerminologyKey(label) for label in spec.labels]
-    byTerminology = {key: label.value for key, label in zip(terminologyKeys, spec.labels)
-                     if terminologyKeys.count(key) == 1}
+    byTerminology = {
+        key: label.value
+        for key, label in zip(terminologyKeys, spec.labels, strict=False)
+        if terminologyKeys.count(key) == 1
+    }
     values, unknown = {}, []
     for segmentId in ids:
         segment = segmentation.GetSegment(segmentId)
@@ -139,10 +142,12 @@ def segmentLabelValues(segmentationNode, spec) -> dict[str, int]:
             values[segmentId] = value
     if unknown:
         labels = ", ".join(label.name for label in spec.labels)
-        raise InputError(f"segment{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                         f"{'are' if len(unknown) > 1 else 'is'} not a label of "
-                         f"{spec.ref} ({labels}): rename {'them' if len(unknown) > 1 else 'it'} to one of these "
-                         f"or delete {'them' if len(unknown) > 1 else 'it'}")
+        raise InputError(
+            f"segment{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+            f"{'are' if len(unknown) > 1 else 'is'} not a label of "
+            f"{spec.ref} ({labels}): rename {'them' if len(unknown) > 1 else 'it'} to one of these "
+            f"or delete {'them' if len(unknown) > 1 else 'it'}"
+        )
     return values
 
 
@@ -159,8 +164,14 @@ def _caseId(referenceVolume, glimsHome) -> str:
     return caseId
 
 
-def addCase(segmentationNode, spec, inputVolumes: Mapping[str, object], glimsHome: str | os.PathLike | None = None,
-            caseId: str | None = None, temporaryRoot: str | None = None):
+def addCase(
+    segmentationNode,
+    spec,
+    inputVolumes: Mapping[str, object],
+    glimsHome: str | os.PathLike | None = None,
+    caseId: str | None = None,
+    temporaryRoot: str | None = None,
+):
     """Store the segmentation (as the model's label map) and its input volumes as one training case.
 
     Args:
@@ -213,8 +224,14 @@ def addCase(segmentationNode, spec, inputVolumes: Mapping[str, object], glimsHom
             "segments": {segmentation.GetSegment(sid).GetName(): value for sid, value in values.items()},
             "added_from": "3D Slicer (GLIMSSegmenter)",
         }
-        case = add_case(spec.preset, paths, label, case_id=caseId or _caseId(reference, glimsHome), home=glimsHome,
-                        provenance=provenance)
+        case = add_case(
+            spec.preset,
+            paths,
+            label,
+            case_id=caseId or _caseId(reference, glimsHome),
+            home=glimsHome,
+            provenance=provenance,
+        )
         logger.info("added '%s' to the training set as %s", segmentationNode.GetName(), case.case_id)
         return case
     except InputError as err:

@@ -43,8 +43,14 @@ from typing import Any
 from glims.progress import PROTOCOL_VERSION, ProgressEvent, parse_protocol_line
 
 from .engine import engineCommand
-from .process import (CANCELLED_EXIT_CODE, EngineProcess, ProcessOutcome, ProcessState, startLineReaders,
-                      terminateProcessTree)
+from .process import (
+    CANCELLED_EXIT_CODE,
+    EngineProcess,
+    ProcessOutcome,
+    ProcessState,
+    startLineReaders,
+    terminateProcessTree,
+)
 
 __all__ = ["WarmWorker", "WorkerProcess", "WorkerJobProcess", "sharedWarmWorker", "DEFAULT_IDLE_TIMEOUT"]
 
@@ -99,9 +105,17 @@ class WorkerProcess:
         env.setdefault("PYTHONIOENCODING", "utf-8")
         logger.info("starting the engine worker: %s", subprocess.list2cmdline(self.command))
         self._popen = subprocess.Popen(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-            text=True, encoding="utf-8", errors="replace", bufsize=1,
-            start_new_session=(sys.platform != "win32"), creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            self.command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            start_new_session=(sys.platform != "win32"),
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
         )
         self._openStreams += startLineReaders(self._popen, self.lines, "glims-worker")
 
@@ -177,8 +191,13 @@ class WarmWorker:
         startTimeout: seconds a new worker may take to become ready (imports) and acknowledge the request.
     """
 
-    def __init__(self, idleTimeout: float = DEFAULT_IDLE_TIMEOUT, cacheSize: int = 2, answerTimeout: float = 30.0,
-                 startTimeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        idleTimeout: float = DEFAULT_IDLE_TIMEOUT,
+        cacheSize: int = 2,
+        answerTimeout: float = 30.0,
+        startTimeout: float = 300.0,
+    ) -> None:
         self.idleTimeout = idleTimeout
         self.cacheSize = cacheSize
         self.answerTimeout = answerTimeout
@@ -205,8 +224,9 @@ class WarmWorker:
         return self.process.pid if self.running else None
 
     def workerCommand(self, python: str | None = None) -> list[str]:
-        return engineCommand(["worker", "--idle-timeout", f"{self.idleTimeout:g}", "--cache-size",
-                              str(self.cacheSize)], python)
+        return engineCommand(
+            ["worker", "--idle-timeout", f"{self.idleTimeout:g}", "--cache-size", str(self.cacheSize)], python
+        )
 
     def acquire(self, python: str | None, env: Mapping[str, str] | None) -> WorkerProcess:
         """The live worker for this interpreter and environment, or a freshly started one."""
@@ -224,12 +244,27 @@ class WarmWorker:
             self.process = fresh
             return fresh
 
-    def request(self, arguments: Sequence[str], python: str | None = None, env: Mapping[str, str] | None = None,
-                cwd: str | None = None, onProgress: Callable[[ProgressEvent], None] | None = None,
-                onLog: Callable[[str], None] | None = None, terminateGracePeriod: float = 10.0) -> WorkerJobProcess:
+    def request(
+        self,
+        arguments: Sequence[str],
+        python: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        onProgress: Callable[[ProgressEvent], None] | None = None,
+        onLog: Callable[[str], None] | None = None,
+        terminateGracePeriod: float = 10.0,
+    ) -> WorkerJobProcess:
         """A job for the worker: ``arguments`` as for ``python -m glims`` (``["segment", ...]``); not yet started."""
-        return WorkerJobProcess(self, arguments, python=python, env=env, cwd=cwd, onProgress=onProgress, onLog=onLog,
-                                terminateGracePeriod=terminateGracePeriod)
+        return WorkerJobProcess(
+            self,
+            arguments,
+            python=python,
+            env=env,
+            cwd=cwd,
+            onProgress=onProgress,
+            onLog=onLog,
+            terminateGracePeriod=terminateGracePeriod,
+        )
 
     def shutdown(self, wait: float = 5.0) -> None:
         """Stop the worker now (its memory is released); a running job ends as cancelled. The next job starts one."""
@@ -256,12 +291,20 @@ class WorkerJobProcess(EngineProcess):
     """One request to the warm worker, with the interface of :class:`EngineProcess` (``command`` holds the glims
     arguments; :attr:`pid` is the worker's)."""
 
-    def __init__(self, worker: WarmWorker, arguments: Sequence[str], python: str | None = None,
-                 env: Mapping[str, str] | None = None, cwd: str | None = None,
-                 onProgress: Callable[[ProgressEvent], None] | None = None, onLog: Callable[[str], None] | None = None,
-                 terminateGracePeriod: float = 10.0) -> None:
-        super().__init__(arguments, env=env, cwd=cwd, onProgress=onProgress, onLog=onLog,
-                         terminateGracePeriod=terminateGracePeriod)
+    def __init__(
+        self,
+        worker: WarmWorker,
+        arguments: Sequence[str],
+        python: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        onProgress: Callable[[ProgressEvent], None] | None = None,
+        onLog: Callable[[str], None] | None = None,
+        terminateGracePeriod: float = 10.0,
+    ) -> None:
+        super().__init__(
+            arguments, env=env, cwd=cwd, onProgress=onProgress, onLog=onLog, terminateGracePeriod=terminateGracePeriod
+        )
         self.worker = worker
         self.python = python
         self.requestId = uuid.uuid4().hex
@@ -319,8 +362,9 @@ class WorkerJobProcess(EngineProcess):
         now = time.monotonic()
         if self.state is ProcessState.CANCELLING and not self._killed:
             if now - (self._terminateSentAt or now) > self.terminateGracePeriod:
-                logger.warning("the engine worker did not stop the job within %.0f s; killing it",
-                               self.terminateGracePeriod)
+                logger.warning(
+                    "the engine worker did not stop the job within %.0f s; killing it", self.terminateGracePeriod
+                )
                 process.kill()
                 self._killed = True
         elif not self._acknowledged and not self._killed and self._exitReason is None:
@@ -333,14 +377,20 @@ class WorkerJobProcess(EngineProcess):
         if process.ended:
             if not self._acknowledged and self._exitReason == "input closed" and not self._crash:
                 self._giveUpOnWorker("could not read its requests (its input was closed when it started)")
-            elif (not self._acknowledged and self._exitReason == "idle" and not self._resent
-                  and self.state is ProcessState.RUNNING):
+            elif (
+                not self._acknowledged
+                and self._exitReason == "idle"
+                and not self._resent
+                and self.state is ProcessState.RUNNING
+            ):
                 self._resent = True  # it left (idle) before it read the request: a fresh worker takes it
                 self._send()
                 return False
             if not self._crash:
-                self._crash = (f"the GLIMS engine worker stopped unexpectedly ({_describeExit(process.returncode)})"
-                               f"{self._lastError()}; the next run starts a fresh worker")
+                self._crash = (
+                    f"the GLIMS engine worker stopped unexpectedly ({_describeExit(process.returncode)})"
+                    f"{self._lastError()}; the next run starts a fresh worker"
+                )
             self._endWithoutAnswer(process.returncode)
         return self.finished
 
@@ -350,14 +400,17 @@ class WorkerJobProcess(EngineProcess):
         if self.state is ProcessState.CANCELLING:
             self._finish(CANCELLED_EXIT_CODE if exitCode is None else exitCode)
             return
-        self.outcome = ProcessOutcome(ProcessState.FAILED, exitCode, self._crash, dict(self._outputs),
-                                      dict(self._summary))
+        self.outcome = ProcessOutcome(
+            ProcessState.FAILED, exitCode, self._crash, dict(self._outputs), dict(self._summary)
+        )
         self.state = ProcessState.FAILED
         logger.info("engine worker job failed: %s", self._crash)
 
     def _giveUpOnWorker(self, what: str) -> None:
-        self._crash = (f"the GLIMS engine worker {what}; it was stopped, and from now on each run starts the engine "
-                       "in a process of its own: run it again")
+        self._crash = (
+            f"the GLIMS engine worker {what}; it was stopped, and from now on each run starts the engine "
+            "in a process of its own: run it again"
+        )
         self.worker.unresponsive = True
 
     def _lastError(self) -> str:

@@ -23,5 +23,10 @@ class CaseFiles:
     """``exact`` (synthetic), ``silver`` (algorithm output or fusion) or ``reference`` (as given)."""
 
     def to_dict(self) -> dict:
-        return {"id": self.case_id, "images": [str(p) for p in self.images], "label": str(self.label),
-                "convention": self.convention, "label_quality": self.label_quality}
+        return {
+            "id": self.case_id,
+            "images": [str(p) for p in self.images],
+            "label": str(self.label),
+            "convention": self.convention,
+            "label_quality": self.label_quality,
+        }

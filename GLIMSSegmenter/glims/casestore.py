@@ -34,8 +34,16 @@ from .jsonfiles import read_json
 from .locks import case_store_lock
 from .paths import NAME_MAX_LENGTH, OWNED_MARKER, check_name, home_folder, mark_owned, remove_owned
 
-__all__ = ["StoredCase", "BrokenCase", "cases_dir", "add_case", "scan_cases", "list_cases", "remove_case",
-           "load_case_label"]
+__all__ = [
+    "StoredCase",
+    "BrokenCase",
+    "cases_dir",
+    "add_case",
+    "scan_cases",
+    "list_cases",
+    "remove_case",
+    "load_case_label",
+]
 
 CASE_FILE = "case.json"
 LABEL_FILE = "label.nii.gz"
@@ -108,7 +116,9 @@ def add_case(
     missing = [k for k in keys if k not in inputs]
     extra = [k for k in inputs if k not in keys]
     if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else [])
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unexpected {', '.join(extra)}"] if extra else []
+        )
         raise InputError(f"a {preset} case needs inputs {', '.join(keys)}: {'; '.join(parts)}")
     images = {key: read_image(inputs[key], f"{key} ({Path(inputs[key]).name})") for key in keys}
     reference = Geometry.of(images[keys[0]])
@@ -180,7 +190,7 @@ def _default_id(reference: Path) -> str:
     for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
-    stamp = datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).replace("..", "-")[: NAME_MAX_LENGTH - len(stamp) - 1]
     return f"{name.strip('-._') or 'case'}-{stamp}"
 
@@ -207,8 +217,9 @@ def _load(folder: Path) -> StoredCase:
         reason = str(err)
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         reason = f"case record {path} is malformed ({type(err).__name__}: {err})"
-    raise InputError(f"case {folder.name} in the training set is broken: {reason}; remove it with "
-                     f"`glims cases rm {folder.name}`")
+    raise InputError(
+        f"case {folder.name} in the training set is broken: {reason}; remove it with `glims cases rm {folder.name}`"
+    )
 
 
 def scan_cases(home: str | os.PathLike | None = None) -> tuple[list[StoredCase], list[BrokenCase]]:
@@ -237,9 +248,12 @@ def list_cases(home: str | os.PathLike | None = None, preset: str | None = None)
     """
     cases, broken = scan_cases(home)
     if broken:
-        raise InputError(broken[0].reason if len(broken) == 1 else
-                         f"{len(broken)} cases in the training set are broken ({', '.join(b.case_id for b in broken)})"
-                         f"; first: {broken[0].reason}")
+        raise InputError(
+            broken[0].reason
+            if len(broken) == 1
+            else f"{len(broken)} cases in the training set are broken ({', '.join(b.case_id for b in broken)})"
+            f"; first: {broken[0].reason}"
+        )
     return [c for c in cases if preset is None or c.preset == preset]
 
 

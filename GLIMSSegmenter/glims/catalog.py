@@ -321,8 +321,10 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
     if out_channels is not None and expected is not None and out_channels != expected:
         if merged["output"].get("activation") == "softmax":
             raise CatalogError(f"model {entry['id']}: {out_channels} softmax outputs for {len(labels)} labels")
-        raise CatalogError(f"model {entry['id']}: {out_channels} output channels; its task ({entry['preset']}) "
-                           f"has {expected} ({', '.join(merged['output']['channels'])})")
+        raise CatalogError(
+            f"model {entry['id']}: {out_channels} output channels; its task ({entry['preset']}) "
+            f"has {expected} ({', '.join(merged['output']['channels'])})"
+        )
     in_channels = merged["architecture"].get("in_channels")
     if in_channels not in (None, len(inputs)):
         raise CatalogError(f"model {entry['id']}: {in_channels} input channels but {len(inputs)} inputs listed")
@@ -397,7 +399,8 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
                 raise CatalogError(
                     f"user catalog {user_path}: model {entry['id']}@{entry['version']} takes the id of a built-in "
                     f"model; remove it with `glims models rm {entry['id']}@{entry['version']}` and add it again "
-                    "under another id")
+                    "under another id"
+                )
             # a user entry never makes itself a default: only the user's explicit choice does
             models.append(replace(spec_from_entry(entry, presets, user_path.parent, False), default=False))
         chosen = dict(document.get("defaults", {}))
@@ -406,9 +409,11 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
         try:
             pick = catalog.get(ref)
         except CatalogError:
-            raise CatalogError(f"the default {preset} model chosen in {user_path}, {ref}, is not in the catalog; "
-                               f"choose another with `glims models default ID` or go back to the built-in one with "
-                               f"`glims models default --reset`") from None
+            raise CatalogError(
+                f"the default {preset} model chosen in {user_path}, {ref}, is not in the catalog; "
+                f"choose another with `glims models default ID` or go back to the built-in one with "
+                f"`glims models default --reset`"
+            ) from None
         catalog.models = [replace(m, default=m is pick) if m.preset == preset else m for m in catalog.models]
     return catalog
 
@@ -441,4 +446,3 @@ def match_inputs(spec: ModelSpec, names: Sequence[str], strict: bool = False) ->
             every = "both" if len(claimed) == 2 else "all"
             raise InputError(f"{shown} {every} look like {role} by their names: which one is {role} is ambiguous")
     return {key: claimed[0] for key, claimed in claims.items()}
-

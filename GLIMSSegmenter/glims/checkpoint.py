@@ -168,8 +168,11 @@ def _check_metadata(metadata: Any, source: str) -> None:
             expected = defaults[key]
             whole = isinstance(value, int) and not isinstance(value, bool)
             if isinstance(expected, tuple):
-                ok = isinstance(value, (list, int)) and not isinstance(value, bool) and (
-                    whole or all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+                ok = (
+                    isinstance(value, (list, int))
+                    and not isinstance(value, bool)
+                    and (whole or all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+                )
             else:
                 ok = whole
             if not ok:
@@ -185,7 +188,8 @@ def _check_metadata(metadata: Any, source: str) -> None:
             raise CheckpointError(f"{source}: 'training' is not a JSON object")
         spacing = training.get("spacing")
         if spacing is not None and not (
-            isinstance(spacing, list) and len(spacing) == 3
+            isinstance(spacing, list)
+            and len(spacing) == 3
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in spacing)
         ):
             raise CheckpointError(f"{source}: training 'spacing' must be three positive numbers, not {spacing!r}")
@@ -317,9 +321,12 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]
         stem = state_dict["stem.conv.weight"]
         out = state_dict["out1.conv.conv.weight"]
         pos = state_dict["t3.layer.position_embeddings"]
-        heads = [state_dict[f"{s}.layer.blocks.0.attn.relative_position_bias_table"].shape[1] for s in ("t3", "t4_pre", "t4")]
+        heads = [
+            state_dict[f"{s}.layer.blocks.0.attn.relative_position_bias_table"].shape[1] for s in ("t3", "t4_pre", "t4")
+        ]
         depths = [
-            len({k.split(".")[3] for k in state_dict if k.startswith(f"{s}.layer.blocks.")}) for s in ("t3", "t4_pre", "t4")
+            len({k.split(".")[3] for k in state_dict if k.startswith(f"{s}.layer.blocks.")})
+            for s in ("t3", "t4_pre", "t4")
         ]
         table = state_dict["t3.layer.blocks.0.attn.relative_position_bias_table"].shape[0]
     except KeyError as err:
@@ -365,7 +372,11 @@ def load_into_model(model: torch.nn.Module, state_dict: Mapping[str, torch.Tenso
                 more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
         raise CheckpointError("checkpoint does not fit the model architecture: " + "; ".join(parts))
-    wrong_index = [k for k in expected if is_derived_buffer(k) and not torch.equal(given[k].to(expected[k]), expected[k])]
+    wrong_index = [
+        k for k in expected if is_derived_buffer(k) and not torch.equal(given[k].to(expected[k]), expected[k])
+    ]
     if wrong_index:
-        raise CheckpointError(f"checkpoint does not fit the model architecture: {wrong_index[0]} differs (window size?)")
+        raise CheckpointError(
+            f"checkpoint does not fit the model architecture: {wrong_index[0]} differs (window size?)"
+        )
     model.load_state_dict(dict(given), strict=True)

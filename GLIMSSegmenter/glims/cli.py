@@ -88,8 +88,10 @@ class _ArgumentParser(argparse.ArgumentParser):
 def _wants_json(argv: Sequence[str]) -> bool:
     """True when the command line asks for ``--progress json`` (read before it is parsed, for usage errors)."""
     items = list(argv)
-    return any(item == "--progress=json" or (item == "--progress" and items[i + 1:i + 2] == ["json"])
-               for i, item in enumerate(items))
+    return any(
+        item == "--progress=json" or (item == "--progress" and items[i + 1 : i + 2] == ["json"])
+        for i, item in enumerate(items)
+    )
 
 
 def _available_commands() -> dict[str, object]:

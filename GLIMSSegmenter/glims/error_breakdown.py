@@ -112,7 +112,7 @@ def _within(points: np.ndarray, target: np.ndarray, spacing: Sequence[float], li
     if not points.any() or not target.any():
         return out
     grow = [int(np.ceil(limit_mm / float(step))) for step in spacing]
-    box = tuple(slice(max(0, b.start - g), b.stop + g) for b, g in zip(_bounding_box(points), grow))
+    box = tuple(slice(max(0, b.start - g), b.stop + g) for b, g in zip(_bounding_box(points), grow, strict=False))
     squared = squared_distance_map(target[box], spacing)
     out[box] = points[box] & (squared <= limit_mm**2 + 1e-6)
     return out
@@ -177,9 +177,7 @@ def label_errors(
     return {r: region_errors(pred_masks[r], ref_masks[r], spacing, boundary_mm) for r in REGIONS}
 
 
-def grid_round_trip(
-    label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
-) -> np.ndarray:
+def grid_round_trip(label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping) -> np.ndarray:
     """A reference label taken to a model's processing grid (``glims.training.data.label_on_processing_grid``) and
     back by nearest neighbour, as ``glims segment`` puts its labels back.
 
@@ -193,9 +191,7 @@ def grid_round_trip(
     return sitk.GetArrayFromImage(resample_to(on_grid, label, sitk.sitkNearestNeighbor))
 
 
-def grid_ceiling(
-    label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
-) -> dict[str, float]:
+def grid_ceiling(label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping) -> dict[str, float]:
     """Dice of TC, WT and ET between a reference label and its ``grid_round_trip``: what a model on that processing
     grid scores against this reference if it reproduces its training targets exactly."""
     from .training.labels import detect_convention

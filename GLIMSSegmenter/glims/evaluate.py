@@ -61,9 +61,7 @@ log = logging.getLogger(__name__)
 MISSING_POLICIES = ("error", "empty", "skip")
 _EXTENSIONS = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 _SEG_SUFFIX = re.compile(r"[_\-.](seg|segm|segmentation|label|labels|labelmap|pred|prediction)$", re.IGNORECASE)
-_IMAGE_SUFFIX = re.compile(
-    r"[_\-](flair|fla|t2flair|t2f|t1ce|t1c|t1gd|t1|t1n|t2|t2w|ct)$", re.IGNORECASE
-)
+_IMAGE_SUFFIX = re.compile(r"[_\-](flair|fla|t2flair|t2f|t1ce|t1c|t1gd|t1|t1n|t2|t2w|ct)$", re.IGNORECASE)
 _GENERIC_NAMES = {"seg", "segmentation", "label", "labels", "labelmap", "pred", "prediction"}
 _MAX_DEPTH = 3
 _GEOMETRY_TOLERANCE_MM = 1e-2
@@ -274,16 +272,19 @@ def _score_case(
         scores = score_regions(pred_array, ref_array, spacing, pred_convention, ref_convention, empty_penalty)
         errors = ceiling = None
         if breakdown is not None:
-            errors = label_errors(pred_array, ref_array, spacing, pred_convention, ref_convention,
-                                  breakdown.boundary_mm)
+            errors = label_errors(
+                pred_array, ref_array, spacing, pred_convention, ref_convention, breakdown.boundary_mm
+            )
             if breakdown.preprocessing is not None and breakdown.output is not None:
-                ceiling = grid_ceiling(ref_image, get_convention(ref_convention).name, breakdown.preprocessing,
-                                       breakdown.output)
+                ceiling = grid_ceiling(
+                    ref_image, get_convention(ref_convention).name, breakdown.preprocessing, breakdown.output
+                )
     except InputError as err:
         raise _named(err, pred_path, ref_path) from None
     notes = [] if pred_path is not None else ["no prediction: scored as empty"]
-    return CaseResult(case_id, scores, Path(pred_path) if pred_path is not None else None, Path(ref_path), notes,
-                      errors, ceiling)
+    return CaseResult(
+        case_id, scores, Path(pred_path) if pred_path is not None else None, Path(ref_path), notes, errors, ceiling
+    )
 
 
 def evaluate_pair(
@@ -355,8 +356,11 @@ def evaluate_folders(
     for done, case_id in enumerate(case_ids):
         if cancel is not None:
             cancel.check()
-        results.append(_score_case(case_id, preds.get(case_id), refs[case_id], pred_convention, ref_convention,
-                                   empty_penalty, breakdown))
+        results.append(
+            _score_case(
+                case_id, preds.get(case_id), refs[case_id], pred_convention, ref_convention, empty_penalty, breakdown
+            )
+        )
         plan.report("evaluate", done + 1, len(case_ids), case_id)
     return results
 
@@ -415,8 +419,18 @@ def segment_cases(
             cancel.check()
         plan.report("segment", done, len(cases), f"segmenting {case.case_id}")
         target = out / f"{case.case_id}.nii.gz"
-        segment_files(spec, case.images, None, labelmap=target, options=options, thresholds=thresholds, crop=crop,
-                      postprocess=postprocess, home=home, cancel=cancel)
+        segment_files(
+            spec,
+            case.images,
+            None,
+            labelmap=target,
+            options=options,
+            thresholds=thresholds,
+            crop=crop,
+            postprocess=postprocess,
+            home=home,
+            cancel=cancel,
+        )
         written[case.case_id] = target
         log.info("segmented %s -> %s", case.case_id, target)
     plan.report("segment", len(cases), len(cases), "all cases segmented")
@@ -454,8 +468,16 @@ def evaluate_model(
         plan.report("segment", event.done, event.total, event.message)
 
     predictions = segment_cases(
-        model_id, cases, pred_dir, inference=inference, thresholds=thresholds, crop=crop, postprocess=postprocess,
-        home=home, progress=segment_progress, cancel=cancel,
+        model_id,
+        cases,
+        pred_dir,
+        inference=inference,
+        thresholds=thresholds,
+        crop=crop,
+        postprocess=postprocess,
+        home=home,
+        progress=segment_progress,
+        cancel=cancel,
     )
     breakdown = None
     if breakdown_mm is not None:
@@ -465,8 +487,17 @@ def evaluate_model(
         breakdown = Breakdown(breakdown_mm, spec.preprocessing, spec.output)
     results = []
     for done, case in enumerate(cases):
-        results.append(_score_case(case.case_id, predictions[case.case_id], case.label, pred_convention,
-                                   ref_convention, empty_penalty, breakdown))
+        results.append(
+            _score_case(
+                case.case_id,
+                predictions[case.case_id],
+                case.label,
+                pred_convention,
+                ref_convention,
+                empty_penalty,
+                breakdown,
+            )
+        )
         plan.report("evaluate", done + 1, len(cases), case.case_id)
     return results
 
@@ -496,9 +527,7 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, dict[str, dict[str, fl
 
 def format_summary(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """A fixed-width table of the summary, one row per region."""
-    lines = [
-        f"{'region':<7}{'Dice mean':>10}{'median':>9}{'std':>8}   {'HD95 mean':>10}{'median':>9}{'std':>9}  (mm)"
-    ]
+    lines = [f"{'region':<7}{'Dice mean':>10}{'median':>9}{'std':>8}   {'HD95 mean':>10}{'median':>9}{'std':>9}  (mm)"]
     for region in REGIONS:
         d, h = summary["dice"].get(region), summary["hd95"].get(region)
         if d is None or h is None:
@@ -531,14 +560,22 @@ def summarize_breakdown(results: Sequence[CaseResult]) -> dict[str, dict[str, fl
 
 def format_breakdown(breakdown: Mapping[str, Mapping[str, float]], boundary_mm: float) -> str:
     """A fixed-width table of ``summarize_breakdown``: mean Dice, the mean Dice lost to each kind, the ceiling."""
-    heads = {"fp_boundary": "FP bnd", "fp_far": "FP far", "fp_detached": "FP det",
-             "fn_boundary": "FN bnd", "fn_far": "FN far", "fn_missed": "FN miss"}
+    heads = {
+        "fp_boundary": "FP bnd",
+        "fp_far": "FP far",
+        "fp_detached": "FP det",
+        "fn_boundary": "FN bnd",
+        "fn_far": "FN far",
+        "fn_missed": "FN miss",
+    }
     lines = [f"{'region':<7}{'Dice':>7}" + "".join(f"{heads[k]:>9}" for k in ERROR_KINDS) + f"{'ceiling':>9}"]
     for region, row in breakdown.items():
         ceiling = f"{row['ceiling']:>9.4f}" if "ceiling" in row else f"{'-':>9}"
         lines.append(f"{region:<7}{row['dice']:>7.4f}" + "".join(f"{row[k]:>9.4f}" for k in ERROR_KINDS) + ceiling)
-    lines.append(f"Dice lost to each kind of error (they add up to 1 - Dice); boundary = within {boundary_mm:g} mm; "
-                 "ceiling = the reference through the model's grid and back")
+    lines.append(
+        f"Dice lost to each kind of error (they add up to 1 - Dice); boundary = within {boundary_mm:g} mm; "
+        "ceiling = the reference through the model's grid and back"
+    )
     return "\n".join(lines)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,15 +38,25 @@ _NRRD_TYPES = {
     **dict.fromkeys(("ushort", "unsigned short", "unsigned short int", "uint16", "uint16_t"), "u2"),
     **dict.fromkeys(("int", "signed int", "int32", "int32_t"), "i4"),
     **dict.fromkeys(("uint", "unsigned int", "uint32", "uint32_t"), "u4"),
-    **dict.fromkeys(("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64",
-                     "int64_t"), "i8"),
+    **dict.fromkeys(
+        ("longlong", "long long", "long long int", "signed long long", "signed long long int", "int64", "int64_t"), "i8"
+    ),
     **dict.fromkeys(("ulonglong", "unsigned long long", "unsigned long long int", "uint64", "uint64_t"), "u8"),
     "float": "f4",
     "double": "f8",
 }
-_META_TYPES = {"MET_CHAR": "i1", "MET_UCHAR": "u1", "MET_SHORT": "i2", "MET_USHORT": "u2", "MET_INT": "i4",
-               "MET_UINT": "u4", "MET_LONG_LONG": "i8", "MET_ULONG_LONG": "u8", "MET_FLOAT": "f4",
-               "MET_DOUBLE": "f8"}
+_META_TYPES = {
+    "MET_CHAR": "i1",
+    "MET_UCHAR": "u1",
+    "MET_SHORT": "i2",
+    "MET_USHORT": "u2",
+    "MET_INT": "i4",
+    "MET_UINT": "u4",
+    "MET_LONG_LONG": "i8",
+    "MET_ULONG_LONG": "u8",
+    "MET_FLOAT": "f4",
+    "MET_DOUBLE": "f8",
+}
 
 
 @dataclass(frozen=True)
@@ -88,8 +97,10 @@ def is_sheared(columns: np.ndarray) -> bool:
 def sheared_message(label: str, columns: np.ndarray, where: str = "") -> str:
     """The one-line refusal of a sheared grid (shared by the header scan and the check of ITK's direction)."""
     angles = ", ".join(f"{a:.1f}" for a in axis_angles(columns)) if np.all(np.isfinite(columns)) else "undefined"
-    return (f"{label}: its voxel axes{where} are not perpendicular (angles {angles} degrees, not 90: a sheared grid, "
-            "e.g. from a tilted CT gantry); resample it onto an orthogonal grid first")
+    return (
+        f"{label}: its voxel axes{where} are not perpendicular (angles {angles} degrees, not 90: a sheared grid, "
+        "e.g. from a tilted CT gantry); resample it onto an orthogonal grid first"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------ NIfTI
@@ -120,8 +131,14 @@ def _nifti_data(path: Path, label: str) -> VoxelData | None:
     affine, code = header.get_sform(coded=True)
     if code and affine is not None and is_sheared(np.asarray(affine, dtype=np.float64)[:3, :3]):
         raise InputError(sheared_message(label, np.asarray(affine, dtype=np.float64)[:3, :3], " (NIfTI sform)"))
-    return VoxelData(path, 0, "gzip" if compressed else "none", int(header.get_data_offset()),
-                     tuple(int(n) for n in header.get_data_shape()), header.get_data_dtype())
+    return VoxelData(
+        path,
+        0,
+        "gzip" if compressed else "none",
+        int(header.get_data_offset()),
+        tuple(int(n) for n in header.get_data_shape()),
+        header.get_data_dtype(),
+    )
 
 
 # ------------------------------------------------------------------------------------------ NRRD, MetaImage
@@ -291,8 +308,9 @@ def scan_image_file(path: Path, label: str) -> None:
             raise InputError(f"{label}: the data file {data.file.name} named in {path.name}'s header is missing")
         held, non_finite = _count(data, nifti and data.dtype.kind in "fc")
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise InputError(f"{label}: cannot read {path.name}: the compressed file is truncated or corrupt ({err})") \
-            from None
+        raise InputError(
+            f"{label}: cannot read {path.name}: the compressed file is truncated or corrupt ({err})"
+        ) from None
     except OSError as err:
         raise InputError(f"{label}: cannot read {path.name}: {err.strerror or err}") from None
     except ValueError as err:  # a header field that is not a number
@@ -304,10 +322,13 @@ def _judge(data: VoxelData, held: int, non_finite: int, label: str, name: str) -
     size = "x".join(str(n) for n in data.sizes)
     declared = f"{size} voxels of {data.dtype.name} ({data.declared_bytes} bytes)"
     if held < data.declared_bytes:
-        raise InputError(f"{label}: {name} is truncated: its header declares {declared} but the file holds {held} "
-                         "bytes of them")
+        raise InputError(
+            f"{label}: {name} is truncated: its header declares {declared} but the file holds {held} bytes of them"
+        )
     if held > data.declared_bytes:
-        raise InputError(f"{label}: {name} holds {held - data.declared_bytes} bytes more voxel data than its header "
-                         f"declares ({declared}): the header's size or data type is wrong")
+        raise InputError(
+            f"{label}: {name} holds {held - data.declared_bytes} bytes more voxel data than its header "
+            f"declares ({declared}): the header's size or data type is wrong"
+        )
     if non_finite:
         raise InputError(f"{label}: {non_finite} voxels are NaN or infinite")

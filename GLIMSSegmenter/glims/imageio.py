@@ -22,8 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError, OutputError
-from .filescan import is_sheared, scan_image_file, sheared_message
 from .fileio import current_umask
+from .filescan import is_sheared, scan_image_file, sheared_message
 
 __all__ = [
     "Geometry",
@@ -76,9 +76,7 @@ class Geometry:
         return image
 
     def describe(self) -> str:
-        return (
-            f"{'x'.join(map(str, self.size))} voxels of {'x'.join(f'{s:g}' for s in self.spacing)} mm"
-        )
+        return f"{'x'.join(map(str, self.size))} voxels of {'x'.join(f'{s:g}' for s in self.spacing)} mm"
 
 
 def _read_dicom_series(folder: Path) -> sitk.Image:
@@ -109,7 +107,9 @@ def check_input_path(path: str | os.PathLike, label: str) -> Path:
             ) from None
         if err.errno in (errno.ENOENT, errno.ENOTDIR):
             if path.is_symlink():
-                raise InputError(f"{label}: {path} is a symbolic link to nothing ({os.readlink(path)} does not exist)") from None
+                raise InputError(
+                    f"{label}: {path} is a symbolic link to nothing ({os.readlink(path)} does not exist)"
+                ) from None
             raise InputError(f"{label}: file not found: {path}") from None
         raise InputError(f"{label}: cannot read {path}: {err.strerror or err}") from None
     return path

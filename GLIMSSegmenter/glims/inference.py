@@ -57,8 +57,10 @@ class InferenceOptions:
         if self.blend not in ("gaussian", "constant"):
             raise ConfigError(f"blend must be gaussian or constant, got {self.blend!r}")
         if self.precision not in INFERENCE_PRECISIONS:
-            raise ConfigError(f"precision must be {', '.join(INFERENCE_PRECISIONS[:-1])} or "
-                              f"{INFERENCE_PRECISIONS[-1]}, got {self.precision!r}")
+            raise ConfigError(
+                f"precision must be {', '.join(INFERENCE_PRECISIONS[:-1])} or "
+                f"{INFERENCE_PRECISIONS[-1]}, got {self.precision!r}"
+            )
         if self.sw_batch_size < 1:
             raise ConfigError("sw_batch_size must be at least 1")
 
@@ -83,7 +85,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("a CUDA GPU was requested but none is available (torch sees no CUDA device); use --device cpu")
+        raise DeviceError(
+            "a CUDA GPU was requested but none is available (torch sees no CUDA device); use --device cpu"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceError(f"cuda:{device.index} requested but only {torch.cuda.device_count()} GPU(s) present")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -126,7 +130,7 @@ def _load_models(spec: ModelSpec) -> list[GLIMS]:
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
     """Windows MONAI's sliding-window inference visits on an image of ``shape`` (spatial) at ``roi``."""
     total = 1
-    for size, window in zip(shape, roi):
+    for size, window in zip(shape, roi, strict=False):
         size = max(size, window)  # smaller images are padded to the window
         interval = max(1, int(window * (1 - overlap)))
         total *= 1 if size <= window else math.ceil((size - window) / interval) + 1

@@ -49,7 +49,7 @@ def _identity(path: Path) -> tuple[str, tuple[int, int] | None]:
 def _refuse_duplicates(paths: Sequence[Path], shown: Sequence[str]) -> None:
     """``shown``: each path as the user gave it (``./a`` stays ``./a``)."""
     seen: dict[object, str] = {}
-    for path, text in zip(paths, shown):
+    for path, text in zip(paths, shown, strict=False):
         resolved, inode = _identity(path)
         for key in (resolved, inode):
             if key is not None and key in seen:

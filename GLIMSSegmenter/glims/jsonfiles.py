@@ -30,8 +30,9 @@ def read_json(path: str | os.PathLike, what: str, error: type[GlimsError]) -> An
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise error(f"{what} {path} is not UTF-8 text (byte {err.start}); restore it from a backup or remove "
-                    "it") from None
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte {err.start}); restore it from a backup or remove it"
+        ) from None
     except json.JSONDecodeError as err:
         raise error(f"{what} {path} is not valid JSON: {err}") from None
     except OSError as err:

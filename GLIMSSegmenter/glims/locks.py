@@ -50,8 +50,9 @@ def _held(lock_path: os.PathLike, timeout: float, busy: str) -> Iterator[None]:
 def _store_lock(kind: str, file_name: str, what: str, home: str | os.PathLike | None):
     """The lock of one of glims's stores: waits up to ``STORE_WAIT_S`` for another process."""
     path = home_folder(kind, home, create=True) / file_name
-    return _held(path, STORE_WAIT_S, f"{what} stayed locked by another glims process for {STORE_WAIT_S:.0f} s "
-                                     f"(lock {path})")
+    return _held(
+        path, STORE_WAIT_S, f"{what} stayed locked by another glims process for {STORE_WAIT_S:.0f} s (lock {path})"
+    )
 
 
 def catalog_lock(home: str | os.PathLike | None = None):
@@ -72,6 +73,7 @@ def finetune_name_lock(name: str, home: str | os.PathLike | None = None) -> Iter
         ConfigError: another fine-tuning of ``name`` is running.
     """
     lock_path = home_folder("finetune", home, create=True) / f".{check_name(name, 'model name')}.lock"
-    with _held(lock_path, 0, f"another `glims finetune --name {name}` is running; wait for it to end or choose "
-                             "another name"):
+    with _held(
+        lock_path, 0, f"another `glims finetune --name {name}` is running; wait for it to end or choose another name"
+    ):
         yield

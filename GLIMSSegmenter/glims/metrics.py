@@ -69,24 +69,36 @@ class LabelConvention:
 
 CONVENTIONS: dict[str, LabelConvention] = {
     "brats2023": LabelConvention(
-        "brats2023", (0, 1, 2, 3), {"TC": (1, 3), "WT": (1, 2, 3), "ET": (3,)},
+        "brats2023",
+        (0, 1, 2, 3),
+        {"TC": (1, 3), "WT": (1, 2, 3), "ET": (3,)},
         "BraTS 2023+: 1 necrotic/non-enhancing core, 2 oedema, 3 enhancing tumour",
     ),
     "brats2017": LabelConvention(
-        "brats2017", (0, 1, 2, 4), {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)},
+        "brats2017",
+        (0, 1, 2, 4),
+        {"TC": (1, 4), "WT": (1, 2, 4), "ET": (4,)},
         "BraTS 2017-2021: 1 necrotic/non-enhancing core, 2 oedema, 4 enhancing tumour",
     ),
     "brats2013": LabelConvention(
-        "brats2013", (0, 1, 2, 3, 4), {"TC": (1, 3, 4), "WT": (1, 2, 3, 4), "ET": (4,)},
+        "brats2013",
+        (0, 1, 2, 3, 4),
+        {"TC": (1, 3, 4), "WT": (1, 2, 3, 4), "ET": (4,)},
         "BraTS 2013-2015: 1 necrosis, 2 oedema, 3 non-enhancing tumour, 4 enhancing tumour",
     ),
 }
 
 _ALIASES = {
-    "brats2024": "brats2023", "et3": "brats2023", "glims": "brats2023",
-    "brats2018": "brats2017", "brats2019": "brats2017", "brats2020": "brats2017", "brats2021": "brats2017",
+    "brats2024": "brats2023",
+    "et3": "brats2023",
+    "glims": "brats2023",
+    "brats2018": "brats2017",
+    "brats2019": "brats2017",
+    "brats2020": "brats2017",
+    "brats2021": "brats2017",
     "et4": "brats2017",
-    "brats2014": "brats2013", "brats2015": "brats2013",
+    "brats2014": "brats2013",
+    "brats2015": "brats2013",
 }
 
 
@@ -195,7 +207,7 @@ def _envelope_pass(squared: torch.Tensor, axis: int, spacing: float, chunk_eleme
     cost = ((positions[:, None] - positions[None, :]) * spacing) ** 2  # [p, q]
     per_chunk = max(1, chunk_elements // (n * n))
     for start in range(0, active.numel(), per_chunk):
-        rows = active[start:start + per_chunk]
+        rows = active[start : start + per_chunk]
         out[rows] = (lines[rows][:, None, :] + cost[None]).amin(dim=-1)
     return out.reshape(moved.shape).movedim(-1, axis)
 

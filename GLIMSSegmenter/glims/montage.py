@@ -48,8 +48,10 @@ def render_montage(
     from matplotlib.colors import ListedColormap
 
     first = reorient(next(iter(images.values())), "LPS")
-    arrays = {name: sitk.GetArrayFromImage(resample_to(reorient(img, "LPS"), first)).transpose(2, 1, 0)
-              for name, img in images.items()}
+    arrays = {
+        name: sitk.GetArrayFromImage(resample_to(reorient(img, "LPS"), first)).transpose(2, 1, 0)
+        for name, img in images.items()
+    }
     label_xyz = None
     if labels is not None:
         label_xyz = sitk.GetArrayFromImage(
@@ -73,13 +75,19 @@ def render_montage(
     for col, name in enumerate(names):
         views = _views(arrays[name], centre)
         label_views = _views(label_xyz, centre) if label_xyz is not None else [None] * 3
-        for row, (view, lab) in enumerate(zip(views, label_views)):
+        for row, (view, lab) in enumerate(zip(views, label_views, strict=False)):
             ax = axes[row][col]
             lo, hi = _window(view)
             ax.imshow(view, cmap="gray", vmin=lo, vmax=hi, aspect=aspects[row], interpolation="nearest")
             if lab is not None:
-                ax.imshow(np.ma.masked_equal(lab, 0), cmap=overlay_cmap, vmin=0, vmax=255,
-                          aspect=aspects[row], interpolation="nearest")
+                ax.imshow(
+                    np.ma.masked_equal(lab, 0),
+                    cmap=overlay_cmap,
+                    vmin=0,
+                    vmax=255,
+                    aspect=aspects[row],
+                    interpolation="nearest",
+                )
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:

@@ -23,8 +23,14 @@ from pathlib import Path
 
 from .errors import OutputError
 
-__all__ = ["OutputSet", "check_targets", "check_output_folder", "remove_stale_partials", "describe_write_error",
-           "STALE_AFTER_S"]
+__all__ = [
+    "OutputSet",
+    "check_targets",
+    "check_output_folder",
+    "remove_stale_partials",
+    "describe_write_error",
+    "STALE_AFTER_S",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,13 +97,15 @@ def check_targets(outputs: Mapping[str, str | os.PathLike], inputs: Iterable[str
         target = Path(target)
         for source in input_paths:
             inside_dicom_folder = source.is_dir() and os.path.realpath(target).startswith(
-                os.path.realpath(source) + os.sep)
+                os.path.realpath(source) + os.sep
+            )
             if _same(target, source) or inside_dicom_folder:
                 raise OutputError(f"the {role} {target} would overwrite the input {source}; choose another output")
         for other_role, other in seen:
             if _same(target, other):
-                raise OutputError(f"the {role} and the {other_role} are the same file ({target}); give each output "
-                                  "its own file")
+                raise OutputError(
+                    f"the {role} and the {other_role} are the same file ({target}); give each output its own file"
+                )
         seen.append((role, target))
         _check_folder(target, role)
 
@@ -133,8 +141,11 @@ def remove_stale_partials(folder: str | os.PathLike, now: float | None = None) -
             continue
         pid = match.group("pid")
         try:
-            stale = (not _process_alive(int(pid))) if pid else now - entry.stat(follow_symlinks=False).st_mtime > \
-                STALE_AFTER_S
+            stale = (
+                (not _process_alive(int(pid)))
+                if pid
+                else now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+            )
             if stale:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))

@@ -75,8 +75,10 @@ def home_folder(kind: str, home: str | os.PathLike | None = None, *, create: boo
     folder = user_home(home) / kind
     if create:
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            raise OutputError(f"cannot use {folder}: glims needs a folder of its own there, not a file or a link "
-                              "(to keep glims's files elsewhere, point GLIMS_HOME there)")
+            raise OutputError(
+                f"cannot use {folder}: glims needs a folder of its own there, not a file or a link "
+                "(to keep glims's files elsewhere, point GLIMS_HOME there)"
+            )
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -95,8 +97,7 @@ def check_name(name: object, what: str = "name") -> str:
     Raises:
         ConfigError: one line saying what is wrong with the name.
     """
-    rule = (f"use 1 to {NAME_MAX_LENGTH} letters, digits, '.', '_' and '-', starting and ending with a letter "
-            "or digit")
+    rule = f"use 1 to {NAME_MAX_LENGTH} letters, digits, '.', '_' and '-', starting and ending with a letter or digit"
     if not isinstance(name, str) or not name:
         raise ConfigError(f"invalid {what} {name!r}: empty; {rule}")
     if len(name) > NAME_MAX_LENGTH:

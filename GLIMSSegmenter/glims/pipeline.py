@@ -115,9 +115,18 @@ def segment_files(
     """
     plan = StagePlan(STAGES, progress)
     timings: dict[str, float] = {}
-    targets = {k: v for k, v in (("segmentation", output), ("labelmap", labelmap), ("probabilities", probabilities),
-                                 ("report", report), ("dicom_seg", dicom_seg), ("dicom_rtstruct", dicom_rtstruct))
-               if v is not None}
+    targets = {
+        k: v
+        for k, v in (
+            ("segmentation", output),
+            ("labelmap", labelmap),
+            ("probabilities", probabilities),
+            ("report", report),
+            ("dicom_seg", dicom_seg),
+            ("dicom_rtstruct", dicom_rtstruct),
+        )
+        if v is not None
+    }
     check_targets(targets, inputs)  # no output overwrites an input or another output
     for path in targets.values():
         ensure_writable(path)
@@ -141,8 +150,11 @@ def segment_files(
     plan.report("preprocess", 0, 1, "reading and preparing images")
     titles = {i.key: i.title.split(" (")[0] for i in spec.inputs}
     case = prepare_case(
-        [p for _, p in assignment], [f"{titles[k]} ({p.name})" for k, p in assignment], spec.preprocessing,
-        spec.roi_size, crop,
+        [p for _, p in assignment],
+        [f"{titles[k]} ({p.name})" for k, p in assignment],
+        spec.preprocessing,
+        spec.roi_size,
+        crop,
     )
     timings["preprocess"] = time.perf_counter() - clock
     plan.report("preprocess", 1, 1, f"{'x'.join(map(str, case.array.shape[1:]))} voxels to segment")
@@ -151,7 +163,10 @@ def segment_files(
     clock = time.perf_counter()
     opts = options or InferenceOptions(**spec.inference)
     logits, device = predict_logits(
-        models, case.array, spec.roi_size, opts,
+        models,
+        case.array,
+        spec.roi_size,
+        opts,
         progress=lambda done, total: plan.report("infer", done, total, f"window batch {done}/{total}"),
         cancel=cancel,
     )
@@ -170,15 +185,27 @@ def segment_files(
     summary = {
         "glims_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"id": spec.id, "version": spec.version, "preset": spec.preset,
-                  "weights_sha256": [w.sha256 for w in spec.weights]},
+        "model": {
+            "id": spec.id,
+            "version": spec.version,
+            "preset": spec.preset,
+            "weights_sha256": [w.sha256 for w in spec.weights],
+        },
         "inputs": {key: str(path) for key, path in assignment},
-        "reference_geometry": {"size": list(case.reference.GetSize()), "spacing": list(case.reference.GetSpacing()),
-                               "origin": list(case.reference.GetOrigin()),
-                               "direction": list(case.reference.GetDirection())},
+        "reference_geometry": {
+            "size": list(case.reference.GetSize()),
+            "spacing": list(case.reference.GetSpacing()),
+            "origin": list(case.reference.GetOrigin()),
+            "direction": list(case.reference.GetDirection()),
+        },
         "device": device,
-        "options": {"overlap": opts.overlap, "blend": opts.blend, "sw_batch_size": opts.sw_batch_size,
-                    "precision": opts.precision, "tta": opts.tta},
+        "options": {
+            "overlap": opts.overlap,
+            "blend": opts.blend,
+            "sw_batch_size": opts.sw_batch_size,
+            "precision": opts.precision,
+            "tta": opts.tta,
+        },
         "runtime": {"python": platform.python_version(), "torch": _torch_version()},
         "segments": _segment_stats(labels_xyz, spec, case.reference),
         "timings_s": {},

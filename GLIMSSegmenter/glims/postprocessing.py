@@ -45,7 +45,9 @@ def check_thresholds(output: Mapping, thresholds: Mapping[str, float] | None) ->
             raise ConfigError(f"threshold of {channel} must lie strictly between 0 and 1, got {value}")
 
 
-def probabilities_to_labels(probs: np.ndarray, output: Mapping, thresholds: Mapping[str, float] | None = None) -> np.ndarray:
+def probabilities_to_labels(
+    probs: np.ndarray, output: Mapping, thresholds: Mapping[str, float] | None = None
+) -> np.ndarray:
     """Probabilities (K, X, Y, Z) -> uint8 label map (X, Y, Z).
 
     Args:

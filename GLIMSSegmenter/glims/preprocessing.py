@@ -79,11 +79,13 @@ class CasePreparation:
         full[(slice(None), *self.box)] = channels
         return full
 
-    def to_reference(self, channels: np.ndarray, interpolator: int, fill: Sequence[float] | float = 0.0) -> list[sitk.Image]:
+    def to_reference(
+        self, channels: np.ndarray, interpolator: int, fill: Sequence[float] | float = 0.0
+    ) -> list[sitk.Image]:
         """Channels on the full processing grid -> images on the reference grid (one per channel)."""
         fills = np.broadcast_to(np.asarray(fill, dtype=np.float64), (channels.shape[0],))
         out = []
-        for channel, value in zip(channels, fills):
+        for channel, value in zip(channels, fills, strict=False):
             image = from_xyz(channel, self.processing)
             out.append(resample_to(image, self.reference, interpolator, float(value)))
         return out
@@ -100,10 +102,10 @@ def prepare_images(
     Raises:
         InputError: unreadable/unsuitable input, or fields of view that do not overlap.
     """
-    images = [read_image(p, n) for p, n in zip(paths, names)]
+    images = [read_image(p, n) for p, n in zip(paths, names, strict=False)]
     reference = images[0]
     aligned = [reference]
-    for image, name in zip(images[1:], names[1:]):
+    for image, name in zip(images[1:], names[1:], strict=False):
         if not fields_overlap(image, reference):
             raise InputError(
                 f"{name}: its field of view does not overlap the reference input {names[0]} "
@@ -134,8 +136,15 @@ def _resample_spacing(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image
     direction = np.array(image.GetDirection()).reshape(3, 3)
     origin = np.array(image.GetOrigin()) + direction @ ((new_spacing - old_spacing) / 2)
     return sitk.Resample(
-        image, new_size.tolist(), sitk.Transform(), sitk.sitkLinear, origin.tolist(), new_spacing.tolist(),
-        image.GetDirection(), 0.0, image.GetPixelID(),
+        image,
+        new_size.tolist(),
+        sitk.Transform(),
+        sitk.sitkLinear,
+        origin.tolist(),
+        new_spacing.tolist(),
+        image.GetDirection(),
+        0.0,
+        image.GetPixelID(),
     )
 
 

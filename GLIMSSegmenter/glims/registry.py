@@ -45,6 +45,7 @@ __all__ = [
     "next_version",
 ]
 
+
 def _write_user_document(home: str | os.PathLike | None, document: dict[str, Any]) -> None:
     validate_document(document, "(user catalog being written)")
     write_json(user_catalog_path(home), document)
@@ -137,8 +138,9 @@ def register_model(
             f"{expected_inputs} inputs"
         )
     labels = (overrides or {}).get("labels", presets[preset]["labels"])
-    expected_outputs = expected_out_channels({**presets[preset]["output"], **(overrides or {}).get("output", {})},
-                                             len(labels))
+    expected_outputs = expected_out_channels(
+        {**presets[preset]["output"], **(overrides or {}).get("output", {})}, len(labels)
+    )
     if expected_outputs is not None and net.config.out_channels != expected_outputs:
         raise CatalogError(
             f"{Path(weights_file).name} gives {net.config.out_channels} output channels; preset {preset} needs "
@@ -154,15 +156,39 @@ def register_model(
         models_dir = home_folder("models", home, create=True)
         meta_path = save_checkpoint(models_dir / f"{model_id}-{version}", net.state_dict(), architecture)
         meta = json.loads(meta_path.read_text())
-        return add_user_entry(_added_entry(model_id, version, preset, weights_file, loaded.source_format,
-                                           architecture, meta, title, description, license_text, provenance,
-                                           overrides), home)
+        return add_user_entry(
+            _added_entry(
+                model_id,
+                version,
+                preset,
+                weights_file,
+                loaded.source_format,
+                architecture,
+                meta,
+                title,
+                description,
+                license_text,
+                provenance,
+                overrides,
+            ),
+            home,
+        )
 
 
-def _added_entry(model_id: str, version: str, preset: str, weights_file, source_format: str,
-                 architecture: Mapping[str, Any], meta: Mapping[str, Any], title: str | None, description: str,
-                 license_text: str, provenance: Mapping[str, Any] | None,
-                 overrides: Mapping[str, Any]) -> dict[str, Any]:
+def _added_entry(
+    model_id: str,
+    version: str,
+    preset: str,
+    weights_file,
+    source_format: str,
+    architecture: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    title: str | None,
+    description: str,
+    license_text: str,
+    provenance: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
+) -> dict[str, Any]:
     """The user-catalog entry of a weights file added with ``register_model``."""
     return {
         "id": model_id,
@@ -215,8 +241,11 @@ def remove_model(ref: str, home: str | os.PathLike | None = None) -> list[str]:
             for weights in entry["weights"]:
                 path = models_dir / weights["file"]
                 # only weights glims stored itself: a file directly in the models folder, never one elsewhere
-                if path.is_file() and not path.is_symlink() and Path(os.path.realpath(path)).parent == Path(
-                        os.path.realpath(models_dir)):
+                if (
+                    path.is_file()
+                    and not path.is_symlink()
+                    and Path(os.path.realpath(path)).parent == Path(os.path.realpath(models_dir))
+                ):
                     remove_owned(path, home)
                     remove_owned(path.with_suffix(".json"), home)
     return [f"{e['id']}@{e['version']}" for e in removed]
@@ -233,8 +262,11 @@ def set_default_model(ref: str, home: str | os.PathLike | None = None) -> ModelS
         spec = load_catalog(home).get(ref)
         document = _user_document(home)
         defaults = document.setdefault("defaults", {})
-        builtin_defaults = {e["id"] for e in read_document(BUILTIN_CATALOG, required=False)["models"]
-                            if e.get("default") and e["preset"] == spec.preset}
+        builtin_defaults = {
+            e["id"]
+            for e in read_document(BUILTIN_CATALOG, required=False)["models"]
+            if e.get("default") and e["preset"] == spec.preset
+        }
         if spec.id in builtin_defaults and not ref.partition("@")[2]:
             defaults.pop(spec.preset, None)  # the built-in default again: no choice to keep
         else:

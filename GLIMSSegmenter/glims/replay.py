@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalog import ModelSpec
-from .fileio import write_json
 from .errors import ConfigError, OutputError
+from .fileio import write_json
 from .paths import home_folder, make_owned_dir, remove_owned
 from .progress import CancelToken, ProgressCallback
 
@@ -118,8 +118,17 @@ def replay_cases(
     _remove_quietly(staging, home)
     make_owned_dir(staging, home)
     try:
-        generate_dataset(staging / "cases", count, seed, shape_zyx, spacing, params,
-                         prefix="GLIMS-REPLAY", progress=progress, cancel=cancel)
+        generate_dataset(
+            staging / "cases",
+            count,
+            seed,
+            shape_zyx,
+            spacing,
+            params,
+            prefix="GLIMS-REPLAY",
+            progress=progress,
+            cancel=cancel,
+        )
         write_json(staging / RECIPE_FILE, {"model": spec.ref, "synth": recipe})
         if not target.exists():  # else another process finished the same recipe first: ours is removed below
             os.replace(staging, target)

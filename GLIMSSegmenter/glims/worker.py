@@ -102,8 +102,13 @@ class Worker:
         commands: the commands it runs.
     """
 
-    def __init__(self, protocol: TextIO, idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_S, cache_size: int = 2,
-                 commands: Sequence[str] = WORKER_COMMANDS) -> None:
+    def __init__(
+        self,
+        protocol: TextIO,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT_S,
+        cache_size: int = 2,
+        commands: Sequence[str] = WORKER_COMMANDS,
+    ) -> None:
         self.stream = _LineStream(protocol)
         self.idle_timeout = idle_timeout
         self.cache = ModelCache(cache_size)
@@ -122,8 +127,13 @@ class Worker:
         for module in WARM_IMPORTS:
             importlib.import_module(module)
         self._parser = build_parser()
-        self.out.emit("ready", pid=os.getpid(), glims_version=__version__, commands=list(self.commands),
-                      idle_timeout_s=self.idle_timeout)
+        self.out.emit(
+            "ready",
+            pid=os.getpid(),
+            glims_version=__version__,
+            commands=list(self.commands),
+            idle_timeout_s=self.idle_timeout,
+        )
         with use_model_cache(self.cache):
             while True:
                 try:

@@ -98,7 +98,6 @@ def load_average() -> str:
         return "n/a"
 
 
-
 def peak_rss_mib() -> float:
     """This process's peak resident set size in MiB (``ru_maxrss``; Linux reports KiB, macOS bytes)."""
     import resource

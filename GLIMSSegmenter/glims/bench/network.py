@@ -94,41 +94,82 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             default=",".join(d.models),
             help=f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)",
         )
-        parser.add_argument("--threads", type=int, default=d.threads,
-                            help="torch.set_num_threads in every worker (default %(default)s)")
+        parser.add_argument(
+            "--threads", type=int, default=d.threads, help="torch.set_num_threads in every worker (default %(default)s)"
+        )
         parser.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N: where every model runs")
-        parser.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                            help="autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
-                                 "opt-in bf16 fast path), fp16 (GPUs only)")
-        parser.add_argument("--batch", type=int, default=d.batch,
-                            help="windows per forward (default %(default)s); the report adds windows per second")
-        parser.add_argument("--repeats", type=int, default=d.repeats,
-                            help="timed forwards per model and round, after 1 warm-up (default %(default)s)")
-        parser.add_argument("--rounds", type=int, default=d.rounds,
-                            help="worker processes per model, run in interleaved rounds; the median is over all "
-                                 "their timed forwards (default %(default)s)")
-        parser.add_argument("--size", type=int, default=d.size,
-                            help="cubic input size (default %(default)s, the reference)")
+        parser.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            default=d.precision,
+            help="autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
+            "opt-in bf16 fast path), fp16 (GPUs only)",
+        )
+        parser.add_argument(
+            "--batch",
+            type=int,
+            default=d.batch,
+            help="windows per forward (default %(default)s); the report adds windows per second",
+        )
+        parser.add_argument(
+            "--repeats",
+            type=int,
+            default=d.repeats,
+            help="timed forwards per model and round, after 1 warm-up (default %(default)s)",
+        )
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=d.rounds,
+            help="worker processes per model, run in interleaved rounds; the median is over all "
+            "their timed forwards (default %(default)s)",
+        )
+        parser.add_argument(
+            "--size", type=int, default=d.size, help="cubic input size (default %(default)s, the reference)"
+        )
         parser.add_argument("--in-channels", type=int, default=d.in_channels)
         parser.add_argument("--out-channels", type=int, default=d.out_channels)
-        parser.add_argument("--feature-size", type=int, default=d.feature_size,
-                            help="GLIMS feature_size (default %(default)s, the reference; SwinUNETR stays at 48)")
-        parser.add_argument("--weights", type=Path, default=d.weights,
-                            help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)")
-        parser.add_argument("--allocator", choices=ALLOCATORS, default=d.allocator,
-                            help="retain: every worker keeps freed memory for reuse instead of returning it to the "
-                                 "OS (glibc only; applied to all models alike). Default: the platform's default, "
-                                 "as a library user of either model gets")
+        parser.add_argument(
+            "--feature-size",
+            type=int,
+            default=d.feature_size,
+            help="GLIMS feature_size (default %(default)s, the reference; SwinUNETR stays at 48)",
+        )
+        parser.add_argument(
+            "--weights",
+            type=Path,
+            default=d.weights,
+            help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)",
+        )
+        parser.add_argument(
+            "--allocator",
+            choices=ALLOCATORS,
+            default=d.allocator,
+            help="retain: every worker keeps freed memory for reuse instead of returning it to the "
+            "OS (glibc only; applied to all models alike). Default: the platform's default, "
+            "as a library user of either model gets",
+        )
         parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--no-flops", action="store_true", help="skip the MAC counts")
         parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per worker before giving up")
 
     def spec_from_args(self, args: argparse.Namespace) -> NetworkSpec:
         return NetworkSpec(
-            models=split_keys(args.models), threads=args.threads, device=args.device, precision=args.precision,
-            batch=args.batch, repeats=args.repeats, rounds=args.rounds, size=args.size,
-            in_channels=args.in_channels, out_channels=args.out_channels, feature_size=args.feature_size,
-            weights=args.weights, allocator=args.allocator, seed=args.seed, count_flops=not args.no_flops,
+            models=split_keys(args.models),
+            threads=args.threads,
+            device=args.device,
+            precision=args.precision,
+            batch=args.batch,
+            repeats=args.repeats,
+            rounds=args.rounds,
+            size=args.size,
+            in_channels=args.in_channels,
+            out_channels=args.out_channels,
+            feature_size=args.feature_size,
+            weights=args.weights,
+            allocator=args.allocator,
+            seed=args.seed,
+            count_flops=not args.no_flops,
             timeout=args.timeout,
         )
 
@@ -298,14 +339,18 @@ def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
         "absolute times across runs.",
     ]
     if spec.precision != "fp32":
-        notes.append(f"Every model's forward ran under torch.autocast({spec.precision}); the accuracy column then "
-                     "includes that rounding.")
+        notes.append(
+            f"Every model's forward ran under torch.autocast({spec.precision}); the accuracy column then "
+            "includes that rounding."
+        )
     if spec.batch > 1:
         notes.append(f"Each forward takes {spec.batch} windows; GMAC and parameters are per window and model.")
     if on_gpu:
-        notes.append("On the GPU each timed forward ends with torch.cuda.synchronize; peak GPU memory is "
-                     "torch.cuda.max_memory_allocated of the worker. The CPU fast path does not apply there: "
-                     "glims-fast runs the reference path's operations.")
+        notes.append(
+            "On the GPU each timed forward ends with torch.cuda.synchronize; peak GPU memory is "
+            "torch.cuda.max_memory_allocated of the worker. The CPU fast path does not apply there: "
+            "glims-fast runs the reference path's operations."
+        )
     return notes
 
 

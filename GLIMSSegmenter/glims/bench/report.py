@@ -52,9 +52,23 @@ class BenchReport:
 ALLOCATOR_LABELS = {"retain": "glibc, freed memory retained", "default": "platform default"}
 
 _CONTEXT_ORDER = (
-    "command", "date", "cpu", "cores", "python", "torch", "monai", "device", "precision", "threads", "allocator",
-    "input", "weights", "glims_feature_size", "omp_wait_policy",
-    "load_before", "load_after",
+    "command",
+    "date",
+    "cpu",
+    "cores",
+    "python",
+    "torch",
+    "monai",
+    "device",
+    "precision",
+    "threads",
+    "allocator",
+    "input",
+    "weights",
+    "glims_feature_size",
+    "omp_wait_policy",
+    "load_before",
+    "load_after",
 )
 
 
@@ -72,4 +86,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,d}"
     return str(value).replace("|", "\\|")
-

@@ -31,10 +31,18 @@ __all__ = ["SEGMENT_CONFIGS", "SEGMENT_STAGES", "SegmentBenchmark", "SegmentSpec
 SEGMENT_STAGES = ("load", "preprocess", "infer", "postprocess", "write")
 SEGMENT_CONFIGS = {
     "default": {"label": "glims segment (default: crop, fast path)", "crop": None, "fast_path": True, "overlap": None},
-    "reference": {"label": "reference pipeline (overlap 0.5, fp32, no crop, reference path)", "crop": False,
-                  "fast_path": False, "overlap": 0.5},
-    "uncropped": {"label": "glims segment --no-crop (fast path, the reference's windows)", "crop": False,
-                  "fast_path": True, "overlap": None},
+    "reference": {
+        "label": "reference pipeline (overlap 0.5, fp32, no crop, reference path)",
+        "crop": False,
+        "fast_path": False,
+        "overlap": 0.5,
+    },
+    "uncropped": {
+        "label": "glims segment --no-crop (fast path, the reference's windows)",
+        "crop": False,
+        "fast_path": True,
+        "overlap": None,
+    },
 }
 
 
@@ -49,15 +57,25 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
     model = resolve_model(spec["model"], spec["home"])
     defaults = InferenceOptions(**model.inference)
     options = InferenceOptions(
-        device=spec["device"], overlap=defaults.overlap if spec["overlap"] is None else float(spec["overlap"]),
-        blend=defaults.blend, sw_batch_size=spec["sw_batch_size"] or defaults.sw_batch_size,
-        precision=spec["precision"], fast_path=bool(spec["fast_path"]),
+        device=spec["device"],
+        overlap=defaults.overlap if spec["overlap"] is None else float(spec["overlap"]),
+        blend=defaults.blend,
+        sw_batch_size=spec["sw_batch_size"] or defaults.sw_batch_size,
+        precision=spec["precision"],
+        fast_path=bool(spec["fast_path"]),
     )
-    result = segment_files(model, spec["inputs"], None, labelmap=spec["labelmap"], options=options,
-                           crop=spec["crop"], home=spec["home"])
-    return {"timings_s": result.report["timings_s"], "peak_rss_mib": peak_rss_mib(), "model": model.ref,
-            "overlap": options.overlap, "precision": options.precision, "sw_batch_size": options.sw_batch_size,
-            "peak_device_mib": peak_device_mib(torch.device(spec["device"]))}
+    result = segment_files(
+        model, spec["inputs"], None, labelmap=spec["labelmap"], options=options, crop=spec["crop"], home=spec["home"]
+    )
+    return {
+        "timings_s": result.report["timings_s"],
+        "peak_rss_mib": peak_rss_mib(),
+        "model": model.ref,
+        "overlap": options.overlap,
+        "precision": options.precision,
+        "sw_batch_size": options.sw_batch_size,
+        "peak_device_mib": peak_device_mib(torch.device(spec["device"])),
+    }
 
 
 def case_images(folder: Path) -> list[str]:
@@ -68,8 +86,11 @@ def case_images(folder: Path) -> list[str]:
         raise ConfigError(f"--case: no such folder: {folder}")
     labels = re.compile(r"seg|label|silver|fusion|pred|truth|(^|[-_.])gt([-_.]|$)", re.IGNORECASE)
     suffixes = (".nii.gz", ".nii", ".nrrd", ".mha")
-    return [str(p) for p in sorted(folder.iterdir())
-            if p.is_file() and p.name.lower().endswith(suffixes) and not labels.search(p.name)]
+    return [
+        str(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name.lower().endswith(suffixes) and not labels.search(p.name)
+    ]
 
 
 def synthetic_case(folder: Path, seed: int) -> list[Path]:
@@ -83,15 +104,14 @@ def random_full_size_model(home: Path, seed: int) -> str:
     """Register a full-size GLIMS with seeded random weights in ``home`` (timings only) and return its reference."""
     import torch
 
-    from ..registry import register_model
     from ..checkpoint import save_checkpoint
     from ..network import GLIMS
+    from ..registry import register_model
 
     torch.manual_seed(seed)
     net = GLIMS()
     meta = save_checkpoint(home / "random-full", net.state_dict(), {"name": "GLIMS", **net.config.to_dict()})
     return register_model(meta, "glims-random-full", "brats", home=home, license_text="random weights").ref
-
 
 
 @dataclass(frozen=True)
@@ -126,33 +146,59 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
         parser.add_argument("--case", type=Path, help="BraTS case folder (default: a synthetic 240x240x155 case)")
         parser.add_argument("-m", "--model", help="catalog model (default: seeded random full-size GLIMS)")
         parser.add_argument("--home", type=Path, help="glims user folder holding --model")
-        parser.add_argument("--configs", default=",".join(d.configs),
-                            help="comma-separated from: default, reference, uncropped (--no-crop)")
-        parser.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                            help="of the default config (fp16: GPUs only)")
+        parser.add_argument(
+            "--configs",
+            default=",".join(d.configs),
+            help="comma-separated from: default, reference, uncropped (--no-crop)",
+        )
+        parser.add_argument(
+            "--precision", choices=PRECISIONS, default=d.precision, help="of the default config (fp16: GPUs only)"
+        )
         parser.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N: where every config runs")
-        parser.add_argument("--sw-batch-size", type=int, default=d.sw_batch_size,
-                            help="windows per forward in every config (default: the model's catalog setting)")
-        parser.add_argument("--label", type=Path,
-                            help="reference label of --case: also score every configuration against it (accuracy)")
-        parser.add_argument("--label-convention", default=d.label_convention,
-                            help="of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013")
+        parser.add_argument(
+            "--sw-batch-size",
+            type=int,
+            default=d.sw_batch_size,
+            help="windows per forward in every config (default: the model's catalog setting)",
+        )
+        parser.add_argument(
+            "--label", type=Path, help="reference label of --case: also score every configuration against it (accuracy)"
+        )
+        parser.add_argument(
+            "--label-convention",
+            default=d.label_convention,
+            help="of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013",
+        )
         parser.add_argument("--threads", type=int, default=d.threads)
-        parser.add_argument("--allocator", choices=ALLOCATORS, default=d.allocator,
-                            help="of every worker; default retain, what the glims command line does")
+        parser.add_argument(
+            "--allocator",
+            choices=ALLOCATORS,
+            default=d.allocator,
+            help="of every worker; default retain, what the glims command line does",
+        )
         parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per worker")
 
     def spec_from_args(self, args: argparse.Namespace) -> SegmentSpec:
         return SegmentSpec(
-            case=args.case, model=args.model, home=args.home, configs=split_keys(args.configs),
-            precision=args.precision, device=args.device, sw_batch_size=args.sw_batch_size, label=args.label,
-            label_convention=args.label_convention, threads=args.threads, allocator=args.allocator, seed=args.seed,
+            case=args.case,
+            model=args.model,
+            home=args.home,
+            configs=split_keys(args.configs),
+            precision=args.precision,
+            device=args.device,
+            sw_batch_size=args.sw_batch_size,
+            label=args.label,
+            label_convention=args.label_convention,
+            threads=args.threads,
+            allocator=args.allocator,
+            seed=args.seed,
             timeout=args.timeout,
         )
 
-    def run(self, spec: SegmentSpec, *, progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> BenchReport:
+    def run(
+        self, spec: SegmentSpec, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> BenchReport:
         keys = config_keys(spec.configs, SEGMENT_CONFIGS)
         if spec.label and not spec.label.is_file():
             raise ConfigError(f"--label: no such file: {spec.label}")
@@ -174,11 +220,20 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
                     cancel.check()
                 config = SEGMENT_CONFIGS[key]
                 plan.report(key, 0, 1, f"running {config['label']}")
-                job = {"model": model, "home": str(home), "inputs": inputs, "threads": spec.threads,
-                       "overlap": config["overlap"], "crop": config["crop"], "fast_path": config["fast_path"],
-                       "precision": spec.precision if key == "default" else "fp32", "allocator": spec.allocator,
-                       "device": device["device_name"], "sw_batch_size": spec.sw_batch_size,
-                       "labelmap": str(tmp_path / f"{key}.nii.gz")}
+                job = {
+                    "model": model,
+                    "home": str(home),
+                    "inputs": inputs,
+                    "threads": spec.threads,
+                    "overlap": config["overlap"],
+                    "crop": config["crop"],
+                    "fast_path": config["fast_path"],
+                    "precision": spec.precision if key == "default" else "fp32",
+                    "allocator": spec.allocator,
+                    "device": device["device_name"],
+                    "sw_batch_size": spec.sw_batch_size,
+                    "labelmap": str(tmp_path / f"{key}.nii.gz"),
+                }
                 try:
                     results[key] = measure_in_subprocess("segment", job, timeout=spec.timeout)
                 except BenchError as err:
@@ -225,22 +280,36 @@ def _read_label(path: Path) -> tuple[Any, tuple[float, ...]]:
     return sitk.GetArrayFromImage(image), image.GetSpacing()[::-1]
 
 
-def _dice_against(labels: dict[str, tuple[Any, tuple[float, ...]]], reference: tuple[Any, tuple[float, ...]],
-                  convention: str = "brats2023") -> dict[str, dict[str, float]]:
+def _dice_against(
+    labels: dict[str, tuple[Any, tuple[float, ...]]],
+    reference: tuple[Any, tuple[float, ...]],
+    convention: str = "brats2023",
+) -> dict[str, dict[str, float]]:
     """Dice per BraTS region of each configuration's label map against ``reference`` (the reference pipeline's
     segmentation: agreement; or a label of the case, in ``convention``: accuracy)."""
     from ..metrics import score_regions
 
     ref_array, spacing = reference
-    return {key: {region: score.dice for region, score in
-                  score_regions(array, ref_array, spacing, ref_convention=convention).items()}
-            for key, (array, _) in labels.items()}
+    return {
+        key: {
+            region: score.dice
+            for region, score in score_regions(array, ref_array, spacing, ref_convention=convention).items()
+        }
+        for key, (array, _) in labels.items()
+    }
 
 
 def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchReport:
-    columns = [("config", "configuration")] + [(s, f"{s} s") for s in SEGMENT_STAGES] + [
-        ("total", "total s"), ("ratio", "time vs reference"), ("rss", "peak RSS MiB"),
-        ("dice", "Dice vs reference (TC/WT/ET)")]
+    columns = (
+        [("config", "configuration")]
+        + [(s, f"{s} s") for s in SEGMENT_STAGES]
+        + [
+            ("total", "total s"),
+            ("ratio", "time vs reference"),
+            ("rss", "peak RSS MiB"),
+            ("dice", "Dice vs reference (TC/WT/ET)"),
+        ]
+    )
     if accuracy:
         columns.append(("accuracy", "Dice vs label (TC/WT/ET)"))
     if any(r.get("peak_device_mib") is not None for r in results.values()):
@@ -270,12 +339,16 @@ def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchRe
         if accuracy and key in accuracy:
             row["accuracy"] = "/".join(f"{accuracy[key][r]:.4f}" for r in ("TC", "WT", "ET"))
         rows.append(row)
-    notes = ["Each configuration runs in its own worker process; peak RSS includes Python, torch and the weights.",
-             "Dice vs reference compares a configuration's segmentation with the reference pipeline's on the same "
-             "case (agreement, not accuracy); with random weights it is not meaningful."]
+    notes = [
+        "Each configuration runs in its own worker process; peak RSS includes Python, torch and the weights.",
+        "Dice vs reference compares a configuration's segmentation with the reference pipeline's on the same "
+        "case (agreement, not accuracy); with random weights it is not meaningful.",
+    ]
     if accuracy:
-        notes.append("Dice vs label scores each configuration against the case's reference label (accuracy): the "
-                     "default pipeline places its windows differently, and this says whether either answer is worse.")
-    return BenchReport("segment", "Whole case through glims segment vs the reference pipeline", columns, rows,
-                       context, notes)
-
+        notes.append(
+            "Dice vs label scores each configuration against the case's reference label (accuracy): the "
+            "default pipeline places its windows differently, and this says whether either answer is worse."
+        )
+    return BenchReport(
+        "segment", "Whole case through glims segment vs the reference pipeline", columns, rows, context, notes
+    )

@@ -27,8 +27,11 @@ __all__ = ["TRAIN_CONFIGS", "TrainBenchmark", "TrainSpec"]
 TRAIN_CONFIGS = {
     "default": {"label": "glims train (channel-first, fp32)", "channels_last": False, "precision": "fp32"},
     "channels-last": {"label": "channels-last weights and batches", "channels_last": True, "precision": "fp32"},
-    "bf16": {"label": "bf16 autocast forward (glims train --precision bf16)", "channels_last": False,
-             "precision": "bf16"},
+    "bf16": {
+        "label": "bf16 autocast forward (glims train --precision bf16)",
+        "channels_last": False,
+        "precision": "bf16",
+    },
 }
 
 
@@ -45,9 +48,13 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
     net = GLIMS(in_channels=4, out_channels=3, **arch).train()
     size = list(arch["img_size"])
     generator = torch.Generator().manual_seed(int(spec["seed"]) + 1)
-    batches = [(torch.randn(int(spec["batch_size"]), 4, *size, generator=generator),
-                (torch.rand(int(spec["batch_size"]), 3, *size, generator=generator) > 0.8).float())
-               for _ in range(4)]
+    batches = [
+        (
+            torch.randn(int(spec["batch_size"]), 4, *size, generator=generator),
+            (torch.rand(int(spec["batch_size"]), 3, *size, generator=generator) > 0.8).float(),
+        )
+        for _ in range(4)
+    ]
     layout = torch.channels_last_3d if spec["channels_last"] else torch.contiguous_format
     net.to(memory_format=layout)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
@@ -55,15 +62,23 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     def step() -> None:
         images, targets = batches[len(losses) % len(batches)]
-        losses.append(float(optimizer_step(net, optimizer, images.contiguous(memory_format=layout), targets,
-                                           precision=spec["precision"])))
+        losses.append(
+            float(
+                optimizer_step(
+                    net, optimizer, images.contiguous(memory_format=layout), targets, precision=spec["precision"]
+                )
+            )
+        )
 
     cpu_start = time.process_time()
     times = time_calls(step, int(spec["steps"]), warmup=int(spec["warmup"]))
-    return {"step_s": statistics.median(times), "steps_per_s": len(times) / sum(times),
-            "cpu_s_per_step": (time.process_time() - cpu_start) / (len(times) + int(spec["warmup"])),
-            "losses": losses, "peak_rss_mib": peak_rss_mib()}
-
+    return {
+        "step_s": statistics.median(times),
+        "steps_per_s": len(times) / sum(times),
+        "cpu_s_per_step": (time.process_time() - cpu_start) / (len(times) + int(spec["warmup"])),
+        "losses": losses,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
 
 @dataclass(frozen=True)
@@ -83,13 +98,16 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
     """Optimiser steps per second of the default training configuration, with bf16 autocast, in channels-last."""
 
     name = "train"
-    help = ("time optimiser steps of the default training configuration (feature size 12, batches of 2 windows "
-            "of 32^3): fp32 channel-first (what glims train does on the CPU), bf16 autocast, channels-last")
+    help = (
+        "time optimiser steps of the default training configuration (feature size 12, batches of 2 windows "
+        "of 32^3): fp32 channel-first (what glims train does on the CPU), bf16 autocast, channels-last"
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = TrainSpec
-        parser.add_argument("--configs", default=",".join(d.configs),
-                            help=f"comma-separated from: {', '.join(TRAIN_CONFIGS)}")
+        parser.add_argument(
+            "--configs", default=",".join(d.configs), help=f"comma-separated from: {', '.join(TRAIN_CONFIGS)}"
+        )
         parser.add_argument("--steps", type=int, default=d.steps, help="timed optimiser steps per configuration")
         parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
         parser.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -98,11 +116,19 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
         parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per worker")
 
     def spec_from_args(self, args: argparse.Namespace) -> TrainSpec:
-        return TrainSpec(configs=split_keys(args.configs), steps=args.steps, warmup=args.warmup,
-                         batch_size=args.batch_size, threads=args.threads, seed=args.seed, timeout=args.timeout)
+        return TrainSpec(
+            configs=split_keys(args.configs),
+            steps=args.steps,
+            warmup=args.warmup,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            seed=args.seed,
+            timeout=args.timeout,
+        )
 
-    def run(self, spec: TrainSpec, *, progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> BenchReport:
+    def run(
+        self, spec: TrainSpec, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> BenchReport:
         keys = config_keys(spec.configs, TRAIN_CONFIGS)
         if spec.steps < 1 or spec.warmup < 0 or spec.batch_size < 1:
             raise ConfigError("--steps and --batch-size must be at least 1, --warmup at least 0")
@@ -115,9 +141,15 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
             if cancel is not None:
                 cancel.check()
             plan.report(key, 0, 1, f"running {TRAIN_CONFIGS[key]['label']}")
-            job = {"channels_last": TRAIN_CONFIGS[key]["channels_last"], "precision": TRAIN_CONFIGS[key]["precision"],
-                   "threads": spec.threads, "seed": spec.seed,
-                   "steps": spec.steps, "warmup": spec.warmup, "batch_size": spec.batch_size}
+            job = {
+                "channels_last": TRAIN_CONFIGS[key]["channels_last"],
+                "precision": TRAIN_CONFIGS[key]["precision"],
+                "threads": spec.threads,
+                "seed": spec.seed,
+                "steps": spec.steps,
+                "warmup": spec.warmup,
+                "batch_size": spec.batch_size,
+            }
             try:
                 results[key] = measure_in_subprocess("train", job, timeout=spec.timeout)
             except BenchError as err:
@@ -128,9 +160,16 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
 
 
 def _train_report(keys: list[str], results: dict[str, dict[str, Any]], context: dict[str, Any]) -> BenchReport:
-    columns = [("config", "configuration"), ("steps_per_s", "steps/s"), ("step_s", "step, median (s)"),
-               ("speedup", "× default"), ("cpu", "CPU s / step"), ("rss", "peak RSS MiB"),
-               ("loss", "loss, last step"), ("diff", "first-step loss diff vs default")]
+    columns = [
+        ("config", "configuration"),
+        ("steps_per_s", "steps/s"),
+        ("step_s", "step, median (s)"),
+        ("speedup", "× default"),
+        ("cpu", "CPU s / step"),
+        ("rss", "peak RSS MiB"),
+        ("loss", "loss, last step"),
+        ("diff", "first-step loss diff vs default"),
+    ]
     base = results.get("default", {})
     rows = []
     for key in keys:
@@ -140,17 +179,25 @@ def _train_report(keys: list[str], results: dict[str, dict[str, Any]], context: 
             row["steps_per_s"] = result["error"]
             rows.append(row)
             continue
-        row.update({"steps_per_s": result["steps_per_s"], "step_s": result["step_s"], "cpu": result["cpu_s_per_step"],
-                    "rss": round(result["peak_rss_mib"]), "loss": result["losses"][-1]})
+        row.update(
+            {
+                "steps_per_s": result["steps_per_s"],
+                "step_s": result["step_s"],
+                "cpu": result["cpu_s_per_step"],
+                "rss": round(result["peak_rss_mib"]),
+                "loss": result["losses"][-1],
+            }
+        )
         if "steps_per_s" in base:
             row["speedup"] = round(result["steps_per_s"] / base["steps_per_s"], 3)
             row["diff"] = abs(result["losses"][0] - base["losses"][0])
         rows.append(row)
-    notes = ["Each configuration runs in its own worker process on the same seeded weights and batches: warm-up "
-             "steps, then timed steps (AdamW, deep-supervised Dice + BCE, as glims train).",
-             "The first (warm-up) step's loss differs between the layouts only by float32 rounding (same function, "
-             "same weights and batch), with bf16 autocast by the forward pass's bf16 rounding; later losses drift "
-             "apart slowly, as two runs on different thread counts do, "
-             "because AdamW's normalised updates amplify rounding differences in near-zero gradients."]
+    notes = [
+        "Each configuration runs in its own worker process on the same seeded weights and batches: warm-up "
+        "steps, then timed steps (AdamW, deep-supervised Dice + BCE, as glims train).",
+        "The first (warm-up) step's loss differs between the layouts only by float32 rounding (same function, "
+        "same weights and batch), with bf16 autocast by the forward pass's bf16 rounding; later losses drift "
+        "apart slowly, as two runs on different thread counts do, "
+        "because AdamW's normalised updates amplify rounding differences in near-zero gradients.",
+    ]
     return BenchReport("train", "Training steps per second (default configuration)", columns, rows, context, notes)
-

@@ -81,8 +81,9 @@ def _engine_total(out: Path) -> float | None:
 def _one_shot(args: WarmSpec, inputs: list[str], out: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "glims", "segment", *_segment_arguments(args, inputs, out), "--progress", "none"]
     clock = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=_engine_environment(), check=False,
-                          timeout=args.timeout)
+    proc = subprocess.run(
+        command, capture_output=True, text=True, env=_engine_environment(), check=False, timeout=args.timeout
+    )
     wall = time.perf_counter() - clock
     if proc.returncode != 0:
         tail = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -94,14 +95,20 @@ class _WorkerSession:
     """A ``glims worker`` process driven request by request (blocking reads: one job at a time)."""
 
     def __init__(self, stderr_file: Any) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "glims", "worker", "--idle-timeout", "0"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr_file, text=True,
-                                        env=_engine_environment())
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "glims", "worker", "--idle-timeout", "0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            text=True,
+            env=_engine_environment(),
+        )
 
     def segment(self, request_id: str, arguments: list[str]) -> dict[str, Any]:
         clock = time.perf_counter()
-        self.process.stdin.write(json.dumps({"v": 1, "type": "request", "id": request_id, "command": "segment",
-                                             "args": arguments}) + "\n")
+        self.process.stdin.write(
+            json.dumps({"v": 1, "type": "request", "id": request_id, "command": "segment", "args": arguments}) + "\n"
+        )
         self.process.stdin.flush()
         error = ""
         for line in self.process.stdout:
@@ -137,16 +144,24 @@ class WarmWorkerBenchmark(BenchTarget[WarmSpec]):
         parser.add_argument("-m", "--model", help="catalog model (default: the default brats model, the bundled one)")
         parser.add_argument("--home", help="glims user folder holding --model")
         parser.add_argument("--device", default=d.device, help="cpu (default), cuda or mps")
-        parser.add_argument("--repeats", type=int, default=d.repeats,
-                            help=f"warm requests after the first (default {d.repeats})")
+        parser.add_argument(
+            "--repeats", type=int, default=d.repeats, help=f"warm requests after the first (default {d.repeats})"
+        )
         parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per one-shot run")
 
     def spec_from_args(self, args: argparse.Namespace) -> WarmSpec:
-        return WarmSpec(case=args.case, model=args.model, home=args.home, device=args.device, repeats=args.repeats,
-                        timeout=args.timeout)
+        return WarmSpec(
+            case=args.case,
+            model=args.model,
+            home=args.home,
+            device=args.device,
+            repeats=args.repeats,
+            timeout=args.timeout,
+        )
 
-    def run(self, args: WarmSpec, *, progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> BenchReport:
+    def run(
+        self, args: WarmSpec, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+    ) -> BenchReport:
         if args.repeats < 1:
             raise ConfigError("--repeats must be at least 1")
         context = machine_context(threads=int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1)
@@ -175,21 +190,29 @@ class WarmWorkerBenchmark(BenchTarget[WarmSpec]):
                             cancel.check()
                         out = tmp_path / f"worker-{index}"
                         out.mkdir()
-                        label = ("worker, first Segment (worker started by it)" if index == 0
-                                 else f"worker, Segment {index + 1} (warm)")
+                        label = (
+                            "worker, first Segment (worker started by it)"
+                            if index == 0
+                            else f"worker, Segment {index + 1} (warm)"
+                        )
                         measured = session.segment(f"r{index}", _segment_arguments(args, inputs, out))
                         rows.append({"run": label, **measured, "engine_s": _engine_total(out)})
                         plan.report("worker", index + 1, args.repeats + 1, label)
                 finally:
                     session.close()
         context["load_after"] = load_average()
-        columns = [("run", "run"), ("wall_s", "request to result (s)"), ("engine_s", "engine job, report total (s)"),
-                   ("cache", "model from cache")]
+        columns = [
+            ("run", "run"),
+            ("wall_s", "request to result (s)"),
+            ("engine_s", "engine job, report total (s)"),
+            ("cache", "model from cache"),
+        ]
         for row in rows:
             row["wall_s"] = round(row["wall_s"], 2)
-        notes = ["Wall time from sending the request (starting the process, for one-shot) to the result; the "
-                 "front end's own share of a click (writing volumes, loading the result) is not included.",
-                 "The engine job's total is the sum of its stages (load, preprocess, infer, postprocess, write) "
-                 "from its report: the rest of the wall time is process start-up and imports."]
-        return BenchReport("warm", "Segment: one-shot process against the warm worker", columns, rows, context,
-                           notes)
+        notes = [
+            "Wall time from sending the request (starting the process, for one-shot) to the result; the "
+            "front end's own share of a click (writing volumes, loading the result) is not included.",
+            "The engine job's total is the sum of its stages (load, preprocess, infer, postprocess, write) "
+            "from its report: the rest of the wall time is process start-up and imports.",
+        ]
+        return BenchReport("warm", "Segment: one-shot process against the warm worker", columns, rows, context, notes)

@@ -14,13 +14,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = sub.add_parser("add", help="validate and store a case: its inputs and its corrected label map")
     add.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES)
-    add.add_argument("-i", "--input", action="append", required=True, metavar="KEY=IMG",
-                     help="one per model input, e.g. -i flair=case_flair.nii.gz (first = reference grid)")
+    add.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        required=True,
+        metavar="KEY=IMG",
+        help="one per model input, e.g. -i flair=case_flair.nii.gz (first = reference grid)",
+    )
     add.add_argument("-l", "--label", required=True, help="corrected label map on the reference grid")
     add.add_argument("--id", dest="case_id", help="case id (default: from the reference file name and time)")
     add.add_argument("--model", help="model that produced the first draft (kept as provenance)")
-    add.add_argument("--relabel", action="append", default=[], metavar="OLD=NEW",
-                     help="map label values first, e.g. --relabel 4=3 for BraTS 2017-2021 files")
+    add.add_argument(
+        "--relabel",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="map label values first, e.g. --relabel 4=3 for BraTS 2017-2021 files",
+    )
     sub.add_parser("list", help="list stored cases")
     rm = sub.add_parser("rm", help="remove a case")
     rm.add_argument("case_id")
@@ -48,8 +59,15 @@ def run(args: argparse.Namespace, ui) -> int:
         except ValueError:
             raise ConfigError("--relabel values must be integers, e.g. 4=3") from None
         provenance = {"draft_model": args.model} if args.model else {}
-        case = add_case(args.preset, _pairs(args.input, "--input"), args.label, case_id=args.case_id,
-                        home=args.home, provenance=provenance, label_map=relabel)
+        case = add_case(
+            args.preset,
+            _pairs(args.input, "--input"),
+            args.label,
+            case_id=args.case_id,
+            home=args.home,
+            provenance=provenance,
+            label_map=relabel,
+        )
         ui.log(f"added {case.case_id} ({case.preset}) to {case.folder.parent}")
     elif args.action == "list":
         cases, broken = scan_cases(args.home)
@@ -61,8 +79,9 @@ def run(args: argparse.Namespace, ui) -> int:
         for item in broken:
             ui.log(f"{item.case_id:<40} BROKEN: {item.reason}")
         if broken:  # the readable cases are listed; the exit code says the store needs attention
-            raise InputError(f"{len(broken)} broken case(s) in the training set: "
-                             f"{', '.join(b.case_id for b in broken)} (see above)")
+            raise InputError(
+                f"{len(broken)} broken case(s) in the training set: {', '.join(b.case_id for b in broken)} (see above)"
+            )
     else:
         remove_case(args.case_id, args.home)
         ui.log(f"removed {args.case_id}")

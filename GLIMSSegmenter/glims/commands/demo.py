@@ -23,9 +23,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("-m", "--model", help="model (default: the catalog's default BraTS model)")
     parser.add_argument("--seed", type=int, default=2024, help="seed of the synthetic case")
-    parser.add_argument("--size", type=int, nargs=3, default=(128, 128, 128), metavar=("Z", "Y", "X"),
-                        help="synthetic case size in voxels (1 mm)")
-    parser.add_argument("--real-data", help="folder of the shared real data (default: $GLIMS_SHARED_DATA, ../shared/data)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=3,
+        default=(128, 128, 128),
+        metavar=("Z", "Y", "X"),
+        help="synthetic case size in voxels (1 mm)",
+    )
+    parser.add_argument(
+        "--real-data", help="folder of the shared real data (default: $GLIMS_SHARED_DATA, ../shared/data)"
+    )
     parser.add_argument("--no-real", action="store_true", help="skip the real case")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--home", help="glims user folder")
@@ -65,24 +73,42 @@ def run(args: argparse.Namespace, ui) -> int:
     root = _real_data_root(args)
     if root is not None:
         folder, name = root / REAL_CASE[0], REAL_CASE[1]
-        cases.append((name, [folder / f"{name}{suffix}" for suffix in REAL_INPUTS],
-                      folder / f"{name}{REAL_CASE[2]}", REAL_CASE[3], "silver labels (fusion of 5 algorithms)"))
+        cases.append(
+            (
+                name,
+                [folder / f"{name}{suffix}" for suffix in REAL_INPUTS],
+                folder / f"{name}{REAL_CASE[2]}",
+                REAL_CASE[3],
+                "silver labels (fusion of 5 algorithms)",
+            )
+        )
     else:
         ui.log("real demo case not found (pass --real-data DIR); segmenting the synthetic case only")
 
     for name, inputs, truth, convention, truth_kind in cases:
         target = out / name
         ui.log(f"segmenting {name} with {spec.ref}")
-        result = segment_files(spec, inputs, target.with_suffix(".seg.nrrd"), labelmap=target.with_suffix(".nii.gz"),
-                               report=target.with_suffix(".json"), options=options, progress=ui.progress)
+        result = segment_files(
+            spec,
+            inputs,
+            target.with_suffix(".seg.nrrd"),
+            labelmap=target.with_suffix(".nii.gz"),
+            report=target.with_suffix(".json"),
+            options=options,
+            progress=ui.progress,
+        )
         reference = read_label_image(truth)
         scores = score_regions(
-            sitk.GetArrayFromImage(result.labels), sitk.GetArrayFromImage(reference),
-            spacing=reference.GetSpacing()[::-1], ref_convention=convention,
+            sitk.GetArrayFromImage(result.labels),
+            sitk.GetArrayFromImage(reference),
+            spacing=reference.GetSpacing()[::-1],
+            ref_convention=convention,
         )
         montage = render_montage(
             {k.upper(): read_image(p) for k, p in result.assignment.items()},
-            result.labels, spec.labels, target.with_suffix(".png"),
+            result.labels,
+            spec.labels,
+            target.with_suffix(".png"),
             title=f"{name}: {spec.title} ({spec.ref})",
         )
         rows.append((name, truth_kind, scores, result.report["timings_s"]["total"], montage))
@@ -90,8 +116,10 @@ def run(args: argparse.Namespace, ui) -> int:
     ui.log("")
     ui.log(f"{'case':<24} {'Dice TC':>8} {'Dice WT':>8} {'Dice ET':>8} {'time s':>7}  reference")
     for name, kind, scores, seconds, _ in rows:
-        ui.log(f"{name:<24} {scores['TC'].dice:8.3f} {scores['WT'].dice:8.3f} {scores['ET'].dice:8.3f} "
-               f"{seconds:7.1f}  {kind}")
+        ui.log(
+            f"{name:<24} {scores['TC'].dice:8.3f} {scores['WT'].dice:8.3f} {scores['ET'].dice:8.3f} "
+            f"{seconds:7.1f}  {kind}"
+        )
     ui.log("")
     ui.log(f"outputs in {out}/: <case>.seg.nrrd (open in 3D Slicer), <case>.nii.gz, <case>.json, <case>.png")
     ui.result({name: str(png) for name, *_, png in rows})

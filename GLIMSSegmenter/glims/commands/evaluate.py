@@ -23,37 +23,67 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ref-labels", help="label convention of the references (default: --labels)")
     parser.add_argument("--pred-pattern", help="file pattern of predictions with {id}, e.g. '{id}_pred.nii.gz'")
     parser.add_argument("--ref-pattern", help="file pattern of references with {id}, e.g. '*/{id}_seg.nii.gz'")
-    parser.add_argument("--missing", choices=("error", "empty", "skip"), default="error",
-                        help="a reference without prediction: stop (default), score it as empty (BraTS), or skip it")
-    parser.add_argument("--hd95-penalty", type=float, default=None, metavar="MM",
-                        help="HD95 when a region is empty on one side only (default 373.13, as BraTS)")
-    parser.add_argument("--save-pred", help="with -m: folder for the predicted label maps "
-                                            "(default: next to the CSV, <CSV name>_predictions)")
+    parser.add_argument(
+        "--missing",
+        choices=("error", "empty", "skip"),
+        default="error",
+        help="a reference without prediction: stop (default), score it as empty (BraTS), or skip it",
+    )
+    parser.add_argument(
+        "--hd95-penalty",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="HD95 when a region is empty on one side only (default 373.13, as BraTS)",
+    )
+    parser.add_argument(
+        "--save-pred",
+        help="with -m: folder for the predicted label maps (default: next to the CSV, <CSV name>_predictions)",
+    )
     parser.add_argument("--device", default=None, help="with -m: auto, cpu, cuda, cuda:N, mps")
-    parser.add_argument("--overlap", type=float, default=None,
-                        help="with -m: window overlap in [0, 1) (default: the model's)")
-    parser.add_argument("--tta", action="store_true",
-                        help="with -m: average over test-time flips (4x slower), as glims segment --tta")
-    parser.add_argument("--threshold", action="append", default=[], metavar="CH=P",
-                        help="with -m: sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable), as glims "
-                             "segment --threshold")
-    parser.add_argument("--no-crop", action="store_true",
-                        help="with -m: run the windows over the whole image, as glims segment --no-crop")
-    parser.add_argument("--no-postprocess", action="store_true",
-                        help="with -m: skip the small-component clean-up, as glims segment --no-postprocess")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also split each region's errors into boundary, far and detached false positives and "
-                             "boundary, far and missed false negatives; with -m, add the Dice ceiling of the model's "
-                             "processing grid (docs/EVALUATION.md)")
-    parser.add_argument("--boundary-mm", type=float, default=None, metavar="MM",
-                        help="with --breakdown: errors within this distance of the other mask are boundary errors "
-                             "(default 2)")
+    parser.add_argument(
+        "--overlap", type=float, default=None, help="with -m: window overlap in [0, 1) (default: the model's)"
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="with -m: average over test-time flips (4x slower), as glims segment --tta"
+    )
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="CH=P",
+        help="with -m: sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable), as glims segment --threshold",
+    )
+    parser.add_argument(
+        "--no-crop",
+        action="store_true",
+        help="with -m: run the windows over the whole image, as glims segment --no-crop",
+    )
+    parser.add_argument(
+        "--no-postprocess",
+        action="store_true",
+        help="with -m: skip the small-component clean-up, as glims segment --no-postprocess",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also split each region's errors into boundary, far and detached false positives and "
+        "boundary, far and missed false negatives; with -m, add the Dice ceiling of the model's "
+        "processing grid (docs/EVALUATION.md)",
+    )
+    parser.add_argument(
+        "--boundary-mm",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="with --breakdown: errors within this distance of the other mask are boundary errors (default 2)",
+    )
     parser.add_argument("--home", help="with -m: glims user folder (default: $GLIMS_HOME or the per-user folder)")
 
 
 def run(args: argparse.Namespace, ui) -> int:
-    from ..errors import ConfigError
     from ..error_breakdown import DEFAULT_BOUNDARY_MM
+    from ..errors import ConfigError
     from ..evaluate import (
         Breakdown,
         evaluate_folders,
@@ -76,10 +106,13 @@ def run(args: argparse.Namespace, ui) -> int:
         raise ConfigError("--pred and --ref go together")
     if by_model and (args.model is None or args.cases is None):
         raise ConfigError("-m MODEL and --cases DIR go together")
-    if by_files and (args.device or args.overlap is not None or args.tta or args.threshold or args.no_crop
-                     or args.no_postprocess):
-        raise ConfigError("--device, --overlap, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
-                          "segments; --pred/--ref segment nothing")
+    if by_files and (
+        args.device or args.overlap is not None or args.tta or args.threshold or args.no_crop or args.no_postprocess
+    ):
+        raise ConfigError(
+            "--device, --overlap, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
+            "segments; --pred/--ref segment nothing"
+        )
     if args.boundary_mm is not None and not args.breakdown:
         raise ConfigError("--boundary-mm goes with --breakdown")
     boundary_mm = DEFAULT_BOUNDARY_MM if args.boundary_mm is None else args.boundary_mm
@@ -95,21 +128,35 @@ def run(args: argparse.Namespace, ui) -> int:
     with cancel_on_signals(CancelToken()) as token:
         if by_files:
             results = evaluate_folders(
-                args.pred, args.ref, pred_convention=pred_labels, ref_convention=ref_labels,
-                pred_pattern=args.pred_pattern, ref_pattern=args.ref_pattern, missing=args.missing,
-                empty_penalty=penalty, breakdown=Breakdown(boundary_mm) if args.breakdown else None,
-                progress=ui.progress, cancel=token,
+                args.pred,
+                args.ref,
+                pred_convention=pred_labels,
+                ref_convention=ref_labels,
+                pred_pattern=args.pred_pattern,
+                ref_pattern=args.ref_pattern,
+                missing=args.missing,
+                empty_penalty=penalty,
+                breakdown=Breakdown(boundary_mm) if args.breakdown else None,
+                progress=ui.progress,
+                cancel=token,
             )
         else:
             pred_dir = Path(args.save_pred) if args.save_pred else out.with_name(out.stem + "_predictions")
             results = evaluate_model(
-                args.model, args.cases, pred_dir, pred_convention=pred_labels, ref_convention=ref_labels,
-                empty_penalty=penalty, home=args.home,
+                args.model,
+                args.cases,
+                pred_dir,
+                pred_convention=pred_labels,
+                ref_convention=ref_labels,
+                empty_penalty=penalty,
+                home=args.home,
                 inference={"device": args.device, "overlap": args.overlap, "tta": args.tta or None},
-                thresholds=parse_thresholds(args.threshold), crop=False if args.no_crop else None,
+                thresholds=parse_thresholds(args.threshold),
+                crop=False if args.no_crop else None,
                 postprocess=False if args.no_postprocess else None,
                 breakdown_mm=boundary_mm if args.breakdown else None,
-                progress=ui.progress, cancel=token,
+                progress=ui.progress,
+                cancel=token,
             )
     write_csv(results, out)
     summary = summarize(results)

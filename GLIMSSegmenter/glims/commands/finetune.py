@@ -12,9 +12,12 @@ PROGRESS = True
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", required=True, help="base model (id or id@version)")
-    parser.add_argument("--name", required=True,
-                        help="id of the fine-tuned model (a new version if it exists): up to 64 letters, digits, "
-                             ". _ -; not a built-in model's id")
+    parser.add_argument(
+        "--name",
+        required=True,
+        help="id of the fine-tuned model (a new version if it exists): up to 64 letters, digits, "
+        ". _ -; not a built-in model's id",
+    )
     parser.add_argument("--cases", nargs="+", help="case folders or folders of them (default: `glims cases` store)")
     parser.add_argument("--epochs", type=int, help="epoch budget")
     parser.add_argument("--minutes", type=float, help="wall-time budget")
@@ -22,19 +25,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     parser.add_argument("--warmup-steps", type=int, default=40, help="linear learning-rate warm-up (0: none)")
     add_weight_update_options(parser)
-    parser.add_argument("--patience", type=int, default=8,
-                        help="early stopping patience in validations (0: off; only when the best is kept)")
-    parser.add_argument("--keep", choices=("auto", "best", "last"), default="auto",
-                        help="weights to register: best validation Dice, the end of the schedule, or auto (last "
-                             "when one case is held out, else best)")
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=8,
+        help="early stopping patience in validations (0: off; only when the best is kept)",
+    )
+    parser.add_argument(
+        "--keep",
+        choices=("auto", "best", "last"),
+        default="auto",
+        help="weights to register: best validation Dice, the end of the schedule, or auto (last "
+        "when one case is held out, else best)",
+    )
     replay = parser.add_mutually_exclusive_group()
-    replay.add_argument("--replay", nargs="+", metavar="DIR",
-                        help="labelled cases of the base model's own domain to mix into the training windows "
-                             "(default: the base model's replay recipe, if its catalog entry has one: the bundled "
-                             "model replays 10 synthetic cases, generated once)")
+    replay.add_argument(
+        "--replay",
+        nargs="+",
+        metavar="DIR",
+        help="labelled cases of the base model's own domain to mix into the training windows "
+        "(default: the base model's replay recipe, if its catalog entry has one: the bundled "
+        "model replays 10 synthetic cases, generated once)",
+    )
     replay.add_argument("--no-replay", action="store_true", help="train on the site's cases only")
-    parser.add_argument("--replay-fraction", type=float, default=0.3,
-                        help="share of the training windows drawn from --replay cases (default 0.3)")
+    parser.add_argument(
+        "--replay-fraction",
+        type=float,
+        default=0.3,
+        help="share of the training windows drawn from --replay cases (default 0.3)",
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="optimiser steps between validations")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int)
@@ -56,14 +75,29 @@ def run(args: argparse.Namespace, ui) -> int:
     with distributed.session(args.device) as parallel, cancel_on_signals(CancelToken()) as token:
         main = distributed.is_main_process()
         result = finetune(
-            args.model, args.name, cases=args.cases, epochs=args.epochs, minutes=args.minutes,
-            val_fraction=args.val_fraction, lr=args.lr, warmup_steps=args.warmup_steps,
-            trainable=args.trainable, ema_decay=args.ema_decay,
-            precision=args.precision, patience=args.patience or None, keep=args.keep,
-            replay=[] if args.no_replay else (args.replay or "auto"), replay_fraction=args.replay_fraction,
-            steps_per_epoch=args.steps_per_epoch, device=args.device,
-            threads=args.threads, seed=args.seed, home=args.home, resume=args.resume,
-            progress=ui.progress, cancel=token,
+            args.model,
+            args.name,
+            cases=args.cases,
+            epochs=args.epochs,
+            minutes=args.minutes,
+            val_fraction=args.val_fraction,
+            lr=args.lr,
+            warmup_steps=args.warmup_steps,
+            trainable=args.trainable,
+            ema_decay=args.ema_decay,
+            precision=args.precision,
+            patience=args.patience or None,
+            keep=args.keep,
+            replay=[] if args.no_replay else (args.replay or "auto"),
+            replay_fraction=args.replay_fraction,
+            steps_per_epoch=args.steps_per_epoch,
+            device=args.device,
+            threads=args.threads,
+            seed=args.seed,
+            home=args.home,
+            resume=args.resume,
+            progress=ui.progress,
+            cancel=token,
         )
     if parallel and not main:
         return 0  # rank 0 reports
@@ -71,6 +105,7 @@ def run(args: argparse.Namespace, ui) -> int:
     for label, row in (("before (base)", result.before), ("after (kept)", result.after)):
         ui.log(f"{label:<18} {row['TC']:6.3f} {row['WT']:6.3f} {row['ET']:6.3f} {row['mean']:6.3f}")
     ui.log(f"registered {result.model.ref} (run in {result.run_dir}; stopped: {result.training.stopped_because})")
-    ui.result({"model": result.model.ref, "run_dir": str(result.run_dir)},
-              {"before": result.before, "after": result.after})
+    ui.result(
+        {"model": result.model.ref, "run_dir": str(result.run_dir)}, {"before": result.before, "after": result.after}
+    )
     return 0

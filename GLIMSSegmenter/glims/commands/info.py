@@ -29,6 +29,8 @@ def run(args: argparse.Namespace, ui) -> int:
         ui.log(f"  {name:<8} {count:>12,d} parameters")
     ui.log(f"  total    {total:>12,d} trainable parameters, {len(net.state_dict())} state_dict entries")
     cuda = torch.cuda.is_available()
-    ui.log(f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-           f"cuda {'yes: ' + torch.cuda.get_device_name(0) if cuda else 'no'}")
+    ui.log(
+        f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cuda {'yes: ' + torch.cuda.get_device_name(0) if cuda else 'no'}"
+    )
     return 0

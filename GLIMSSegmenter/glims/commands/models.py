@@ -28,18 +28,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("model")
     add = sub.add_parser("add", help="verify a weights file (authors' .pt or ours) and register it as a user model")
     add.add_argument("file")
-    add.add_argument("--id", required=True,
-                     help="model id: up to 64 letters, digits, . _ - (not the id of a built-in model)")
+    add.add_argument(
+        "--id", required=True, help="model id: up to 64 letters, digits, . _ - (not the id of a built-in model)"
+    )
     add.add_argument("--preset", required=True, choices=PRESET_NAMES)
     add.add_argument("--title")
     add.add_argument("--description", default="")
     add.add_argument("--license", dest="license_text", help="licence of the weights")
     rm = sub.add_parser("rm", help="remove a user model (ID: all versions; ID@VERSION: one)")
     rm.add_argument("model")
-    default = sub.add_parser("default", help="choose the default model of its task (--reset: back to the built-in one)",
-                             description="Make MODEL the default of its task (ID: its newest version at each use; "
-                                         "ID@VERSION: that version), or with --reset go back to the built-in "
-                                         "default (of --preset's task, or of every task).")
+    default = sub.add_parser(
+        "default",
+        help="choose the default model of its task (--reset: back to the built-in one)",
+        description="Make MODEL the default of its task (ID: its newest version at each use; "
+        "ID@VERSION: that version), or with --reset go back to the built-in "
+        "default (of --preset's task, or of every task).",
+    )
     default.add_argument("model", nargs="?", help="model id or id@version")
     default.add_argument("--reset", action="store_true", help="use the built-in default model again")
     default.add_argument("--preset", choices=PRESET_NAMES, help="with --reset: only this task")
@@ -54,8 +58,9 @@ def run(args: argparse.Namespace, ui) -> int:
 
     if args.action == "add":
         extra = {"license_text": args.license_text} if args.license_text else {}
-        spec = register_model(args.file, args.id, args.preset, title=args.title, description=args.description,
-                              home=args.home, **extra)
+        spec = register_model(
+            args.file, args.id, args.preset, title=args.title, description=args.description, home=args.home, **extra
+        )
         ui.log(f"registered {spec.ref} ({spec.preset}, sha256 {spec.weights[0].sha256[:12]}…)")
         return 0
     if args.action == "rm":
@@ -82,8 +87,8 @@ def run(args: argparse.Namespace, ui) -> int:
 
 def _choose_default(args: argparse.Namespace, ui) -> int:
     from ..catalog import load_catalog
-    from ..registry import reset_default_model, set_default_model
     from ..errors import ConfigError
+    from ..registry import reset_default_model, set_default_model
 
     if args.reset == (args.model is not None):
         raise ConfigError("give either a model (glims models default ID) or --reset")

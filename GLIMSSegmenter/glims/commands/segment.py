@@ -11,35 +11,65 @@ PROGRESS = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-m", "--model", default=None, help="model id or id@version (default: the default model of --preset)")
+    parser.add_argument(
+        "-m", "--model", default=None, help="model id or id@version (default: the default model of --preset)"
+    )
     parser.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES, help="task, when no --model is given")
-    parser.add_argument("-i", "--input", action="append", required=True, metavar="IMG",
-                        help="input image file or DICOM folder; repeat once per model input. Roles are taken from "
-                             "the file names (else the order given); name a role explicitly as ROLE=IMG, e.g. "
-                             "-i t1ce=scan2.nii.gz (roles: `glims models show MODEL`)")
+    parser.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        required=True,
+        metavar="IMG",
+        help="input image file or DICOM folder; repeat once per model input. Roles are taken from "
+        "the file names (else the order given); name a role explicitly as ROLE=IMG, e.g. "
+        "-i t1ce=scan2.nii.gz (roles: `glims models show MODEL`)",
+    )
     parser.add_argument("-o", "--output", required=True, help="Slicer segmentation to write (.seg.nrrd)")
     parser.add_argument("--labelmap", help="also write a label map (.nii.gz, .nrrd)")
     parser.add_argument("--probabilities", help="also write per-channel probabilities (multi-component .nrrd/.nii.gz)")
-    parser.add_argument("--dicom-seg", metavar="OUT.dcm",
-                        help="also write a DICOM Segmentation referring to the DICOM series of the reference input")
-    parser.add_argument("--dicom-rtstruct", metavar="OUT.dcm",
-                        help="also write a DICOM RT Structure Set (contours) referring to that series")
-    parser.add_argument("--dicom-reference", metavar="DIR",
-                        help="DICOM series the DICOM outputs refer to, when the inputs are not that series "
-                             "(default: the reference input's folder)")
-    parser.add_argument("--report", help="JSON report (volumes, timings, model, device); default: OUTPUT's name + .json")
+    parser.add_argument(
+        "--dicom-seg",
+        metavar="OUT.dcm",
+        help="also write a DICOM Segmentation referring to the DICOM series of the reference input",
+    )
+    parser.add_argument(
+        "--dicom-rtstruct",
+        metavar="OUT.dcm",
+        help="also write a DICOM RT Structure Set (contours) referring to that series",
+    )
+    parser.add_argument(
+        "--dicom-reference",
+        metavar="DIR",
+        help="DICOM series the DICOM outputs refer to, when the inputs are not that series "
+        "(default: the reference input's folder)",
+    )
+    parser.add_argument(
+        "--report", help="JSON report (volumes, timings, model, device); default: OUTPUT's name + .json"
+    )
     parser.add_argument("--no-report", action="store_true", help="do not write the JSON report")
     parser.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    parser.add_argument("--overlap", type=float, default=None,
-                        help=f"window overlap in [0, 1) (default: the model's, else {DEFAULT_OVERLAP:g})")
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help=f"window overlap in [0, 1) (default: the model's, else {DEFAULT_OVERLAP:g})",
+    )
     parser.add_argument("--blend", choices=("gaussian", "constant"), default=None)
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
     parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=None)
     parser.add_argument("--tta", action="store_true", help="test-time flips (4x slower, smoother)")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the small-component clean-up")
-    parser.add_argument("--no-crop", action="store_true", help="run windows over the whole image, not just the foreground")
-    parser.add_argument("--threshold", action="append", default=[], metavar="CH=P",
-                        help="sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable)")
+    parser.add_argument(
+        "--no-crop", action="store_true", help="run windows over the whole image, not just the foreground"
+    )
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="CH=P",
+        help="sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable)",
+    )
     parser.add_argument("--home", help="glims user folder (default: $GLIMS_HOME or the per-user data folder)")
 
 
@@ -91,17 +121,30 @@ def run(args: argparse.Namespace, ui) -> int:
     )
     with cancel_on_signals(ui.cancel) as token:
         result = segment_files(
-            spec, args.input, args.output, labelmap=args.labelmap, probabilities=args.probabilities,
-            report=_report_path(args), options=options, postprocess=False if args.no_postprocess else None,
-            thresholds=parse_thresholds(args.threshold), crop=False if args.no_crop else None, home=args.home,
-            dicom_seg=args.dicom_seg, dicom_rtstruct=args.dicom_rtstruct, dicom_reference=args.dicom_reference,
-            progress=ui.progress, cancel=token,
+            spec,
+            args.input,
+            args.output,
+            labelmap=args.labelmap,
+            probabilities=args.probabilities,
+            report=_report_path(args),
+            options=options,
+            postprocess=False if args.no_postprocess else None,
+            thresholds=parse_thresholds(args.threshold),
+            crop=False if args.no_crop else None,
+            home=args.home,
+            dicom_seg=args.dicom_seg,
+            dicom_rtstruct=args.dicom_rtstruct,
+            dicom_reference=args.dicom_reference,
+            progress=ui.progress,
+            cancel=token,
         )
     for key, path in result.assignment.items():
         ui.log(f"input {key:<6} <- {path}")
     for seg in result.report["segments"]:
         ui.log(f"{seg['name']:<32} {seg['volume_ml']:>10.2f} mL")
-    ui.log(f"{spec.ref} on {result.report['device']} in {result.report['timings_s']['total']:.1f} s; "
-           f"wrote {', '.join(str(p) for p in result.outputs.values())}")
+    ui.log(
+        f"{spec.ref} on {result.report['device']} in {result.report['timings_s']['total']:.1f} s; "
+        f"wrote {', '.join(str(p) for p in result.outputs.values())}"
+    )
     ui.result({k: str(v) for k, v in result.outputs.items()}, {"segments": result.report["segments"]})
     return 0

@@ -11,10 +11,20 @@ HELP = "run segment requests from stdin (JSON lines), keeping libraries and mode
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..worker import DEFAULT_IDLE_TIMEOUT_S
 
-    parser.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT_S, metavar="SECONDS",
-                        help=f"exit after this long without a request (default {DEFAULT_IDLE_TIMEOUT_S:g}; 0: never)")
-    parser.add_argument("--cache-size", type=int, default=2, metavar="N",
-                        help="models kept loaded, least recently used dropped first (default 2)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"exit after this long without a request (default {DEFAULT_IDLE_TIMEOUT_S:g}; 0: never)",
+    )
+    parser.add_argument(
+        "--cache-size",
+        type=int,
+        default=2,
+        metavar="N",
+        help="models kept loaded, least recently used dropped first (default 2)",
+    )
 
 
 def run(args: argparse.Namespace, ui) -> int:

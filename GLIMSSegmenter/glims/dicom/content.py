@@ -64,15 +64,23 @@ def _code(value: Sequence[str] | None) -> Code | None:
     return tuple(value) if value else None  # type: ignore[return-value]
 
 
-def segments_from_labels(labels_zyx: np.ndarray, labels: Sequence[LabelSpec],
-                         algorithm_types: Mapping[int, str] | None = None) -> list[ExportSegment]:
+def segments_from_labels(
+    labels_zyx: np.ndarray, labels: Sequence[LabelSpec], algorithm_types: Mapping[int, str] | None = None
+) -> list[ExportSegment]:
     """One segment per catalog label (also empty ones), its mask where ``labels_zyx == label.value``."""
     segments = []
     for label in labels:
         terms = label.terminology
-        segments.append(ExportSegment(
-            name=label.name, color=tuple(label.color), category=_code(terms["category"]), type=_code(terms["type"]),
-            mask=labels_zyx == label.value, algorithm_type=(algorithm_types or {}).get(label.value, AUTOMATIC),
-            type_modifier=_code(terms.get("modifier")), region=_code(terms.get("region")),
-        ))
+        segments.append(
+            ExportSegment(
+                name=label.name,
+                color=tuple(label.color),
+                category=_code(terms["category"]),
+                type=_code(terms["type"]),
+                mask=labels_zyx == label.value,
+                algorithm_type=(algorithm_types or {}).get(label.value, AUTOMATIC),
+                type_modifier=_code(terms.get("modifier")),
+                region=_code(terms.get("region")),
+            )
+        )
     return segments

@@ -29,9 +29,9 @@ def _boundary_edges(mask: np.ndarray) -> dict[tuple[int, int], list[tuple[int, i
     padded = np.pad(mask, 1)
     outgoing: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for (dr, dc), ((r0, c0), (r1, c1)) in _EDGES.items():
-        neighbour = padded[1 + dr: padded.shape[0] - 1 + dr, 1 + dc: padded.shape[1] - 1 + dc]
+        neighbour = padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
         rows, cols = np.nonzero(mask & ~neighbour)
-        for r, c in zip(rows.tolist(), cols.tolist()):
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=False):
             outgoing.setdefault((r + r0, c + c0), []).append((r + r1, c + c1))
     return outgoing
 
@@ -77,6 +77,7 @@ def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
 def _drop_collinear(points: np.ndarray) -> np.ndarray:
     before = np.roll(points, 1, axis=0)
     after = np.roll(points, -1, axis=0)
-    cross = (points[:, 0] - before[:, 0]) * (after[:, 1] - points[:, 1]) - \
-            (points[:, 1] - before[:, 1]) * (after[:, 0] - points[:, 0])
+    cross = (points[:, 0] - before[:, 0]) * (after[:, 1] - points[:, 1]) - (points[:, 1] - before[:, 1]) * (
+        after[:, 0] - points[:, 0]
+    )
     return points[cross != 0]

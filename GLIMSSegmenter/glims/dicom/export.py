@@ -51,14 +51,21 @@ def labels_on_series(labels: sitk.Image, source: SourceSeries) -> np.ndarray:
         return sitk.GetArrayFromImage(labels)
     grid = source.geometry.apply(sitk.Image(list(source.geometry.size), sitk.sitkUInt8))
     if not fields_overlap(labels, grid):
-        raise OutputError(f"the segmentation ({Geometry.of(labels).describe()}) does not cover the DICOM series "
-                          f"{source.folder} ({source.geometry.describe()})")
+        raise OutputError(
+            f"the segmentation ({Geometry.of(labels).describe()}) does not cover the DICOM series "
+            f"{source.folder} ({source.geometry.describe()})"
+        )
     logger.info("resampling the labels onto the grid of %s", source.describe())
     return sitk.GetArrayFromImage(sitk.Resample(labels, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0))
 
 
-def write_dicom_objects(source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm,
-                        targets: Mapping[str, str | os.PathLike], pending: OutputSet | None = None) -> dict[str, Path]:
+def write_dicom_objects(
+    source: SourceSeries,
+    segments: Sequence[ExportSegment],
+    algorithm: Algorithm,
+    targets: Mapping[str, str | os.PathLike],
+    pending: OutputSet | None = None,
+) -> dict[str, Path]:
     """Write the DICOM outputs named in ``targets`` (keys from ``DICOM_OUTPUTS``), all or nothing.
 
     Args:
@@ -106,8 +113,9 @@ class DicomRequest:
     source: SourceSeries
 
     @classmethod
-    def prepare(cls, targets: Mapping[str, str | os.PathLike | None],
-                reference: str | os.PathLike) -> DicomRequest | None:
+    def prepare(
+        cls, targets: Mapping[str, str | os.PathLike | None], reference: str | os.PathLike
+    ) -> DicomRequest | None:
         """Check a request (None when no DICOM output is asked for).
 
         Args:
@@ -126,8 +134,10 @@ class DicomRequest:
             raise OutputError(f"cannot write DICOM output: the DICOM series folder {reference} does not exist")
         if not reference.is_dir():
             raise OutputError(
-                f"cannot write DICOM output: it must refer to the DICOM series the case came from, and {reference.name} "
-                "is a file, not a DICOM series folder (give the series folder as the input, or as --dicom-reference)")
+                "cannot write DICOM output: it must refer to the DICOM series the case came from, and "
+                f"{reference.name} is a file, not a DICOM series folder (give the series folder as the input, "
+                "or as --dicom-reference)"
+            )
         return cls(chosen, read_source_series(reference))
 
     def write(self, labels: sitk.Image, spec: ModelSpec, pending: OutputSet) -> dict[str, Path]:

@@ -2,8 +2,9 @@
 
 One ROI per segment; each ROI holds, per slice, the ``CLOSED_PLANAR`` contours of ``glims.dicom.contours``
 (marching squares, in patient coordinates, mm) with a reference to that slice's image. A hole is a contour of its
-own inside the outer one: readers that combine a slice's contours with the even-odd rule (XOR) get the mask back. Empty segments are listed as ROIs without contours. Each ROI is marked
-``AUTOMATIC`` and carries the algorithm identification (model id, version, weights sha256) and its code.
+own inside the outer one: readers that combine a slice's contours with the even-odd rule (XOR) get the mask back.
+Empty segments are listed as ROIs without contours. Each ROI is marked ``AUTOMATIC`` and carries the algorithm
+identification (model id, version, weights sha256) and its code.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .contours import mask_contours
 from .content import Algorithm, ExportSegment
+from .contours import mask_contours
 from .seg import SEG_MANUFACTURER
 from .source import SourceSeries
 
@@ -26,12 +27,31 @@ RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 SERIES_NUMBER = 9902
 EXPLICIT_VR_MAX_BYTES = 0xFFFE
 _PATIENT_AND_STUDY = (
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "PatientAge",
-    "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
     "StudyDescription",
 )
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
-          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
 
 
 def slice_points_to_patient(points_cr: np.ndarray, image) -> np.ndarray:
@@ -39,8 +59,11 @@ def slice_points_to_patient(points_cr: np.ndarray, image) -> np.ndarray:
     orientation = np.array(image.ImageOrientationPatient, float)
     row_spacing, column_spacing = (float(v) for v in image.PixelSpacing)
     origin = np.array(image.ImagePositionPatient, float)
-    return (origin + np.outer(points_cr[:, 0] * column_spacing, orientation[:3])
-            + np.outer(points_cr[:, 1] * row_spacing, orientation[3:]))
+    return (
+        origin
+        + np.outer(points_cr[:, 0] * column_spacing, orientation[:3])
+        + np.outer(points_cr[:, 1] * row_spacing, orientation[3:])
+    )
 
 
 def _code_item(code):
@@ -117,7 +140,7 @@ def build_rtstruct(source: SourceSeries, segments: Sequence[ExportSegment], algo
     """The RTSTRUCT ``pydicom.FileDataset`` for ``segments`` on ``source``'s slices (patient and study kept)."""
     from pydicom import Dataset, FileMetaDataset
     from pydicom.dataset import FileDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     now = datetime.now()
     meta = FileMetaDataset()
@@ -178,12 +201,19 @@ def build_rtstruct(source: SourceSeries, segments: Sequence[ExportSegment], algo
 
 
 def _longest_contour_bytes(ds) -> int:
-    return max((len("\\".join(str(v) for v in contour.ContourData))
-                for roi in ds.ROIContourSequence for contour in roi.get("ContourSequence", [])), default=0)
+    return max(
+        (
+            len("\\".join(str(v) for v in contour.ContourData))
+            for roi in ds.ROIContourSequence
+            for contour in roi.get("ContourSequence", [])
+        ),
+        default=0,
+    )
 
 
-def write_rtstruct(source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm,
-                   path: str | os.PathLike) -> Path:
+def write_rtstruct(
+    source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm, path: str | os.PathLike
+) -> Path:
     """Write an RTSTRUCT file at ``path`` (the caller stages it for an atomic write).
 
     Explicit VR little endian; implicit VR little endian (the default transfer syntax every reader supports) when

@@ -39,7 +39,10 @@ def _type_concept(segment: ExportSegment):
 
         modifier = Dataset()
         modifier.CodeValue, modifier.CodingSchemeDesignator, modifier.CodeMeaning = (
-            segment.type_modifier[1], segment.type_modifier[0], segment.type_modifier[2])
+            segment.type_modifier[1],
+            segment.type_modifier[0],
+            segment.type_modifier[2],
+        )
         return concept, modifier
     return concept, None
 
@@ -49,15 +52,20 @@ def _descriptions(segments: Sequence[ExportSegment], algorithm: Algorithm) -> li
     from pydicom.sr.codedict import codes
 
     identification = hd.AlgorithmIdentificationSequence(
-        name=algorithm.name, family=codes.DCM.ArtificialIntelligence, version=algorithm.version,
-        source=algorithm.software or None, parameters=algorithm.parameters() or None,
+        name=algorithm.name,
+        family=codes.DCM.ArtificialIntelligence,
+        version=algorithm.version,
+        source=algorithm.software or None,
+        parameters=algorithm.parameters() or None,
     )
     out = []
     for number, segment in enumerate(segments, start=1):
         concept, modifier = _type_concept(segment)
         description = hd.seg.SegmentDescription(
-            segment_number=number, segment_label=segment.name[:64],
-            segmented_property_category=_coded(segment.category), segmented_property_type=concept,
+            segment_number=number,
+            segment_label=segment.name[:64],
+            segmented_property_category=_coded(segment.category),
+            segmented_property_type=concept,
             algorithm_type=segment.algorithm_type,
             algorithm_identification=identification if segment.algorithm_type != "MANUAL" else None,
             anatomic_regions=[_coded(segment.region)] if segment.region else None,
@@ -78,18 +86,28 @@ def build_dicom_seg(source: SourceSeries, segments: Sequence[ExportSegment], alg
 
     stack = np.stack([s.mask for s in segments], axis=-1).astype(bool)
     return hd.seg.Segmentation(
-        source_images=list(source.datasets), pixel_array=stack, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=_descriptions(segments, algorithm), series_instance_uid=hd.UID(),
-        series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1, manufacturer=SEG_MANUFACTURER,
-        manufacturer_model_name=algorithm.name[:64], software_versions=algorithm.software or algorithm.version,
-        device_serial_number=algorithm.version, content_description=f"{algorithm.name} {algorithm.version}"[:64],
-        content_label="GLIMS", omit_empty_frames=True,
+        source_images=list(source.datasets),
+        pixel_array=stack,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=_descriptions(segments, algorithm),
+        series_instance_uid=hd.UID(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=SEG_MANUFACTURER,
+        manufacturer_model_name=algorithm.name[:64],
+        software_versions=algorithm.software or algorithm.version,
+        device_serial_number=algorithm.version,
+        content_description=f"{algorithm.name} {algorithm.version}"[:64],
+        content_label="GLIMS",
+        omit_empty_frames=True,
         series_description=f"GLIMS {algorithm.name} segmentation"[:64],
     )
 
 
-def write_dicom_seg(source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm,
-                    path: str | os.PathLike) -> Path:
+def write_dicom_seg(
+    source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm, path: str | os.PathLike
+) -> Path:
     """Write a DICOM SEG file at ``path`` (the caller stages it for an atomic write)."""
     build_dicom_seg(source, segments, algorithm).save_as(path, enforce_file_format=True)
     return Path(path)

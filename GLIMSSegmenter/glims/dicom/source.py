@@ -8,8 +8,8 @@ can check that the label image is on exactly that grid.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +73,9 @@ def read_source_series(location: str | os.PathLike | Sequence[str | os.PathLike]
         folder = Path(location)
         why = f"cannot write DICOM output referring to {folder}"
         if not folder.is_dir():
-            raise OutputError(f"{why}: not a folder of DICOM files (DICOM output needs the DICOM series the case "
-                              "came from)")
+            raise OutputError(
+                f"{why}: not a folder of DICOM files (DICOM output needs the DICOM series the case came from)"
+            )
         paths = _dicom_files(folder)
     else:
         paths = [Path(p) for p in location]
@@ -95,8 +96,10 @@ def read_source_series(location: str | os.PathLike | Sequence[str | os.PathLike]
         raise OutputError(f"{why}: {len(series)} DICOM series in one folder; give the folder of one series")
     for keyword in REQUIRED_UIDS:
         if any(not str(ds.get(keyword, "") or "").strip() for ds in datasets):
-            raise OutputError(f"{why}: its images have no {keyword} (anonymised with the UIDs removed?); a DICOM "
-                              "object can only refer to identified images")
+            raise OutputError(
+                f"{why}: its images have no {keyword} (anonymised with the UIDs removed?); a DICOM "
+                "object can only refer to identified images"
+            )
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for ds in datasets):
         raise OutputError(f"{why}: multi-frame images are not supported; give a series of single-frame slices")
     return SourceSeries(folder, *_sorted_with_geometry(datasets, why))

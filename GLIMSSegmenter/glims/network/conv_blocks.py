@@ -86,8 +86,9 @@ class ConvNormAct(nn.Module):
         conv = self.conv
         if conv.kernel_size == (1, 1, 1):
             y = empty_channels_last(x, conv.out_channels)
-            torch.mm(rows(x).reshape(-1, conv.in_channels), self.matrix(x.dtype).t(),
-                     out=rows(y).view(-1, conv.out_channels))
+            torch.mm(
+                rows(x).reshape(-1, conv.in_channels), self.matrix(x.dtype).t(), out=rows(y).view(-1, conv.out_channels)
+            )
         elif isinstance(conv, nn.ConvTranspose3d):
             weight = channels_last_weight(conv.weight, x.dtype)
             y = F.conv_transpose3d(x, weight, None, stride=conv.stride, padding=conv.padding)
@@ -113,9 +114,7 @@ class DepthwiseUnit(nn.Module):
 
     def __init__(self, channels: int, dilation: int) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(
-            channels, channels, 3, padding=dilation, dilation=dilation, groups=channels, bias=True
-        )
+        self.conv = nn.Conv3d(channels, channels, 3, padding=dilation, dilation=dilation, groups=channels, bias=True)
         self.norm = nn.GroupNorm(channels, channels)
         self.prelu = nn.PReLU(num_parameters=1, init=0.25)
         self.dilation = dilation
@@ -415,7 +414,11 @@ class OutputHead(nn.Module):
             conv = self.conv.conv
             out = empty_channels_last(x, conv.out_channels)
             weight = conv.weight.detach().to(x.dtype).view(conv.out_channels, conv.in_channels)
-            torch.addmm(conv.bias.detach().to(x.dtype), rows(x).reshape(-1, conv.in_channels), weight.t(),
-                        out=rows(out).view(-1, conv.out_channels))
+            torch.addmm(
+                conv.bias.detach().to(x.dtype),
+                rows(x).reshape(-1, conv.in_channels),
+                weight.t(),
+                out=rows(out).view(-1, conv.out_channels),
+            )
             return out
         return self.conv(x)

@@ -230,7 +230,9 @@ class Moments:
         """(mean, var), each float32 of shape (B, 1, C), over all rows added so far for each sample."""
         means, variances = [], []
         c = self.channels
-        for shifts, remainders, squares, counts in zip(self._shifts, self._remainders, self._squares, self._counts):
+        for shifts, remainders, squares, counts in zip(
+            self._shifts, self._remainders, self._squares, self._counts, strict=False
+        ):
             if not counts:
                 raise ValueError("no rows were added for a sample")
             k = torch.tensor(counts, dtype=torch.float64)[:, None]
@@ -374,7 +376,7 @@ def channels_last_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tens
 def _conv_output_shape(x: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int) -> tuple[int, ...]:
     """(B, C_out, D, H, W) of a stride-1 convolution of ``x`` with ``weight``."""
     kernel = weight.shape[2:]
-    spatial = [s + 2 * padding - dilation * (k - 1) for s, k in zip(x.shape[2:], kernel)]
+    spatial = [s + 2 * padding - dilation * (k - 1) for s, k in zip(x.shape[2:], kernel, strict=False)]
     return (x.shape[0], weight.shape[0], *spatial)
 
 

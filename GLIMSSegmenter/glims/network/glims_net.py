@@ -118,7 +118,9 @@ class GLIMS(nn.Module):
     ) -> None:
         super().__init__()
         size = (img_size,) * 3 if isinstance(img_size, int) else tuple(img_size)
-        self.config = GLIMSConfig(in_channels, out_channels, feature_size, size, tuple(num_heads), tuple(depths), window)
+        self.config = GLIMSConfig(
+            in_channels, out_channels, feature_size, size, tuple(num_heads), tuple(depths), window
+        )
         f = feature_size
         grid = [tuple(s // 2**k for s in self.config.img_size) for k in range(6)]
         heads, depth = self.config.num_heads, self.config.depths

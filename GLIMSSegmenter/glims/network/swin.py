@@ -63,7 +63,7 @@ def shifted_window_mask(padded: Sequence[int], window: Sequence[int], shift: Seq
     """Additive attention mask (nW, N, N) keeping tokens of different regions of a rolled volume apart."""
     regions = torch.zeros((1, *padded, 1))
     label = 0
-    bands = [(slice(0, -w), slice(-w, -s), slice(-s, None)) for w, s in zip(window, shift)]
+    bands = [(slice(0, -w), slice(-w, -s), slice(-s, None)) for w, s in zip(window, shift, strict=False)]
     for sd in bands[0]:
         for sh in bands[1]:
             for sw in bands[2]:
@@ -135,7 +135,7 @@ class SwinBlock(nn.Module):
         b, d, h, w, c = x.shape
         win, sft = clamp_window((d, h, w), self.window, self.shift)
         x = self.norm1(x)
-        pads = [(wi - s % wi) % wi for s, wi in zip((d, h, w), win)]
+        pads = [(wi - s % wi) % wi for s, wi in zip((d, h, w), win, strict=False)]
         # Zero padding at the far end, after the norm: padded tokens take part in attention as in the reference.
         x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
         _, dp, hp, wp, _ = x.shape
@@ -180,7 +180,7 @@ class _SwinLayer(nn.Module):
         win, sft = clamp_window((d, h, w), self.window, self.window // 2)
         mask = None
         if any(s > 0 for s in sft):
-            padded = [-(-s // wi) * wi for s, wi in zip((d, h, w), win)]
+            padded = [-(-s // wi) * wi for s, wi in zip((d, h, w), win, strict=False)]
             mask = shifted_window_mask(padded, win, sft).to(x.device)
         for block in self.blocks:
             x = block(x, mask)

@@ -39,7 +39,7 @@ def thick_slices(volume: torch.Tensor, axis: int, factor: int, offset: int) -> t
     flat = F.pad(flat, (offset, total - size - offset), mode="replicate")
     pooled = F.avg_pool1d(flat, factor)
     # slice centres in original voxel units, then linear interpolation at every original voxel
-    centres = (torch.arange(pooled.shape[-1], dtype=torch.float32) * factor + (factor - 1) / 2.0 - offset)
+    centres = torch.arange(pooled.shape[-1], dtype=torch.float32) * factor + (factor - 1) / 2.0 - offset
     positions = torch.arange(size, dtype=torch.float32)
     idx = torch.searchsorted(centres, positions).clamp(1, pooled.shape[-1] - 1)
     left, right = centres[idx - 1], centres[idx]
@@ -85,11 +85,16 @@ def acquire(
     real = image * scale + torch.from_numpy(rng.standard_normal(grid.shape, dtype=np.float32)) * (sigma * scale)
     imag = torch.from_numpy(rng.standard_normal(grid.shape, dtype=np.float32)) * (sigma * scale)
     image = torch.sqrt(real * real + imag * imag)
-    info = {"gamma": round(gamma, 3), "blur_mm": round(blur, 3), "slice_factor": factor, "slice_axis": axis,
-            "bias": round(bias_strength, 3), "noise": round(sigma, 4), "wm_intensity": round(scale, 1)}
+    info = {
+        "gamma": round(gamma, 3),
+        "blur_mm": round(blur, 3),
+        "slice_factor": factor,
+        "slice_axis": axis,
+        "bias": round(bias_strength, 3),
+        "noise": round(sigma, 4),
+        "wm_intensity": round(scale, 1),
+    }
     return image, info
-
-
 
 
 def render(

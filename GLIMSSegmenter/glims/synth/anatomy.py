@@ -130,8 +130,9 @@ def _draw_shape(rng: np.random.Generator, params: SynthParams, layout: Layout) -
     vessel_radius = 1.2 * uniform(rng, params.vessel_density)
     fissure_half = rng.uniform(0.6, 1.6) + 0.4 * (layout.ventricle_scale - 1.0)
     callosum_top = rng.uniform(12.0, 20.0)
-    return _Shape(thickness, sulcus_half, outer_csf, surface_amp, sulcus_depth, vessel_radius, fissure_half,
-                  callosum_top)
+    return _Shape(
+        thickness, sulcus_half, outer_csf, surface_amp, sulcus_depth, vessel_radius, fissure_half, callosum_top
+    )
 
 
 def _push_by_lesions(
@@ -167,11 +168,16 @@ def _push_by_lesions(
     # displacement of the sampling position, brain frame -> world voxels -> grid_sample coordinates
     rot = torch.from_numpy((layout.rotation * s).astype(np.float32))
     disp_world = [rot[i, 0] * -dz + rot[i, 1] * -dy + rot[i, 2] * -dx for i in range(3)]
-    base = [torch.linspace(-1.0, 1.0, n).view([n if a == i else 1 for a in range(3)])
-            for i, n in enumerate(grid.shape)]
+    base = [torch.linspace(-1.0, 1.0, n).view([n if a == i else 1 for a in range(3)]) for i, n in enumerate(grid.shape)]
     norm = [disp_world[i] / grid.spacing[i] * (2.0 / max(grid.shape[i] - 1, 1)) for i in range(3)]
-    sample = torch.stack([(base[2] + norm[2]).expand(grid.shape), (base[1] + norm[1]).expand(grid.shape),
-                          (base[0] + norm[0]).expand(grid.shape)], dim=-1)
+    sample = torch.stack(
+        [
+            (base[2] + norm[2]).expand(grid.shape),
+            (base[1] + norm[1]).expand(grid.shape),
+            (base[0] + norm[0]).expand(grid.shape),
+        ],
+        dim=-1,
+    )
     stacked = torch.stack(list(fields.values()))[None]
     warped = F.grid_sample(stacked, sample[None], mode="bilinear", padding_mode="border", align_corners=True)[0]
     return (z0 - dz, y0 - dy, x0 - dx), dict(zip(fields.keys(), warped, strict=True)), midline_shift
@@ -186,9 +192,7 @@ def _regions(coords: Coords, layout: Layout, shape: _Shape, fields: dict[str, to
     return _Regions(depth, cerebrum, cerebellum, brainstem, in_cerebrum, in_cerebellum)
 
 
-def _distance_to_csf(
-    coords: Coords, regions: _Regions, shape: _Shape, fields: dict[str, torch.Tensor]
-) -> torch.Tensor:
+def _distance_to_csf(coords: Coords, regions: _Regions, shape: _Shape, fields: dict[str, torch.Tensor]) -> torch.Tensor:
     """Distance (mm) to the nearest CSF space: outer CSF, sulci (cerebral or cerebellar folia), fissure, tentorium."""
     z, y, x = coords
     depth, cerebrum, cerebellum = regions.depth, regions.cerebrum, regions.cerebellum
@@ -196,13 +200,15 @@ def _distance_to_csf(
     sulci = torch.where(
         regions.in_cerebellum,
         fields["folia"].abs() * 1.8 - 0.35 + (depth - 14.0).clamp_min(0) * 0.8,
-        fields["sulci"].abs() * SULCUS_SPACING_MM - shape.sulcus_half_width
+        fields["sulci"].abs() * SULCUS_SPACING_MM
+        - shape.sulcus_half_width
         + (depth - shape.sulcus_depth).clamp_min(0) * 0.6,
     )
     sulci = torch.where(regions.in_brainstem, torch.full_like(sulci, 50.0), sulci)
     to_csf = torch.minimum(to_csf, sulci)
-    fissure = ((x - 0.8 * torch.tanh(y / 40.0)).abs() - shape.fissure_half_width
-               + (shape.callosum_top - z).clamp_min(0) * 2.0)
+    fissure = (
+        (x - 0.8 * torch.tanh(y / 40.0)).abs() - shape.fissure_half_width + (shape.callosum_top - z).clamp_min(0) * 2.0
+    )
     fissure = torch.where(regions.in_cerebrum, fissure, torch.full_like(fissure, 50.0))
     tentorium = (cerebrum - cerebellum).abs() / 2.0 - 0.7 + (-torch.minimum(cerebrum, cerebellum)).clamp_min(0)
     return torch.minimum(torch.minimum(to_csf, fissure), tentorium)
@@ -231,11 +237,17 @@ def _deep_structures(coords: Coords, layout: Layout, width: float) -> _DeepStruc
     """Lateral and third ventricles (scaled by the case's ventricle size), choroid plexus, thalamus and lentiform."""
     z, y, x = coords
     vs = layout.ventricle_scale
-    lateral = blob(z + 0.004 * y * y, y, x, LATERAL_VENTRICLE[0],
-                   (LATERAL_VENTRICLE[1][0] * vs, LATERAL_VENTRICLE[1][1], LATERAL_VENTRICLE[1][2] * vs),
-                   mirror=True)
-    third = blob(z, y, x, THIRD_VENTRICLE[0], (THIRD_VENTRICLE[1][0], THIRD_VENTRICLE[1][1],
-                                               THIRD_VENTRICLE[1][2] * vs))
+    lateral = blob(
+        z + 0.004 * y * y,
+        y,
+        x,
+        LATERAL_VENTRICLE[0],
+        (LATERAL_VENTRICLE[1][0] * vs, LATERAL_VENTRICLE[1][1], LATERAL_VENTRICLE[1][2] * vs),
+        mirror=True,
+    )
+    third = blob(
+        z, y, x, THIRD_VENTRICLE[0], (THIRD_VENTRICLE[1][0], THIRD_VENTRICLE[1][1], THIRD_VENTRICLE[1][2] * vs)
+    )
     ventricles = soft(torch.maximum(lateral, third), width)
     plexus = soft(blob(z, y, x, PLEXUS[0], PLEXUS[1], scale=min(vs, 1.2), mirror=True), width) * ventricles
     deep = torch.maximum(blob(z, y, x, *THALAMUS, mirror=True), blob(z, y, x, *LENTIFORM, mirror=True))

@@ -110,16 +110,21 @@ def generate_case(
         dominant = torch.stack([anatomy.fractions[t].expand(grid.shape) for t in NORMAL_TISSUES]).argmax(0) + 1
         tissue = torch.where(brain_mask, dominant, torch.zeros((), dtype=torch.long))
 
-    info.update({
-        "tumour": "none" if not lesions else ("enhancing" if enhancing else "non-enhancing"),
-        "lesions": len(lesions),
-        "whole_tumour_radius_mm": [round(float(np.cbrt(np.prod(les.wt_radii))) * layout.scale, 1)
-                                   for les in lesions],
-        "brain_scale": round(layout.scale, 3),
-        "mass_effect": round(mass_effect, 3),
-        "midline_shift_mm": round(anatomy.midline_shift_mm, 2),
-        "site": params.site.name if params.site else None,
-        "voxels": {name: int((label == value).sum()) for name, value in
-                   (("NCR", LABEL_NCR), ("ED", LABEL_ED), ("ET", LABEL_ET))},
-    })
+    info.update(
+        {
+            "tumour": "none" if not lesions else ("enhancing" if enhancing else "non-enhancing"),
+            "lesions": len(lesions),
+            "whole_tumour_radius_mm": [
+                round(float(np.cbrt(np.prod(les.wt_radii))) * layout.scale, 1) for les in lesions
+            ],
+            "brain_scale": round(layout.scale, 3),
+            "mass_effect": round(mass_effect, 3),
+            "midline_shift_mm": round(anatomy.midline_shift_mm, 2),
+            "site": params.site.name if params.site else None,
+            "voxels": {
+                name: int((label == value).sum())
+                for name, value in (("NCR", LABEL_NCR), ("ED", LABEL_ED), ("ET", LABEL_ET))
+            },
+        }
+    )
     return SynthCase(images, label, spacing3, int(seed), tissue.to(torch.uint8).numpy(), info)

@@ -135,4 +135,3 @@ def spacing_zyx(spacing: float | Sequence[float]) -> tuple[float, ...]:
 def soft(distance_inside: torch.Tensor, width: float) -> torch.Tensor:
     """Partial-volume fraction from a signed distance (positive inside), transition ``width`` mm."""
     return torch.sigmoid(distance_inside / max(width, 1e-3))
-

@@ -24,24 +24,52 @@ DEFAULT_CONTRAST: dict[str, dict[str, tuple[float, float]]] = {
     # labelled BraTS 2015 case (FLAIR, T1ce) and of the two TCGA cases lie inside the ranges these tables give.
     # On FLAIR a necrotic or enhancing core can be as bright as the oedema or brighter (version 1 never drew that).
     "flair": {
-        "wm": (1.0, 1.0), "gm": (1.05, 1.3), "deep_gm": (1.0, 1.2), "csf": (0.15, 0.45), "plexus": (0.3, 0.7),
+        "wm": (1.0, 1.0),
+        "gm": (1.05, 1.3),
+        "deep_gm": (1.0, 1.2),
+        "csf": (0.15, 0.45),
+        "plexus": (0.3, 0.7),
         "vessel": (0.2, 0.6),
-        "edema": (1.3, 2.3), "enhancing": (1.2, 2.6), "necrosis": (0.8, 2.8), "nonenhancing": (1.3, 2.2),
+        "edema": (1.3, 2.3),
+        "enhancing": (1.2, 2.6),
+        "necrosis": (0.8, 2.8),
+        "nonenhancing": (1.3, 2.2),
     },
     "t1ce": {
-        "wm": (1.0, 1.0), "gm": (0.72, 0.9), "deep_gm": (0.8, 0.94), "csf": (0.25, 0.5), "plexus": (1.1, 1.6),
+        "wm": (1.0, 1.0),
+        "gm": (0.72, 0.9),
+        "deep_gm": (0.8, 0.94),
+        "csf": (0.25, 0.5),
+        "plexus": (1.1, 1.6),
         "vessel": (1.2, 2.2),
-        "edema": (0.65, 0.95), "enhancing": (1.05, 1.7), "necrosis": (0.4, 0.88), "nonenhancing": (0.5, 0.9),
+        "edema": (0.65, 0.95),
+        "enhancing": (1.05, 1.7),
+        "necrosis": (0.4, 0.88),
+        "nonenhancing": (0.5, 0.9),
     },
     "t1": {
-        "wm": (1.0, 1.0), "gm": (0.68, 0.88), "deep_gm": (0.78, 0.93), "csf": (0.25, 0.45), "plexus": (0.3, 0.6),
+        "wm": (1.0, 1.0),
+        "gm": (0.68, 0.88),
+        "deep_gm": (0.78, 0.93),
+        "csf": (0.25, 0.45),
+        "plexus": (0.3, 0.6),
         "vessel": (0.3, 0.8),
-        "edema": (0.6, 0.92), "enhancing": (0.6, 0.95), "necrosis": (0.4, 0.9), "nonenhancing": (0.45, 0.85),
+        "edema": (0.6, 0.92),
+        "enhancing": (0.6, 0.95),
+        "necrosis": (0.4, 0.9),
+        "nonenhancing": (0.45, 0.85),
     },
     "t2": {
-        "wm": (1.0, 1.0), "gm": (1.08, 1.3), "deep_gm": (1.0, 1.2), "csf": (2.4, 4.0), "plexus": (1.5, 2.5),
+        "wm": (1.0, 1.0),
+        "gm": (1.08, 1.3),
+        "deep_gm": (1.0, 1.2),
+        "csf": (2.4, 4.0),
+        "plexus": (1.5, 2.5),
         "vessel": (0.3, 1.0),
-        "edema": (1.55, 2.4), "enhancing": (1.3, 2.0), "necrosis": (1.4, 3.2), "nonenhancing": (1.6, 2.6),
+        "edema": (1.55, 2.4),
+        "enhancing": (1.3, 2.0),
+        "necrosis": (1.4, 3.2),
+        "nonenhancing": (1.6, 2.6),
     },
 }
 """The contrast table of the latest generator version (``LATEST_GENERATOR``)."""
@@ -118,8 +146,14 @@ class SynthParams:
             missing = set(TISSUES) - set(self.contrast[modality])
             if missing:
                 raise ConfigError(f"contrast table for {modality} lacks tissues {sorted(missing)}")
-        for name in ("p_no_tumour", "p_second_lesion", "p_no_enhancement", "p_solid_enhancing", "p_lgg_cyst",
-                     "p_thick_slices"):
+        for name in (
+            "p_no_tumour",
+            "p_second_lesion",
+            "p_no_enhancement",
+            "p_solid_enhancing",
+            "p_lgg_cyst",
+            "p_thick_slices",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a probability in [0, 1], not {value}")

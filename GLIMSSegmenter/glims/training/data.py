@@ -39,8 +39,18 @@ from ..postprocessing import probabilities_to_labels
 from ..preprocessing import from_xyz, prepare_case, to_processing_grid, to_xyz
 from .labels import REGIONS, detect_convention, regions_from_labels
 
-__all__ = ["CaseFiles", "LoadedCase", "InputMatcher", "discover_cases", "label_on_processing_grid", "load_case",
-           "region_masks_on_grid", "sample_patch", "split_cases", "store_case_on_grid"]
+__all__ = [
+    "CaseFiles",
+    "LoadedCase",
+    "InputMatcher",
+    "discover_cases",
+    "label_on_processing_grid",
+    "load_case",
+    "region_masks_on_grid",
+    "sample_patch",
+    "split_cases",
+    "store_case_on_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +130,12 @@ def _case_in_folder(folder: Path, matcher: InputMatcher, convention: str) -> Cas
         raise InputError(f"case {folder}: no label map (a file named *seg*, *label*, *gt* or *silver*)")
     labels.sort(key=lambda p: (bool(_PREDICTED.search(_stem(p))), p.name))
     if len(labels) > 1:
-        logger.info("case %s: using label %s (also present: %s)", folder.name, labels[0].name,
-                    ", ".join(p.name for p in labels[1:]))
+        logger.info(
+            "case %s: using label %s (also present: %s)",
+            folder.name,
+            labels[0].name,
+            ", ".join(p.name for p in labels[1:]),
+        )
     stated, synthetic = _dataset_convention(folder.parent)
     if convention == "auto":
         if stated:
@@ -138,9 +152,7 @@ def _case_in_folder(folder: Path, matcher: InputMatcher, convention: str) -> Cas
     )
 
 
-def discover_cases(
-    roots: Sequence[str | Path], matcher: InputMatcher, convention: str = "auto"
-) -> list[CaseFiles]:
+def discover_cases(roots: Sequence[str | Path], matcher: InputMatcher, convention: str = "auto") -> list[CaseFiles]:
     """Cases under each root: the root itself if it holds images, else each of its sub-folders that does.
 
     Args:
@@ -159,8 +171,11 @@ def discover_cases(
         if direct is not None:
             cases.append(direct)
             continue
-        found = [c for c in (_case_in_folder(sub, matcher, convention) for sub in sorted(root.iterdir())
-                             if sub.is_dir()) if c is not None]
+        found = [
+            c
+            for c in (_case_in_folder(sub, matcher, convention) for sub in sorted(root.iterdir()) if sub.is_dir())
+            if c is not None
+        ]
         if not found:
             raise InputError(f"no cases found in {root} (expected image files, or folders of them)")
         cases.extend(found)
@@ -196,9 +211,7 @@ def region_masks_on_grid(label: sitk.Image, grid: sitk.Image, convention: str, n
     return out, convention
 
 
-def label_on_processing_grid(
-    label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping
-) -> sitk.Image:
+def label_on_processing_grid(label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping) -> sitk.Image:
     """A reference label on a model's processing grid, as training sees it (see module docstring): each region
     resampled there (at least half a voxel), painted in the model's labels (BraTS 2023 for glims).
 
@@ -224,8 +237,9 @@ def label_on_processing_grid(
     return from_xyz(painted, grid)
 
 
-def store_case_on_grid(files: CaseFiles, preprocessing: Mapping, output: Mapping, out_dir: str | Path,
-                       keys: Sequence[str]) -> Path:
+def store_case_on_grid(
+    files: CaseFiles, preprocessing: Mapping, output: Mapping, out_dir: str | Path, keys: Sequence[str]
+) -> Path:
     """Write a case's images and label on the model's processing grid, so that it travels small (a 1 mm BraTS case
     stored at 2 mm: about 2 MB instead of 8) and trains exactly as from its original files.
 
@@ -249,17 +263,21 @@ def store_case_on_grid(files: CaseFiles, preprocessing: Mapping, output: Mapping
     folder.mkdir(parents=True)
     orientation, spacing = preprocessing.get("orientation"), preprocessing.get("spacing")
     for key, path in zip(keys, files.images, strict=False):
-        write_image(to_processing_grid(read_image(path, key), orientation, spacing),
-                    folder / f"{files.case_id}_{key}.nii.gz")
+        write_image(
+            to_processing_grid(read_image(path, key), orientation, spacing), folder / f"{files.case_id}_{key}.nii.gz"
+        )
     label = read_label_image(files.label)
     suffix = "_seg_silver" if files.label_quality == "silver" else "_seg"
-    write_image(label_on_processing_grid(label, files.convention, preprocessing, output),
-                folder / f"{files.case_id}{suffix}.nii.gz")
+    write_image(
+        label_on_processing_grid(label, files.convention, preprocessing, output),
+        folder / f"{files.case_id}{suffix}.nii.gz",
+    )
     return folder
 
 
-def load_case(files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int],
-              titles: Sequence[str] | None = None) -> LoadedCase:
+def load_case(
+    files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int], titles: Sequence[str] | None = None
+) -> LoadedCase:
     """Read and prepare a case (see module docstring).
 
     Raises:
@@ -271,8 +289,9 @@ def load_case(files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int],
     label = read_label_image(files.label, f"{files.case_id}: label map {files.label.name}")
     reference = prepared.reference
     if not np.allclose(label.GetOrigin(), reference.GetOrigin(), atol=1.0) or label.GetSize() != reference.GetSize():
-        logger.warning("case %s: label grid differs from the first image's; resampling it in physical space",
-                       files.case_id)
+        logger.warning(
+            "case %s: label grid differs from the first image's; resampling it in physical space", files.case_id
+        )
     regions, convention = region_masks_on_grid(label, prepared.processing, files.convention, files.label.name)
     target = np.ascontiguousarray(regions[(slice(None), *prepared.box)])
     return LoadedCase(files.case_id, prepared.array, target, files, convention)

@@ -28,8 +28,21 @@ import torch.distributed as dist
 
 from ..errors import ConfigError
 
-__all__ = ["world_size", "rank", "is_distributed", "is_main_process", "launched_by_torchrun", "session",
-           "local_device", "wrap_model", "stream_key", "mean_across_ranks", "any_rank", "from_main", "barrier"]
+__all__ = [
+    "world_size",
+    "rank",
+    "is_distributed",
+    "is_main_process",
+    "launched_by_torchrun",
+    "session",
+    "local_device",
+    "wrap_model",
+    "stream_key",
+    "mean_across_ranks",
+    "any_rank",
+    "from_main",
+    "barrier",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +101,10 @@ def session(device: str = "auto") -> Iterator[bool]:
     use_cuda = resolve_device(device).type == "cuda"
     if use_cuda:
         if _local_rank() >= torch.cuda.device_count():
-            raise ConfigError(f"process LOCAL_RANK={_local_rank()} has no GPU (this node has "
-                              f"{torch.cuda.device_count()}); start at most that many processes per node")
+            raise ConfigError(
+                f"process LOCAL_RANK={_local_rank()} has no GPU (this node has "
+                f"{torch.cuda.device_count()}); start at most that many processes per node"
+            )
         torch.cuda.set_device(_local_rank())
     backend = "nccl" if use_cuda else "gloo"
     dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)

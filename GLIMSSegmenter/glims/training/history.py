@@ -62,8 +62,13 @@ def plot_curves(history: Sequence[Mapping[str, Any]], path: Path) -> None:
         key = f"val_dice_{region}"
         points = [(row["epoch"], row[key]) for row in history if row.get(key) is not None]
         if points:
-            ax_dice.plot(*zip(*points, strict=False), color=colour, marker=".", label=region,
-                         linestyle="--" if region == "mean" else "-")
+            ax_dice.plot(
+                *zip(*points, strict=False),
+                color=colour,
+                marker=".",
+                label=region,
+                linestyle="--" if region == "mean" else "-",
+            )
     ax_dice.set_ylim(0, 1)
     ax_dice.set_xlabel("epoch")
     ax_dice.set_ylabel("validation Dice")

@@ -52,7 +52,9 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, ce: str = "bce") ->
 
 
 def deep_supervision_loss(
-    outputs: Sequence[torch.Tensor] | torch.Tensor, target: torch.Tensor, ce: str = "bce",
+    outputs: Sequence[torch.Tensor] | torch.Tensor,
+    target: torch.Tensor,
+    ce: str = "bce",
     weights: Sequence[float] = DEEP_SUPERVISION_WEIGHTS,
 ) -> torch.Tensor:
     """Weighted loss over the heads (a single tensor is the full-resolution head alone)."""
@@ -60,7 +62,10 @@ def deep_supervision_loss(
         return dice_ce_loss(outputs, target, ce)
     total = outputs[0].new_zeros(())
     for output, weight in zip(outputs, weights, strict=False):
-        scaled = target if output.shape[2:] == target.shape[2:] else F.interpolate(
-            target.float(), size=output.shape[2:], mode="nearest")
+        scaled = (
+            target
+            if output.shape[2:] == target.shape[2:]
+            else F.interpolate(target.float(), size=output.shape[2:], mode="nearest")
+        )
         total = total + weight * dice_ce_loss(output, scaled, ce)
     return total / sum(weights[: len(outputs)])

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..errors import CheckpointError
 from ..fileio import atomic_write, sha256_file
 from ..runfolders import STATE_FILE
-from ..errors import CheckpointError
 
 __all__ = ["STATE_FILE", "save_state", "load_state"]
 
@@ -34,11 +34,20 @@ STATE_VERSION = 1
 def save_state(run_dir: Path, model: torch.nn.Module, architecture: Mapping[str, Any], state: dict[str, Any]) -> Path:
     """Write the weights of ``model`` and ``state`` (plain values and tensors) for epoch ``state['epoch']``."""
     epoch = int(state["epoch"])
-    meta_path = save_checkpoint(run_dir / f"last-e{epoch:04d}", model.state_dict(), architecture,
-                                extra={"training_state": STATE_FILE, "epoch": epoch})
+    meta_path = save_checkpoint(
+        run_dir / f"last-e{epoch:04d}",
+        model.state_dict(),
+        architecture,
+        extra={"training_state": STATE_FILE, "epoch": epoch},
+    )
     weights = meta_path.with_suffix(".safetensors")
-    payload = {**state, "format": STATE_FORMAT, "format_version": STATE_VERSION,
-               "weights_file": weights.name, "weights_sha256": sha256_file(weights)}
+    payload = {
+        **state,
+        "format": STATE_FORMAT,
+        "format_version": STATE_VERSION,
+        "weights_file": weights.name,
+        "weights_sha256": sha256_file(weights),
+    }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     with atomic_write(run_dir / STATE_FILE) as handle:

@@ -39,8 +39,8 @@ import torch
 from .. import __version__
 from ..catalog import load_presets
 from ..checkpoint import load_checkpoint, load_into_model, save_checkpoint
-from ..fileio import write_json
 from ..errors import ConfigError
+from ..fileio import write_json
 from ..inference import InferenceOptions, predict_logits, resolve_device
 from ..jsonfiles import read_json
 from ..metrics import dice
@@ -77,8 +77,13 @@ logger = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 """Forward-pass precisions of training (fp16 would need loss scaling; bf16 has float32's range and does not)."""
 
-DEFAULT_ARCHITECTURE = {"feature_size": 12, "img_size": [32, 32, 32], "depths": [2, 2, 2, 2],
-                        "num_heads": [3, 6, 12, 24], "window": 7}
+DEFAULT_ARCHITECTURE = {
+    "feature_size": 12,
+    "img_size": [32, 32, 32],
+    "depths": [2, 2, 2, 2],
+    "num_heads": [3, 6, 12, 24],
+    "window": 7,
+}
 
 
 @dataclass(frozen=True)
@@ -190,10 +195,12 @@ class TrainConfig:
         if not 0 <= self.tumour_fraction <= 1:
             raise ConfigError(f"tumour_fraction must be in [0, 1], not {self.tumour_fraction}")
         if self.case_weights and len(self.case_weights) != len(self.cases):
-            raise ConfigError(f"give one case weight per --cases entry ({len(self.cases)}), "
-                              f"not {len(self.case_weights)}")
+            raise ConfigError(
+                f"give one case weight per --cases entry ({len(self.cases)}), not {len(self.case_weights)}"
+            )
         if any(not (w >= 0 and math.isfinite(w)) for w in self.case_weights) or (
-                self.case_weights and not any(self.case_weights)):
+            self.case_weights and not any(self.case_weights)
+        ):
             raise ConfigError("case weights must be finite, non-negative and not all zero")
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,13 +277,16 @@ def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tup
         except (TypeError, ValueError) as err:
             raise ConfigError(f"invalid architecture: {err}") from None
     if net.config.in_channels != in_channels or net.config.out_channels != out_channels:
-        raise ConfigError(f"the network takes {net.config.in_channels} inputs and gives {net.config.out_channels} "
-                          f"outputs; the preset needs {in_channels} and {out_channels}")
+        raise ConfigError(
+            f"the network takes {net.config.in_channels} inputs and gives {net.config.out_channels} "
+            f"outputs; the preset needs {in_channels} and {out_channels}"
+        )
     return net, {"name": "GLIMS", **net.config.to_dict()}
 
 
-def _validate(net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: TrainConfig,
-              cancel: CancelToken | None) -> dict[str, Any]:
+def _validate(
+    net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: TrainConfig, cancel: CancelToken | None
+) -> dict[str, Any]:
     output = preset["output"]
     channels = list(output["channels"])
     thresholds = {**output.get("thresholds", {}), **(config.val_thresholds or {})}
@@ -299,8 +309,14 @@ def _validate(net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: 
     return {"dice": means, "mean": float(np.mean(list(means.values()))), "cases": per_case}
 
 
-def draw_batch(cases: Sequence[LoadedCase], size: Sequence[int], batch_size: int, rng: np.random.Generator,
-               config: TrainConfig, weights: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def draw_batch(
+    cases: Sequence[LoadedCase],
+    size: Sequence[int],
+    batch_size: int,
+    rng: np.random.Generator,
+    config: TrainConfig,
+    weights: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of augmented random windows from ``cases`` (drawn with ``weights``, uniformly when None)."""
     images, targets = [], []
     augment = AugmentConfig() if config.augment else AugmentConfig.none()
@@ -323,8 +339,14 @@ def training_precision(requested: str, device: torch.device) -> str:
     return "fp32"
 
 
-def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                   targets: torch.Tensor, ce: str = "bce", precision: str = "fp32") -> torch.Tensor:
+def optimizer_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    ce: str = "bce",
+    precision: str = "fp32",
+) -> torch.Tensor:
     """One training step: deep-supervised loss of ``model`` on the batch, backward, optimiser update.
 
     ``precision`` ``bf16`` runs the forward pass under autocast on the batch's device (the weights, the
@@ -349,8 +371,9 @@ def sampling_weights(config: TrainConfig, train_files: Sequence[CaseFiles]) -> n
     """
     if not config.case_weights:
         return None
-    weight_of = {Path(root).resolve(): float(weight)
-                 for root, weight in zip(config.cases, config.case_weights, strict=False)}
+    weight_of = {
+        Path(root).resolve(): float(weight) for root, weight in zip(config.cases, config.case_weights, strict=False)
+    }
 
     def weight(case: CaseFiles) -> float:
         folder = case.images[0].parent.resolve()
@@ -367,8 +390,16 @@ def torch_seed(seed: int, epoch: int, purpose: int = 1) -> int:
     return int(np.random.SeedSequence([seed, epoch, purpose]).generate_state(1, dtype=np.uint32)[0])
 
 
-def _load_cases(files: Sequence[CaseFiles], preprocessing: Mapping, roi: Sequence[int], titles: Sequence[str],
-                plan: StagePlan, offset: int, total: int, cancel: CancelToken | None) -> list[LoadedCase]:
+def _load_cases(
+    files: Sequence[CaseFiles],
+    preprocessing: Mapping,
+    roi: Sequence[int],
+    titles: Sequence[str],
+    plan: StagePlan,
+    offset: int,
+    total: int,
+    cancel: CancelToken | None,
+) -> list[LoadedCase]:
     loaded = []
     for index, case in enumerate(files):
         if cancel is not None:
@@ -404,10 +435,16 @@ class RunState:
         planned = saved.get("planned_epochs") or config.epochs
         if config.epochs and not config.minutes:
             planned = config.epochs
-        return cls(epoch=int(saved["epoch"]), step=int(saved["step"]), planned_epochs=planned,
-                   best_metric=saved.get("best_metric"), best_epoch=saved.get("best_epoch"),
-                   stale=int(saved.get("stale", 0)), history=list(saved["history"]),
-                   elapsed_before_s=float(saved.get("elapsed_s", 0.0)))
+        return cls(
+            epoch=int(saved["epoch"]),
+            step=int(saved["step"]),
+            planned_epochs=planned,
+            best_metric=saved.get("best_metric"),
+            best_epoch=saved.get("best_epoch"),
+            stale=int(saved.get("stale", 0)),
+            history=list(saved["history"]),
+            elapsed_before_s=float(saved.get("elapsed_s", 0.0)),
+        )
 
 
 @dataclass
@@ -490,12 +527,24 @@ def train(
 def _resumed_config(config: TrainConfig, run_dir: Path) -> TrainConfig:
     """The configuration saved in ``run_dir``, with the settings of ``config`` that may change on resuming."""
     saved = TrainConfig.from_dict(read_json(run_dir / "config.json", "training run configuration", ConfigError))
-    return replace(saved, epochs=config.epochs or saved.epochs, minutes=config.minutes, device=config.device,
-                   threads=config.threads, val_every=config.val_every, out_dir=str(run_dir))
+    return replace(
+        saved,
+        epochs=config.epochs or saved.epochs,
+        minutes=config.minutes,
+        device=config.device,
+        threads=config.threads,
+        val_every=config.val_every,
+        out_dir=str(run_dir),
+    )
 
 
-def _open_session(config: TrainConfig, run_dir: Path, saved: Mapping[str, Any] | None,
-                  progress: ProgressCallback | None, cancel: CancelToken | None) -> _Session:
+def _open_session(
+    config: TrainConfig,
+    run_dir: Path,
+    saved: Mapping[str, Any] | None,
+    progress: ProgressCallback | None,
+    cancel: CancelToken | None,
+) -> _Session:
     """Find and split the cases, build the network (seeded), load the cases and make the optimiser."""
     device = distributed.local_device(resolve_device(config.device))
     preset, preprocessing = training_preprocessing(config)
@@ -519,18 +568,37 @@ def _open_session(config: TrainConfig, run_dir: Path, saved: Mapping[str, Any] |
     total_load = len(train_files) + len(val_files)
     train_cases = _load_cases(train_files, preprocessing, roi, titles, plan, 0, total_load, cancel)
     same = [c.case_id for c in val_files] == [c.case_id for c in train_files]
-    val_cases = train_cases if same else _load_cases(val_files, preprocessing, roi, titles, plan,
-                                                     len(train_files), total_load, cancel)
+    val_cases = (
+        train_cases
+        if same
+        else _load_cases(val_files, preprocessing, roi, titles, plan, len(train_files), total_load, cancel)
+    )
     if same:
         logger.warning("only one case: validating on the training case (a smoke run, not a measurement)")
 
     net.to(device)
     precision = training_precision(config.precision, device)
-    optimizer = torch.optim.AdamW(select_trainable(net, config.trainable), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        select_trainable(net, config.trainable), lr=config.lr, weight_decay=config.weight_decay
+    )
     steps_per_epoch = config.steps_per_epoch or max(1, math.ceil(len(train_cases) / config.batch_size))
-    return _Session(config, run_dir, device, preset, list(train_files), list(val_files), train_cases, val_cases,
-                    sampling, net, architecture, optimizer, precision, steps_per_epoch, plan)
+    return _Session(
+        config,
+        run_dir,
+        device,
+        preset,
+        list(train_files),
+        list(val_files),
+        train_cases,
+        val_cases,
+        sampling,
+        net,
+        architecture,
+        optimizer,
+        precision,
+        steps_per_epoch,
+        plan,
+    )
 
 
 def _restore(session: _Session, saved: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> RunState:
@@ -558,22 +626,37 @@ def _start_new_run(session: _Session, run: RunState, cancel: CancelToken | None)
     config = session.config
     if distributed.is_main_process():
         write_json(session.run_dir / "config.json", {**config.to_dict(), "glims_version": __version__})
-        write_json(session.run_dir / "split.json", {"train": [c.to_dict() for c in session.train_files],
-                                                     "validation": [c.to_dict() for c in session.val_files]})
+        write_json(
+            session.run_dir / "split.json",
+            {
+                "train": [c.to_dict() for c in session.train_files],
+                "validation": [c.to_dict() for c in session.val_files],
+            },
+        )
 
         if config.validate_initial:
             result = _validate(session.judged, session.val_cases, session.preset, config, cancel)
-            row = {"epoch": 0, "step": 0, **{f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()},
-                   "val_dice_mean": round(result["mean"], 4), "val_cases": result["cases"]}
+            row = {
+                "epoch": 0,
+                "step": 0,
+                **{f"val_dice_{r}": round(v, 4) for r, v in result["dice"].items()},
+                "val_dice_mean": round(result["mean"], 4),
+                "val_cases": result["cases"],
+            }
             run.history.append(row)
             run.best_metric, run.best_epoch = result["mean"], 0
             _save_best(session, {**row, "train_loss": None})
-            session.plan.report("train", 0, (run.planned_epochs or 1) * session.steps_per_epoch,
-                                f"starting weights: val Dice {row['val_dice_mean']:.3f}", epoch=0, step=0,
-                                val_dice={r: row[f"val_dice_{r}"] for r in REGIONS})
+            session.plan.report(
+                "train",
+                0,
+                (run.planned_epochs or 1) * session.steps_per_epoch,
+                f"starting weights: val Dice {row['val_dice_mean']:.3f}",
+                epoch=0,
+                step=0,
+                val_dice={r: row[f"val_dice_{r}"] for r in REGIONS},
+            )
     # other ranks take rank 0's starting validation (distributed runs only)
-    run.history, run.best_metric, run.best_epoch = distributed.from_main((run.history, run.best_metric,
-                                                                          run.best_epoch))
+    run.history, run.best_metric, run.best_epoch = distributed.from_main((run.history, run.best_metric, run.best_epoch))
 
 
 def _train_epochs(session: _Session, run: RunState, cancel: CancelToken | None) -> TrainResult:
@@ -593,14 +676,21 @@ def _train_epochs(session: _Session, run: RunState, cancel: CancelToken | None) 
         losses, lr, out_of_time = _train_one_epoch(session, run, model, budget_s, started, cancel)
         run.epoch += 1
         train_s = time.perf_counter() - epoch_start
-        row: dict[str, Any] = {"epoch": run.epoch, "step": run.step, "train_loss": round(float(np.mean(losses)), 5),
-                               "lr": lr, "steps": len(losses), "train_s": round(train_s, 1),
-                               "steps_per_s": round(len(losses) / train_s, 4)}
+        row: dict[str, Any] = {
+            "epoch": run.epoch,
+            "step": run.step,
+            "train_loss": round(float(np.mean(losses)), 5),
+            "lr": lr,
+            "steps": len(losses),
+            "train_s": round(train_s, 1),
+            "steps_per_s": round(len(losses) / train_s, 4),
+        }
         if budget_s is not None and config.epochs is None:
             session_epochs += 1
             used = time.perf_counter() - started
             run.planned_epochs = distributed.from_main(
-                run.epoch + int(max(0.0, budget_s - used) // (used / session_epochs)))
+                run.epoch + int(max(0.0, budget_s - used) // (used / session_epochs))
+            )
             logger.info("budget of %.1f min: planning %d epochs", config.minutes, run.planned_epochs)
         last = out_of_time or (run.planned_epochs is not None and run.epoch >= run.planned_epochs)
         if run.epoch % config.val_every == 0 or last:
@@ -621,13 +711,27 @@ def _train_epochs(session: _Session, run: RunState, cancel: CancelToken | None) 
             break
     distributed.barrier()
     best = session.run_dir / "best.json"
-    return TrainResult(session.run_dir, best if best.is_file() else None, run.best_metric, run.best_epoch,
-                       run.epoch, run.step, run.elapsed_before_s + time.perf_counter() - started, run.history,
-                       stopped)
+    return TrainResult(
+        session.run_dir,
+        best if best.is_file() else None,
+        run.best_metric,
+        run.best_epoch,
+        run.epoch,
+        run.step,
+        run.elapsed_before_s + time.perf_counter() - started,
+        run.history,
+        stopped,
+    )
 
 
-def _train_one_epoch(session: _Session, run: RunState, model: torch.nn.Module, budget_s: float | None,
-                     started: float, cancel: CancelToken | None) -> tuple[list[float], float, bool]:
+def _train_one_epoch(
+    session: _Session,
+    run: RunState,
+    model: torch.nn.Module,
+    budget_s: float | None,
+    started: float,
+    cancel: CancelToken | None,
+) -> tuple[list[float], float, bool]:
     """The optimiser steps of epoch ``run.epoch`` on its own seeded draws.
 
     Returns:
@@ -646,24 +750,32 @@ def _train_one_epoch(session: _Session, run: RunState, model: torch.nn.Module, b
         lr = cosine_lr(run.step, total_steps, config.lr, config.min_lr, config.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images, targets = draw_batch(session.train_cases, session.roi, config.batch_size, rng, config,
-                                     session.sampling)
-        loss = optimizer_step(model, optimizer, images.to(session.device), targets.to(session.device), config.ce,
-                              session.precision)
+        images, targets = draw_batch(session.train_cases, session.roi, config.batch_size, rng, config, session.sampling)
+        loss = optimizer_step(
+            model, optimizer, images.to(session.device), targets.to(session.device), config.ce, session.precision
+        )
         if session.average is not None:
             session.average.update(session.net)
         run.step += 1
         losses.append(distributed.mean_across_ranks(float(loss)))
-        plan.report("train", run.step, total_steps or (epoch + 1) * steps_per_epoch, f"epoch {epoch + 1} step "
-                    f"{index + 1}/{steps_per_epoch} loss {losses[-1]:.4f}", epoch=epoch + 1, step=run.step,
-                    loss=round(losses[-1], 5), lr=lr)
+        plan.report(
+            "train",
+            run.step,
+            total_steps or (epoch + 1) * steps_per_epoch,
+            f"epoch {epoch + 1} step {index + 1}/{steps_per_epoch} loss {losses[-1]:.4f}",
+            epoch=epoch + 1,
+            step=run.step,
+            loss=round(losses[-1], 5),
+            lr=lr,
+        )
         if budget_s is not None and distributed.any_rank(time.perf_counter() - started > budget_s):
             return losses, lr, True
     return losses, lr, False
 
 
-def _validate_epoch(session: _Session, run: RunState, row: dict[str, Any],
-                    cancel: CancelToken | None) -> dict[str, Any]:
+def _validate_epoch(
+    session: _Session, run: RunState, row: dict[str, Any], cancel: CancelToken | None
+) -> dict[str, Any]:
     """Validate after an epoch (rank 0), keep the weights when they are the best, and share the result."""
     if distributed.is_main_process():
         val_start = time.perf_counter()
@@ -678,7 +790,8 @@ def _validate_epoch(session: _Session, run: RunState, row: dict[str, Any],
         else:
             run.stale += 1
     row, run.best_metric, run.best_epoch, run.stale = distributed.from_main(
-        (row, run.best_metric, run.best_epoch, run.stale))
+        (row, run.best_metric, run.best_epoch, run.stale)
+    )
     return row
 
 
@@ -686,12 +799,22 @@ def _saved_state(session: _Session, run: RunState, row: Mapping[str, Any]) -> di
     """What ``state.pt`` holds after an epoch (the keys earlier versions wrote and read)."""
     config, average = session.config, session.average
     return {
-        "epoch": run.epoch, "step": run.step, "planned_epochs": run.planned_epochs,
+        "epoch": run.epoch,
+        "step": run.step,
+        "planned_epochs": run.planned_epochs,
         "optimizer": session.optimizer.state_dict(),
-        "scheduler": {"kind": "cosine", "base_lr": config.lr, "min_lr": config.min_lr,
-                      "total_steps": (run.planned_epochs or 0) * session.steps_per_epoch},
-        "best_metric": run.best_metric, "best_epoch": run.best_epoch, "stale": run.stale, "history": run.history,
-        "torch_rng": torch.get_rng_state(), "elapsed_s": row["elapsed_s"],
+        "scheduler": {
+            "kind": "cosine",
+            "base_lr": config.lr,
+            "min_lr": config.min_lr,
+            "total_steps": (run.planned_epochs or 0) * session.steps_per_epoch,
+        },
+        "best_metric": run.best_metric,
+        "best_epoch": run.best_epoch,
+        "stale": run.stale,
+        "history": run.history,
+        "torch_rng": torch.get_rng_state(),
+        "elapsed_s": row["elapsed_s"],
         "split": session.split(),
         **({"ema": average.state_dict(), "ema_updates": average.updates} if average is not None else {}),
     }
@@ -702,11 +825,18 @@ def _report_epoch(session: _Session, run: RunState, row: Mapping[str, Any], epoc
     planned = run.planned_epochs or run.epoch
     remaining = (planned - run.epoch) * epoch_s
     validated = "val_dice_mean" in row
-    session.plan.report("train", run.step, planned * session.steps_per_epoch,
-                        f"epoch {run.epoch} done: loss {row['train_loss']:.4f}"
-                        + (f", val Dice {row['val_dice_mean']:.3f}" if validated else ""),
-                        epoch=run.epoch, step=run.step, loss=row["train_loss"], eta_s=round(remaining, 1),
-                        **({"val_dice": {r: row[f"val_dice_{r}"] for r in REGIONS}} if validated else {}))
+    session.plan.report(
+        "train",
+        run.step,
+        planned * session.steps_per_epoch,
+        f"epoch {run.epoch} done: loss {row['train_loss']:.4f}"
+        + (f", val Dice {row['val_dice_mean']:.3f}" if validated else ""),
+        epoch=run.epoch,
+        step=run.step,
+        loss=row["train_loss"],
+        eta_s=round(remaining, 1),
+        **({"val_dice": {r: row[f"val_dice_{r}"] for r in REGIONS}} if validated else {}),
+    )
 
 
 def _save_best(session: _Session, row: Mapping) -> None:
@@ -714,13 +844,19 @@ def _save_best(session: _Session, row: Mapping) -> None:
     config = session.config
     summary = {
         "training": {
-            "epoch": row["epoch"], "step": row["step"], "train_loss": row["train_loss"],
-            "val_dice": {r: row[f"val_dice_{r}"] for r in REGIONS}, "val_dice_mean": row["val_dice_mean"],
-            "preset": config.preset, "spacing": list(config.spacing) if config.spacing else None,
-            "train_cases": session.split()["train"], "val_cases": session.split()["validation"],
+            "epoch": row["epoch"],
+            "step": row["step"],
+            "train_loss": row["train_loss"],
+            "val_dice": {r: row[f"val_dice_{r}"] for r in REGIONS},
+            "val_dice_mean": row["val_dice_mean"],
+            "preset": config.preset,
+            "spacing": list(config.spacing) if config.spacing else None,
+            "train_cases": session.split()["train"],
+            "val_cases": session.split()["validation"],
             "seed": config.seed,
         },
     }
     dtype = torch.float16 if config.save_dtype == "fp16" else None
-    save_checkpoint(session.run_dir / "best", session.judged.state_dict(), session.architecture, extra=summary,
-                    dtype=dtype)
+    save_checkpoint(
+        session.run_dir / "best", session.judged.state_dict(), session.architecture, extra=summary, dtype=dtype
+    )

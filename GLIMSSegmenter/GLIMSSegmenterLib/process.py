@@ -29,6 +29,7 @@ from glims.errors import Cancelled
 from glims.progress import ProgressEvent, parse_protocol_line
 
 __all__ = [
+    "popenEngine",
     "ProcessState",
     "ProcessOutcome",
     "EngineProcess",
@@ -111,6 +112,28 @@ def startLineReaders(popen: subprocess.Popen, lines: queue.Queue, threadPrefix: 
     return 2
 
 
+def popenEngine(command: Sequence[str], env: Mapping[str, str] | None, *, stdin: int, cwd=None) -> subprocess.Popen:
+    """Start an engine process the way every front end does: unbuffered UTF-8 text lines on pipes, in a process
+    group of its own (Ctrl+C in Slicer's terminal does not reach it) and without a console window on Windows."""
+    environment = dict(env if env is not None else os.environ)
+    environment.setdefault("PYTHONUNBUFFERED", "1")
+    environment.setdefault("PYTHONIOENCODING", "utf-8")
+    return subprocess.Popen(
+        list(command),
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+        cwd=cwd,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+        start_new_session=(sys.platform != "win32"),
+        creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+    )
+
+
 class EngineProcess:
     """One command run in the background; feed it :meth:`poll` calls until :attr:`finished`.
 
@@ -161,25 +184,8 @@ class EngineProcess:
         """Start the process and its two reader threads."""
         if self.state is not ProcessState.NOT_STARTED:
             raise RuntimeError("an EngineProcess can be started only once")
-        env = dict(self.env if self.env is not None else os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.setdefault("PYTHONIOENCODING", "utf-8")
         logger.info("starting: %s", subprocess.list2cmdline(self.command))
-        self._popen = subprocess.Popen(
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=self.cwd,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            # own process group: Ctrl+C in Slicer's terminal does not reach the engine; no console on Windows
-            start_new_session=(sys.platform != "win32"),
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-        )
+        self._popen = popenEngine(self.command, self.env, stdin=subprocess.DEVNULL, cwd=self.cwd)
         self.state = ProcessState.RUNNING
         self._openStreams += startLineReaders(self._popen, self._lines)
 

@@ -33,7 +33,6 @@ import logging
 import os
 import queue
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -48,6 +47,7 @@ from .process import (
     EngineProcess,
     ProcessOutcome,
     ProcessState,
+    popenEngine,
     startLineReaders,
     terminateProcessTree,
 )
@@ -100,23 +100,8 @@ class WorkerProcess:
         return self._popen is not None and self._popen.poll() is None
 
     def start(self) -> None:
-        env = dict(self.env if self.env is not None else os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        env.setdefault("PYTHONIOENCODING", "utf-8")
         logger.info("starting the engine worker: %s", subprocess.list2cmdline(self.command))
-        self._popen = subprocess.Popen(
-            self.command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            bufsize=1,
-            start_new_session=(sys.platform != "win32"),
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
-        )
+        self._popen = popenEngine(self.command, self.env, stdin=subprocess.PIPE)
         self._openStreams += startLineReaders(self._popen, self.lines, "glims-worker")
 
     def streamClosed(self) -> None:

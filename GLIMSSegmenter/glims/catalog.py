@@ -149,7 +149,7 @@ class ModelSpec:
     model_card: str = ""
     provenance: Mapping[str, Any] = field(default_factory=dict)
     finetuning: Mapping[str, Any] = field(default_factory=dict)
-    """How to fine-tune it: ``replay`` recipe of its own domain's data (``glims.replay``)."""
+    """How to fine-tune it: ``replay`` recipe of its own domain's data (``glims.training.replay``)."""
 
     @property
     def ref(self) -> str:

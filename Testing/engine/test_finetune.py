@@ -18,7 +18,7 @@ from glims.casestore import add_case
 from glims.catalog import load_catalog
 from glims.errors import ConfigError, InputError
 from glims.fileio import sha256_file
-from glims.finetune import split_for_finetuning
+from glims.training.finetune import split_for_finetuning
 from glims.progress import parse_protocol_line
 
 from tiny_models import brats_case_paths, coarse_copy, register_tiny_model
@@ -94,7 +94,7 @@ def test_finetune_registers_a_new_version_and_leaves_the_base_untouched(home):
 
 
 def test_replay_cases_are_mixed_into_training_but_neither_validated_nor_counted_as_site_cases(home, tmp_path):
-    from glims.finetune import finetune
+    from glims.training.finetune import finetune
     from glims.synth import generate_case, write_case
 
     replay_root = tmp_path / "replay"
@@ -120,8 +120,8 @@ REPLAY_RECIPE = {"replay": {"synth": {"n": 2, "seed": 3, "shape": [40, 40, 32], 
 
 
 def test_the_base_models_replay_recipe_is_generated_once_and_replayed_by_default(home):
-    from glims.finetune import finetune
-    from glims.replay import replay_cases
+    from glims.training.finetune import finetune
+    from glims.training.replay import replay_cases
 
     register_tiny_model(home, "brats", model_id="base-replay", seed=1, overrides={"finetuning": REPLAY_RECIPE})
     result = finetune("base-replay", "site-auto", epochs=1, steps_per_epoch=2, home=home, device="cpu", threads=1)
@@ -145,7 +145,7 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
     from glims.errors import Cancelled
     from glims.progress import CancelToken
     from glims.paths import mark_owned
-    from glims.replay import _digest, replay_cases, replay_recipe
+    from glims.training.replay import _digest, replay_cases, replay_recipe
     from glims.synth import synth_params
 
     register_tiny_model(tmp_path, "brats", model_id="base-replay", overrides={"finetuning": REPLAY_RECIPE})
@@ -168,7 +168,7 @@ def test_a_cancelled_replay_generation_leaves_nothing_behind(tmp_path):
 
 
 def test_a_replay_recipe_names_its_generator_version(tmp_path):
-    from glims.replay import replay_cases
+    from glims.training.replay import replay_cases
     from glims.synth import dataset_case_seed, generate_case, synth_params
 
     synth = REPLAY_RECIPE["replay"]["synth"]

@@ -64,10 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, ui) -> int:
     from ..errors import ConfigError
-    from ..finetune import finetune
     from ..paths import check_name
     from ..progress import CancelToken, cancel_on_signals
     from ..training import distributed
+    from ..training.finetune import finetune
 
     check_name(args.name, "model name")
     if args.epochs is None and args.minutes is None:

@@ -26,14 +26,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import ModelSpec
-from .errors import ConfigError, OutputError
-from .fileio import write_json
-from .paths import home_folder, make_owned_dir, remove_owned
-from .progress import CancelToken, ProgressCallback
+from ..catalog import ModelSpec
+from ..errors import ConfigError, OutputError
+from ..fileio import write_json
+from ..paths import home_folder, make_owned_dir, remove_owned
+from ..progress import CancelToken, ProgressCallback
 
 if TYPE_CHECKING:
-    from .synth import SynthParams
+    from ..synth import SynthParams
 
 __all__ = ["REPLAY_DIR", "replay_cases", "replay_recipe"]
 
@@ -96,7 +96,7 @@ def replay_cases(
     Raises:
         ConfigError: a malformed recipe. Cancelled: cancelled during generation (nothing is left behind).
     """
-    from .synth import generate_dataset, synth_params
+    from ..synth import generate_dataset, synth_params
 
     recipe = replay_recipe(spec)
     if recipe is None:

@@ -6,9 +6,9 @@ leave-one-out — when there are five or fewer, else ``val_fraction``), trains w
 starting weights first (the "before" Dice) and after every epoch, and registers the kept weights in the user
 catalog as ``NAME@<next version>``: the best validation checkpoint (with early stopping) when several cases are
 held out, the end of the schedule when one is (see ``keep``). By default a share of the training windows comes
-from cases of the base model's own domain (its catalog replay recipe, ``glims.replay``), so that fine-tuning on a
-few cases does not make it forget what they do not show. The base model and the built-in catalog are never
-written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
+from cases of the base model's own domain (its catalog replay recipe, ``glims.training.replay``), so that
+fine-tuning on a few cases does not make it forget what they do not show. The base model and the built-in catalog
+are never written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
 an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
 catalog valid. The name and every option are checked before any work, and a run holds the inter-process lock of
 its name from start to end (``glims.locks``): a second run of the same name is refused at once.
@@ -30,21 +30,21 @@ from typing import Any
 
 import numpy as np
 
-from .casestore import list_cases
-from .catalog import ModelSpec, load_catalog
-from .errors import CheckpointError, ConfigError, GlimsError, InputError
-from .fileio import atomic_write, sha256_file, write_json
-from .jsonfiles import read_json
-from .locks import catalog_lock, finetune_name_lock
-from .paths import check_name, home_folder, make_owned_dir, remove_owned
-from .progress import CancelToken, ProgressCallback
-from .registry import add_user_entry, check_user_model_id, next_version
+from ..casestore import list_cases
+from ..catalog import ModelSpec, load_catalog
+from ..errors import CheckpointError, ConfigError, GlimsError, InputError
+from ..fileio import atomic_write, sha256_file, write_json
+from ..jsonfiles import read_json
+from ..locks import catalog_lock, finetune_name_lock
+from ..paths import check_name, home_folder, make_owned_dir, remove_owned
+from ..progress import CancelToken, ProgressCallback
+from ..registry import add_user_entry, check_user_model_id, next_version
+from ..runfolders import REGISTERED_FILE, has_state, interrupted_runs, run_folder, runs_folder
+from . import distributed
+from .data import InputMatcher, discover_cases
+from .labels import REGIONS
 from .replay import replay_cases
-from .runfolders import REGISTERED_FILE, has_state, interrupted_runs, run_folder, runs_folder
-from .training import distributed
-from .training.data import InputMatcher, discover_cases
-from .training.labels import REGIONS
-from .training.trainer import TrainConfig, TrainResult, train
+from .trainer import TrainConfig, TrainResult, train
 
 __all__ = ["FinetuneResult", "finetune", "split_for_finetuning"]
 
@@ -244,7 +244,7 @@ def finetune(
             (docs/FINETUNING.md) — else ``best``.
         replay: labelled cases of the base model's own domain (e.g. its training data) to mix into the training
             windows, so that what the site's few cases do not show is not forgotten; never validated on.
-            ``"auto"``: the cases of the base model's replay recipe (``glims.replay``; generated once into the
+            ``"auto"``: the cases of the base model's replay recipe (``glims.training.replay``; generated once into the
             user folder), or none when it has no recipe; None or ``[]``: no replay.
         replay_fraction: share of the training windows drawn from ``replay`` cases.
         steps_per_epoch: optimiser steps between validations (with a handful of cases, one pass over them would be

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +31,8 @@ from glims.imageio import (
     write_image,
 )
 from glims.outputs import remove_stale_partials
+
+from dicom_series import write_mr_series
 
 # a rotation of 30 degrees about z (columns are the axes' directions), so that direction is not the identity
 _C, _S = np.cos(np.pi / 6), np.sin(np.pi / 6)
@@ -275,50 +276,25 @@ def test_a_label_map_with_several_components_is_refused(tmp_path):
 # ---- DICOM series --------------------------------------------------------------------------------------------
 
 
-def _write_dicom_series(folder: Path, series_uid: str, slices: int = 4, z0: float = 0.0) -> np.ndarray:
-    """Slices of an MR series with spacing 0.9 x 0.9 x 2.5 mm; returns the (z, y, x) array written."""
-    folder.mkdir(parents=True, exist_ok=True)
-    array = (np.arange(slices * 6 * 5).reshape(slices, 6, 5) * 3).astype(np.int16)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for index in range(slices):
-        image = sitk.GetImageFromArray(array[index])
-        image.SetSpacing((0.9, 0.9))
-        tags = {
-            "0008|0060": "MR",
-            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
-            "0008|0018": f"{series_uid}.{index + 1}",
-            "0020|000d": "1.2.826.0.1.3680043.8.498.1",
-            "0020|000e": series_uid,
-            "0020|0013": str(index + 1),
-            "0020|0032": f"-10\\-20\\{z0 + 2.5 * index}",
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0028|0030": "0.9\\0.9",
-            "0018|0050": "2.5",
-        }
-        for key, value in tags.items():
-            image.SetMetaData(key, value)
-        writer.SetFileName(str(folder / f"slice{index:03d}.dcm"))
-        writer.Execute(image)
-    return array
-
-
 def test_a_dicom_series_folder_is_read_as_one_volume(tmp_path):
-    array = _write_dicom_series(tmp_path / "series", "1.2.826.0.1.3680043.8.498.2")
-    image = read_image(tmp_path / "series")
-    assert image.GetPixelID() == sitk.sitkFloat32
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(image), array.astype(np.float32))
-    np.testing.assert_allclose(image.GetSpacing(), (0.9, 0.9, 2.5), atol=1e-6)
-    np.testing.assert_allclose(image.GetOrigin(), (-10.0, -20.0, 0.0), atol=1e-6)
+    pytest.importorskip("pydicom")
+    image = _volume(dtype=np.int16)
+    write_mr_series(image, tmp_path / "series")
+    back = read_image(tmp_path / "series")
+    assert back.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image).astype(np.float32))
+    np.testing.assert_allclose(back.GetSpacing(), image.GetSpacing(), atol=1e-4)
+    np.testing.assert_allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(back.GetDirection(), image.GetDirection(), atol=1e-5)
 
 
 def test_a_folder_without_dicom_or_with_two_series_is_refused(tmp_path):
+    pytest.importorskip("pydicom")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no DICOM series found in it"):
         read_image(tmp_path / "empty")
-    _write_dicom_series(tmp_path / "mixed", "1.2.826.0.1.3680043.8.498.3")
-    _write_dicom_series(tmp_path / "mixed2", "1.2.826.0.1.3680043.8.498.5")
-    for path in (tmp_path / "mixed2").iterdir():
+    write_mr_series(_volume(dtype=np.int16), tmp_path / "mixed", seed="first")
+    for path in write_mr_series(_volume(dtype=np.int16), tmp_path / "other", seed="second"):
         path.rename(tmp_path / "mixed" / f"b_{path.name}")
     with pytest.raises(InputError, match="2 DICOM series found; give the folder of one series"):
         read_image(tmp_path / "mixed")

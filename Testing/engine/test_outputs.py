@@ -242,7 +242,7 @@ def test_stale_partials_are_never_followed_through_links_nor_looked_for_below_th
     assert folder_named_like_one.is_dir() and nested.read_text() == "below"
 
 
-def test_a_partial_of_a_running_process_of_another_kind_is_kept(tmp_path):
+def test_a_partial_of_another_running_process_is_kept_until_it_ends(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         partial = tmp_path / f".s.partial-{sleeper.pid}-0123abcd.seg.nrrd"

@@ -38,6 +38,7 @@ __all__ = [
     "physical_bounds",
     "fields_overlap",
     "write_image",
+    "check_image_target",
     "ensure_writable",
 ]
 
@@ -278,15 +279,37 @@ def _suffix(path: Path) -> str:
     return path.suffix
 
 
+def check_image_target(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, an image output whose format keeps its voxels in a second file (``.mhd``,
+    ``.nhdr``): written atomically, that file would carry the temporary name the header was written under. Returns
+    the path.
+
+    Raises:
+        OutputError: names the formats to use instead.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if suffix in (".mhd", ".nhdr"):
+        raise OutputError(
+            f"cannot write {path}: a {suffix} header keeps its voxels in a second file; write .mha or .nrrd "
+            "(header and voxels in one file)"
+        )
+    return path
+
+
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write atomically: a temporary file with the same extension beside ``path``, then rename.
 
     Raises:
-        OutputError: the file cannot be written.
+        OutputError: the file cannot be written, or ``path`` is a ``.mhd``/``.nhdr`` header (its voxels would lie
+            in a second file that cannot be renamed with it).
     """
-    path = Path(path)
+    path = check_image_target(path)
     suffix = _suffix(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~current_umask())
     try:

@@ -179,10 +179,12 @@ class OutputSet:
             OutputError: a rename failed (the staged files not yet renamed are removed).
         """
         done = []
-        for tmp, target in self._pending:
+        for index, (tmp, target) in enumerate(self._pending):
             try:
                 os.replace(tmp, target)
             except OSError as err:
+                self._pending = self._pending[index:]
+                self.discard()
                 raise OutputError(f"cannot write {target}: {err.strerror or err}") from None
             done.append(target)
         self._pending.clear()

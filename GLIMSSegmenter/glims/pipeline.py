@@ -23,7 +23,7 @@ import SimpleITK as sitk
 
 from . import __version__
 from .catalog import ModelSpec, load_catalog
-from .imageio import Geometry, ensure_writable, write_image
+from .imageio import Geometry, check_image_target, ensure_writable, write_image
 from .inference import InferenceOptions, load_models, predict_logits
 from .inputroles import assign_inputs
 from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
@@ -128,6 +128,9 @@ def segment_files(
         if v is not None
     }
     check_targets(targets, inputs)  # no output overwrites an input or another output
+    for path in (labelmap, probabilities):
+        if path is not None:
+            check_image_target(path)  # a format that keeps its voxels in a second file cannot be written atomically
     for path in targets.values():
         ensure_writable(path)
     for folder in {Path(path).parent for path in targets.values()}:

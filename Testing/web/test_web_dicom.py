@@ -1,5 +1,5 @@
 """The web app with DICOM in a real browser: a generated DICOM series loads from the server's data folder and from
-"Upload a folder", the tiny CT model segments it, and the DICOM SEG and RT Structure Set downloads read back with
+"Upload a folder" (and so does the shared real CT series), the tiny CT model segments it, and the DICOM SEG and RT Structure Set downloads read back with
 highdicom and pydicom (SOP class, the source series as reference, one segment per model label); a case loaded from
 NIfTI gets the reason instead of a download.
 """
@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from browser import waitFor
 from conftest import TOKEN
-from dicom_series import write_mr_series
+from dicom_series import identified_ct_copy, write_mr_series
 from test_web_app import JOB_TIMEOUT_S, _choose, _click, _state, _tab, _text
 
 pytestmark = pytest.mark.usefixtures("browser_available")
@@ -65,6 +65,7 @@ def web_server(web_home, data_folder, tmp_path_factory):
 
 def _loadDataCase(chrome, title: str) -> None:
     _tab(chrome, "segment")
+    chrome.execute_script("window.trame.state.set('case_message', '')")
     _click(chrome, "glims-data-menu")
     item = waitFor(lambda: [o for o in chrome.find_elements("css selector", ".v-overlay .v-list-item")
                             if title in o.text and o.is_displayed()], 20, f"'{title}' in the data menu")
@@ -143,22 +144,42 @@ def test_dicom_series_from_the_data_folder_exports_seg_and_rtstruct(chrome, data
     assert study.RTReferencedSeriesSequence[0].SeriesInstanceUID == source.first.SeriesInstanceUID
 
 
-def test_uploaded_dicom_folder_exports_seg(chrome, data_folder):
+def _uploadSegmentAndExportSeg(chrome, folder: Path):
+    """Upload ``folder`` (one series) with *Upload a folder*, segment it, download its DICOM SEG; read by highdicom."""
     import highdicom
 
+    chrome.refresh()  # a fresh file input: Chromium's driver adds the files to those of an earlier upload
+    waitFor(lambda: _state(chrome, "case_data"), 60, "the page after reloading")
     _tab(chrome, "segment")
+    chrome.execute_script("window.trame.state.set('case_message', '')")
     upload = chrome.find_element("css selector", "#glims-upload-folder")
-    upload.send_keys(str(data_folder / "ct-case" / "dicom"))
+    upload.send_keys(str(folder))
     waitFor(lambda: "Loaded 1 volumes" in _text(chrome, "glims-case-message"), 60, "the uploaded series")
-    assert _state(chrome, "case_title") == "Uploaded DICOM series: 10 files"
+    assert _state(chrome, "case_title") == f"Uploaded DICOM series: {len(list(folder.glob('*.dcm')))} files"
     assert _state(chrome, "edit_segmentations") == []
     _segmentWithTinyCt(chrome)
-
     before = _downloads(chrome)
     assert _export(chrome, "DICOM SEG").startswith("Exported")
     seg = highdicom.seg.segread(_download(chrome, before))
     assert seg.SOPClassUID == SEGMENTATION_STORAGE
+    return seg
+
+
+def test_uploaded_dicom_folder_exports_seg(chrome, data_folder):
+    seg = _uploadSegmentAndExportSeg(chrome, data_folder / "ct-case" / "dicom")
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == _series(data_folder).first.SeriesInstanceUID
+
+
+@pytest.mark.slow
+def test_uploaded_real_ct_series_exports_seg(chrome, shared_data, tmp_path):
+    """The shared CT series (its blanked UIDs filled in, see ``identified_ct_copy``), 512 x 512 slices."""
+    from glims.dicom.source import read_source_series
+
+    folder = identified_ct_copy(shared_data / "ct" / "totalseg_example_ct_dicom" / "dicom", tmp_path / "ct")
+    seg = _uploadSegmentAndExportSeg(chrome, folder)
+    source = read_source_series(folder)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.first.SeriesInstanceUID
+    assert seg.StudyInstanceUID == source.first.StudyInstanceUID and (seg.Rows, seg.Columns) == (512, 512)
 
 
 def test_a_case_not_from_dicom_says_why_instead_of_a_download(chrome):

@@ -193,4 +193,4 @@ class CaseStep:
             first.get("SeriesNumber", ""),
             first.get("SeriesDescription", "") or first.get("Modality", "series"),
         )
-        return f"{number}: {description}" if number != "" else str(description)
+        return f"{number}: {description}" if number not in ("", None) else str(description)

@@ -157,7 +157,7 @@ class CaseStep:
             node, problem = sceneio.loadDicomSeries(app.volumes_logic, case.files, self._seriesName(case))
             note = f" DICOM export will not be possible: {problem}." if problem else ""
             if node is None:
-                self.state.case_message = f"The DICOM series '{case.title}' could not be read as a volume."
+                self.state.case_message = f"Not loaded: {problem or 'the DICOM series could not be read as a volume'}."
                 self.context.segment.refreshVolumes()
                 return
             loaded.append(node)

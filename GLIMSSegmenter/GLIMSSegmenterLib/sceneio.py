@@ -460,12 +460,14 @@ def loadDicomSeries(volumesLogic, files: Sequence[str | os.PathLike], name: str)
     :func:`dicomSourceFiles` reads back for a DICOM export).
 
     A series the DICOM writer cannot refer to (e.g. anonymised with its UIDs removed) is still read, in file name
-    order and without DICOM identity.
+    order and without DICOM identity; files of several series are not read.
 
     Returns:
-        The volume node (None when the files could not be read as a volume), and "" or why a DICOM export will not
-        be possible for it.
+        The volume node (None when the files could not be read as one volume), and "" or why a DICOM export will
+        not be possible for it (or why nothing was read).
     """
+    import pydicom
+
     from glims.dicom.source import read_source_series
     from glims.errors import GlimsError
 
@@ -475,6 +477,11 @@ def loadDicomSeries(volumesLogic, files: Sequence[str | os.PathLike], name: str)
         ordered, uids = [ds.filename for ds in source.datasets], [ds.SOPInstanceUID for ds in source.datasets]
     except GlimsError as err:
         problem, ordered, uids = str(err), sorted(str(f) for f in files), []
+        series = {
+            str(pydicom.dcmread(f, stop_before_pixels=True, force=True).get("SeriesInstanceUID", "")) for f in files
+        }
+        if len(series - {""}) > 1:
+            return None, f"the files hold {len(series - {''})} DICOM series; give the files of one series"
     names = _stringArray([str(f) for f in ordered])
     volume = volumesLogic.AddArchetypeVolume(str(ordered[0]), name, 0, names) if ordered else None
     if volume is not None and uids:

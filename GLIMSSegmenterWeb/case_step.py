@@ -1,8 +1,9 @@
 """The Case step: load a case from the sample cases, the server's data folder (``--data``) or an upload.
 
 Loading empties the scene first (as Slicer's File > Close Scene), then reads each image as a volume named after its
-file, so that the model's inputs are assigned by name. Uploads are checked (file type, image header, total size)
-and written to a fresh folder inside the session folder.
+file, so that the model's inputs are assigned by name. A DICOM series is read as one volume that keeps its source
+files and instance UIDs, as Slicer's DICOM loader does, so that DICOM SEG and RT Structure Set exports refer to it.
+Uploads are checked (file type, image header, total size) and written to a fresh folder inside the session folder.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import logging
 from pathlib import Path
 
 from glims.errors import InputError
+from GLIMSSegmenterLib import sceneio
 from GLIMSSegmenterLib.engine import engineEnvironment
 
 from .cases import CaseFiles, dataFolderCases, generatedFiles, sampleCases, sampleGeneration, volumeName
-from .security import checkImageFile, safeUploadName
+from .security import DICOM_SUFFIX, checkImageFile, safeUploadName
 
 __all__ = ["CaseStep"]
 
@@ -116,12 +118,22 @@ class CaseStep:
         try:
             for name, content in received:
                 target = folder / safeUploadName(name)
+                if target.exists():
+                    raise InputError(f"two uploaded files are named '{target.name}'")
                 target.write_bytes(content)
                 checkImageFile(target)
                 paths.append(target)
         except InputError as err:
             self.context.session.fresh("upload")
             self.state.case_message = f"Not loaded: {err}."
+            return
+        series = [p for p in paths if p.name.lower().endswith(DICOM_SUFFIX)]
+        if series and len(series) < len(paths):
+            self.context.session.fresh("upload")
+            self.state.case_message = "Not loaded: upload either the .dcm files of one DICOM series or volume files."
+            return
+        if series:
+            self.loadFiles(CaseFiles("upload", f"Uploaded DICOM series: {len(series)} files", tuple(series), True))
             return
         volumes = [p for p in paths if not p.name.lower().endswith((".raw", ".raw.gz"))]
         self.loadFiles(CaseFiles("upload", f"Uploaded: {', '.join(p.name for p in volumes)}", tuple(volumes)))
@@ -140,8 +152,16 @@ class CaseStep:
         app.segmentation_editor.deactivate_effect()
         app.scene.Clear()
         self.context.editing.reset()
-        loaded = []
-        for path in case.files:
+        loaded, note = [], ""
+        if case.dicom:
+            node, problem = sceneio.loadDicomSeries(app.volumes_logic, case.files, self._seriesName(case))
+            note = f" DICOM export will not be possible: {problem}." if problem else ""
+            if node is None:
+                self.state.case_message = f"Not loaded: {problem or 'the DICOM series could not be read as a volume'}."
+                self.context.segment.refreshVolumes()
+                return
+            loaded.append(node)
+        for path in () if case.dicom else case.files:
             node = app.volumes_logic.AddArchetypeVolume(str(path), volumeName(Path(path)))
             if node is None:
                 self.state.case_message = f"'{Path(path).name}' could not be read as a volume."
@@ -157,5 +177,20 @@ class CaseStep:
         app.display_manager.show_volume_in_slice_background(shown)
         app.display_manager.reset_views()
         self.state.case_title = case.title
-        self.state.case_message = f"Loaded {len(loaded)} volumes: {', '.join(n.GetName() for n in loaded)}."
+        self.state.case_message = f"Loaded {len(loaded)} volumes: {', '.join(n.GetName() for n in loaded)}.{note}"
         self.context.onCaseLoaded()
+
+    @staticmethod
+    def _seriesName(case: CaseFiles) -> str:
+        """The volume name of a DICOM series as Slicer's DICOM loader gives it: "number: description"."""
+        import pydicom
+
+        try:
+            first = pydicom.dcmread(case.files[0], stop_before_pixels=True)
+        except Exception:  # unreadable header: the volume reader says so
+            return "DICOM series"
+        number, description = (
+            first.get("SeriesNumber", ""),
+            first.get("SeriesDescription", "") or first.get("Modality", "series"),
+        )
+        return f"{number}: {description}" if number not in ("", None) else str(description)

@@ -1,5 +1,7 @@
 """Where a case comes from: uploaded files, a folder of the server (``--data``), or the sample cases.
 
+A case is either volume files (one volume each) or one DICOM image series (``.dcm`` files, one volume).
+
 Sample cases: the synthetic demo case (generated on first use, as ``glims demo`` does; known truth, no licence
 needed) and, where the project's shared data is present, the real TCGA-FG-6692 case (TCIA TCGA-LGG, CC BY 3.0).
 """
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from glims.errors import InputError
 
-from .security import IMAGE_SUFFIXES
+from .security import DICOM_SUFFIX, IMAGE_SUFFIXES
 
 __all__ = [
     "CaseFiles",
@@ -24,6 +26,7 @@ __all__ = [
     "prepareSample",
     "dataFolderCases",
     "imageFiles",
+    "dicomFiles",
     "volumeName",
     "sharedDataRoot",
 ]
@@ -38,11 +41,12 @@ _VOLUME_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in (".raw", ".raw.gz
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """A case to load: an id for the page, a title and its image files."""
+    """A case to load: an id for the page, a title and its image files (the slices of one series when ``dicom``)."""
 
     caseId: str
     title: str
     files: tuple[Path, ...] = ()
+    dicom: bool = False
 
 
 def sharedDataRoot() -> Path | None:
@@ -142,16 +146,28 @@ def imageFiles(folder: Path) -> list[Path]:
     return found
 
 
+def dicomFiles(folder: Path) -> list[Path]:
+    """The DICOM files (``*.dcm``) directly in ``folder``, sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(DICOM_SUFFIX))
+
+
 def dataFolderCases(dataFolder: Path | None) -> list[CaseFiles]:
-    """Cases in the server's data folder: the folder itself and each subfolder that holds volume files."""
+    """Cases in the server's data folder: the folder itself and each subfolder that holds volume files, and each
+    folder down to two levels below it that holds a DICOM series (e.g. ``case/dicom/*.dcm``)."""
     if dataFolder is None or not dataFolder.is_dir():
         return []
     cases = []
-    for folder in [dataFolder, *sorted(p for p in dataFolder.iterdir() if p.is_dir())]:
+    subfolders = sorted(p for p in dataFolder.iterdir() if p.is_dir())
+    for folder in [dataFolder, *subfolders]:
         files = imageFiles(folder)
         if files:
             name = folder.name if folder != dataFolder else f"{folder.name} (top level)"
             cases.append(CaseFiles(f"data:{len(cases)}", name, tuple(files)))
+    for folder in [dataFolder, *[p for s in subfolders for p in (s, *sorted(q for q in s.iterdir() if q.is_dir()))]]:
+        files = dicomFiles(folder)
+        if files:
+            name = folder.relative_to(dataFolder).as_posix() if folder != dataFolder else folder.name
+            cases.append(CaseFiles(f"data:{len(cases)}", f"{name} (DICOM series)", tuple(files), dicom=True))
     return cases
 
 

@@ -1,7 +1,9 @@
-"""The Export step: the edited segmentation as browser downloads (Slicer ``.seg.nrrd``, NIfTI label map, STL).
+"""The Export step: the edited segmentation as browser downloads (Slicer ``.seg.nrrd``, NIfTI label map, STL, DICOM
+SEG, DICOM RT Structure Set).
 
 The files are written by the module's logic (``GLIMSSegmenterLogic.export``: same names, label values and
-terminology as in Slicer) into the session folder, then sent to the browser; STL surfaces come as one zip.
+terminology as in Slicer) into the session folder, then sent to the browser; STL surfaces come as one zip. The DICOM
+objects need the reference volume loaded from a DICOM series; otherwise the page says why instead of a download.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import logging
 import zipfile
 from pathlib import Path
+
+from GLIMSSegmenterLib import sceneio
 
 __all__ = ["ExportStep", "DOWNLOAD_FORMATS"]
 
@@ -18,6 +22,8 @@ DOWNLOAD_FORMATS = (
     {"value": "seg.nrrd", "title": "Slicer segmentation (.seg.nrrd)"},
     {"value": "nifti", "title": "NIfTI label map (.nii.gz)"},
     {"value": "stl", "title": "STL surfaces (.zip, one file per segment)"},
+    {"value": "dicom", "title": "DICOM SEG (.dcm)"},
+    {"value": "rtstruct", "title": "DICOM RT Structure Set (.dcm)"},
 )
 
 
@@ -52,6 +58,11 @@ class ExportStep:
         if fileFormat not in {f["value"] for f in DOWNLOAD_FORMATS}:
             self.state.export_message = f"Unknown export format {fileFormat!r}."
             return ""
+        if fileFormat in sceneio.DICOM_FORMATS:
+            problem = sceneio.dicomExportProblem(node, self.context.logic.referenceVolume(node))
+            if problem:
+                self.state.export_message = f"DICOM export is not possible: {problem}."
+                return ""
         folder = self.context.session.fresh("export")
         name = self.downloadName(node, fileFormat)
         try:

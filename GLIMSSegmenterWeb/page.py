@@ -91,7 +91,7 @@ def _caseSection(server, context) -> None:
             classes="mt-2",
             raw_attrs=["webkitdirectory"] if folder else [],
             disabled=("case_loading_locked || case_loading",),
-            accept=None if folder else ".nii,.gz,.nrrd,.nhdr,.mha,.mhd,.raw",
+            accept=None if folder else ".nii,.gz,.nrrd,.nhdr,.mha,.mhd,.raw,.dcm",
             change=_UPLOAD_SCRIPT % trigger,
         )
     v.VProgressLinear(v_if="case_loading", indeterminate=True, classes="mt-1")

@@ -4,7 +4,8 @@
   made at start and printed in the URL (as notebook servers do). The first request carries it as ``?token=``; the
   server answers with a cookie, and every later request (the page's files and its websocket) must carry one of
   the two. Anything else gets ``403``.
-* Uploads: image files only (by name and by a readable image header), at most a total size per load.
+* Uploads: image files only (volumes, or the ``.dcm`` slices of one DICOM series; by name and by a readable image
+  header), at most a total size per load.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from glims.errors import InputError
 __all__ = [
     "LOCAL_HOSTS",
     "IMAGE_SUFFIXES",
+    "DICOM_SUFFIX",
     "isLocalHost",
     "newAccessToken",
     "tokenMiddleware",
@@ -32,6 +34,9 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".raw", ".raw.gz")
 """File types accepted as upload (volumes; ``.nhdr``/``.mhd`` come with their data file)."""
+
+DICOM_SUFFIX = ".dcm"
+"""DICOM files accepted as upload: the slices of one image series, read as one volume."""
 
 DEFAULT_UPLOAD_LIMIT_MB = 2048
 """Total size of one upload, in MB (a four-sequence brain MRI is about 30-120 MB)."""
@@ -87,13 +92,13 @@ def safeUploadName(name: str) -> str:
     base = PureWindowsPath(PurePosixPath(str(name)).name).name.strip()
     if not base or base in (".", "..") or base.startswith("."):
         raise InputError(f"invalid upload file name {name!r}")
-    if not base.lower().endswith(IMAGE_SUFFIXES):
-        raise InputError(f"'{base}' is not an image file this page reads ({', '.join(IMAGE_SUFFIXES)})")
+    if not base.lower().endswith((*IMAGE_SUFFIXES, DICOM_SUFFIX)):
+        raise InputError(f"'{base}' is not an image file this page reads ({', '.join(IMAGE_SUFFIXES)}, {DICOM_SUFFIX})")
     return base
 
 
 def checkImageFile(path: Path) -> None:
-    """Raise InputError unless ``path`` has a readable image header (NIfTI, NRRD, MetaImage)."""
+    """Raise InputError unless ``path`` has a readable image header (NIfTI, NRRD, MetaImage, DICOM)."""
     if path.name.lower().endswith((".raw", ".raw.gz")):
         return  # the data file of a .nhdr/.mhd header
     import SimpleITK as sitk

@@ -30,6 +30,7 @@ __all__ = [
     "DICOM_FORMATS",
     "ALGORITHM_TYPE_TAG",
     "dicomSourceFiles",
+    "loadDicomSeries",
     "dicomExportProblem",
     "writeDicomFile",
     "loadedFiles",
@@ -451,6 +452,41 @@ def dicomSourceFiles(volumeNode) -> list[str]:
         if storage.GetNthFileName(i) != storage.GetFileName()
     ]
     return files if len(files) == len(uids) and all(os.path.isfile(f) for f in files) else []
+
+
+def loadDicomSeries(volumesLogic, files: Sequence[str | os.PathLike], name: str):
+    """Read one DICOM image series into a scalar volume as Slicer's DICOM loader leaves it: the files in slice
+    order in its storage node's file list and their SOP Instance UIDs in ``DICOM.instanceUIDs`` (what
+    :func:`dicomSourceFiles` reads back for a DICOM export).
+
+    A series the DICOM writer cannot refer to (e.g. anonymised with its UIDs removed) is still read, in file name
+    order and without DICOM identity; files of several series are not read.
+
+    Returns:
+        The volume node (None when the files could not be read as one volume), and "" or why a DICOM export will
+        not be possible for it (or why nothing was read).
+    """
+    import pydicom
+
+    from glims.dicom.source import read_source_series
+    from glims.errors import GlimsError
+
+    problem = ""
+    try:
+        source = read_source_series(files)
+        ordered, uids = [ds.filename for ds in source.datasets], [ds.SOPInstanceUID for ds in source.datasets]
+    except GlimsError as err:
+        problem, ordered, uids = str(err), sorted(str(f) for f in files), []
+        series = {
+            str(pydicom.dcmread(f, stop_before_pixels=True, force=True).get("SeriesInstanceUID", "")) for f in files
+        }
+        if len(series - {""}) > 1:
+            return None, f"the files hold {len(series - {''})} DICOM series; give the files of one series"
+    names = _stringArray([str(f) for f in ordered])
+    volume = volumesLogic.AddArchetypeVolume(str(ordered[0]), name, 0, names) if ordered else None
+    if volume is not None and uids:
+        volume.SetAttribute("DICOM.instanceUIDs", " ".join(uids))
+    return volume, problem
 
 
 def dicomExportProblem(segmentationNode, referenceVolume) -> str:

@@ -20,6 +20,7 @@ def test_only_loopback_hosts_go_without_token():
     ("BraTS/case1/case1_t1ce.nrrd", "case1_t1ce.nrrd"),  # a folder upload: the folder part is dropped
     ("../../etc/t2.nii", "t2.nii"),
     ("C:\\Users\\me\\t1.mha", "t1.mha"),
+    ("export/series3/IM0001.dcm", "IM0001.dcm"),  # the slices of a DICOM series
 ])
 def test_upload_names_lose_their_folders(sent, kept):
     from GLIMSSegmenterWeb.security import safeUploadName
@@ -81,6 +82,18 @@ def test_data_folder_cases_hold_volumes_only(tmp_path):
     assert found.title == "case7"
     assert [p.name for p in found.files] == ["case7_flair.nii.gz", "case7_t1.nrrd"]
     assert [volumeName(p) for p in found.files] == ["case7_flair", "case7_t1"]
+
+
+def test_data_folder_dicom_series_are_cases(tmp_path):
+    from GLIMSSegmenterWeb.cases import dataFolderCases
+
+    for folder in ("case8/dicom", "series9", "case8/dicom/too_deep"):
+        (tmp_path / folder).mkdir(parents=True)
+        for name in ("IM2.dcm", "IM1.DCM", "notes.txt"):
+            (tmp_path / folder / name).write_bytes(b"")
+    found = dataFolderCases(tmp_path)
+    assert [(c.title, c.dicom) for c in found] == [("case8/dicom (DICOM series)", True), ("series9 (DICOM series)", True)]
+    assert [p.name for p in found[0].files] == ["IM1.DCM", "IM2.dcm"]
 
 
 def test_real_sample_case_is_offered_with_shared_data_and_matches_the_inputs(shared_data):

@@ -16,6 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+TOKEN = "browser-test-token"
+"""The access token the tests start the web app with (and send with every request)."""
+DEMO_SIZE = 64
+"""Edge of the synthetic sample case in the tests (voxels): small, so that a segmentation takes seconds."""
+
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",

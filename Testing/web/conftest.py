@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from browser import DEMO_SIZE, TOKEN
+
 HERE = Path(__file__).resolve().parent
 
-DEMO_SIZE = 64
-"""Edge of the synthetic sample case in the tests (voxels): small, so that a segmentation takes seconds."""
-TOKEN = "browser-test-token"
 
 
 def _missing() -> str:

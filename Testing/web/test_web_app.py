@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import changedFraction, elementPixels, viewImages, waitFor
-from conftest import DEMO_SIZE
+from browser import DEMO_SIZE, changedFraction, elementPixels, viewImages, waitFor
 
 pytestmark = pytest.mark.usefixtures("browser_available")
 

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from browser import waitFor
-from conftest import TOKEN
+from browser import TOKEN, waitFor
 from dicom_series import identified_ct_copy, write_mr_series
 from test_web_app import JOB_TIMEOUT_S, _choose, _click, _state, _tab, _text
 

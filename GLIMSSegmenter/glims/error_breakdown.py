@@ -31,7 +31,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import ConfigError, InputError
-from .metrics import REGIONS, LabelConvention, _bounding_box, check_labels, dice, region_masks, squared_distance_map
+from .metrics import REGIONS, LabelConvention, bounding_box, check_labels, dice, region_masks, squared_distance_map
 
 __all__ = [
     "ERROR_KINDS",
@@ -112,7 +112,7 @@ def _within(points: np.ndarray, target: np.ndarray, spacing: Sequence[float], li
     if not points.any() or not target.any():
         return out
     grow = [int(np.ceil(limit_mm / float(step))) for step in spacing]
-    box = tuple(slice(max(0, b.start - g), b.stop + g) for b, g in zip(_bounding_box(points), grow, strict=False))
+    box = tuple(slice(max(0, b.start - g), b.stop + g) for b, g in zip(bounding_box(points), grow, strict=False))
     squared = squared_distance_map(target[box], spacing)
     out[box] = points[box] & (squared <= limit_mm**2 + 1e-6)
     return out

@@ -45,6 +45,7 @@ __all__ = [
     "dice",
     "surface_mask",
     "squared_distance_map",
+    "bounding_box",
     "hd95",
     "RegionScore",
     "score_regions",
@@ -234,7 +235,8 @@ def squared_distance_map(features: np.ndarray, spacing: Sequence[float]) -> np.n
     return squared.numpy()
 
 
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every true voxel of a non-empty ``mask``."""
     slices = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
@@ -268,9 +270,9 @@ def hd95(
     if not has_pred or not has_ref:
         return float(empty_penalty)
     # Work in the bounding box of both masks plus one voxel of background, which holds both surfaces.
-    box = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in _bounding_box(pred | ref))
+    box = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in bounding_box(pred | ref))
     pred_surface, ref_surface = surface_mask(pred[box]), surface_mask(ref[box])
-    box = _bounding_box(pred_surface | ref_surface)
+    box = bounding_box(pred_surface | ref_surface)
     pred_surface, ref_surface = pred_surface[box], ref_surface[box]
     to_ref = np.sqrt(squared_distance_map(ref_surface, spacing)[pred_surface])
     to_pred = np.sqrt(squared_distance_map(pred_surface, spacing)[ref_surface])

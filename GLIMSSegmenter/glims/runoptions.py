@@ -222,22 +222,25 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
 """Every option of a segmentation run, in the order of ``glims segment --help`` and of the panel's rows."""
 
 
-def run_option(name: str, options: tuple[RunOption, ...] = RUN_OPTIONS) -> RunOption:
-    """The option called ``name`` (raises KeyError naming the known ones)."""
+def run_option(name: str, options: tuple[RunOption, ...] | None = None) -> RunOption:
+    """The option called ``name`` among ``options`` (default: :data:`RUN_OPTIONS`); raises KeyError naming the
+    known ones."""
+    options = RUN_OPTIONS if options is None else options
     for option in options:
         if option.name == name:
             return option
     raise KeyError(f"no run option {name!r}; known: {', '.join(o.name for o in options)}")
 
 
-def front_end_options(options: tuple[RunOption, ...] = RUN_OPTIONS) -> tuple[RunOption, ...]:
-    """The options the Slicer panel and the web page offer (all but the advanced ones), in order."""
-    return tuple(option for option in options if not option.advanced)
+def front_end_options(options: tuple[RunOption, ...] | None = None) -> tuple[RunOption, ...]:
+    """The options the Slicer panel and the web page offer (all but the advanced ones of ``options``, default
+    :data:`RUN_OPTIONS`), in order."""
+    return tuple(option for option in (RUN_OPTIONS if options is None else options) if not option.advanced)
 
 
 def add_run_arguments(
     parser: argparse.ArgumentParser,
-    options: tuple[RunOption, ...] = RUN_OPTIONS,
+    options: tuple[RunOption, ...] | None = None,
     help_prefix: str = "",
 ) -> None:
     """Add one argument per option: flags store True; the others default to None ("not given"), so the command
@@ -248,7 +251,7 @@ def add_run_arguments(
         options: which options (default: all).
         help_prefix: put before each help text (e.g. ``"with -m: "``).
     """
-    for option in options:
+    for option in RUN_OPTIONS if options is None else options:
         text = help_prefix + option.help
         if option.kind is OptionKind.FLAG:
             parser.add_argument(option.flag, action="store_true", help=text)
@@ -264,12 +267,13 @@ def add_run_arguments(
             parser.add_argument(option.flag, default=None, metavar=option.metavar, help=text)
 
 
-def given_arguments(values: Mapping[str, object], options: tuple[RunOption, ...] = RUN_OPTIONS) -> list[str]:
+def given_arguments(values: Mapping[str, object], options: tuple[RunOption, ...] | None = None) -> list[str]:
     """The ``glims segment`` arguments for option name -> value (None and unset flags give nothing).
 
     Raises:
         KeyError: a name that is not an option.
     """
+    options = RUN_OPTIONS if options is None else options
     unknown = sorted(set(values) - {option.name for option in options})
     if unknown:
         raise KeyError(f"no run option {', '.join(map(repr, unknown))}; known: {', '.join(o.name for o in options)}")

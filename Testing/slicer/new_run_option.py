@@ -49,8 +49,7 @@ def engine_report() -> dict:
     from glims.cli import build_parser
 
     parser = build_parser()
-    given = [text for spec in NEW_OPTIONS.values() for text in ([spec["flag"]] if spec["set"] is True else
-                                                                  [spec["flag"], str(spec["set"])])]
+    given = ["--sharper-edges", "--edge-weight", "0.7"]  # as a user types them
     parsed = parser.parse_args(["segment", "-i", "a.nrrd", "-o", "o.seg.nrrd", *given])
     unset = parser.parse_args(["segment", "-i", "a.nrrd", "-o", "o.seg.nrrd"])
     return {

@@ -3,18 +3,14 @@ else is edited), then prints as JSON what every layer made of them.
 
 The declaration is extended before any front end is imported, as an edit of ``RUN_OPTIONS`` would be: the
 command line's parser, the Slicer module's parameters (written to and read from a real MRML parameter node), the
-engine arguments, the panel's rows (the real ``.ui`` in PySide6) and the web page's state and controls.
+engine arguments, the panel's rows (the real ``.ui`` in PySide6) and the web page's state and controls. Run it
+with the checkout and its ``GLIMSSegmenter`` folder on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 
 NEW_OPTIONS = {
     "sharperEdges": {"flag": "--sharper-edges", "kind": "FLAG", "default": False, "set": True},
@@ -113,7 +109,6 @@ def web_report() -> dict:
 
 
 def main() -> None:
-    sys.path[:0] = [str(HERE), str(REPO), str(REPO / "GLIMSSegmenter")]
     declare()
     print(json.dumps({"engine": engine_report(), "slicer": slicer_report(), "panel": panel_report(),
                       "web": web_report()}))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from glims.runoptions import RUN_OPTIONS, OptionKind, RunOption, given_arguments, run_option
 from GLIMSSegmenterLib.engine import segmentArguments
 from GLIMSSegmenterLib.parameters import PARAMETER_TYPES, SegmentationParameters
 from GLIMSSegmenterLib.runoptions import PANEL_OPTIONS, changedOptions, modelValues, widgetName
-from glims.runoptions import RUN_OPTIONS, OptionKind, RunOption, given_arguments, run_option
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,7 +23,9 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def new_options_report() -> dict:
     """What each layer made of two options added to the declaration only (``new_run_option.py``)."""
-    environment = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    repo = HERE.parents[1]
+    paths = [str(repo), str(repo / "GLIMSSegmenter"), os.environ.get("PYTHONPATH", "")]
+    environment = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     result = subprocess.run([sys.executable, str(HERE / "new_run_option.py")], capture_output=True, text=True,
                             env=environment, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

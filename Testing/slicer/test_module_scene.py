@@ -8,8 +8,8 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from GLIMSSegmenterLib import sceneio
 from glims.catalog import DEFAULT_OVERLAP
+from GLIMSSegmenterLib import sceneio
 from GLIMSSegmenterLib.parameters import INPUT_SLOTS, PARAMETER_TYPES, SegmentationParameters
 
 MODEL = "tiny-btcv"

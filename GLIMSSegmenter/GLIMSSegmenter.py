@@ -13,8 +13,8 @@ needs are installed on first use, after asking.
 
 import logging
 import os
-from typing import Annotated
 
+import ctk
 import qt
 import slicer
 import vtk
@@ -33,7 +33,8 @@ from GLIMSSegmenterLib.engine import engineEnvironment
 from GLIMSSegmenterLib.finetuning import FineTuningLogic
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic  # noqa: F401  (Slicer looks it up in this module)
-from GLIMSSegmenterLib.parameters import DEFAULT_OVERLAP, DEVICES, INPUT_SLOTS, SegmentationParameters
+from GLIMSSegmenterLib.parameters import INPUT_SLOTS, SegmentationParameters
+from GLIMSSegmenterLib.runoptions import addOptionRows, modelValues, wrapperOptionFields
 
 
 class GLIMSSegmenter(ScriptedLoadableModule):
@@ -77,12 +78,14 @@ def registerSampleData():
 
 
 @parameterNodeWrapper
+@wrapperOptionFields(Choice, WithinRange)
 class GLIMSSegmenterParameterNode:
     """The panel's state, saved with the scene. Same fields as ``GLIMSSegmenterLib.parameters.PARAMETER_TYPES``.
 
     modelId: catalog model id. inputVolume1-4: one volume per model input, in the catalog's input order.
-    outputSegmentation: segmentation to replace, or None for a new one. device, overlap, testTimeFlips, wholeImage:
-    run options.
+    outputSegmentation: segmentation to replace, or None for a new one. Plus one field per run option of the panel
+    (``GLIMSSegmenterLib.runoptions.PANEL_OPTIONS``: device, overlap, testTimeFlips, wholeImage), added by
+    ``wrapperOptionFields``; the overlap is set to the model's own on model change.
     """
 
     modelId: str
@@ -91,10 +94,11 @@ class GLIMSSegmenterParameterNode:
     inputVolume3: vtkMRMLScalarVolumeNode
     inputVolume4: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
-    device: Annotated[str, Choice(list(DEVICES))] = "auto"
-    overlap: Annotated[float, WithinRange(0.0, 0.9)] = DEFAULT_OVERLAP  # set to the model's own on model change
-    testTimeFlips: bool = False
-    wholeImage: bool = False
+
+
+def _createWidget(className):
+    """A new widget of a Qt or CTK class (for the run option rows of the panel)."""
+    return getattr(ctk if className.startswith("ctk") else qt, className)()
 
 
 class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -124,6 +128,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/GLIMSSegmenter.ui"))
         self.layout.addWidget(uiWidget)
+        addOptionRows(slicer.util.findChild(uiWidget, "advancedCollapsibleButton").layout(), _createWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = GLIMSSegmenterLogic()
@@ -376,7 +381,8 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode.modelId = self.ui.modelComboBox.itemData(index)
         spec = self._currentModel()
         if spec is not None:
-            self._parameterNode.overlap = spec.overlap  # each model starts from its own overlap
+            for name, value in modelValues(spec).items():  # each model starts from its own overlap, ...
+                setattr(self._parameterNode, name, value)
         self.onAutoFillInputs(onlyEmpty=True)
 
     def onAutoFillInputs(self, checked=False, onlyEmpty=False):

@@ -18,6 +18,8 @@ __all__ = ["main", "parseArguments"]
 
 
 def parseArguments(argv: list[str] | None = None) -> argparse.Namespace:
+    from glims.runoptions import DEVICES
+
     from .security import DEFAULT_UPLOAD_LIMIT_MB
 
     parser = argparse.ArgumentParser(
@@ -41,9 +43,7 @@ def parseArguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--home", type=Path, help="glims user folder (models, training set); default: $GLIMS_HOME or the platform's"
     )
-    parser.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda", "mps"), help="default compute device of the engine"
-    )
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="default compute device of the engine")
     parser.add_argument(
         "--demo-size",
         type=int,

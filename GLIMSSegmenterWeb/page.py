@@ -8,12 +8,14 @@ from __future__ import annotations
 from trame.widgets import html
 from trame.widgets import vuetify3 as v
 
+from glims.runoptions import OptionKind, RunOption
 from GLIMSSegmenterLib.parameters import INPUT_SLOTS
+from GLIMSSegmenterLib.runoptions import PANEL_OPTIONS
 
 from .export import DOWNLOAD_FORMATS
-from .segment_job import DEVICE_CHOICES
+from .segment_job import DEVICE_CHOICES, optionStateName
 
-__all__ = ["buildPage"]
+__all__ = ["buildPage", "runOptionsSection"]
 
 _PANEL_WIDTH = 430
 _UPLOAD_SCRIPT = (
@@ -140,22 +142,47 @@ def _modelSection(context) -> None:
             classes="mt-2",
             disabled=("seg_busy || train_busy",),
         )
-    with html.Div(classes="d-flex align-center mt-2 ga-2"):
-        v.VBtn(
-            "Assign by name",
-            size="small",
-            variant="text",
-            click=context.segment.autoAssign,
-            disabled=("seg_busy || train_busy",),
-        )
-        v.VSelect(
-            label="Device",
-            items=("seg_devices", list(DEVICE_CHOICES)),
-            v_model=("seg_device",),
-            density="compact",
-            hide_details=True,
-            disabled=("seg_busy || train_busy",),
-        )
+    v.VBtn(
+        "Assign by name",
+        size="small",
+        variant="text",
+        classes="mt-2",
+        click=context.segment.autoAssign,
+        disabled=("seg_busy || train_busy",),
+    )
+    runOptionsSection()
+
+
+def runOptionsSection(options: tuple[RunOption, ...] = PANEL_OPTIONS) -> None:
+    """*Device and quality*, folded as in the Slicer panel: one control per run option of the front ends, bound
+    to its page state (``segment_job.optionStateName``), its tooltip shown on hover."""
+    with v.VExpansionPanels(classes="mt-2", variant="accordion"):
+        with v.VExpansionPanel(title="Device and quality", id="glims-run-options"):
+            with v.VExpansionPanelText():
+                for option in options:
+                    with html.Div(title=option.tooltip, classes="mt-1"):
+                        _optionControl(option)
+
+
+def _optionControl(option: RunOption) -> None:
+    common = {
+        "id": f"glims-option-{option.name}",
+        "label": option.label,
+        "v_model": (optionStateName(option.name),),
+        "density": "compact",
+        "hide_details": True,
+        "disabled": ("seg_busy || train_busy",),
+    }
+    if option.kind is OptionKind.DEVICE:
+        v.VSelect(items=("seg_devices", list(DEVICE_CHOICES)), **common)
+    elif option.kind is OptionKind.CHOICE:
+        v.VSelect(items=(f"seg_{option.name}_choices", list(option.choices)), **common)
+    elif option.kind is OptionKind.FLAG:
+        v.VCheckbox(**common)
+    elif option.kind is OptionKind.NUMBER:
+        v.VSlider(min=option.minimum, max=option.maximum, step=option.step, thumb_label=True, **common)
+    else:
+        v.VTextField(type="number", min=option.minimum, max=option.maximum, **common)
 
 
 def _runSection(context) -> None:

@@ -1,5 +1,5 @@
 """The Segment step: model picker with licence and model card, inputs assigned by name with an override per role,
-device, **Segment** with stage and progress, **Cancel**.
+the run options (device, window overlap, ...), **Segment** with stage and progress, **Cancel**.
 
 Same semantics as the Slicer module: each run makes a new segmentation node (named after the reference volume and
 the model, with the model's segment names, colours and terminology); nothing is added to the scene unless the
@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from glims.runoptions import OptionKind, RunOption
 from GLIMSSegmenterLib import presentation
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.models import modelChoice, modelSummaryText
 from GLIMSSegmenterLib.parameters import INPUT_SLOTS
+from GLIMSSegmenterLib.runoptions import PANEL_OPTIONS, changedOptions, modelValues
 
-__all__ = ["SegmentStep", "DEVICE_CHOICES"]
+__all__ = ["SegmentStep", "DEVICE_CHOICES", "optionStateName", "setOptionDefaults", "optionValues"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +27,29 @@ DEVICE_CHOICES = (
     {"value": "cpu", "title": "CPU"},
     {"value": "cuda", "title": "GPU (CUDA)"},
 )
+
+
+def optionStateName(name: str) -> str:
+    """The page state that holds the value of the run option ``name``: ``seg_<name>`` (``seg_device``, ...)."""
+    return f"seg_{name}"
+
+
+def setOptionDefaults(state, device: str, options: tuple[RunOption, ...] = PANEL_OPTIONS) -> None:
+    """Put every run option of the page at its default (the device at the server's ``--device``)."""
+    for option in options:
+        state[optionStateName(option.name)] = device if option.kind is OptionKind.DEVICE else option.default
+
+
+_FROM_PAGE = {OptionKind.FLAG: bool, OptionKind.NUMBER: float, OptionKind.INTEGER: int}
+
+
+def optionValues(state, options: tuple[RunOption, ...] = PANEL_OPTIONS) -> dict[str, object]:
+    """Run option name -> value as the page's controls hold it, typed (a slider may give ``0`` for ``0.0``)."""
+    values = {}
+    for option in options:
+        value = state[optionStateName(option.name)]
+        values[option.name] = None if value is None else _FROM_PAGE.get(option.kind, str)(value)
+    return values
 
 
 class SegmentStep:
@@ -50,7 +75,7 @@ class SegmentStep:
         for slot in range(1, INPUT_SLOTS + 1):
             state[f"seg_input_{slot}"] = None
         state.seg_input_labels = []
-        state.seg_device = context.options.device
+        setOptionDefaults(state, context.options.device)
         state.seg_button = "Segment"
         state.seg_button_enabled = False
         state.seg_busy = False
@@ -93,6 +118,8 @@ class SegmentStep:
         spec = self.currentModel()
         self.state.seg_model_summary = modelSummaryText(spec) if spec else "No model selected."
         self.state.seg_model_card = _modelCardText(spec) if spec else ""
+        for name, value in modelValues(spec).items():  # each model starts from its own overlap, ...
+            self.state[optionStateName(name)] = value
         self.state.seg_input_labels = (
             [
                 {"slot": i + 1, "label": presentation.inputLabel(inp.title), "title": inp.title}
@@ -203,9 +230,9 @@ class SegmentStep:
             self.job = self.context.logic.startSegmentation(
                 spec.ref if spec else self.state.seg_model,
                 self.selectedInputs(),
-                device=self.state.seg_device,
                 onProgress=self._onProgress,
                 onLog=self.appendLog,
+                **changedOptions(optionValues(self.state), spec),
             )
         except Exception as err:  # busy, missing input, unknown model: one clear line, the page stays usable
             self.job = None

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from glims.runoptions import given_arguments
+
 __all__ = [
     "MODULE_DIR",
     "pythonExecutable",
@@ -87,22 +89,24 @@ def segmentArguments(
     outputPath: str | os.PathLike,
     labelmapPath: str | os.PathLike | None = None,
     reportPath: str | os.PathLike | None = None,
-    device: str = "auto",
-    overlap: float | None = None,
-    testTimeFlips: bool = False,
-    wholeImage: bool = False,
+    **options,
 ) -> list[str]:
-    """Arguments of ``glims segment`` with JSON progress, inputs in the catalog's input order."""
+    """Arguments of ``glims segment`` with JSON progress, inputs in the catalog's input order.
+
+    Args:
+        options: run options by name (``glims.runoptions.RUN_OPTIONS``: ``device``, ``overlap``,
+            ``testTimeFlips``, ``wholeImage``, ...); one that is None (or an unset flag) is not sent, so the
+            model's own value applies.
+
+    Raises:
+        KeyError: a name that is not a run option.
+    """
     arguments = ["segment", "-m", modelId]
     for path in inputPaths:
         arguments += ["-i", str(path)]
     arguments += ["-o", str(outputPath)]
     arguments += _option("--labelmap", labelmapPath, str) + _option("--report", reportPath, str)
-    arguments += ["--device", device] + _option("--overlap", overlap, "{:g}".format)
-    if testTimeFlips:
-        arguments.append("--tta")
-    if wholeImage:
-        arguments.append("--no-crop")
+    arguments += given_arguments(options)
     arguments += ["--progress", "json"]
     return arguments
 

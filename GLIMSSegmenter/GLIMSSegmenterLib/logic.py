@@ -21,6 +21,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from glims.errors import CatalogError, InputError, OutputError
+from glims.runoptions import given_arguments
 
 from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
@@ -28,8 +29,9 @@ from .exportnames import safeFileName
 from .job import JobSlot, JobState, SegmentationJob
 from .models import loadCatalog, matchVolumes
 from .naming import resultName
-from .parameters import DEFAULT_OVERLAP, INPUT_SLOTS, SegmentationParameters
+from .parameters import INPUT_SLOTS, SegmentationParameters
 from .process import EngineProcess, ProcessOutcome
+from .runoptions import changedOptions, modelValues
 from .warmworker import WarmWorker, sharedWarmWorker
 
 __all__ = ["GLIMSSegmenterLogic", "EXPORT_FORMATS", "INPUT_SLOTS"]
@@ -94,15 +96,18 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
     # ---- parameters ---------------------------------------------------------------------------------------
 
     def setDefaultParameters(self, parameterNode) -> None:
-        """Fill in what is unset: the default model, device ``auto``, the model's own overlap."""
+        """Fill in what is unset: the default model, and the model's own value of each run option a model may set
+        (its catalog entry's window overlap, ...); the other run options keep their defaults (device ``auto``)."""
         params = SegmentationParameters.fromParameterNode(parameterNode)
         if not params.modelId:
             params.modelId = self.defaultModelId()
-        if params.overlap is None:
-            try:
-                params.overlap = self.model(params.modelId).overlap
-            except CatalogError:  # a model this catalog lacks (a scene from elsewhere): the panel says so
-                params.overlap = DEFAULT_OVERLAP
+        try:
+            spec = self.model(params.modelId)
+        except CatalogError:  # a model this catalog lacks (a scene from elsewhere): the panel says so
+            spec = None
+        for name, value in modelValues(spec).items():
+            if getattr(params, name) is None:
+                setattr(params, name, value)
         params.writeToParameterNode(parameterNode)
 
     def inputsFromParameters(self, params: SegmentationParameters) -> dict[str, object]:
@@ -140,13 +145,10 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         inputVolumes: Mapping[str, object] | Sequence,
         outputSegmentation=None,
         replaceExisting: bool = False,
-        device: str = "auto",
-        overlap: float | None = None,
-        testTimeFlips: bool = False,
-        wholeImage: bool = False,
         onProgress: Callable | None = None,
         onLog: Callable[[str], None] | None = None,
         onFinished: Callable[[SegmentationJob], None] | None = None,
+        **options,
     ) -> SegmentationJob:
         """Write the inputs to a temporary folder and start the engine in the background.
 
@@ -156,14 +158,14 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                 is the reference: the result is on its grid, next to it in the subject hierarchy.
             outputSegmentation: None creates a new segmentation node when the job succeeds; an existing node has
                 its segments replaced, which requires ``replaceExisting`` if it has any segments.
-            device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
-            overlap: sliding-window overlap (0-0.9); None: the model's default.
-            testTimeFlips: average over four flipped copies (about 4x slower).
-            wholeImage: windows over the whole image, as the reference pipeline places them (its answer; about
-                2.5x slower), instead of over the foreground box.
             onProgress: called with each ``glims.progress.ProgressEvent``.
             onLog: called with each log line of the engine.
             onFinished: called with the job when it has finished.
+            options: run options by name, as declared in ``glims.runoptions.RUN_OPTIONS``; those given are sent
+                to the engine, the others (or None) leave the model's own value. ``device``: ``auto``, ``cpu``,
+                ``cuda`` or ``mps``; ``overlap``: sliding-window overlap (0-0.9); ``testTimeFlips``: average over
+                four flipped copies (about 4x slower); ``wholeImage``: windows over the whole image, as the
+                reference pipeline places them (its answer; about 2.5x slower), instead of over the foreground box.
 
         Returns:
             The running job; poll it (or ``wait()``) until finished, then read ``segmentationNode`` or
@@ -171,10 +173,12 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
 
         Raises:
             glims.errors.CatalogError: unknown model. InputError: an input is missing or empty.
+            KeyError: an option that is not a run option.
             OutputError: ``outputSegmentation`` has segments and ``replaceExisting`` is False.
             JobBusyError: another job (segmentation or fine-tuning) is running.
         """
         spec = self.model(modelId)
+        given_arguments(options)  # an unknown option fails here, before any file is written
         self.jobs.ensureFree("a segmentation")
         volumes = self._orderedInputs(spec, inputVolumes)
         if (
@@ -201,10 +205,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             inputPaths,
             outputPath,
             reportPath=workFolder / "report.json",
-            device=device,
-            overlap=overlap,
-            testTimeFlips=testTimeFlips,
-            wholeImage=wholeImage,
+            **options,
         )
         process = self._segmentationProcess(arguments, workFolder, onProgress)
         reference = volumes[0]
@@ -266,25 +267,21 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         return job.segmentationNode
 
     def segmentFromParameterNode(self, parameterNode, **options):
-        """:meth:`startSegmentation` with the model, inputs, output, device and quality stored in the node."""
+        """:meth:`startSegmentation` with the model, inputs, output and run options stored in the node (those the
+        user changed: :meth:`chosenOptions`)."""
         params = SegmentationParameters.fromParameterNode(parameterNode)
         return self.startSegmentation(
             params.modelId,
             self.inputsFromParameters(params),
             outputSegmentation=params.outputSegmentation,
-            device=params.device,
-            overlap=self.chosenOverlap(params),
-            testTimeFlips=params.testTimeFlips,
-            wholeImage=params.wholeImage,
+            **self.chosenOptions(params),
             **options,
         )
 
-    def chosenOverlap(self, params: SegmentationParameters) -> float | None:
-        """The overlap to ask the engine for: None (the engine applies the model's own, from its catalog entry)
-        unless the parameters hold another value, one the user chose."""
-        if params.overlap is None or params.overlap == self.model(params.modelId).overlap:
-            return None
-        return params.overlap
+    def chosenOptions(self, params: SegmentationParameters) -> dict[str, object]:
+        """The run options to ask the engine for: those whose value differs from the model's own (its catalog
+        entry's overlap, ...) or from the option's default; the engine applies the others itself."""
+        return changedOptions(params.optionValues(), self.model(params.modelId))
 
     def temporaryRoot(self) -> str | None:
         """Slicer's temporary folder in the application, None (the system's) elsewhere."""

@@ -11,84 +11,112 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from glims.catalog import DEFAULT_OVERLAP
+from glims.runoptions import OptionKind, RunOption
 
-__all__ = ["INPUT_SLOTS", "DEVICES", "DEFAULT_OVERLAP", "PARAMETER_TYPES", "SegmentationParameters"]
+from .runoptions import PANEL_OPTIONS, addOptionFields, optionChoices
+
+__all__ = ["INPUT_SLOTS", "PARAMETER_TYPES", "SegmentationParameters"]
 
 INPUT_SLOTS = 4
 """Volume selectors in the panel: the most inputs a model may have (BraTS: 4)."""
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 PARAMETER_TYPES: dict[str, str] = {
     "modelId": "str",
     **{f"inputVolume{slot}": "vtkMRMLScalarVolumeNode" for slot in range(1, INPUT_SLOTS + 1)},
     "outputSegmentation": "vtkMRMLSegmentationNode",
-    "device": "str",
-    "overlap": "float",
-    "testTimeFlips": "bool",
-    "wholeImage": "bool",
+    **{option.name: option.parameter_type for option in PANEL_OPTIONS},
 }
-"""Field name -> type of every parameter (the widget's ``@parameterNodeWrapper`` class declares the same)."""
+"""Field name -> type of every parameter (the widget's ``@parameterNodeWrapper`` class declares the same): the
+model, its inputs, the output and the run options of ``GLIMSSegmenterLib.runoptions.PANEL_OPTIONS``."""
 
 
 @dataclass
+@addOptionFields()
 class SegmentationParameters:
-    """What one segmentation run needs, as chosen in the panel or by a script."""
+    """What one segmentation run needs, as chosen in the panel or by a script.
+
+    Besides these fields, one per run option the panel offers (``GLIMSSegmenterLib.runoptions.PANEL_OPTIONS``):
+    ``device`` (``auto``), ``overlap`` (None: the model's own, its catalog entry's), ``testTimeFlips`` and
+    ``wholeImage`` (off).
+    """
 
     modelId: str = ""
     inputVolumes: list = field(default_factory=lambda: [None] * INPUT_SLOTS)
     """Volume node per model input, in the catalog's input order (None where not selected)."""
     outputSegmentation: object = None
     """An existing segmentation node to replace, or None for a new node."""
-    device: str = "auto"
-    overlap: float | None = None
-    """Fraction (0-0.9) by which neighbouring sliding windows overlap; None: the model's own (its catalog entry's)."""
-    testTimeFlips: bool = False
-    wholeImage: bool = False
-    """Windows over the whole image (the reference pipeline's answer, slower) instead of the foreground box."""
 
     @classmethod
     def fromParameterNode(cls, parameterNode) -> SegmentationParameters:
-        """Read the parameters; those not set keep their defaults."""
+        """Read the parameters; those not set (or not valid) keep their defaults."""
         params = cls()
         if parameterNode.GetParameter("modelId"):
             params.modelId = parameterNode.GetParameter("modelId")
-        if parameterNode.GetParameter("device") in DEVICES:
-            params.device = parameterNode.GetParameter("device")
-        if parameterNode.GetParameter("overlap"):
-            params.overlap = float(parameterNode.GetParameter("overlap"))
-        if parameterNode.GetParameter("testTimeFlips"):
-            params.testTimeFlips = parameterNode.GetParameter("testTimeFlips") == "True"
-        if parameterNode.GetParameter("wholeImage"):
-            params.wholeImage = parameterNode.GetParameter("wholeImage") == "True"
+        for option in PANEL_OPTIONS:
+            text = parameterNode.GetParameter(option.name)
+            if text:
+                setattr(params, option.name, _readValue(option, text, getattr(params, option.name)))
         params.inputVolumes = [
             parameterNode.GetNodeReference(f"inputVolume{slot}") for slot in range(1, INPUT_SLOTS + 1)
         ]
         params.outputSegmentation = parameterNode.GetNodeReference("outputSegmentation")
         return params
 
+    def optionValues(self) -> dict[str, object]:
+        """Run option name -> value, for every option the panel offers."""
+        return {option.name: getattr(self, option.name) for option in PANEL_OPTIONS}
+
     def writeToParameterNode(self, parameterNode) -> None:
-        """Store every parameter (one Modified event)."""
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {self.device!r}")
-        if self.overlap is not None and not 0.0 <= self.overlap <= 0.9:
-            raise ValueError(f"overlap must be between 0 and 0.9, not {self.overlap}")
+        """Store every parameter (one Modified event).
+
+        Raises:
+            ValueError: a run option outside its choices or range, or more volumes than ``INPUT_SLOTS``.
+        """
+        for option in PANEL_OPTIONS:
+            _checkValue(option, getattr(self, option.name))
         volumes = list(self.inputVolumes) + [None] * (INPUT_SLOTS - len(self.inputVolumes))
         if len(volumes) > INPUT_SLOTS:
             raise ValueError(f"at most {INPUT_SLOTS} input volumes, got {len(volumes)}")
         wasModifying = parameterNode.StartModify()
         try:
             parameterNode.SetParameter("modelId", self.modelId)
-            parameterNode.SetParameter("device", self.device)
-            parameterNode.SetParameter("overlap", "" if self.overlap is None else str(float(self.overlap)))
-            parameterNode.SetParameter("testTimeFlips", "True" if self.testTimeFlips else "False")
-            parameterNode.SetParameter("wholeImage", "True" if self.wholeImage else "False")
+            for option in PANEL_OPTIONS:
+                parameterNode.SetParameter(option.name, _storedText(option, getattr(self, option.name)))
             for slot, volume in enumerate(volumes, start=1):
                 _setNodeParameter(parameterNode, f"inputVolume{slot}", volume)
             _setNodeParameter(parameterNode, "outputSegmentation", self.outputSegmentation)
         finally:
             parameterNode.EndModify(wasModifying)
+
+
+def _readValue(option: RunOption, text: str, fallback):
+    """A stored value as the wrapper's serializers write it; ``fallback`` when it is not one of the choices."""
+    if option.kind is OptionKind.FLAG:
+        return text == "True"
+    if option.kind is OptionKind.NUMBER:
+        return float(text)
+    if option.kind is OptionKind.INTEGER:
+        return int(text)
+    return text if text in optionChoices(option) else fallback
+
+
+def _storedText(option: RunOption, value) -> str:
+    """The text the wrapper's serializers store for ``value`` (None: empty, the model's own)."""
+    if value is None:
+        return ""
+    if option.kind is OptionKind.NUMBER:
+        return str(float(value))
+    return str(value)
+
+
+def _checkValue(option: RunOption, value) -> None:
+    if value is None:
+        return
+    choices = optionChoices(option)
+    if choices and value not in choices:
+        raise ValueError(f"{option.name} must be one of {', '.join(choices)}, not {value!r}")
+    if option.minimum is not None and option.maximum is not None and not option.minimum <= value <= option.maximum:
+        raise ValueError(f"{option.name} must be between {option.minimum:g} and {option.maximum:g}, not {value}")
 
 
 def _setNodeParameter(parameterNode, name: str, node) -> None:

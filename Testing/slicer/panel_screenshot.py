@@ -50,8 +50,20 @@ def application():
     return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
 
 
-def load_panel(ui_file: Path = UI_FILE):
-    """The panel widget built by ``QUiLoader`` from the ``.ui`` with the stand-ins registered."""
+def create_widget(class_name: str):
+    """A new widget of a Qt class, or the stand-in of a CTK or qMRML class (the module creates them with ``qt`` and
+    ``ctk``)."""
+    from PySide6 import QtWidgets
+
+    from qt_standins import STANDINS
+
+    standins = {widget_class.__name__: widget_class for widget_class in STANDINS}
+    return standins[class_name]() if class_name in standins else getattr(QtWidgets, class_name)()
+
+
+def load_panel(ui_file: Path = UI_FILE, options=None):
+    """The panel widget built by ``QUiLoader`` from the ``.ui`` with the stand-ins registered, with the rows of the
+    run options (default: ``GLIMSSegmenterLib.runoptions.PANEL_OPTIONS``) added as the module's widget adds them."""
     global _registered
     application()
     from PySide6 import QtCore, QtUiTools
@@ -71,6 +83,12 @@ def load_panel(ui_file: Path = UI_FILE):
         handle.close()
     if panel is None:
         raise RuntimeError(f"QUiLoader could not load {ui_file}: {loader.errorString()}")
+    from PySide6 import QtWidgets
+
+    from GLIMSSegmenterLib.runoptions import PANEL_OPTIONS, addOptionRows
+
+    section = panel.findChild(QtWidgets.QWidget, "advancedCollapsibleButton")
+    addOptionRows(section.layout(), create_widget, PANEL_OPTIONS if options is None else options)
     return panel
 
 

@@ -8,8 +8,9 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
+from glims.catalog import DEFAULT_OVERLAP
 from GLIMSSegmenterLib import sceneio
-from GLIMSSegmenterLib.parameters import DEFAULT_OVERLAP, INPUT_SLOTS, PARAMETER_TYPES, SegmentationParameters
+from GLIMSSegmenterLib.parameters import INPUT_SLOTS, PARAMETER_TYPES, SegmentationParameters
 
 MODEL = "tiny-btcv"
 
@@ -181,15 +182,15 @@ def test_the_panel_sends_no_overlap_unless_the_user_changed_it(headless, tmp_pat
     logic.setDefaultParameters(node)
     params = SegmentationParameters.fromParameterNode(node)
     assert (params.modelId, params.overlap) == ("tiny-quarter", 0.25)  # the panel shows the model's own
-    assert logic.chosenOverlap(params) is None
-    assert "--overlap" not in segmentArguments("tiny-quarter@1.0.0", ["a.nrrd"], "o.seg.nrrd",
-                                               overlap=logic.chosenOverlap(params))
+    assert logic.chosenOptions(params) == {}  # nothing changed: the engine applies the model's own values
+    assert segmentArguments("tiny-quarter@1.0.0", ["a.nrrd"], "o.seg.nrrd", **logic.chosenOptions(params))[-2:] == [
+        "--progress", "json"]
     params.overlap = 0.5  # the user moved the slider (to what used to be every model's panel value)
     params.writeToParameterNode(node)
-    assert logic.chosenOverlap(SegmentationParameters.fromParameterNode(node)) == 0.5
+    assert logic.chosenOptions(SegmentationParameters.fromParameterNode(node)) == {"overlap": 0.5}
     node.SetParameter("overlap", "")  # a script that never set one: the model's own
     assert SegmentationParameters.fromParameterNode(node).overlap is None
-    assert logic.chosenOverlap(SegmentationParameters.fromParameterNode(node)) is None
+    assert logic.chosenOptions(SegmentationParameters.fromParameterNode(node)) == {}
     SegmentationParameters(modelId="a-model-from-another-computer").writeToParameterNode(node)
     logic.setDefaultParameters(node)  # the panel reads a number even for a model this catalog lacks
     assert SegmentationParameters.fromParameterNode(node).overlap == DEFAULT_OVERLAP

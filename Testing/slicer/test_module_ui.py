@@ -96,19 +96,39 @@ def test_widgets_bound_to_parameters_are_the_parameter_nodes_fields(panel):
 
 
 def test_the_parameter_node_wrapper_declares_the_same_fields_as_the_logic():
+    """The wrapper class declares the model, inputs and output; ``wrapperOptionFields`` adds the run options (here
+    with record types in place of Slicer's validators, which exist only in the application)."""
+    import typing
+    from dataclasses import dataclass
+
+    from glims.catalog import DEFAULT_OVERLAP
     from GLIMSSegmenterLib.parameters import PARAMETER_TYPES
+    from GLIMSSegmenterLib.runoptions import wrapperOptionFields
 
     tree = ast.parse(MODULE_FILE.read_text())
     wrapper = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "GLIMSSegmenterParameterNode")
-    assert [ast.unparse(d) for d in wrapper.decorator_list] == ["parameterNodeWrapper"]
-    fields = {}
-    for statement in wrapper.body:
-        if isinstance(statement, ast.AnnAssign):
-            annotation = statement.annotation
-            if isinstance(annotation, ast.Subscript) and ast.unparse(annotation.value) == "Annotated":
-                annotation = annotation.slice.elts[0]
-            fields[statement.target.id] = ast.unparse(annotation)
+    assert [ast.unparse(d) for d in wrapper.decorator_list] == [
+        "parameterNodeWrapper", "wrapperOptionFields(Choice, WithinRange)"]
+    fields = {statement.target.id: ast.unparse(statement.annotation)
+              for statement in wrapper.body if isinstance(statement, ast.AnnAssign)}
+
+    @dataclass(frozen=True)
+    class Choice:
+        choices: list
+
+    @dataclass(frozen=True)
+    class WithinRange:
+        minimum: float
+        maximum: float
+
+    options = wrapperOptionFields(Choice, WithinRange)(type("Options", (), {"__annotations__": {}}))
+    for name, annotation in options.__annotations__.items():
+        fields[name] = (typing.get_args(annotation) or (annotation,))[0].__name__
     assert fields == PARAMETER_TYPES
+    assert typing.get_args(options.__annotations__["overlap"])[1:] == (WithinRange(0.0, 0.9),)
+    assert typing.get_args(options.__annotations__["device"])[1:] == (Choice(["auto", "cpu", "cuda", "mps"]),)
+    assert (options.device, options.overlap, options.testTimeFlips, options.wholeImage) == (
+        "auto", DEFAULT_OVERLAP, False, False)
 
 
 @pytest.mark.parametrize("state", ["segmenting", "finetuned"])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..runoptions import add_run_arguments, run_option
+
 HELP = "score segmentations against references (Dice, HD95 per BraTS region); from files or by running a model"
 PROGRESS = True
 
@@ -40,29 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--save-pred",
         help="with -m: folder for the predicted label maps (default: next to the CSV, <CSV name>_predictions)",
     )
-    parser.add_argument("--device", default=None, help="with -m: auto, cpu, cuda, cuda:N, mps")
-    parser.add_argument(
-        "--overlap", type=float, default=None, help="with -m: window overlap in [0, 1) (default: the model's)"
-    )
-    parser.add_argument(
-        "--tta", action="store_true", help="with -m: average over test-time flips (4x slower), as glims segment --tta"
-    )
-    parser.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="CH=P",
-        help="with -m: sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable), as glims segment --threshold",
-    )
-    parser.add_argument(
-        "--no-crop",
-        action="store_true",
-        help="with -m: run the windows over the whole image, as glims segment --no-crop",
-    )
-    parser.add_argument(
-        "--no-postprocess",
-        action="store_true",
-        help="with -m: skip the small-component clean-up, as glims segment --no-postprocess",
+    add_run_arguments(
+        parser,
+        tuple(
+            run_option(name)
+            for name in ("device", "overlap", "testTimeFlips", "noPostprocess", "wholeImage", "thresholds")
+        ),
+        help_prefix="with -m: ",
     )
     parser.add_argument(
         "--breakdown",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..catalog import DEFAULT_OVERLAP, DEFAULT_PRESET, INFERENCE_PRECISIONS, PRESET_NAMES
+from ..catalog import DEFAULT_PRESET, PRESET_NAMES
+from ..runoptions import add_run_arguments
 
 HELP = "segment one case with a catalog model"
 PROGRESS = True
@@ -48,28 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--report", help="JSON report (volumes, timings, model, device); default: OUTPUT's name + .json"
     )
     parser.add_argument("--no-report", action="store_true", help="do not write the JSON report")
-    parser.add_argument("--device", default=None, help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    parser.add_argument(
-        "--overlap",
-        type=float,
-        default=None,
-        help=f"window overlap in [0, 1) (default: the model's, else {DEFAULT_OVERLAP:g})",
-    )
-    parser.add_argument("--blend", choices=("gaussian", "constant"), default=None)
-    parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
-    parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=None)
-    parser.add_argument("--tta", action="store_true", help="test-time flips (4x slower, smoother)")
-    parser.add_argument("--no-postprocess", action="store_true", help="skip the small-component clean-up")
-    parser.add_argument(
-        "--no-crop", action="store_true", help="run windows over the whole image, not just the foreground"
-    )
-    parser.add_argument(
-        "--threshold",
-        action="append",
-        default=[],
-        metavar="CH=P",
-        help="sigmoid threshold override, e.g. --threshold ET=0.5 (repeatable)",
-    )
+    add_run_arguments(parser)
     parser.add_argument("--home", help="glims user folder (default: $GLIMS_HOME or the per-user data folder)")
 
 

@@ -130,7 +130,7 @@ def render(
 
     images: dict[str, np.ndarray] = {}
     acquisition: dict[str, Any] = {}
-    brain = sum(frac.values(), torch.zeros(()))  # (a tensor start: the sum is a tensor for the type checker too)
+    brain = sum(frac.values(), torch.zeros(()))  # the brain fraction (a tensor start value: typed as a tensor)
     normal_weight = 1.0 - whole / brain.clamp_min(1e-6)
     for modality in MODALITIES:
         mu = contrast[modality]

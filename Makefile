@@ -2,7 +2,7 @@
 #   make demo   - create .venv with the pinned packages, then run the embedded demo
 #   make test   - create .venv if needed, then run the test suite
 #   make app    - create .venv if needed, then start the web app (docs/web_app.md)
-#   make typecheck - mypy on the engine's typed modules
+#   make typecheck - mypy on the whole engine package (glims)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -25,16 +25,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q Testing
 
-# The type check of the engine's typed modules ([tool.mypy] in pyproject.toml)
 # Lint and format check (ruff; settings in pyproject.toml) of the engine, the Slicer module and the web app
 LINTED := GLIMSSegmenter/glims GLIMSSegmenter/GLIMSSegmenterLib GLIMSSegmenter/GLIMSSegmenter.py GLIMSSegmenterWeb
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 
+# The type check of the whole engine package, subpackages included ([tool.mypy] in pyproject.toml)
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy $(addprefix GLIMSSegmenter/glims/,errors.py paths.py fileio.py jsonfiles.py locks.py runfolders.py \
-		casefiles.py progress.py outputs.py catalog.py registry.py)
+	$(VENV)/bin/mypy GLIMSSegmenter/glims
 
 # The web app (GLIMSSegmenterWeb) on http://127.0.0.1:8080; e.g. make app APP_ARGS="--data ~/cases"
 app: $(STAMP)

@@ -168,10 +168,8 @@ def _check_metadata(metadata: Any, source: str) -> None:
             expected = defaults[key]
             whole = isinstance(value, int) and not isinstance(value, bool)
             if isinstance(expected, tuple):
-                ok = (
-                    isinstance(value, (list, int))
-                    and not isinstance(value, bool)
-                    and (whole or all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+                ok = whole or (
+                    isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
                 )
             else:
                 ok = whole
@@ -199,12 +197,13 @@ def _load_ours(meta_path: Path | None, weights_path: Path, expected_sha256: str 
     metadata: dict[str, Any] = {}
     if meta_path is not None:
         try:
-            metadata = json.loads(meta_path.read_text())
+            found = json.loads(meta_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise CheckpointError(f"cannot read checkpoint metadata {meta_path.name}: {err}") from None
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        if not isinstance(found, dict) or found.get("format") != FORMAT_NAME:
             raise CheckpointError(f"{meta_path.name} is not {FORMAT_NAME} metadata")
-        _check_metadata(metadata, meta_path.name)
+        _check_metadata(found, meta_path.name)
+        metadata = found
         expected_sha256 = expected_sha256 or metadata.get("sha256")
     if not weights_path.is_file():
         raise CheckpointError(f"weights file not found: {weights_path}")
@@ -219,10 +218,11 @@ def _load_ours(meta_path: Path | None, weights_path: Path, expected_sha256: str 
     if not metadata and _SAFETENSORS_META_KEY in header:
         source = f"the {_SAFETENSORS_META_KEY!r} metadata in {weights_path.name}'s header"
         try:
-            metadata = json.loads(header[_SAFETENSORS_META_KEY])
+            found = json.loads(header[_SAFETENSORS_META_KEY])
         except (json.JSONDecodeError, TypeError) as err:
             raise CheckpointError(f"{source} is not valid JSON ({err})") from None
-        _check_metadata(metadata, source)
+        _check_metadata(found, source)
+        metadata = found
     return LoadedCheckpoint(_strip_prefixes(tensors), metadata, FORMAT_NAME, weights_path)
 
 

@@ -17,6 +17,8 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from types import ModuleType
+from typing import NoReturn
 
 from . import __version__
 from .cpu_allocator import ALLOCATORS, retain_freed_memory
@@ -57,7 +59,7 @@ class UserInterface:
             self.reporter = None
 
     @property
-    def progress(self):
+    def progress(self) -> JsonLinesReporter | HumanReporter | None:
         return self.reporter
 
     def log(self, message: str) -> None:
@@ -81,7 +83,7 @@ class UsageError(Exception):
 
 
 class _ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise UsageError(self, message)
 
 
@@ -94,7 +96,7 @@ def _wants_json(argv: Sequence[str]) -> bool:
     )
 
 
-def _available_commands() -> dict[str, object]:
+def _available_commands() -> dict[str, ModuleType]:
     modules = {}
     for name, module in COMMANDS.items():
         try:

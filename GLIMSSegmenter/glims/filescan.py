@@ -17,11 +17,14 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:  # nibabel is imported when a NIfTI file is scanned
+    from nibabel.nifti1 import Nifti1Header
 
 __all__ = ["scan_image_file", "is_sheared", "sheared_message", "SHEAR_TOLERANCE"]
 
@@ -106,7 +109,7 @@ def sheared_message(label: str, columns: np.ndarray, where: str = "") -> str:
 # ------------------------------------------------------------------------------------------------------ NIfTI
 
 
-def _nifti_header(head: bytes):
+def _nifti_header(head: bytes) -> Nifti1Header | None:
     """The NIfTI-1 or NIfTI-2 header at the start of ``head``, or None when it is neither."""
     from nibabel.nifti1 import Nifti1Header
     from nibabel.nifti2 import Nifti2Header
@@ -216,6 +219,12 @@ def _metaimage_data(path: Path) -> VoxelData | None:
 # ---------------------------------------------------------------------------------------------- the pass
 
 
+class _Readable(Protocol):
+    """What the scans read bytes from: a file, a gzip stream or a ``_ZlibReader``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 class _ZlibReader(io.RawIOBase):
     """A zlib stream (MetaImage ``CompressedData``) read as a file of its decompressed bytes."""
 
@@ -243,20 +252,20 @@ class _opened:
     def __init__(self, path: Path, offset: int, compression: str) -> None:
         self.path, self.offset, self.compression = path, offset, compression
 
-    def __enter__(self) -> BinaryIO:
+    def __enter__(self) -> _Readable:
         self._raw = open(self.path, "rb")
         self._raw.seek(self.offset)
         if self.compression == "gzip":
-            return gzip.GzipFile(fileobj=self._raw, mode="rb")  # type: ignore[return-value]
+            return gzip.GzipFile(fileobj=self._raw, mode="rb")
         if self.compression == "zlib":
-            return _ZlibReader(self._raw)  # type: ignore[return-value]
+            return _ZlibReader(self._raw)
         return self._raw
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._raw.close()
 
 
-def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+def _chunks(stream: _Readable) -> Iterator[bytes]:
     while True:
         chunk = stream.read(CHUNK_BYTES)
         if not chunk:

@@ -307,7 +307,7 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
     path = check_image_target(path)
     suffix = _suffix(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent or ".")
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     os.close(fd)

@@ -47,7 +47,9 @@ def _held(lock_path: os.PathLike, timeout: float, busy: str) -> Iterator[None]:
         lock.release()
 
 
-def _store_lock(kind: str, file_name: str, what: str, home: str | os.PathLike | None):
+def _store_lock(
+    kind: str, file_name: str, what: str, home: str | os.PathLike | None
+) -> contextlib.AbstractContextManager[None]:
     """The lock of one of glims's stores: waits up to ``STORE_WAIT_S`` for another process."""
     path = home_folder(kind, home, create=True) / file_name
     return _held(
@@ -55,12 +57,12 @@ def _store_lock(kind: str, file_name: str, what: str, home: str | os.PathLike | 
     )
 
 
-def catalog_lock(home: str | os.PathLike | None = None):
+def catalog_lock(home: str | os.PathLike | None = None) -> contextlib.AbstractContextManager[None]:
     """Hold the user catalog's lock (a context manager; waits up to ``STORE_WAIT_S`` for another process)."""
     return _store_lock("models", ".catalog.lock", "the user model catalog", home)
 
 
-def case_store_lock(home: str | os.PathLike | None = None):
+def case_store_lock(home: str | os.PathLike | None = None) -> contextlib.AbstractContextManager[None]:
     """Hold the case store's lock (a context manager; waits up to ``STORE_WAIT_S`` for another process)."""
     return _store_lock("cases", ".cases.lock", "the training-set store", home)
 

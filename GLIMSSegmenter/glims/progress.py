@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from .errors import Cancelled
 
@@ -34,6 +34,7 @@ __all__ = [
     "CancelToken",
     "JsonLinesReporter",
     "HumanReporter",
+    "TextSink",
     "parse_protocol_line",
     "cancel_on_signals",
 ]
@@ -125,10 +126,18 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+class TextSink(Protocol):
+    """Where a reporter writes: a text file such as ``sys.stdout``, or anything with its ``write`` and ``flush``."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 class JsonLinesReporter:
     """Writes protocol v1 lines to a stream (stdout by default), flushed line by line."""
 
-    def __init__(self, stream: TextIO | None = None, tags: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, stream: TextSink | None = None, tags: Mapping[str, Any] | None = None) -> None:
         self.stream = stream or sys.stdout
         self.tags = dict(tags or {})
         """Fields added to every line (``glims worker`` tags each job's lines with its request ``id``)."""
@@ -165,7 +174,7 @@ class JsonLinesReporter:
 class HumanReporter:
     """A one-line progress bar on stderr for people at a terminal."""
 
-    def __init__(self, stream: TextIO | None = None, width: int = 30) -> None:
+    def __init__(self, stream: TextSink | None = None, width: int = 30) -> None:
         self.stream = stream or sys.stderr
         self.width = width
         self._last = ""

@@ -179,7 +179,7 @@ def _added_entry(
     model_id: str,
     version: str,
     preset: str,
-    weights_file,
+    weights_file: str | os.PathLike,
     source_format: str,
     architecture: Mapping[str, Any],
     meta: Mapping[str, Any],

@@ -63,7 +63,8 @@ WARM_IMPORTS = ("glims.pipeline", "monai.inferers")
 
 @dataclass
 class _Job:
-    id: str
+    id: str | int
+    """The request's id, as the client sent it (echoed on every line of the job)."""
     cancel: CancelToken
 
 
@@ -135,19 +136,21 @@ class Worker:
             idle_timeout_s=self.idle_timeout,
         )
         with use_model_cache(self.cache):
-            while True:
-                try:
-                    item = self._requests.get(timeout=self.idle_timeout)
-                except queue.Empty:
-                    reason = "idle"
-                    break
-                if isinstance(item, str):
-                    reason = item
-                    break
-                self._run(item)
+            reason = self._run_requests()
         self.cache.clear()
         self.out.emit("exit", reason=reason)
         return reason
+
+    def _run_requests(self) -> str:
+        """Run the queued requests one by one until the worker is to stop; why it stops."""
+        while True:
+            try:
+                item = self._requests.get(timeout=self.idle_timeout)
+            except queue.Empty:
+                return "idle"
+            if isinstance(item, str):
+                return item
+            self._run(item)
 
     def _run(self, request: Mapping[str, Any]) -> None:
         with self._lock:
@@ -160,7 +163,7 @@ class Worker:
         self.cache.on_lookup = reporter.log
         self.cache.reset_stats()
         try:
-            code = self._execute(request, ui)
+            code = self._execute(request, ui, reporter)
         finally:
             self.cache.on_lookup = None
             with self._lock:
@@ -168,9 +171,8 @@ class Worker:
         stats = self.cache.reset_stats()
         reporter.emit("done", exit_code=code, model_cache={"hits": stats.hits, "misses": stats.misses})
 
-    def _execute(self, request: Mapping[str, Any], ui: UserInterface) -> int:
-        """Run one request as the command line would; the exit code it would have."""
-        reporter = ui.reporter
+    def _execute(self, request: Mapping[str, Any], ui: UserInterface, reporter: JsonLinesReporter) -> int:
+        """Run one request as the command line would (``reporter``: ``ui``'s); the exit code it would have."""
         try:
             args = self._parse(request["command"], request["args"])
             with _working_directory(request.get("cwd")):

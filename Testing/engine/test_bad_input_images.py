@@ -171,6 +171,7 @@ def test_synth_shape_too_small_in_the_order_given(tmp_path, capfd):
     ('{"architecture": {"in_channels": "four"}}', "architecture field 'in_channels' must be a whole number"),
     ('{"architecture": {"depth": 3}}', "unknown architecture field 'depth'"),
     ('{"architecture": {"img_size": [30, 30, 30]}}', "invalid architecture (img_size must be"),
+    ('{"architecture": {"num_heads": [3, 6]}}', "invalid architecture (num_heads and depths must be 4 numbers"),
     ('{"training": {"spacing": "2mm"}}', "training 'spacing' must be three positive numbers"),
 ])
 def test_bad_glims_metadata_in_a_safetensors_header(home, tmp_path, capfd, metadata, fragment):

@@ -62,6 +62,8 @@ def test_input_of_the_wrong_size_is_refused_with_a_clear_message():
         net(torch.zeros(1, 4, 64, 64, 64))
     with pytest.raises(ValueError, match="divisible by 32"):
         GLIMS(img_size=100)
+    with pytest.raises(ValueError, match="num_heads and depths must be 4 numbers each"):
+        GLIMS(**{**TINY, "num_heads": (1, 2)})
 
 
 def test_swin_stage_matches_monai_swin_blocks_with_padding_shift_and_small_windows():

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
@@ -30,6 +30,9 @@ from .machine import (
 from .report import ALLOCATOR_LABELS, BenchReport
 from .target import PRECISIONS, BenchTarget, split_keys
 from .workers import BenchError, measure_in_subprocess, worker
+
+if TYPE_CHECKING:  # torch is imported inside the workers, not when the command line is parsed
+    import torch
 
 __all__ = ["NETWORK_MODELS", "NetworkBenchmark", "NetworkModel", "NetworkSpec", "combine_rounds"]
 
@@ -364,6 +367,7 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     device, precision, batch = torch.device(spec["device"]), spec["precision"], int(spec["batch"])
 
     torch.manual_seed(int(spec["seed"]))
+    net: torch.nn.Module
     if model_spec.family == "glims":
         from ..network import GLIMS, build
 
@@ -371,12 +375,13 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
             from ..checkpoint import infer_architecture, load_into_model, load_state_dict
 
             state = load_state_dict(spec["weights"])
-            net = build(infer_architecture(state))
-            load_into_model(net, state)
+            glims = build(infer_architecture(state))
+            load_into_model(glims, state)
         else:
-            net = GLIMS(in_channels=cin, out_channels=cout, feature_size=int(spec["feature_size"]), img_size=size)
-        net.fast_path = model_spec.fast_path
-        net.precision = model_spec.precision
+            glims = GLIMS(in_channels=cin, out_channels=cout, feature_size=int(spec["feature_size"]), img_size=size)
+        glims.fast_path = model_spec.fast_path
+        glims.precision = model_spec.precision
+        net = glims
     else:
         net = _swinunetr(cin, cout)
     net.eval().to(device)
@@ -410,7 +415,7 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _swinunetr(in_channels: int, out_channels: int):
+def _swinunetr(in_channels: int, out_channels: int) -> torch.nn.Module:
     try:
         import einops  # noqa: F401  (MONAI's SwinUNETR needs it and imports it lazily)
         from monai.networks.nets import SwinUNETR
@@ -418,8 +423,10 @@ def _swinunetr(in_channels: int, out_channels: int):
         raise BenchError(f"MONAI's SwinUNETR is unavailable here ({err.name} is not installed)") from err
     try:
         return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=48)
-    except TypeError:  # MONAI < 1.5 also wants img_size
-        return SwinUNETR(img_size=96, in_channels=in_channels, out_channels=out_channels, feature_size=48)
+    except TypeError:  # MONAI < 1.5 also wants img_size (the installed MONAI's signature has none)
+        return SwinUNETR(  # type: ignore[call-arg]
+            img_size=96, in_channels=in_channels, out_channels=out_channels, feature_size=48
+        )
 
 
 def _count_flops(net: Any, in_channels: int, size: int) -> float:

@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
@@ -29,7 +29,20 @@ from .workers import BenchError, measure_in_subprocess, worker
 __all__ = ["SEGMENT_CONFIGS", "SEGMENT_STAGES", "SegmentBenchmark", "SegmentSpec", "random_full_size_model"]
 
 SEGMENT_STAGES = ("load", "preprocess", "infer", "postprocess", "write")
-SEGMENT_CONFIGS = {
+
+
+class SegmentConfig(TypedDict):
+    """One configuration ``glims bench segment`` times: how its worker runs ``segment_files``."""
+
+    label: str
+    crop: bool | None
+    """None: the model's default."""
+    fast_path: bool
+    overlap: float | None
+    """None: the model's default."""
+
+
+SEGMENT_CONFIGS: dict[str, SegmentConfig] = {
     "default": {"label": "glims segment (default: crop, fast path)", "crop": None, "fast_path": True, "overlap": None},
     "reference": {
         "label": "reference pipeline (overlap 0.5, fp32, no crop, reference path)",
@@ -299,7 +312,13 @@ def _dice_against(
     }
 
 
-def _segment_report(keys, results, agreement, context, accuracy=None) -> BenchReport:
+def _segment_report(
+    keys: list[str],
+    results: dict[str, dict[str, Any]],
+    agreement: dict[str, dict[str, float]],
+    context: dict[str, Any],
+    accuracy: dict[str, dict[str, float]] | None = None,
+) -> BenchReport:
     columns = (
         [("config", "configuration")]
         + [(s, f"{s} s") for s in SEGMENT_STAGES]

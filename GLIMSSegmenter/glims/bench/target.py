@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Generic, TypeVar
 
 from ..errors import ConfigError
@@ -49,7 +49,7 @@ def split_keys(text: Any) -> tuple[str, ...]:
     return tuple(k.strip() for k in str(text).split(",") if k.strip())
 
 
-def config_keys(keys: Sequence[str], known: Sequence[str]) -> list[str]:
+def config_keys(keys: Sequence[str], known: Collection[str]) -> list[str]:
     """The configurations of a ``--configs`` value, checked: each one of ``known``, at least one."""
     if not keys or any(k not in known for k in keys):
         raise ConfigError(f"--configs: choose from {', '.join(known)}")

@@ -13,7 +13,7 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
@@ -24,7 +24,16 @@ from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["TRAIN_CONFIGS", "TrainBenchmark", "TrainSpec"]
 
-TRAIN_CONFIGS = {
+
+class TrainConfig(TypedDict):
+    """One configuration ``glims bench train`` times."""
+
+    label: str
+    channels_last: bool
+    precision: str
+
+
+TRAIN_CONFIGS: dict[str, TrainConfig] = {
     "default": {"label": "glims train (channel-first, fp32)", "channels_last": False, "precision": "fp32"},
     "channels-last": {"label": "channels-last weights and batches", "channels_last": True, "precision": "fp32"},
     "bf16": {
@@ -56,7 +65,7 @@ def _train_worker(spec: dict[str, Any]) -> dict[str, Any]:
         for _ in range(4)
     ]
     layout = torch.channels_last_3d if spec["channels_last"] else torch.contiguous_format
-    net.to(memory_format=layout)
+    net.to(memory_format=layout)  # type: ignore[call-overload]  # accepted at run time; the overloads omit it
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-5)
     losses: list[float] = []
 

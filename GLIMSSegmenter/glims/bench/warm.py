@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan, parse_protocol_line
@@ -103,15 +103,18 @@ class _WorkerSession:
             text=True,
             env=_engine_environment(),
         )
+        assert self.process.stdin is not None and self.process.stdout is not None  # both are pipes
+        self._requests: IO[str] = self.process.stdin
+        self._answers: IO[str] = self.process.stdout
 
     def segment(self, request_id: str, arguments: list[str]) -> dict[str, Any]:
         clock = time.perf_counter()
-        self.process.stdin.write(
+        self._requests.write(
             json.dumps({"v": 1, "type": "request", "id": request_id, "command": "segment", "args": arguments}) + "\n"
         )
-        self.process.stdin.flush()
+        self._requests.flush()
         error = ""
-        for line in self.process.stdout:
+        for line in self._answers:
             message = parse_protocol_line(line)
             if message is None or message.get("id") != request_id:
                 continue
@@ -125,7 +128,7 @@ class _WorkerSession:
         raise BenchError("the worker stopped before it answered")
 
     def close(self) -> None:
-        self.process.stdin.close()
+        self._requests.close()
         try:
             self.process.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -6,8 +6,12 @@ import argparse
 import json
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from ..bench import TARGETS
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "benchmark the engine on this machine (network: GLIMS vs SwinUNETR forward time, memory, MACs, accuracy)"
 PROGRESS = True
@@ -22,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         sub.add_argument("--output", default=None, help="also write the report to this file (Markdown or JSON)")
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..fileio import atomic_write
     from ..progress import CancelToken, cancel_on_signals
 

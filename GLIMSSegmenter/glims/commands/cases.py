@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..catalog import DEFAULT_PRESET, PRESET_NAMES
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "manage the training set of corrected cases (add, list, rm)"
 
@@ -49,7 +53,7 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..casestore import add_case, remove_case, scan_cases
     from ..errors import ConfigError, InputError
 

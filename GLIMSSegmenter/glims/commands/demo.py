@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "run the built-in demo: synthetic (and, if present, real) brain MRI segmented by the bundled model"
 PROGRESS = True
@@ -48,7 +52,7 @@ def _real_data_root(args: argparse.Namespace) -> Path | None:
     return None
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     import SimpleITK as sitk
 
     from ..catalog import load_catalog

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 from ..runoptions import add_run_arguments, run_option
 
@@ -67,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="with -m: glims user folder (default: $GLIMS_HOME or the per-user folder)")
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..error_breakdown import DEFAULT_BOUNDARY_MM
     from ..errors import ConfigError
     from ..evaluate import (

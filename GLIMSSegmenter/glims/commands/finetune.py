@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .training_options import add_weight_update_options
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "fine-tune a model on corrected cases (the training-set store or folders) and register a new version"
 PROGRESS = True
@@ -62,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--home", help="glims user folder (default: $GLIMS_HOME or the per-user data folder)")
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..errors import ConfigError
     from ..paths import check_name
     from ..progress import CancelToken, cancel_on_signals

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from ..catalog import PRESET_NAMES
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "list the model catalog; add or remove user models; choose the default model"
 
@@ -49,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default.add_argument("--preset", choices=PRESET_NAMES, help="with --reset: only this task")
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..catalog import load_catalog
     from ..registry import register_model, remove_model
 
@@ -85,7 +89,7 @@ def run(args: argparse.Namespace, ui) -> int:
     return 0
 
 
-def _choose_default(args: argparse.Namespace, ui) -> int:
+def _choose_default(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..catalog import load_catalog
     from ..errors import ConfigError
     from ..registry import reset_default_model, set_default_model

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "generate synthetic BraTS-like cases with exact labels (BraTS 2021 file names, labels 1 NCR, 2 ED, 3 ET)"
 PROGRESS = True
@@ -45,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="GLIMS-SYN", help="case id prefix (ids are PREFIX-SEED-NNNN)")
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..errors import ConfigError
     from ..progress import CancelToken, cancel_on_signals
     from ..synth import MIN_SIZE_VOXELS, generate_dataset, shifted_site, synth_params

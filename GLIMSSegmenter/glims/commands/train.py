@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .training_options import add_weight_update_options
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "train a GLIMS model on labelled cases (seeded, resumable, per-epoch log and curves)"
 PROGRESS = True
@@ -108,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=25)
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..outputs import check_output_folder
     from ..progress import CancelToken, cancel_on_signals
     from ..training import distributed

@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "run segment requests from stdin (JSON lines), keeping libraries and models loaded between them"
 
@@ -27,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     import sys
 
     from ..errors import ConfigError

@@ -60,10 +60,6 @@ class ExportSegment:
         return not bool(self.mask.any())
 
 
-def _code(value: Sequence[str] | None) -> Code | None:
-    return tuple(value) if value else None  # type: ignore[return-value]
-
-
 def segments_from_labels(
     labels_zyx: np.ndarray, labels: Sequence[LabelSpec], algorithm_types: Mapping[int, str] | None = None
 ) -> list[ExportSegment]:
@@ -74,13 +70,13 @@ def segments_from_labels(
         segments.append(
             ExportSegment(
                 name=label.name,
-                color=tuple(label.color),
-                category=_code(terms["category"]),
-                type=_code(terms["type"]),
+                color=label.color,
+                category=terms["category"],
+                type=terms["type"],
                 mask=labels_zyx == label.value,
                 algorithm_type=(algorithm_types or {}).get(label.value, AUTOMATIC),
-                type_modifier=_code(terms.get("modifier")),
-                region=_code(terms.get("region")),
+                type_modifier=terms.get("modifier"),
+                region=terms.get("region"),
             )
         )
     return segments

@@ -89,7 +89,7 @@ def write_dicom_objects(
         raise OutputError("no segments to write to DICOM")
     writers = {"dicom_seg": write_dicom_seg, "dicom_rtstruct": write_rtstruct}
     own = pending is None
-    staging = OutputSet() if own else pending
+    staging = pending if pending is not None else OutputSet()
     try:
         for key, target in targets.items():
             try:

@@ -13,13 +13,18 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .content import Algorithm, ExportSegment
+from .content import Algorithm, Code, ExportSegment
 from .contours import mask_contours
 from .seg import SEG_MANUFACTURER
 from .source import SourceSeries
+
+if TYPE_CHECKING:  # pydicom is imported when a structure set is written
+    from pydicom import Dataset
+    from pydicom.dataset import FileDataset
 
 __all__ = ["RT_STRUCTURE_SET_STORAGE", "build_rtstruct", "write_rtstruct", "slice_points_to_patient"]
 
@@ -54,7 +59,7 @@ _TYPE2 = (
 )
 
 
-def slice_points_to_patient(points_cr: np.ndarray, image) -> np.ndarray:
+def slice_points_to_patient(points_cr: np.ndarray, image: Dataset) -> np.ndarray:
     """(column, row) pixel-index points of one slice -> (points, 3) patient coordinates in mm (DICOM LPS)."""
     orientation = np.array(image.ImageOrientationPatient, float)
     row_spacing, column_spacing = (float(v) for v in image.PixelSpacing)
@@ -66,7 +71,7 @@ def slice_points_to_patient(points_cr: np.ndarray, image) -> np.ndarray:
     )
 
 
-def _code_item(code):
+def _code_item(code: Code) -> Dataset:
     from pydicom import Dataset
 
     item = Dataset()
@@ -74,7 +79,7 @@ def _code_item(code):
     return item
 
 
-def _image_reference(image):
+def _image_reference(image: Dataset) -> Dataset:
     from pydicom import Dataset
 
     item = Dataset()
@@ -83,7 +88,7 @@ def _image_reference(image):
     return item
 
 
-def _referenced_frame_of_reference(source: SourceSeries):
+def _referenced_frame_of_reference(source: SourceSeries) -> Dataset:
     from pydicom import Dataset
 
     series = Dataset()
@@ -99,7 +104,7 @@ def _referenced_frame_of_reference(source: SourceSeries):
     return frame
 
 
-def _algorithm_identification(algorithm: Algorithm):
+def _algorithm_identification(algorithm: Algorithm) -> Dataset:
     from pydicom import Dataset
 
     item = Dataset()
@@ -114,7 +119,7 @@ def _algorithm_identification(algorithm: Algorithm):
     return item
 
 
-def _roi_contours(number: int, segment: ExportSegment, source: SourceSeries):
+def _roi_contours(number: int, segment: ExportSegment, source: SourceSeries) -> Dataset:
     from pydicom import Dataset
 
     roi = Dataset()
@@ -136,19 +141,19 @@ def _roi_contours(number: int, segment: ExportSegment, source: SourceSeries):
     return roi
 
 
-def build_rtstruct(source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm):
+def build_rtstruct(source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm) -> FileDataset:
     """The RTSTRUCT ``pydicom.FileDataset`` for ``segments`` on ``source``'s slices (patient and study kept)."""
     from pydicom import Dataset, FileMetaDataset
     from pydicom.dataset import FileDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, generate_uid
 
     now = datetime.now()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
+    meta.MediaStorageSOPClassUID = UID(RT_STRUCTURE_SET_STORAGE)
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = FileDataset(None, Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    ds = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)  # "": not read from a file
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
@@ -200,7 +205,7 @@ def build_rtstruct(source: SourceSeries, segments: Sequence[ExportSegment], algo
     return ds
 
 
-def _longest_contour_bytes(ds) -> int:
+def _longest_contour_bytes(ds: Dataset) -> int:
     return max(
         (
             len("\\".join(str(v) for v in contour.ContourData))

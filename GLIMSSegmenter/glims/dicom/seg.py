@@ -12,11 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .content import Algorithm, ExportSegment
+from .content import Algorithm, Code, ExportSegment
 from .source import SourceSeries
+
+if TYPE_CHECKING:  # highdicom and pydicom are imported when a SEG is written
+    from highdicom.seg import Segmentation, SegmentDescription
+    from highdicom.sr import CodedConcept
+    from pydicom import Dataset
 
 __all__ = ["SEG_MANUFACTURER", "build_dicom_seg", "write_dicom_seg"]
 
@@ -24,14 +30,14 @@ SEG_MANUFACTURER = "GLIMS Segmenter"
 SERIES_NUMBER = 9901
 
 
-def _coded(code):
+def _coded(code: Code) -> CodedConcept:
     from highdicom.sr import CodedConcept
 
     scheme, value, meaning = code
     return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
-def _type_concept(segment: ExportSegment):
+def _type_concept(segment: ExportSegment) -> tuple[CodedConcept, Dataset | None]:
     """The segmented property type, with its modifier (e.g. Kidney + Right) when there is one."""
     concept = _coded(segment.type)
     if segment.type_modifier is not None:
@@ -47,7 +53,7 @@ def _type_concept(segment: ExportSegment):
     return concept, None
 
 
-def _descriptions(segments: Sequence[ExportSegment], algorithm: Algorithm) -> list:
+def _descriptions(segments: Sequence[ExportSegment], algorithm: Algorithm) -> list[SegmentDescription]:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -77,7 +83,7 @@ def _descriptions(segments: Sequence[ExportSegment], algorithm: Algorithm) -> li
     return out
 
 
-def build_dicom_seg(source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm):
+def build_dicom_seg(source: SourceSeries, segments: Sequence[ExportSegment], algorithm: Algorithm) -> Segmentation:
     """The SEG dataset (``highdicom.seg.Segmentation``) for ``segments`` on ``source``'s slices.
 
     Patient, study and frame of reference come from the source series; every frame refers to its source instance.

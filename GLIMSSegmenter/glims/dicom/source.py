@@ -120,10 +120,11 @@ def _sorted_with_geometry(datasets: list, why: str) -> tuple[tuple, Geometry]:
     if np.ptp(steps) > 1e-3 * max(1.0, steps.mean()) * 10:
         raise OutputError(f"{why}: the slice spacing is irregular ({steps.min():g} to {steps.max():g} mm)")
     row_spacing, column_spacing = (float(v) for v in datasets[0].PixelSpacing)
+    x, y, z = (float(v) for v in positions[0])
     geometry = Geometry(
         size=(int(datasets[0].Columns), int(datasets[0].Rows), len(datasets)),
         spacing=(column_spacing, row_spacing, float(steps.mean())),
-        origin=tuple(float(v) for v in positions[0]),
+        origin=(x, y, z),
         direction=tuple(float(v) for v in np.column_stack([row_dir, col_dir, normal]).ravel()),
     )
     return tuple(datasets), geometry

@@ -91,7 +91,9 @@ class ConvNormAct(nn.Module):
             )
         elif isinstance(conv, nn.ConvTranspose3d):
             weight = channels_last_weight(conv.weight, x.dtype)
-            y = F.conv_transpose3d(x, weight, None, stride=conv.stride, padding=conv.padding)
+            padding = conv.padding
+            assert not isinstance(padding, str), "transposed convolutions take numeric padding only"
+            y = F.conv_transpose3d(x, weight, None, stride=conv.stride, padding=padding)
         else:
             y = F.conv3d(x, channels_last_weight(conv.weight, x.dtype), None, stride=conv.stride, padding=conv.padding)
         y = to_channels_last(y)
@@ -414,8 +416,10 @@ class OutputHead(nn.Module):
             conv = self.conv.conv
             out = empty_channels_last(x, conv.out_channels)
             weight = conv.weight.detach().to(x.dtype).view(conv.out_channels, conv.in_channels)
+            bias = conv.bias
+            assert bias is not None, "the output head's convolution is built with a bias"
             torch.addmm(
-                conv.bias.detach().to(x.dtype),
+                bias.detach().to(x.dtype),
                 rows(x).reshape(-1, conv.in_channels),
                 weight.t(),
                 out=rows(out).view(-1, conv.out_channels),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, TypeGuard
 
 import torch
 from torch import nn
@@ -48,14 +48,18 @@ class GLIMSConfig:
     """Nominal attention window (voxels per axis)."""
 
     def __post_init__(self) -> None:
-        size = self.img_size
-        if isinstance(size, int):
-            size = (size, size, size)
-        object.__setattr__(self, "img_size", tuple(int(s) for s in size))
-        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        if len(self.img_size) != 3 or any(s <= 0 or s % 32 for s in self.img_size):
-            raise ValueError(f"img_size must be 3 positive sizes divisible by 32, got {self.img_size}")
+        # The fields may arrive as lists or of other lengths (from_dict's JSON); each is checked, then stored as a
+        # tuple of ints.
+        size = tuple(int(s) for s in self.img_size)
+        num_heads = tuple(int(h) for h in self.num_heads)
+        depths = tuple(int(d) for d in self.depths)
+        if len(size) != 3 or any(s <= 0 or s % 32 for s in size):
+            raise ValueError(f"img_size must be 3 positive sizes divisible by 32, got {size}")
+        if len(num_heads) != 4 or len(depths) != 4:
+            raise ValueError(f"num_heads and depths must be 4 numbers each, got {num_heads} and {depths}")
+        object.__setattr__(self, "img_size", size)
+        object.__setattr__(self, "num_heads", num_heads)
+        object.__setattr__(self, "depths", depths)
         if self.in_channels < 1 or self.out_channels < 1 or self.feature_size < 1:
             raise ValueError("in_channels, out_channels and feature_size must be positive")
         for level, heads in enumerate(self.num_heads[1:], start=1):
@@ -63,16 +67,29 @@ class GLIMSConfig:
             if dim % heads:
                 raise ValueError(f"feature_size {self.feature_size}: {dim} channels not divisible by {heads} heads")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> GLIMSConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> GLIMSConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown GLIMS architecture keys: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        if isinstance(values.get("img_size"), int):
+            values["img_size"] = (values["img_size"],) * 3
+        return cls(**values)
+
+
+class _FastPathSwitch(Protocol):
+    """A block with a CPU fast path, taken while its ``fast`` attribute is true (see ``conv_blocks``)."""
+
+    fast: bool
+
+
+def _has_fast_path_switch(module: nn.Module) -> TypeGuard[_FastPathSwitch]:
+    return isinstance(getattr(module, "fast", None), bool)
 
 
 class GLIMS(nn.Module):
@@ -117,9 +134,17 @@ class GLIMS(nn.Module):
         window: int = 7,
     ) -> None:
         super().__init__()
-        size = (img_size,) * 3 if isinstance(img_size, int) else tuple(img_size)
-        self.config = GLIMSConfig(
-            in_channels, out_channels, feature_size, size, tuple(num_heads), tuple(depths), window
+        # from_dict takes an int or any sequence for the tuple fields and checks their lengths.
+        self.config = GLIMSConfig.from_dict(
+            {
+                "in_channels": in_channels,
+                "out_channels": out_channels,
+                "feature_size": feature_size,
+                "img_size": img_size,
+                "num_heads": num_heads,
+                "depths": depths,
+                "window": window,
+            }
         )
         f = feature_size
         grid = [tuple(s // 2**k for s in self.config.img_size) for k in range(6)]
@@ -166,8 +191,8 @@ class GLIMS(nn.Module):
         for module in self._fast_blocks():
             module.fast = bool(enabled)
 
-    def _fast_blocks(self) -> list[nn.Module]:
-        return [m for m in self.modules() if m is not self and isinstance(getattr(m, "fast", None), bool)]
+    def _fast_blocks(self) -> list[_FastPathSwitch]:
+        return [m for m in self.modules() if m is not self and _has_fast_path_switch(m)]
 
     @property
     def precision(self) -> str:
@@ -208,7 +233,7 @@ class GLIMS(nn.Module):
             return [o.to(x.dtype).contiguous() for o in out]
         return out.to(x.dtype).contiguous()
 
-    def _transformer(self, stage: nn.Module, *inputs: torch.Tensor):
+    def _transformer(self, stage: nn.Module, *inputs: torch.Tensor) -> Any:
         """Run a transformer stage in float32 even when the convolutional stages compute in bfloat16."""
         dtype = inputs[0].dtype
         if dtype != torch.bfloat16:

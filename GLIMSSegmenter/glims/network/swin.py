@@ -77,6 +77,9 @@ def shifted_window_mask(padded: Sequence[int], window: Sequence[int], shift: Seq
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside a window, with a learned relative-position bias (window 7 nominal)."""
 
+    relative_position_index: torch.Tensor
+    """Registered buffer: for each pair of voxels in a window, its row in the bias table."""
+
     def __init__(self, dim: int, num_heads: int, window: int = 7) -> None:
         super().__init__()
         if dim % num_heads:

@@ -130,7 +130,8 @@ def render(
 
     images: dict[str, np.ndarray] = {}
     acquisition: dict[str, Any] = {}
-    normal_weight = 1.0 - whole / (sum(frac.values()).clamp_min(1e-6))
+    brain = sum(frac.values(), torch.zeros(()))  # the brain fraction (a tensor start value: typed as a tensor)
+    normal_weight = 1.0 - whole / brain.clamp_min(1e-6)
     for modality in MODALITIES:
         mu = contrast[modality]
         normal = sum(frac[t] * mu[t] for t in frac) * (1.0 + texture_amp[modality] * texture)

@@ -90,6 +90,7 @@ def generate_case(
     spacing3 = spacing_zyx(spacing)
     if len(spacing3) != SPATIAL_DIMS or min(spacing3) <= 0:
         raise ConfigError(f"spacing must be one positive number or three, not {spacing}")
+    sz, sy, sx = spacing3
     if int(seed) < 0:
         raise ConfigError(f"seed must be non-negative, not {seed}")
     grid = Grid(shape, spacing3)
@@ -127,4 +128,4 @@ def generate_case(
             },
         }
     )
-    return SynthCase(images, label, spacing3, int(seed), tissue.to(torch.uint8).numpy(), info)
+    return SynthCase(images, label, (sz, sy, sx), int(seed), tissue.to(torch.uint8).numpy(), info)

@@ -105,7 +105,7 @@ def ellipsoid_depth(
     z: torch.Tensor,
     y: torch.Tensor,
     x: torch.Tensor,
-    radii: Sequence[float | torch.Tensor],
+    radii: Sequence[float | torch.Tensor] | np.ndarray,
     power: float = 2.0,
 ) -> torch.Tensor:
     """Approximate signed distance (mm) to a (super-)ellipsoid's surface at centred coordinates: positive inside.
@@ -127,9 +127,15 @@ def ellipsoid_depth(
 
 
 def spacing_zyx(spacing: float | Sequence[float]) -> tuple[float, ...]:
-    if np.isscalar(spacing):
-        return (float(spacing),) * 3  # type: ignore[arg-type]
-    return tuple(float(v) for v in spacing)  # type: ignore[union-attr]
+    if isinstance(spacing, (int, float, np.number)):
+        return (float(spacing),) * 3
+    return tuple(float(v) for v in spacing)
+
+
+def rotate(matrix: torch.Tensor, vector: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``matrix @ vector`` for a 3x3 ``matrix`` and a ``vector`` of three coordinate tensors (each broadcastable)."""
+    z, y, x = (matrix[i, 0] * vector[0] + matrix[i, 1] * vector[1] + matrix[i, 2] * vector[2] for i in range(3))
+    return z, y, x
 
 
 def soft(distance_inside: torch.Tensor, width: float) -> torch.Tensor:

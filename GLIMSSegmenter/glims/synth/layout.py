@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .geometry import Grid, ellipsoid_depth, small_rotation, uniform
+from .geometry import Grid, ellipsoid_depth, rotate, small_rotation, uniform
 from .params import SynthParams
 
 _FIT_MARGIN = 0.92  # the brain's bounding box fills at most this fraction of the field of view per axis
@@ -39,11 +39,10 @@ class Layout:
     size: np.ndarray  # (3,) per-axis individual size factors of the cerebrum
     ventricle_scale: float
 
-    def to_brain(self, world: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def to_brain(self, world: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Brain-frame coordinates (mm of a full-size brain) of world coordinates (each broadcastable)."""
         rt = torch.from_numpy((self.rotation.T / self.scale).astype(np.float32))
-        rel = [w - float(c) for w, c in zip(world, self.centre, strict=True)]
-        return [rt[i, 0] * rel[0] + rt[i, 1] * rel[1] + rt[i, 2] * rel[2] for i in range(3)]
+        return rotate(rt, [w - float(c) for w, c in zip(world, self.centre, strict=True)])
 
 
 def draw_layout(rng: np.random.Generator, grid: Grid, params: SynthParams) -> Layout:
@@ -78,7 +77,15 @@ def union_depth(z: torch.Tensor, y: torch.Tensor, x: torch.Tensor, size: np.ndar
     return torch.stack(brain_depth(z, y, x, size)).amax(0)
 
 
-def blob(z, y, x, centre, radii, scale: float = 1.0, mirror: bool = False) -> torch.Tensor:
+def blob(
+    z: torch.Tensor,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    centre: tuple[float, float, float],
+    radii: tuple[float, float, float],
+    scale: float = 1.0,
+    mirror: bool = False,
+) -> torch.Tensor:
     """Signed depth (mm) of an ellipsoid at ``centre`` (or the pair mirrored across the midline)."""
     (cz, cy, cx), (rz, ry, rx) = centre, radii
     r = (rz * scale, ry * scale, rx * scale)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .geometry import Grid, ellipsoid_depth, random_orientation, soft, uniform
+from .geometry import Grid, ellipsoid_depth, random_orientation, rotate, soft, uniform
 from .layout import CEREBRUM_LOWER_RZ, CEREBRUM_RADII, LATERAL_VENTRICLE, Layout
 from .params import SynthParams
 
@@ -110,9 +110,8 @@ def tumour_maps(
     whole = torch.zeros(grid.shape)
     core, necrosis = torch.zeros(grid.shape), torch.zeros(grid.shape)
     for lesion in lesions:
-        rel = [z - lesion.centre[0], y - lesion.centre[1], x - lesion.centre[2]]
         rot = torch.from_numpy(lesion.orientation.T.astype(np.float32))
-        local = [rot[i, 0] * rel[0] + rot[i, 1] * rel[1] + rot[i, 2] * rel[2] for i in range(3)]
+        local = rotate(rot, [z - lesion.centre[0], y - lesion.centre[1], x - lesion.centre[2]])
         amp, corr = lesion.core_roughness
         core_out = -ellipsoid_depth(*local, lesion.core_radii) + amp * grid.smooth_noise(rng, corr * s)
         amp, corr = lesion.wt_roughness
@@ -123,8 +122,8 @@ def tumour_maps(
         whole = torch.maximum(whole, torch.maximum(soft(-wt_out, oedema_softness / s), core_member))
         core = torch.maximum(core, core_member)
         if lesion.necrosis_radii is not None:
-            shifted = [loc - float(o) for loc, o in zip(local, lesion.necrosis_offset, strict=True)]
-            nec_out = -ellipsoid_depth(*shifted, lesion.necrosis_radii)
+            lz, ly, lx = (loc - float(o) for loc, o in zip(local, lesion.necrosis_offset, strict=True))
+            nec_out = -ellipsoid_depth(lz, ly, lx, lesion.necrosis_radii)
             nec_out = nec_out + 0.5 * amp * grid.smooth_noise(rng, 4.0 * s)
             nec_out = torch.maximum(nec_out, core_out + lesion.rim_mm)  # keep a rim inside the core
             necrosis = torch.maximum(necrosis, soft(-nec_out, sharp))

@@ -80,13 +80,13 @@ experiments (docs/FINETUNING.md); 2: FLAIR cores as bright as the oedema or brig
 oedema, fainter enhancement possible, larger tumours (BraTS-like core volumes of tens of cm³)."""
 LATEST_GENERATOR = 2
 
-_VERSION_1 = {
-    # what version 2 changed, as version 1 had it
-    "contrast": {
-        "flair": {"edema": (1.45, 2.3), "enhancing": (1.2, 2.0), "necrosis": (0.8, 2.0)},
-        "t1ce": {"enhancing": (1.12, 1.7)},
-        "t2": {"necrosis": (1.8, 3.2)},
-    },
+# What version 2 changed, as version 1 had it: contrasts, and other SynthParams fields.
+_VERSION_1_CONTRAST: dict[str, dict[str, tuple[float, float]]] = {
+    "flair": {"edema": (1.45, 2.3), "enhancing": (1.2, 2.0), "necrosis": (0.8, 2.0)},
+    "t1ce": {"enhancing": (1.12, 1.7)},
+    "t2": {"necrosis": (1.8, 3.2)},
+}
+_VERSION_1: dict[str, tuple[float, float]] = {
     "whole_tumour_radius_mm": (12.0, 35.0),
     "core_fraction": (0.35, 0.8),
     "rim_mm": (1.5, 5.0),
@@ -180,7 +180,6 @@ def synth_params(generator: int = LATEST_GENERATOR, **changes: Any) -> SynthPara
     if generator not in GENERATOR_VERSIONS:
         raise ConfigError(f"unknown synthetic-data generator version {generator!r}; known: {list(GENERATOR_VERSIONS)}")
     if generator == 1:
-        contrast = {m: {**table, **_VERSION_1["contrast"].get(m, {})} for m, table in DEFAULT_CONTRAST.items()}
-        sizes = {k: v for k, v in _VERSION_1.items() if k != "contrast"}
-        changes = {"contrast": contrast, **sizes, **changes}
+        contrast = {m: {**table, **_VERSION_1_CONTRAST.get(m, {})} for m, table in DEFAULT_CONTRAST.items()}
+        changes = {"contrast": contrast, **_VERSION_1, **changes}
     return SynthParams(**changes)

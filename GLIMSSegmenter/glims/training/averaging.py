@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 import torch
 
 __all__ = ["WeightAverage"]
 
+NetworkT = TypeVar("NetworkT", bound=torch.nn.Module)
 
-class WeightAverage:
-    """The running average of ``net``'s parameters (see module docstring)."""
 
-    def __init__(self, net: torch.nn.Module, decay: float, updates: int = 0) -> None:
+class WeightAverage(Generic[NetworkT]):
+    """The running average of ``net``'s parameters (see module docstring); ``model`` is of ``net``'s class."""
+
+    def __init__(self, net: NetworkT, decay: float, updates: int = 0) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"decay must be in (0, 1), not {decay}")
         self.decay = decay

@@ -293,7 +293,8 @@ def load_case(
             "case %s: label grid differs from the first image's; resampling it in physical space", files.case_id
         )
     regions, convention = region_masks_on_grid(label, prepared.processing, files.convention, files.label.name)
-    target = np.ascontiguousarray(regions[(slice(None), *prepared.box)])
+    every_channel = (slice(None), *prepared.box)  # (a name of its own: mypy misreads a[(x, *y)] as a[x, *y])
+    target = np.ascontiguousarray(regions[every_channel])
     return LoadedCase(files.case_id, prepared.array, target, files, convention)
 
 
@@ -334,5 +335,5 @@ def sample_patch(
         start = [int(np.clip(c - s // 2, 0, n - s)) for c, s, n in zip(centre, size, shape, strict=False)]
     else:
         start = [int(rng.integers(0, n - s + 1)) for s, n in zip(size, shape, strict=False)]
-    box = tuple(slice(b, b + s) for b, s in zip(start, size, strict=False))
-    return np.ascontiguousarray(image[(slice(None), *box)]), np.ascontiguousarray(target[(slice(None), *box)])
+    every_channel = (slice(None), *(slice(b, b + s) for b, s in zip(start, size, strict=False)))
+    return np.ascontiguousarray(image[every_channel]), np.ascontiguousarray(target[every_channel])

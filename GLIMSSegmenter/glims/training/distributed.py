@@ -136,7 +136,10 @@ def wrap_model(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """
     if not is_distributed():
         return net
-    device_ids = [device.index if device.index is not None else _local_rank()] if device.type == "cuda" else None
+    device_ids: list[int] | None = None
+    if device.type == "cuda":
+        # torch's stubs say int, but a device named without an index ("cuda") has index None.
+        device_ids = [device.index if device.index is not None else _local_rank()]  # type: ignore[redundant-expr]
     return torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=True)
 
 

@@ -63,7 +63,7 @@ def _case_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir())
 
 
-def _remove_abandoned(root: Path, digest: str, home) -> None:
+def _remove_abandoned(root: Path, digest: str, home: str | os.PathLike | None) -> None:
     """Delete half-generated folders of ``digest`` untouched for ``ABANDONED_AFTER_S`` (a generation killed
     outright; a live one writes a case every few seconds). Age, not process ids: that works on every platform."""
     now = time.time()
@@ -73,7 +73,7 @@ def _remove_abandoned(root: Path, digest: str, home) -> None:
             _remove_quietly(partial, home)
 
 
-def _remove_quietly(folder: Path, home) -> None:
+def _remove_quietly(folder: Path, home: str | os.PathLike | None) -> None:
     """``remove_owned``, leaving (and logging) what it refuses or cannot delete: clean-up never fails a run."""
     try:
         remove_owned(folder, home)

@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 """Forward-pass precisions of training (fp16 would need loss scaling; bf16 has float32's range and does not)."""
 
-DEFAULT_ARCHITECTURE = {
+DEFAULT_ARCHITECTURE: dict[str, Any] = {
     "feature_size": 12,
     "img_size": [32, 32, 32],
     "depths": [2, 2, 2, 2],
@@ -466,14 +466,14 @@ class _Session:
     precision: str
     steps_per_epoch: int
     plan: StagePlan
-    average: WeightAverage | None = None
+    average: WeightAverage[GLIMS] | None = None
 
     @property
     def roi(self) -> list[int]:
         return list(self.net.img_size)
 
     @property
-    def judged(self) -> torch.nn.Module:
+    def judged(self) -> GLIMS:
         """The weights validated and kept: the moving average when there is one, else the trained network."""
         return self.average.model if self.average is not None else self.net
 
@@ -503,8 +503,8 @@ def train(
         ConfigError, InputError, CheckpointError, DeviceError, Cancelled.
     """
     run_dir = Path(config.out_dir)
-    saved: dict[str, Any] | None = None
-    resumed_weights = None
+    saved: dict[str, Any] | None = None  # with the weights below: the state of the run resumed
+    resumed_weights: dict[str, torch.Tensor] = {}
     if resume:
         saved, resumed_weights = load_state(run_dir)
         config = _resumed_config(config, run_dir)
@@ -611,7 +611,7 @@ def _restore(session: _Session, saved: Mapping[str, Any], weights: Mapping[str, 
     return run
 
 
-def _weight_average(net: GLIMS, config: TrainConfig, saved: Mapping[str, Any] | None) -> WeightAverage | None:
+def _weight_average(net: GLIMS, config: TrainConfig, saved: Mapping[str, Any] | None) -> WeightAverage[GLIMS] | None:
     """The moving average of the weights (``config.ema_decay``), restored from ``saved`` when resuming."""
     if not config.ema_decay:
         return None

@@ -108,7 +108,7 @@ def test_replay_cases_are_mixed_into_training_but_neither_validated_nor_counted_
     # two site cases of weight 1, one replay case weighted to draw half of the windows
     assert config["case_weights"] == [1.0, 1.0, 2.0] and config["cases"][-1].endswith("REPLAY-7")
     # validated with the thresholds the base model segments with
-    assert config["val_thresholds"] == load_catalog(home).get("base").output["thresholds"]
+    assert config["val_thresholds"] == load_catalog(home).get("base").output.thresholds
     with pytest.raises(ConfigError, match="between 0 and 1"):
         finetune("base", "site-r", epochs=1, replay=[replay_root], replay_fraction=1.0, home=home, device="cpu")
     stored = Path(config["cases"][0])

@@ -274,7 +274,7 @@ def finetune(
     )
     catalog = load_catalog(home)
     spec = catalog.get(base)
-    if spec.output.get("activation") != "sigmoid":
+    if spec.output.activation != "sigmoid":
         raise ConfigError(f"fine-tuning supports the BraTS (sigmoid TC/WT/ET) models; {spec.ref} is {spec.preset}")
     check_user_model_id(name, catalog)
     weights = spec.weights[0]
@@ -371,10 +371,10 @@ def _finetune_locked(
                 cases=tuple(map(str, [*train_dirs, *replay_dirs])),
                 case_weights=case_weights,
                 val_cases=tuple(map(str, val_dirs)),
-                val_thresholds=spec.output.get("thresholds"),
+                val_thresholds=dict(spec.output.thresholds) or None,
                 preset=spec.preset,
                 architecture={k: v for k, v in spec.architecture.items() if k != "name"},
-                spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
+                spacing=spec.preprocessing.spacing,
                 label_convention=convention,
                 epochs=epochs,
                 minutes=minutes,
@@ -467,10 +467,10 @@ def _entry(
             }
             for lab in spec.labels
         ],
-        "preprocessing": dict(spec.preprocessing),
-        "output": dict(spec.output),
-        "postprocessing": dict(spec.postprocessing),
-        "inference": dict(spec.inference),
+        "preprocessing": spec.preprocessing.to_dict(),
+        "output": spec.output.to_dict(),
+        "postprocessing": spec.postprocessing.to_dict(),
+        "inference": spec.inference.to_dict(),
         "finetuning": dict(spec.finetuning),
         "provenance": {
             "base_model": spec.ref,

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -52,6 +52,8 @@ __all__ = ["FinetuneOptions", "FinetuneResult", "finetune", "split_for_finetunin
 REPLAY_FILE = "replay.json"
 FEW_CASES = 5
 Keep = Literal["auto", "best", "last"]
+"""Which weights a run registers (``FinetuneOptions.keep``)."""
+KEEP_CHOICES: tuple[Keep, ...] = get_args(Keep)
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,8 @@ class FinetuneOptions:
     """Continue the latest interrupted run of the name."""
 
     def __post_init__(self) -> None:
-        if self.keep not in ("auto", "best", "last"):
-            raise ConfigError(f"keep must be auto, best or last, not {self.keep!r}")
+        if self.keep not in KEEP_CHOICES:
+            raise ConfigError(f"keep must be {', '.join(KEEP_CHOICES[:-1])} or {KEEP_CHOICES[-1]}, not {self.keep!r}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(
                 f"patience must be at least 1 validation (or None: never stop early), not {self.patience}"

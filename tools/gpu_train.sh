@@ -147,8 +147,8 @@ from glims.registry import register_model
 
 weights, home, model = sys.argv[1:4]
 bundled = load_catalog().get(model)
-settings = {"preprocessing": dict(bundled.preprocessing), "output": {"thresholds": dict(bundled.output["thresholds"])},
-            "postprocessing": dict(bundled.postprocessing), "inference": dict(bundled.inference)}
+settings = {"preprocessing": bundled.preprocessing.to_dict(), "output": {"thresholds": dict(bundled.output.thresholds)},
+            "postprocessing": bundled.postprocessing.to_dict(), "inference": bundled.inference.to_dict()}
 spec = register_model(weights, "glims-candidate", "brats", home=home, overrides=settings,
                       license_text="candidate weights, not for distribution")
 print("registered", spec.ref, "from", weights)

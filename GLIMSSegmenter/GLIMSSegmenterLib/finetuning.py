@@ -152,7 +152,7 @@ class FineTuningLogic:
             cases: the training set as :meth:`trainingCases` returned it (None: read it now).
         """
         spec = self.segmenter.model(modelId)
-        if spec.output.get("activation") != "sigmoid":
+        if spec.output.activation != "sigmoid":
             return f"fine-tuning supports the brain-tumour (BraTS) models; {spec.title} is not one"
         count = len([c for c in (self.trainingCases() if cases is None else cases) if c.preset == spec.preset])
         if count < MIN_CASES:

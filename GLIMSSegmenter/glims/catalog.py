@@ -9,7 +9,9 @@ versions, defaults).
 
 Each entry names a task ``preset`` (``brats`` or ``btcv``, in ``resources/presets.json``) that supplies inputs,
 labels, pre- and post-processing; fields set in the entry override the preset's. Both files are validated against
-``resources/models.schema.json`` when loaded. Model references are ``ID`` (newest version) or ``ID@VERSION``.
+``resources/models.schema.json`` when loaded. The ``preprocessing``, ``output``, ``postprocessing`` and
+``inference`` sections become typed objects then (``glims.catalog_sections``). Model references are ``ID`` (newest
+version) or ``ID@VERSION``.
 
 This module needs only the standard library and ``jsonschema``: the Slicer module imports it without torch.
 """
@@ -21,11 +23,19 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from .catalog_sections import (  # DEFAULT_OVERLAP and INFERENCE_PRECISIONS re-exported: read by the front ends
+    DEFAULT_OVERLAP,
+    INFERENCE_PRECISIONS,
+    InferenceSpec,
+    OutputSpec,
+    PostprocessingSpec,
+    PreprocessingSpec,
+)
 from .errors import CatalogError
 from .jsonfiles import read_json
 from .paths import user_home  # re-exported: the glims home is glims.paths.user_home
@@ -45,7 +55,6 @@ __all__ = [
     "DEFAULT_PRESET",
     "user_home",
     "match_inputs",
-    "expected_out_channels",
     "spec_from_entry",
     "read_document",
     "validate_document",
@@ -61,10 +70,6 @@ BUILTIN_CATALOG = RESOURCES / "models.json"
 """The catalog of the models shipped with glims."""
 TERMINOLOGY_CONTEXT = "Segmentation category and type - DICOM master list"
 ANATOMY_CONTEXT = "Anatomic codes - DICOM master list"
-DEFAULT_OVERLAP = 0.5
-"""Sliding-window overlap of a model whose catalog entry sets none (``inference.overlap``)."""
-INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16")
-"""Arithmetic of a segmentation run (``inference.precision``, ``glims segment --precision``)."""
 
 
 @dataclass(frozen=True)
@@ -138,10 +143,10 @@ class ModelSpec:
     weights: tuple[WeightsSpec, ...]
     inputs: tuple[InputSpec, ...]
     labels: tuple[LabelSpec, ...]
-    preprocessing: Mapping[str, Any]
-    output: Mapping[str, Any]
-    postprocessing: Mapping[str, Any]
-    inference: Mapping[str, Any]
+    preprocessing: PreprocessingSpec
+    output: OutputSpec
+    postprocessing: PostprocessingSpec
+    inference: InferenceSpec
     regions: Mapping[str, tuple[int, ...]]
     match_priority: tuple[str, ...]
     builtin: bool = True
@@ -163,7 +168,7 @@ class ModelSpec:
     @property
     def overlap(self) -> float:
         """The model's sliding-window overlap: its entry's ``inference.overlap``, else ``DEFAULT_OVERLAP``."""
-        return float(self.inference.get("overlap", DEFAULT_OVERLAP))
+        return self.inference.overlap
 
     def label_by_value(self) -> dict[int, LabelSpec]:
         return {label.value: label for label in self.labels}
@@ -194,10 +199,10 @@ class ModelSpec:
                 }
                 for label in self.labels
             ],
-            "preprocessing": dict(self.preprocessing),
-            "output": dict(self.output),
-            "postprocessing": dict(self.postprocessing),
-            "inference": dict(self.inference),
+            "preprocessing": self.preprocessing.to_dict(),
+            "output": self.output.to_dict(),
+            "postprocessing": self.postprocessing.to_dict(),
+            "inference": self.inference.to_dict(),
             "provenance": dict(self.provenance),
             "finetuning": dict(self.finetuning),
         }
@@ -316,14 +321,15 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
         for lab in merged["labels"]
     )
     inputs = tuple(InputSpec(i["key"], i["title"], tuple(i["patterns"])) for i in merged["inputs"])
+    output = _section(entry, "output", OutputSpec.from_dict, merged)
     out_channels = merged["architecture"].get("out_channels")
-    expected = expected_out_channels(merged["output"], len(labels))
+    expected = output.expected_out_channels(len(labels))
     if out_channels is not None and expected is not None and out_channels != expected:
-        if merged["output"].get("activation") == "softmax":
+        if output.activation == "softmax":
             raise CatalogError(f"model {entry['id']}: {out_channels} softmax outputs for {len(labels)} labels")
         raise CatalogError(
             f"model {entry['id']}: {out_channels} output channels; its task ({entry['preset']}) "
-            f"has {expected} ({', '.join(merged['output']['channels'])})"
+            f"has {expected} ({', '.join(output.channels)})"
         )
     in_channels = merged["architecture"].get("in_channels")
     if in_channels not in (None, len(inputs)):
@@ -339,10 +345,10 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
         weights=weights,
         inputs=inputs,
         labels=labels,
-        preprocessing=merged["preprocessing"],
-        output=merged["output"],
-        postprocessing=merged["postprocessing"],
-        inference=merged.get("inference", {}),
+        preprocessing=_section(entry, "preprocessing", PreprocessingSpec.from_dict, merged),
+        output=output,
+        postprocessing=_section(entry, "postprocessing", PostprocessingSpec.from_dict, merged),
+        inference=_section(entry, "inference", InferenceSpec.from_dict, merged),
         regions={k: tuple(v) for k, v in merged.get("regions", {}).items()},
         match_priority=tuple(merged.get("match_priority", [i.key for i in inputs])),
         builtin=builtin,
@@ -353,14 +359,25 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
     )
 
 
-def expected_out_channels(output: Mapping[str, Any], n_labels: int) -> int | None:
-    """Output channels a network must have for a task's ``output`` rules: one per sigmoid channel, or background
-    plus one per label for softmax; None when the rules do not say."""
-    if output.get("activation") == "sigmoid" and output.get("channels"):
-        return len(output["channels"])
-    if output.get("activation") == "softmax":
-        return n_labels + 1
-    return None
+SectionT = TypeVar("SectionT")
+
+
+def _section(
+    entry: Mapping[str, Any], name: str, read: Callable[[Mapping[str, Any]], SectionT], merged: Mapping[str, Any]
+) -> SectionT:
+    """The typed ``name`` section of a merged entry; a value it cannot take is reported against the model.
+
+    Raises:
+        CatalogError: an invalid setting (unknown activation or intensity rule, missing or non-numeric value, ...).
+    """
+    try:
+        return read(merged.get(name, {}))
+    except CatalogError as err:
+        raise CatalogError(f"model {entry['id']}: {name}: {err}") from None
+    except KeyError as err:
+        raise CatalogError(f"model {entry['id']}: {name}: a setting lacks {err}") from None
+    except (TypeError, ValueError, AttributeError) as err:
+        raise CatalogError(f"model {entry['id']}: {name}: invalid setting ({err})") from None
 
 
 def read_document(path: Path, required: bool = True) -> dict[str, Any]:

@@ -24,12 +24,13 @@ Arrays are ``(z, y, x)`` and spacings ``(z, y, x)`` in mm, as in ``glims.metrics
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
 
+from .catalog_sections import OutputSpec, PreprocessingSpec
 from .errors import ConfigError, InputError
 from .metrics import REGIONS, LabelConvention, bounding_box, check_labels, dice, region_masks, squared_distance_map
 
@@ -177,7 +178,9 @@ def label_errors(
     return {r: region_errors(pred_masks[r], ref_masks[r], spacing, boundary_mm) for r in REGIONS}
 
 
-def grid_round_trip(label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping) -> np.ndarray:
+def grid_round_trip(
+    label: sitk.Image, convention: str, preprocessing: PreprocessingSpec, output: OutputSpec
+) -> np.ndarray:
     """A reference label taken to a model's processing grid (``glims.training.data.label_on_processing_grid``) and
     back by nearest neighbour, as ``glims segment`` puts its labels back.
 
@@ -191,7 +194,9 @@ def grid_round_trip(label: sitk.Image, convention: str, preprocessing: Mapping, 
     return sitk.GetArrayFromImage(resample_to(on_grid, label, sitk.sitkNearestNeighbor))
 
 
-def grid_ceiling(label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping) -> dict[str, float]:
+def grid_ceiling(
+    label: sitk.Image, convention: str, preprocessing: PreprocessingSpec, output: OutputSpec
+) -> dict[str, float]:
     """Dice of TC, WT and ET between a reference label and its ``grid_round_trip``: what a model on that processing
     grid scores against this reference if it reproduces its training targets exactly."""
     from .training.labels import detect_convention

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .casefiles import CaseFiles
+from .catalog_sections import OutputSpec, PreprocessingSpec
 from .error_breakdown import DEFAULT_BOUNDARY_MM, ERROR_KINDS, RegionErrors, grid_ceiling, label_errors
 from .errors import ConfigError, InputError
 from .fileio import atomic_write
@@ -225,10 +226,10 @@ class Breakdown:
     ceiling of the model's processing grid (see ``glims.error_breakdown``)."""
 
     boundary_mm: float = DEFAULT_BOUNDARY_MM
-    preprocessing: Mapping | None = None
-    """The model's catalog ``preprocessing`` block (its processing grid), or None for no ceiling."""
-    output: Mapping | None = None
-    """The model's catalog ``output`` block (how its channels are painted), or None for no ceiling."""
+    preprocessing: PreprocessingSpec | None = None
+    """The model's catalog ``preprocessing`` section (its processing grid), or None for no ceiling."""
+    output: OutputSpec | None = None
+    """The model's catalog ``output`` section (how its channels are painted), or None for no ceiling."""
 
 
 @dataclass
@@ -398,7 +399,7 @@ def segment_cases(
     Returns:
         ``{case_id: label map path}``.
     """
-    from dataclasses import fields, replace
+    from dataclasses import fields
 
     from .inference import InferenceOptions
     from .pipeline import resolve_model, segment_files
@@ -409,7 +410,7 @@ def segment_cases(
     unknown = sorted(set(overrides) - {f.name for f in fields(InferenceOptions)})
     if unknown:
         raise ConfigError(f"unknown inference settings {unknown}")
-    options = replace(InferenceOptions(**spec.inference), **overrides)
+    options = InferenceOptions.from_spec(spec.inference, **overrides)
     check_thresholds(spec.output, thresholds)
     out = Path(out_dir)
     plan = StagePlan([("segment", 1.0)], progress)

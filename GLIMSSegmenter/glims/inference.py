@@ -12,11 +12,13 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from .catalog import DEFAULT_OVERLAP, INFERENCE_PRECISIONS, ModelSpec
+from .catalog import ModelSpec
+from .catalog_sections import BLENDS, INFERENCE_PRECISIONS, Blend, InferenceSpec, Precision
 from .checkpoint import load_checkpoint, load_into_model
 from .errors import CheckpointError, ConfigError, DeviceError
 from .modelcache import active_model_cache
@@ -29,22 +31,24 @@ logger = logging.getLogger(__name__)
 
 # Test-time augmentation: which spatial axes (of C, X, Y, Z arrays: 2, 3, 4) are flipped in each pass.
 FLIP_SETS: tuple[tuple[int, ...], ...] = ((), (2,), (3,), (4,))
+_MODEL_DEFAULTS = InferenceSpec()
+"""The settings of a model whose catalog entry gives none."""
 
 
 @dataclass(frozen=True)
 class InferenceOptions:
-    """How to run the windows."""
+    """How to run the windows. A model's own settings come from its catalog entry (``from_spec``)."""
 
     device: str = "auto"
     """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
-    overlap: float = DEFAULT_OVERLAP
+    overlap: float = _MODEL_DEFAULTS.overlap
     """Fraction of a window shared with its neighbour (0 <= overlap < 1)."""
-    blend: str = "gaussian"
+    blend: Blend = _MODEL_DEFAULTS.blend
     """``gaussian`` (centre-weighted) or ``constant`` blending of overlapping windows."""
-    sw_batch_size: int = 1
+    sw_batch_size: int = _MODEL_DEFAULTS.sw_batch_size
     """Windows per forward pass. One is fastest for 96^3 windows on the CPU (a batch of two costs 6% more per
     window: larger working set); GPUs and small windows gain from more (set per model in the catalog)."""
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     """``fp32``, ``bf16`` or ``fp16`` (the latter two through autocast)."""
     tta: bool = False
     """Average over mirrored copies (flips of each axis)."""
@@ -54,8 +58,8 @@ class InferenceOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.blend not in ("gaussian", "constant"):
-            raise ConfigError(f"blend must be gaussian or constant, got {self.blend!r}")
+        if self.blend not in BLENDS:
+            raise ConfigError(f"blend must be {' or '.join(BLENDS)}, got {self.blend!r}")
         if self.precision not in INFERENCE_PRECISIONS:
             raise ConfigError(
                 f"precision must be {', '.join(INFERENCE_PRECISIONS[:-1])} or "
@@ -63,6 +67,13 @@ class InferenceOptions:
             )
         if self.sw_batch_size < 1:
             raise ConfigError("sw_batch_size must be at least 1")
+
+    @classmethod
+    def from_spec(cls, section: InferenceSpec, **settings: Any) -> InferenceOptions:
+        """A model's catalog settings (``overlap``, ``blend``, ``sw_batch_size``), with ``settings`` (any field)
+        given or overriding them."""
+        own = {"overlap": section.overlap, "blend": section.blend, "sw_batch_size": section.sw_batch_size}
+        return cls(**{**own, **settings})
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -164,7 +164,7 @@ def segment_files(
     _check(cancel)
 
     clock = time.perf_counter()
-    opts = options or InferenceOptions(**spec.inference)
+    opts = options or InferenceOptions.from_spec(spec.inference)
     logits, device = predict_logits(
         models,
         case.array,
@@ -268,15 +268,15 @@ def _torch_version() -> str:
 def _labels_on_reference(spec, case, logits, postprocess, thresholds) -> tuple[np.ndarray, np.ndarray]:
     """Label map (X, Y, Z) on the reference grid, and the probabilities on the full processing grid."""
     output = spec.output
-    probs = activate(logits, output["activation"])
-    background = [1.0] + [0.0] * (probs.shape[0] - 1) if output["activation"] == "softmax" else 0.0
+    probs = activate(logits, output.activation)
+    background = [1.0] + [0.0] * (probs.shape[0] - 1) if output.activation == "softmax" else 0.0
     probs_full = case.uncrop(probs, background)
     labels = probabilities_to_labels(probs_full, output, thresholds)
-    rules = spec.postprocessing
-    if (rules.get("enabled", False) if postprocess is None else postprocess) and output["activation"] == "sigmoid":
-        apply_cleanup_rules(labels, probs_full, list(output["channels"]), rules.get("rules", []))
-        if rules.get("fill_holes"):
-            fill_holes(labels, int(rules["fill_holes"]["label"]), int(rules["fill_holes"]["fill_with"]))
+    cleanup = spec.postprocessing
+    if (cleanup.enabled if postprocess is None else postprocess) and output.activation == "sigmoid":
+        apply_cleanup_rules(labels, probs_full, list(output.channels), cleanup.rules)
+        if cleanup.fill_holes is not None:
+            fill_holes(labels, cleanup.fill_holes.label, cleanup.fill_holes.fill_with)
     labels[~case.foreground] = 0
     on_reference = case.to_reference(labels[None].astype(np.float32), sitk.sitkNearestNeighbor)[0]
     return to_xyz(on_reference).astype(np.uint8), probs_full

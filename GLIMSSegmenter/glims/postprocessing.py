@@ -9,34 +9,35 @@ Softmax models (BTCV) take the arg-max.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
 
+from .catalog_sections import ACTIVATIONS, Activation, CleanupRule, OutputSpec
 from .errors import ConfigError
 
 __all__ = ["activate", "check_thresholds", "probabilities_to_labels", "apply_cleanup_rules", "fill_holes"]
 
 
-def activate(logits: np.ndarray, activation: str) -> np.ndarray:
-    """Logits (K, ...) -> probabilities (K, ...) float32."""
+def activate(logits: np.ndarray, activation: Activation) -> np.ndarray:
+    """Logits (K, ...) -> probabilities (K, ...) float32. (A catalog's activation is checked when it is read.)"""
     if activation == "sigmoid":
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
     if activation == "softmax":
         shifted = np.exp(logits - logits.max(axis=0, keepdims=True))
         return (shifted / shifted.sum(axis=0, keepdims=True)).astype(np.float32)
-    raise ConfigError(f"unknown output activation {activation!r}")
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, not {activation!r}")
 
 
-def check_thresholds(output: Mapping, thresholds: Mapping[str, float] | None) -> None:
+def check_thresholds(output: OutputSpec, thresholds: Mapping[str, float] | None) -> None:
     """Refuse threshold overrides that would be ignored or meaningless: unknown channels, values outside (0, 1),
     or any override for a softmax model (which takes the arg-max, no thresholds)."""
     if not thresholds:
         return
-    if output["activation"] != "sigmoid":
+    if output.activation != "sigmoid":
         raise ConfigError("thresholds apply to models with sigmoid outputs; this model takes the arg-max of a softmax")
-    channels = list(output["channels"])
+    channels = list(output.channels)
     unknown = sorted(set(thresholds) - set(channels))
     if unknown:
         raise ConfigError(f"threshold for unknown channel(s) {unknown}; this model's channels are {channels}")
@@ -46,25 +47,22 @@ def check_thresholds(output: Mapping, thresholds: Mapping[str, float] | None) ->
 
 
 def probabilities_to_labels(
-    probs: np.ndarray, output: Mapping, thresholds: Mapping[str, float] | None = None
+    probs: np.ndarray, output: OutputSpec, thresholds: Mapping[str, float] | None = None
 ) -> np.ndarray:
     """Probabilities (K, X, Y, Z) -> uint8 label map (X, Y, Z).
 
     Args:
         probs: output of ``activate``.
-        output: the catalog's ``output`` block (activation, channels, thresholds, paint order).
+        output: the model's catalog ``output`` section (activation, channels, thresholds, paint order).
         thresholds: per-channel overrides of the catalog thresholds (sigmoid models).
     """
-    if output["activation"] == "softmax":
+    if output.activation == "softmax":
         return probs.argmax(axis=0).astype(np.uint8)
-    channels = list(output["channels"])
-    limits = {**output.get("thresholds", {}), **(thresholds or {})}
+    channels = list(output.channels)
+    limits = {**output.thresholds, **(thresholds or {})}
     labels = np.zeros(probs.shape[1:], dtype=np.uint8)
-    for step in output["paint"]:
-        channel = step["channel"]
-        if channel not in channels:
-            raise ConfigError(f"paint step names channel {channel!r}, not one of {channels}")
-        labels[probs[channels.index(channel)] > float(limits.get(channel, 0.5))] = int(step["label"])
+    for step in output.paint:
+        labels[probs[channels.index(step.channel)] > float(limits.get(step.channel, 0.5))] = step.label
     return labels
 
 
@@ -75,23 +73,25 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return sitk.GetArrayFromImage(components), count
 
 
-def apply_cleanup_rules(labels: np.ndarray, probs: np.ndarray, channels: list[str], rules: list[Mapping]) -> np.ndarray:
+def apply_cleanup_rules(
+    labels: np.ndarray, probs: np.ndarray, channels: Sequence[str], rules: Sequence[CleanupRule]
+) -> np.ndarray:
     """Relabel small, unconfident components, rule by rule (in place; returns ``labels``).
 
-    A rule ``{"label": L, "min_voxels": n, "max_mean_prob": p, "channel": C, "relabel": R}`` turns every connected
-    component of label L with fewer than n voxels *and* a mean probability of channel C below p into label R.
+    A rule turns every connected component of ``rule.label`` with fewer than ``rule.min_voxels`` voxels *and* a
+    mean probability of ``rule.channel`` below ``rule.max_mean_prob`` into ``rule.relabel``.
     """
     for rule in rules:
-        components, count = _components(labels == int(rule["label"]))
+        components, count = _components(labels == rule.label)
         if count == 0:
             continue
         ids = components.ravel()
         sizes = np.bincount(ids, minlength=count + 1)
-        prob = probs[channels.index(rule["channel"])].ravel()
+        prob = probs[list(channels).index(rule.channel)].ravel()
         mean_prob = np.bincount(ids, weights=prob, minlength=count + 1) / np.maximum(sizes, 1)
-        weak = (sizes < int(rule["min_voxels"])) & (mean_prob < float(rule["max_mean_prob"]))
+        weak = (sizes < rule.min_voxels) & (mean_prob < rule.max_mean_prob)
         weak[0] = False
-        labels[weak[components]] = int(rule["relabel"])
+        labels[weak[components]] = rule.relabel
     return labels
 
 

@@ -20,13 +20,14 @@ reference grid.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from .catalog_sections import CROP_MARGIN, IntensitySpec, PreprocessingSpec
 from .errors import InputError
 from .imageio import Geometry, fields_overlap, read_image, reorient, resample_to
 
@@ -40,8 +41,6 @@ __all__ = [
     "to_xyz",
     "from_xyz",
 ]
-
-CROP_MARGIN = 8  # voxels kept around the foreground unless the preprocessing says ``crop_margin``
 
 
 def to_xyz(image: sitk.Image) -> np.ndarray:
@@ -148,14 +147,13 @@ def _resample_spacing(image: sitk.Image, spacing: Sequence[float]) -> sitk.Image
     )
 
 
-def normalize_intensity(array: np.ndarray, rule: Mapping) -> np.ndarray:
+def normalize_intensity(array: np.ndarray, rule: IntensitySpec) -> np.ndarray:
     """Normalise a (C, X, Y, Z) float32 array in place and return it.
 
-    Rules: ``{"kind": "zscore_nonzero"}`` — per channel, (v - mean) / std over non-zero voxels, zeros stay 0;
-    ``{"kind": "window", "min": a, "max": b}`` — clip to [a, b] and scale to [0, 1].
+    Rules: ``zscore_nonzero`` — per channel, (v - mean) / std over non-zero voxels, zeros stay 0; ``window`` —
+    clip to [min, max] and scale to [0, 1].
     """
-    kind = rule.get("kind")
-    if kind == "zscore_nonzero":
+    if rule.kind == "zscore_nonzero":
         for channel in array:
             mask = channel != 0
             if not mask.any():
@@ -163,19 +161,18 @@ def normalize_intensity(array: np.ndarray, rule: Mapping) -> np.ndarray:
             values = channel[mask]
             mean, std = values.mean(dtype=np.float64), values.std(dtype=np.float64)
             channel[mask] = (values - mean) / (std if std > 0 else 1.0)
-    elif kind == "window":
-        lo, hi = float(rule["min"]), float(rule["max"])
+    else:
+        assert rule.min is not None and rule.max is not None  # a window's bounds are checked when it is read
+        lo, hi = rule.min, rule.max
         np.clip(array, lo, hi, out=array)
         array -= lo
         array /= hi - lo
-    else:
-        raise InputError(f"unknown intensity normalisation {kind!r} in the model's catalog entry")
     return array
 
 
-def foreground_mask(array: np.ndarray, rule: Mapping) -> np.ndarray:
+def foreground_mask(array: np.ndarray, rule: IntensitySpec) -> np.ndarray:
     """Voxels that belong to the subject: any non-zero channel (skull-stripped MRI) or body (CT above -500 HU)."""
-    if rule.get("kind") == "window":
+    if rule.kind == "window":
         return (array > -500).any(axis=0)
     return (array != 0).any(axis=0)
 
@@ -201,17 +198,18 @@ def foreground_box(mask: np.ndarray, min_size: Sequence[int], margin: int = CROP
 def prepare_case(
     paths: Sequence[str | Path],
     names: Sequence[str],
-    preprocessing: Mapping,
+    preprocessing: PreprocessingSpec,
     roi_size: Sequence[int],
     crop: bool | None = None,
 ) -> CasePreparation:
-    """Everything from files to the cropped, normalised network input (see module docstring)."""
-    channels, reference = prepare_images(paths, names, preprocessing.get("orientation"), preprocessing.get("spacing"))
+    """Everything from files to the cropped, normalised network input (see module docstring); ``crop`` None
+    follows the model's ``crop_foreground``."""
+    channels, reference = prepare_images(paths, names, preprocessing.orientation, preprocessing.spacing)
     raw = np.stack([to_xyz(image) for image in channels]).astype(np.float32, copy=False)
-    rule = preprocessing.get("intensity", {"kind": "zscore_nonzero"})
+    rule = preprocessing.intensity
     mask = foreground_mask(raw, rule)
-    do_crop = preprocessing.get("crop_foreground", True) if crop is None else crop
-    margin = int(preprocessing.get("crop_margin", CROP_MARGIN))
+    do_crop = preprocessing.crop_foreground if crop is None else crop
+    margin = preprocessing.crop_margin
     box = foreground_box(mask, roi_size, margin) if do_crop else tuple(slice(0, s) for s in mask.shape)
     array = normalize_intensity(np.ascontiguousarray(raw[(slice(None), *box)]), rule)
     return CasePreparation(array, reference, channels[0], box, mask)

@@ -21,7 +21,6 @@ from .catalog import (
     BUILTIN_CATALOG,
     Catalog,
     ModelSpec,
-    expected_out_channels,
     load_catalog,
     load_presets,
     read_document,
@@ -30,6 +29,7 @@ from .catalog import (
     validate_document,
     version_key,
 )
+from .catalog_sections import OutputSpec
 from .errors import CatalogError, ConfigError
 from .fileio import write_json
 from .locks import catalog_lock
@@ -138,9 +138,8 @@ def register_model(
             f"{expected_inputs} inputs"
         )
     labels = (overrides or {}).get("labels", presets[preset]["labels"])
-    expected_outputs = expected_out_channels(
-        {**presets[preset]["output"], **(overrides or {}).get("output", {})}, len(labels)
-    )
+    output = OutputSpec.from_dict({**presets[preset]["output"], **(overrides or {}).get("output", {})})
+    expected_outputs = output.expected_out_channels(len(labels))
     if expected_outputs is not None and net.config.out_channels != expected_outputs:
         raise CatalogError(
             f"{Path(weights_file).name} gives {net.config.out_channels} output channels; preset {preset} needs "

@@ -73,10 +73,10 @@ def test_a_model_trained_on_a_coarser_grid_is_registered_with_that_grid(tmp_path
                               extra={"training": {"spacing": [2.0, 2.0, 2.0], "epoch": 3}})
     plain = save_checkpoint(tmp_path / "plain", net.state_dict(), architecture)
     home = tmp_path / "home"
-    assert register_model(trained, "coarse", "brats", home=home).preprocessing["spacing"] == [2.0, 2.0, 2.0]
+    assert register_model(trained, "coarse", "brats", home=home).preprocessing.spacing == (2.0, 2.0, 2.0)
     # Without training metadata the preset's grid applies (BraTS: the images' own).
-    assert register_model(plain, "native", "brats", home=home).preprocessing["spacing"] is None
-    assert load_catalog(home).get("coarse").preprocessing["spacing"] == [2.0, 2.0, 2.0]
+    assert register_model(plain, "native", "brats", home=home).preprocessing.spacing is None
+    assert load_catalog(home).get("coarse").preprocessing.to_dict()["spacing"] == [2.0, 2.0, 2.0]
 
 
 def test_a_brats_checkpoint_cannot_be_registered_as_ct(authors_pt, tmp_path):

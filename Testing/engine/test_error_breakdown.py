@@ -12,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from glims.catalog import load_catalog
+from glims.catalog_sections import OutputSpec, PreprocessingSpec
 from glims.cli import main
 from glims.error_breakdown import (
     ERROR_KINDS,
@@ -29,11 +30,14 @@ from glims.synth import generate_dataset
 
 from tiny_models import register_tiny_model
 
-BRATS_OUTPUT = {
-    "activation": "sigmoid",
-    "channels": ["TC", "WT", "ET"],
-    "paint": [{"channel": "WT", "label": 2}, {"channel": "TC", "label": 1}, {"channel": "ET", "label": 3}],
-}
+BRATS_OUTPUT = OutputSpec.from_dict(
+    {
+        "activation": "sigmoid",
+        "channels": ["TC", "WT", "ET"],
+        "paint": [{"channel": "WT", "label": 2}, {"channel": "TC", "label": 1}, {"channel": "ET", "label": 3}],
+    }
+)
+TWO_MM = PreprocessingSpec.from_dict({"orientation": "LPS", "spacing": [2, 2, 2]})
 
 
 def ball(shape, centre, radius) -> np.ndarray:
@@ -135,10 +139,10 @@ def shell_case() -> sitk.Image:
 
 def test_two_millimetre_round_trip_loses_the_thin_rim_not_the_bulk():
     label = shell_case()
-    ceiling = grid_ceiling(label, "brats2023", {"orientation": "LPS", "spacing": [2, 2, 2]}, BRATS_OUTPUT)
+    ceiling = grid_ceiling(label, "brats2023", TWO_MM, BRATS_OUTPUT)
     assert ceiling["ET"] < 0.8  # a one-voxel rim cannot be drawn on a 2 mm grid
     assert ceiling["WT"] > 0.95 and ceiling["TC"] > 0.9
-    trip = grid_round_trip(label, "brats2023", {"orientation": "LPS", "spacing": [2, 2, 2]}, BRATS_OUTPUT)
+    trip = grid_round_trip(label, "brats2023", TWO_MM, BRATS_OUTPUT)
     assert trip.shape == sitk.GetArrayFromImage(label).shape
     assert set(np.unique(trip)) <= {0, 1, 2, 3}
 
@@ -148,8 +152,7 @@ def test_label_stored_on_the_processing_grid_gives_the_same_training_targets():
 
     label = shell_case()
     label.SetOrigin((3.0, -7.0, 11.0))
-    preprocessing = {"orientation": "LPS", "spacing": [2, 2, 2]}
-    on_grid = label_on_processing_grid(label, "brats2023", preprocessing, BRATS_OUTPUT)
+    on_grid = label_on_processing_grid(label, "brats2023", TWO_MM, BRATS_OUTPUT)
     assert on_grid.GetSpacing() == (2.0, 2.0, 2.0)
     direct, _ = region_masks_on_grid(label, on_grid, "brats2023", "direct")
     stored, _ = region_masks_on_grid(on_grid, on_grid, "brats2023", "stored")
@@ -159,10 +162,10 @@ def test_label_stored_on_the_processing_grid_gives_the_same_training_targets():
 def test_round_trip_on_the_label_grid_is_exact():
     label = shell_case()
     label.SetSpacing((1.0, 1.0, 1.0))
-    same = grid_ceiling(label, "auto", {"orientation": "LPS", "spacing": None}, BRATS_OUTPUT)
+    same = grid_ceiling(label, "auto", PreprocessingSpec.from_dict({"orientation": "LPS"}), BRATS_OUTPUT)
     assert same == {"TC": 1.0, "WT": 1.0, "ET": 1.0}
     with pytest.raises(ConfigError, match="sigmoid"):
-        grid_ceiling(label, "brats2023", {"spacing": None}, {"activation": "softmax", "channels": ["a"]})
+        grid_ceiling(label, "brats2023", PreprocessingSpec(), OutputSpec(activation="softmax", channels=("a",)))
 
 
 def write_label(array: np.ndarray, path: Path) -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from glims.casestore import add_case
 from glims.catalog import load_catalog
 from glims.errors import ConfigError, InputError
 from glims.fileio import sha256_file
-from glims.training.finetune import split_for_finetuning
+from glims.training.finetune import FinetuneOptions, split_for_finetuning
 from glims.progress import parse_protocol_line
 
 from tiny_models import brats_case_paths, coarse_copy, register_tiny_model
@@ -64,6 +65,32 @@ def test_leave_one_out_when_few_cases():
         split_for_finetuning(dirs[:1], 0.2, seed=1)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"keep": "first"}, "keep must be auto, best or last, not 'first'"),
+        ({"patience": 0}, "patience must be at least 1 validation (or None: never stop early), not 0"),
+        ({"replay_fraction": 1.0}, "replay fraction must be between 0 and 1, not 1.0"),
+        ({"lr": -1.0}, "the learning rate must be a positive number, not -1.0"),  # a training rule
+        ({"warmup_steps": -2}, "warmup_steps must be at least 0, not -2"),
+        ({"epochs": None}, "give a budget: --epochs N and/or --minutes M"),
+    ],
+)
+def test_invalid_finetune_options_are_refused_when_made(settings, message):
+    with pytest.raises(ConfigError) as err:
+        FinetuneOptions(**{"epochs": 1, **settings})
+    assert str(err.value) == message
+
+
+def test_finetune_options_make_the_training_configuration():
+    options = FinetuneOptions(epochs=3, lr=1e-4, trainable="early", replay=None, replay_fraction=5.0)
+    config = options.train_config(out_dir="run", cases=("a",), seed=7)
+    assert (config.epochs, config.lr, config.min_lr, config.trainable, config.seed) == (3, 1e-4, 5e-6, "early", 7)
+    assert config.warmup_steps == 40 and config.steps_per_epoch == 20  # fine-tuning's own defaults
+    # resuming without a new budget keeps the run's own (the options need none)
+    assert FinetuneOptions(resume=True).train_config(out_dir="", cases=()).epochs == 1
+
+
 def test_finetune_registers_a_new_version_and_leaves_the_base_untouched(home):
     base = load_catalog(home).get("base")
     base_sha = sha256_file(base.weights[0].path)
@@ -99,8 +126,9 @@ def test_replay_cases_are_mixed_into_training_but_neither_validated_nor_counted_
 
     replay_root = tmp_path / "replay"
     write_case(generate_case(7, (40, 40, 40), 4.0), replay_root, "REPLAY-7")
-    result = finetune("base", "site-r", epochs=1, steps_per_epoch=2, replay=[replay_root], replay_fraction=0.5,
-                      home=home, device="cpu", threads=1)
+    options = FinetuneOptions(epochs=1, steps_per_epoch=2, replay=[replay_root], replay_fraction=0.5, device="cpu",
+                              threads=1)
+    result = finetune("base", "site-r", options, home=home)
     provenance = result.model.provenance
     assert provenance["replay_cases"] == ["REPLAY-7"] and "REPLAY-7" not in provenance["train_cases"]
     assert len(provenance["train_cases"]) == 2 and "REPLAY-7" not in provenance["validation_cases"]
@@ -108,12 +136,12 @@ def test_replay_cases_are_mixed_into_training_but_neither_validated_nor_counted_
     # two site cases of weight 1, one replay case weighted to draw half of the windows
     assert config["case_weights"] == [1.0, 1.0, 2.0] and config["cases"][-1].endswith("REPLAY-7")
     # validated with the thresholds the base model segments with
-    assert config["val_thresholds"] == load_catalog(home).get("base").output["thresholds"]
+    assert config["val_thresholds"] == load_catalog(home).get("base").output.thresholds
     with pytest.raises(ConfigError, match="between 0 and 1"):
-        finetune("base", "site-r", epochs=1, replay=[replay_root], replay_fraction=1.0, home=home, device="cpu")
+        finetune("base", "site-r", FinetuneOptions(epochs=1, replay=[replay_root], replay_fraction=1.0), home=home)
     stored = Path(config["cases"][0])
     with pytest.raises(ConfigError, match="must not be fine-tuning cases"):
-        finetune("base", "site-r", epochs=1, replay=[stored], home=home, device="cpu")
+        finetune("base", "site-r", FinetuneOptions(epochs=1, replay=[stored], device="cpu"), home=home)
 
 
 REPLAY_RECIPE = {"replay": {"synth": {"n": 2, "seed": 3, "shape": [40, 40, 32], "spacing": 4.0}}}
@@ -124,7 +152,8 @@ def test_the_base_models_replay_recipe_is_generated_once_and_replayed_by_default
     from glims.training.replay import replay_cases
 
     register_tiny_model(home, "brats", model_id="base-replay", seed=1, overrides={"finetuning": REPLAY_RECIPE})
-    result = finetune("base-replay", "site-auto", epochs=1, steps_per_epoch=2, home=home, device="cpu", threads=1)
+    one_epoch = FinetuneOptions(epochs=1, steps_per_epoch=2, device="cpu", threads=1)
+    result = finetune("base-replay", "site-auto", one_epoch, home=home)
     provenance = result.model.provenance
     assert provenance["replay_cases"] == ["GLIMS-REPLAY-3-0000", "GLIMS-REPLAY-3-0001"]
     assert len(provenance["train_cases"]) == 2
@@ -136,8 +165,7 @@ def test_the_base_models_replay_recipe_is_generated_once_and_replayed_by_default
     again = replay_cases(load_catalog(home).get("base-replay"), home)
     assert {str(c): (c / f"{c.name}_t1ce.nii.gz").stat().st_mtime_ns for c in again} == stamps
     # explicitly without replay
-    plain = finetune("base-replay", "site-auto", epochs=1, steps_per_epoch=2, replay=[], home=home, device="cpu",
-                     threads=1)
+    plain = finetune("base-replay", "site-auto", replace(one_epoch, replay=[]), home=home)
     assert plain.model.provenance["replay_cases"] == [] and not (plain.run_dir / "replay.json").exists()
 
 

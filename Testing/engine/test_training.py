@@ -13,6 +13,7 @@ import SimpleITK as sitk
 import torch
 
 from glims.catalog import load_catalog, load_presets
+from glims.catalog_sections import PreprocessingSpec
 from glims.checkpoint import load_checkpoint
 from glims.cli import main
 from glims.errors import Cancelled, CheckpointError, ConfigError, InputError
@@ -30,6 +31,7 @@ from glims.training.trainer import TrainConfig, cosine_lr, train
 
 TINY = {"feature_size": 6, "img_size": [32, 32, 32], "num_heads": [1, 2, 2, 4], "depths": [2, 2, 2, 2]}
 PRESET = load_presets()["brats"]
+PREPROCESSING = PreprocessingSpec.from_dict(PRESET["preprocessing"])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +119,7 @@ def test_loading_matches_inference_preprocessing(synth_root):
     cases = discover_cases([synth_root], matcher)
     assert [c.case_id for c in cases] == ["SYN-0", "SYN-1", "SYN-2"]
     assert all(c.convention == "brats2023" and c.label_quality == "exact" for c in cases)
-    loaded = load_case(cases[0], PRESET["preprocessing"], [32, 32, 32])
+    loaded = load_case(cases[0], PREPROCESSING, [32, 32, 32])
     assert loaded.image.shape[0] == 4 and loaded.target.shape == (3, *loaded.image.shape[1:])
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(cases[0].label)))
     expected = regions_from_labels(label, "brats2023").sum(axis=(1, 2, 3))
@@ -183,7 +185,7 @@ def test_case_weights_set_how_often_each_folder_is_sampled(synth_root, tmp_path)
     config = TrainConfig(out_dir=str(tmp_path / "run"), cases=(str(synth_root), str(case_dir)), epochs=1,
                          case_weights=(0.0, 1.0), augment=False, tumour_fraction=0.0)
     weights = sampling_weights(config, files)
-    loaded = [load_case(f, PRESET["preprocessing"], [32] * 3, ["FLAIR", "T1ce", "T1", "T2"]) for f in files]
+    loaded = [load_case(f, PREPROCESSING, [32] * 3, ["FLAIR", "T1ce", "T1", "T2"]) for f in files]
     marker = [np.full_like(c.image, float(i)) for i, c in enumerate(loaded)]
     for case, image in zip(loaded, marker):
         case.image = image
@@ -199,7 +201,7 @@ def test_case_weights_set_how_often_each_folder_is_sampled(synth_root, tmp_path)
 def test_loss_decreases_on_a_fixed_batch(synth_root):
     torch.manual_seed(0)
     cases = discover_cases([synth_root], InputMatcher.from_preset(PRESET))
-    loaded = load_case(cases[0], PRESET["preprocessing"], [32, 32, 32])
+    loaded = load_case(cases[0], PREPROCESSING, [32, 32, 32])
     image, target = sample_patch(loaded, (32, 32, 32), np.random.default_rng(1), tumour_fraction=1.0)
     x, y = torch.from_numpy(image[None]), torch.from_numpy(target[None])
     net = GLIMS(**TINY).train()
@@ -432,7 +434,7 @@ def test_shared_real_cases_are_found_with_their_label_conventions(shared_data):
     assert [p.name.split("_")[1] for p in fg.images] == ["fla", "t1c", "t1", "t2"]
     assert du.label_quality == "silver"
     # On a coarse 4 mm grid the region volumes stay those of the 1 mm label (partial-volume rule: >= half).
-    coarse = {**PRESET["preprocessing"], "spacing": [4.0, 4.0, 4.0]}
+    coarse = PreprocessingSpec.from_dict({**PRESET["preprocessing"], "spacing": [4.0, 4.0, 4.0]})
     for case, convention, values in ((gli, "brats2023", (1, 2, 3)), (fg, "brats2017", (1, 2, 4))):
         loaded = load_case(case, coarse, [32, 32, 32])
         assert loaded.convention == convention

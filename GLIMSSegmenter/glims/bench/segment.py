@@ -68,7 +68,7 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(spec["threads"]))
     model = resolve_model(spec["model"], spec["home"])
-    defaults = InferenceOptions(**model.inference)
+    defaults = InferenceOptions.from_spec(model.inference)
     options = InferenceOptions(
         device=spec["device"],
         overlap=defaults.overlap if spec["overlap"] is None else float(spec["overlap"]),

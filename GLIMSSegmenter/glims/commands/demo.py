@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
     spec = catalog.get(args.model) if args.model else catalog.default("brats")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    options = InferenceOptions(**{**spec.inference, "device": args.device})
+    options = InferenceOptions.from_spec(spec.inference, device=args.device)
     rows = []
 
     case_id = f"GLIMS-SYN-DEMO-{args.seed}"

@@ -71,38 +71,34 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..paths import check_name
     from ..progress import CancelToken, cancel_on_signals
     from ..training import distributed
-    from ..training.finetune import finetune
+    from ..training.finetune import FinetuneOptions, finetune
 
     check_name(args.name, "model name")
     if args.epochs is None and args.minutes is None:
         raise ConfigError("give a budget: --epochs N and/or --minutes M")
+    options = FinetuneOptions(
+        cases=args.cases,
+        epochs=args.epochs,
+        minutes=args.minutes,
+        val_fraction=args.val_fraction,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        trainable=args.trainable,
+        ema_decay=args.ema_decay,
+        precision=args.precision,
+        patience=args.patience or None,
+        keep=args.keep,
+        replay=[] if args.no_replay else (args.replay or "auto"),
+        replay_fraction=args.replay_fraction,
+        steps_per_epoch=args.steps_per_epoch,
+        device=args.device,
+        threads=args.threads,
+        seed=args.seed,
+        resume=args.resume,
+    )
     with distributed.session(args.device) as parallel, cancel_on_signals(CancelToken()) as token:
         main = distributed.is_main_process()
-        result = finetune(
-            args.model,
-            args.name,
-            cases=args.cases,
-            epochs=args.epochs,
-            minutes=args.minutes,
-            val_fraction=args.val_fraction,
-            lr=args.lr,
-            warmup_steps=args.warmup_steps,
-            trainable=args.trainable,
-            ema_decay=args.ema_decay,
-            precision=args.precision,
-            patience=args.patience or None,
-            keep=args.keep,
-            replay=[] if args.no_replay else (args.replay or "auto"),
-            replay_fraction=args.replay_fraction,
-            steps_per_epoch=args.steps_per_epoch,
-            device=args.device,
-            threads=args.threads,
-            seed=args.seed,
-            home=args.home,
-            resume=args.resume,
-            progress=ui.progress,
-            cancel=token,
-        )
+        result = finetune(args.model, args.name, options, home=args.home, progress=ui.progress, cancel=token)
     if parallel and not main:
         return 0  # rank 0 reports
     ui.log(f"{'validation Dice':<18} {'TC':>6} {'WT':>6} {'ET':>6} {'mean':>6}")

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, ui) -> int:
         raise ConfigError("--dicom-reference names the series of a DICOM output: add --dicom-seg or --dicom-rtstruct")
     catalog = load_catalog(args.home)
     spec = catalog.get(args.model) if args.model else catalog.default(args.preset)
-    defaults = InferenceOptions(**spec.inference)
+    defaults = InferenceOptions.from_spec(spec.inference)
     options = InferenceOptions(
         device=args.device or defaults.device,
         overlap=defaults.overlap if args.overlap is None else args.overlap,

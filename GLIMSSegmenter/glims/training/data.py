@@ -33,6 +33,7 @@ import SimpleITK as sitk
 
 from ..casefiles import CaseFiles
 from ..catalog import InputSpec, match_inputs
+from ..catalog_sections import OutputSpec, PreprocessingSpec
 from ..errors import ConfigError, InputError, OutputError
 from ..imageio import read_image, read_label_image, write_image
 from ..postprocessing import probabilities_to_labels
@@ -211,7 +212,9 @@ def region_masks_on_grid(label: sitk.Image, grid: sitk.Image, convention: str, n
     return out, convention
 
 
-def label_on_processing_grid(label: sitk.Image, convention: str, preprocessing: Mapping, output: Mapping) -> sitk.Image:
+def label_on_processing_grid(
+    label: sitk.Image, convention: str, preprocessing: PreprocessingSpec, output: OutputSpec
+) -> sitk.Image:
     """A reference label on a model's processing grid, as training sees it (see module docstring): each region
     resampled there (at least half a voxel), painted in the model's labels (BraTS 2023 for glims).
 
@@ -221,24 +224,24 @@ def label_on_processing_grid(label: sitk.Image, convention: str, preprocessing: 
     Args:
         label: the reference label map as read.
         convention: its label convention (or ``auto``).
-        preprocessing: the model's catalog ``preprocessing`` block (``orientation``, ``spacing``).
-        output: the model's catalog ``output`` block (sigmoid TC/WT/ET channels and their paint order).
+        preprocessing: the model's catalog ``preprocessing`` section (``orientation``, ``spacing``).
+        output: the model's catalog ``output`` section (sigmoid TC/WT/ET channels and their paint order).
 
     Raises:
         ConfigError: a model whose outputs are not the sigmoid TC, WT and ET regions.
     """
-    if output.get("activation") != "sigmoid" or sorted(output.get("channels", ())) != sorted(REGIONS):
+    if output.activation != "sigmoid" or sorted(output.channels) != sorted(REGIONS):
         raise ConfigError("a label map on the processing grid needs a model with sigmoid TC, WT and ET outputs")
-    grid = to_processing_grid(label, preprocessing.get("orientation"), preprocessing.get("spacing"))
+    grid = to_processing_grid(label, preprocessing.orientation, preprocessing.spacing)
     masks, _ = region_masks_on_grid(label, grid, convention, "the reference label")
-    channels = list(output["channels"])
+    channels = list(output.channels)
     regions_in_output_order = masks[[REGIONS.index(c) for c in channels]].astype(np.float32)
     painted = probabilities_to_labels(regions_in_output_order, output, {c: 0.5 for c in channels})
     return from_xyz(painted, grid)
 
 
 def store_case_on_grid(
-    files: CaseFiles, preprocessing: Mapping, output: Mapping, out_dir: str | Path, keys: Sequence[str]
+    files: CaseFiles, preprocessing: PreprocessingSpec, output: OutputSpec, out_dir: str | Path, keys: Sequence[str]
 ) -> Path:
     """Write a case's images and label on the model's processing grid, so that it travels small (a 1 mm BraTS case
     stored at 2 mm: about 2 MB instead of 8) and trains exactly as from its original files.
@@ -248,7 +251,7 @@ def store_case_on_grid(
 
     Args:
         files: the case (e.g. from ``discover_cases``).
-        preprocessing, output: the model's catalog ``preprocessing`` and ``output`` blocks.
+        preprocessing, output: the model's catalog ``preprocessing`` and ``output`` sections.
         out_dir: folder to write ``<ID>/<ID>_<key>.nii.gz`` and the label into (``<ID>`` must not exist yet).
         keys: the model's input keys, in ``files.images`` order (e.g. ``flair``, ``t1ce``, ``t1``, ``t2``).
 
@@ -261,7 +264,7 @@ def store_case_on_grid(
     if folder.exists():
         raise OutputError(f"{folder} exists already; a stored case is never overwritten")
     folder.mkdir(parents=True)
-    orientation, spacing = preprocessing.get("orientation"), preprocessing.get("spacing")
+    orientation, spacing = preprocessing.orientation, preprocessing.spacing
     for key, path in zip(keys, files.images, strict=False):
         write_image(
             to_processing_grid(read_image(path, key), orientation, spacing), folder / f"{files.case_id}_{key}.nii.gz"
@@ -276,7 +279,7 @@ def store_case_on_grid(
 
 
 def load_case(
-    files: CaseFiles, preprocessing: Mapping, roi_size: Sequence[int], titles: Sequence[str] | None = None
+    files: CaseFiles, preprocessing: PreprocessingSpec, roi_size: Sequence[int], titles: Sequence[str] | None = None
 ) -> LoadedCase:
     """Read and prepare a case (see module docstring).
 

@@ -10,8 +10,9 @@ from cases of the base model's own domain (its catalog replay recipe, ``glims.tr
 fine-tuning on a few cases does not make it forget what they do not show. The base model and the built-in catalog
 are never written to. The run lives in ``<home>/finetune/<NAME>-<version>/``; ``resume=True`` continues
 an interrupted run from its last completed epoch. Every write is atomic, so a kill at any moment leaves the
-catalog valid. The name and every option are checked before any work, and a run holds the inter-process lock of
-its name from start to end (``glims.locks``): a second run of the same name is refused at once.
+catalog valid. The options are one ``FinetuneOptions``, checked when it is made; the name is checked before any
+work, and a run holds the inter-process lock of its name from start to end (``glims.locks``): a second run of the
+same name is refused at once.
 
 Under ``torchrun`` every rank trains (``glims.training.distributed``); rank 0 alone picks the run folder, writes
 and registers, and the other ranks receive the registered model from it.
@@ -26,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -46,10 +47,93 @@ from .labels import REGIONS
 from .replay import replay_cases
 from .trainer import TrainConfig, TrainResult, train
 
-__all__ = ["FinetuneResult", "finetune", "split_for_finetuning"]
+__all__ = ["FinetuneOptions", "FinetuneResult", "finetune", "split_for_finetuning"]
 
 REPLAY_FILE = "replay.json"
 FEW_CASES = 5
+Keep = Literal["auto", "best", "last"]
+"""Which weights a run registers (``FinetuneOptions.keep``)."""
+KEEP_CHOICES: tuple[Keep, ...] = get_args(Keep)
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """How ``finetune`` trains: every setting but the base model, the new name and the folder. Checked when made
+    (the training configuration's own rules, and fine-tuning's): an invalid option is a ``ConfigError`` before any
+    work.
+
+    Raises:
+        ConfigError: the first invalid option.
+    """
+
+    epochs: int | None = None
+    """Epoch budget (with ``minutes``, at least one; none needed to ``resume``)."""
+    minutes: float | None = None
+    """Wall-time budget."""
+    cases: Sequence[str | os.PathLike] | None = None
+    """Case folders (or folders of them); None: the training-set store (``glims cases``)."""
+    val_fraction: float = 0.2
+    """Share of cases held out when there are more than five (else one)."""
+    lr: float = 3e-4
+    """Peak learning rate (lower than training from scratch)."""
+    warmup_steps: int = 40
+    """Linear learning-rate warm-up (``TrainConfig.warmup_steps``); without it the first steps of a fresh optimiser
+    made the base model worse on every validation case we tried."""
+    trainable: str = "all"
+    """Which parameters are updated (``TrainConfig.trainable``)."""
+    ema_decay: float = 0.0
+    """Validate and register a moving average of the weights (``TrainConfig.ema_decay``; 0: off)."""
+    precision: str = "auto"
+    """Forward-pass precision (``TrainConfig.precision``)."""
+    patience: int | None = 8
+    """Early stopping after this many validations without improvement (None: never); only when the best
+    checkpoint is kept."""
+    keep: Keep = "auto"
+    """``best`` (best validation Dice), ``last`` (the end of the schedule) or ``auto``: ``last`` when a single case is
+    held out for validation — one case is too noisy a judge to pick among checkpoints (docs/FINETUNING.md) — else
+    ``best``."""
+    replay: Sequence[str | os.PathLike] | str | None = "auto"
+    """Labelled cases of the base model's own domain (e.g. its training data) mixed into the training windows, so
+    that what the site's few cases do not show is not forgotten; never validated on. ``"auto"``: the cases of the
+    base model's replay recipe (``glims.training.replay``; generated once into the user folder), or none when it has
+    no recipe; None or ``[]``: no replay."""
+    replay_fraction: float = 0.3
+    """Share of the training windows drawn from ``replay`` cases."""
+    steps_per_epoch: int = 20
+    """Optimiser steps between validations (with a handful of cases, one pass over them would be one or two steps:
+    too few to measure progress, so an "epoch" here is a fixed number of steps)."""
+    device: str = "auto"
+    threads: int | None = None
+    seed: int = 25
+    resume: bool = False
+    """Continue the latest interrupted run of the name."""
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP_CHOICES:
+            raise ConfigError(f"keep must be {', '.join(KEEP_CHOICES[:-1])} or {KEEP_CHOICES[-1]}, not {self.keep!r}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(
+                f"patience must be at least 1 validation (or None: never stop early), not {self.patience}"
+            )
+        if self.replay and not 0 < self.replay_fraction < 1:
+            raise ConfigError(f"replay fraction must be between 0 and 1, not {self.replay_fraction}")
+        self.train_config(out_dir="", cases=(), val_fraction=self.val_fraction)  # the training rules
+
+    def train_config(self, **run: Any) -> TrainConfig:
+        """The training configuration of these options, with ``run``'s settings (its folder, cases, ...)."""
+        resuming_unchanged = self.resume and not self.epochs and not self.minutes  # the run's own budget
+        settings = {
+            "lr": self.lr,
+            "min_lr": self.lr * 0.05,
+            "warmup_steps": self.warmup_steps,
+            "trainable": self.trainable,
+            "ema_decay": self.ema_decay,
+            "precision": self.precision,
+            "steps_per_epoch": self.steps_per_epoch,
+            "threads": self.threads,
+            **({"epochs": 1} if resuming_unchanged else {"epochs": self.epochs, "minutes": self.minutes}),
+        }
+        return TrainConfig(**{**settings, **run})
 
 
 @dataclass
@@ -109,8 +193,6 @@ def _replay_cases(
         replay = [replay]
     if not replay:
         return [], ()
-    if not 0 < fraction < 1:
-        raise ConfigError(f"replay fraction must be between 0 and 1, not {fraction}")
     replay_dirs, _ = _case_dirs(spec, replay, None)
     overlap = {d.resolve() for d in replay_dirs} & {d.resolve() for d in train_dirs}
     if overlap:
@@ -147,52 +229,6 @@ def _discarded_if_it_never_started(run_dir: Path, home, resume: bool):
         raise
 
 
-def _check_options(
-    *,
-    epochs,
-    minutes,
-    val_fraction,
-    lr,
-    warmup_steps,
-    trainable,
-    ema_decay,
-    precision,
-    patience,
-    keep,
-    replay,
-    replay_fraction,
-    steps_per_epoch,
-    threads,
-    resume,
-) -> None:
-    """Every option checked before any work (the training configuration's own rules, and fine-tuning's).
-
-    Raises:
-        ConfigError: the first invalid option.
-    """
-    if keep not in ("auto", "best", "last"):
-        raise ConfigError(f"keep must be auto, best or last, not {keep!r}")
-    if patience is not None and patience < 1:
-        raise ConfigError(f"patience must be at least 1 validation (or None: never stop early), not {patience}")
-    if replay and not 0 < replay_fraction < 1:
-        raise ConfigError(f"replay fraction must be between 0 and 1, not {replay_fraction}")
-    budget = {"epochs": epochs, "minutes": minutes} if not resume or epochs or minutes else {"epochs": 1}
-    TrainConfig(
-        out_dir="",
-        cases=(),
-        val_fraction=val_fraction,
-        lr=lr,
-        min_lr=lr * 0.05,
-        warmup_steps=warmup_steps,
-        trainable=trainable,
-        ema_decay=ema_decay,
-        precision=precision,
-        steps_per_epoch=steps_per_epoch,
-        threads=threads,
-        **budget,
-    )
-
-
 def _dice_row(row: Mapping[str, Any]) -> dict[str, float]:
     return {**{r: row[f"val_dice_{r}"] for r in REGIONS}, "mean": row["val_dice_mean"]}
 
@@ -200,81 +236,27 @@ def _dice_row(row: Mapping[str, Any]) -> dict[str, float]:
 def finetune(
     base: str,
     name: str,
+    options: FinetuneOptions,
     *,
-    cases: Sequence[str | os.PathLike] | None = None,
-    epochs: int | None = None,
-    minutes: float | None = None,
-    val_fraction: float = 0.2,
-    lr: float = 3e-4,
-    warmup_steps: int = 40,
-    trainable: str = "all",
-    ema_decay: float = 0.0,
-    precision: str = "auto",
-    patience: int | None = 8,
-    keep: str = "auto",
-    replay: Sequence[str | os.PathLike] | str | None = "auto",
-    replay_fraction: float = 0.3,
-    steps_per_epoch: int = 20,
-    device: str = "auto",
-    threads: int | None = None,
-    seed: int = 25,
     home: str | os.PathLike | None = None,
-    resume: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``base`` on corrected cases and register the best weights as ``name``'s next version.
+    """Fine-tune ``base`` on corrected cases and register the kept weights as ``name``'s next version.
 
     Args:
         base: catalog reference of the starting model.
         name: id of the new model (a new id, or an existing user model's id to add a version).
-        cases: case folders (or folders of them); default: the training-set store (``glims cases``).
-        epochs, minutes: budget (at least one).
-        val_fraction: share of cases held out when there are more than five.
-        lr: peak learning rate (lower than training from scratch).
-        warmup_steps: linear learning-rate warm-up (see ``TrainConfig.warmup_steps``); without it the first steps
-            of a fresh optimiser made the base model worse on every validation case we tried.
-        trainable: which parameters are updated (``TrainConfig.trainable``).
-        ema_decay: validate and register a moving average of the weights (``TrainConfig.ema_decay``; 0: off).
-        precision: forward-pass precision (``TrainConfig.precision``).
-        patience: early stopping after this many validations without improvement (None: never); only when the
-            best checkpoint is kept.
-        keep: ``best`` (best validation Dice), ``last`` (the end of the schedule) or ``auto``: ``last`` when a
-            single case is held out for validation — one case is too noisy a judge to pick among checkpoints
-            (docs/FINETUNING.md) — else ``best``.
-        replay: labelled cases of the base model's own domain (e.g. its training data) to mix into the training
-            windows, so that what the site's few cases do not show is not forgotten; never validated on.
-            ``"auto"``: the cases of the base model's replay recipe (``glims.training.replay``; generated once into the
-            user folder), or none when it has no recipe; None or ``[]``: no replay.
-        replay_fraction: share of the training windows drawn from ``replay`` cases.
-        steps_per_epoch: optimiser steps between validations (with a handful of cases, one pass over them would be
-            one or two steps: too few to measure progress, so an "epoch" here is a fixed number of steps).
-        resume: continue the latest interrupted run of ``name``.
+        options: how to train (``FinetuneOptions``: budget, cases, replay, ...).
+        home: the glims home (its catalog, training-set store and run folders).
 
     Raises:
         CatalogError, ConfigError, InputError, CheckpointError, DeviceError, Cancelled.
     """
     check_name(name, "model name")
-    _check_options(
-        epochs=epochs,
-        minutes=minutes,
-        val_fraction=val_fraction,
-        lr=lr,
-        warmup_steps=warmup_steps,
-        trainable=trainable,
-        ema_decay=ema_decay,
-        precision=precision,
-        patience=patience,
-        keep=keep,
-        replay=replay,
-        replay_fraction=replay_fraction,
-        steps_per_epoch=steps_per_epoch,
-        threads=threads,
-        resume=resume,
-    )
     catalog = load_catalog(home)
     spec = catalog.get(base)
-    if spec.output.get("activation") != "sigmoid":
+    if spec.output.activation != "sigmoid":
         raise ConfigError(f"fine-tuning supports the BraTS (sigmoid TC/WT/ET) models; {spec.ref} is {spec.preset}")
     check_user_model_id(name, catalog)
     weights = spec.weights[0]
@@ -282,64 +264,22 @@ def finetune(
         raise CheckpointError(f"weights of {spec.ref} are missing or fail their sha256 check: {weights.path}")
     main = distributed.is_main_process()
     with finetune_name_lock(name, home) if main else contextlib.nullcontext():
-        return _finetune_locked(
-            spec,
-            catalog,
-            name,
-            cases=cases,
-            epochs=epochs,
-            minutes=minutes,
-            val_fraction=val_fraction,
-            lr=lr,
-            warmup_steps=warmup_steps,
-            trainable=trainable,
-            ema_decay=ema_decay,
-            precision=precision,
-            patience=patience,
-            keep=keep,
-            replay=replay,
-            replay_fraction=replay_fraction,
-            steps_per_epoch=steps_per_epoch,
-            device=device,
-            threads=threads,
-            seed=seed,
-            home=home,
-            resume=resume,
-            progress=progress,
-            cancel=cancel,
-        )
+        return _finetune_locked(spec, catalog, name, options, home, progress, cancel)
 
 
 def _finetune_locked(
     spec: ModelSpec,
     catalog,
     name: str,
-    *,
-    cases,
-    epochs,
-    minutes,
-    val_fraction,
-    lr,
-    warmup_steps,
-    trainable,
-    ema_decay,
-    precision,
-    patience,
-    keep,
-    replay,
-    replay_fraction,
-    steps_per_epoch,
-    device,
-    threads,
-    seed,
+    options: FinetuneOptions,
     home,
-    resume,
-    progress,
-    cancel,
+    progress: ProgressCallback | None,
+    cancel: CancelToken | None,
 ) -> FinetuneResult:
-    """``finetune`` once its options are checked and the name's lock is held (by rank 0)."""
+    """``finetune`` once the name's lock is held (by rank 0)."""
     weights = spec.weights[0]
     version = next_version(catalog, name)
+    resume = options.resume
     run_dir = distributed.from_main(_run_dir(home, name, version, resume) if distributed.is_main_process() else None)
     with _discarded_if_it_never_started(run_dir, home, resume):
         if resume:
@@ -349,49 +289,43 @@ def _finetune_locked(
             config = TrainConfig.from_dict(
                 {
                     **config.to_dict(),
-                    "epochs": epochs or config.epochs,
-                    "minutes": minutes,
-                    "device": device,
-                    "threads": threads,
+                    "epochs": options.epochs or config.epochs,
+                    "minutes": options.minutes,
+                    "device": options.device,
+                    "threads": options.threads,
                 }
             )
         else:
-            case_dirs, convention = _case_dirs(spec, cases, home)
-            train_dirs, val_dirs = split_for_finetuning(case_dirs, val_fraction, seed)
+            case_dirs, convention = _case_dirs(spec, options.cases, home)
+            train_dirs, val_dirs = split_for_finetuning(case_dirs, options.val_fraction, options.seed)
+            keep = options.keep
             if keep == "auto":
                 keep = "last" if len(val_dirs) == 1 else "best"
-            replay_dirs, case_weights = _replay_cases(spec, train_dirs, replay, replay_fraction, home, progress, cancel)
+            replay_dirs, case_weights = _replay_cases(
+                spec, train_dirs, options.replay, options.replay_fraction, home, progress, cancel
+            )
             if replay_dirs and distributed.is_main_process():
                 Path(run_dir).mkdir(parents=True, exist_ok=True)
                 write_json(
-                    Path(run_dir) / REPLAY_FILE, {"cases": [str(d) for d in replay_dirs], "fraction": replay_fraction}
+                    Path(run_dir) / REPLAY_FILE,
+                    {"cases": [str(d) for d in replay_dirs], "fraction": options.replay_fraction},
                 )
-            config = TrainConfig(
+            config = options.train_config(
                 out_dir=str(run_dir),
                 cases=tuple(map(str, [*train_dirs, *replay_dirs])),
                 case_weights=case_weights,
                 val_cases=tuple(map(str, val_dirs)),
-                val_thresholds=spec.output.get("thresholds"),
+                val_thresholds=dict(spec.output.thresholds) or None,
                 preset=spec.preset,
                 architecture={k: v for k, v in spec.architecture.items() if k != "name"},
-                spacing=tuple(spec.preprocessing["spacing"]) if spec.preprocessing.get("spacing") else None,
+                spacing=spec.preprocessing.spacing,
                 label_convention=convention,
-                epochs=epochs,
-                minutes=minutes,
-                steps_per_epoch=steps_per_epoch,
-                lr=lr,
-                min_lr=lr * 0.05,
-                warmup_steps=warmup_steps,
-                trainable=trainable,
-                ema_decay=ema_decay,
-                precision=precision,
-                early_stop_patience=patience if keep == "best" else None,
+                early_stop_patience=options.patience if keep == "best" else None,
                 keep=keep,
                 init_weights=str(weights.path),
                 validate_initial=True,
-                seed=seed,
-                device=device,
-                threads=threads,
+                seed=options.seed,
+                device=options.device,
             )
         result = train(config, resume=resume, progress=progress, cancel=cancel)
     rows = [r for r in result.history if "val_dice_mean" in r]
@@ -467,10 +401,10 @@ def _entry(
             }
             for lab in spec.labels
         ],
-        "preprocessing": dict(spec.preprocessing),
-        "output": dict(spec.output),
-        "postprocessing": dict(spec.postprocessing),
-        "inference": dict(spec.inference),
+        "preprocessing": spec.preprocessing.to_dict(),
+        "output": spec.output.to_dict(),
+        "postprocessing": spec.postprocessing.to_dict(),
+        "inference": spec.inference.to_dict(),
         "finetuning": dict(spec.finetuning),
         "provenance": {
             "base_model": spec.ref,

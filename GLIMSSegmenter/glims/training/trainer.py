@@ -38,6 +38,7 @@ import torch
 
 from .. import __version__
 from ..catalog import load_presets
+from ..catalog_sections import OutputSpec, PreprocessingSpec
 from ..checkpoint import load_checkpoint, load_into_model, save_checkpoint
 from ..errors import ConfigError
 from ..fileio import write_json
@@ -244,7 +245,7 @@ def cosine_lr(step: int, total_steps: int | None, lr: float, min_lr: float, warm
     return (min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))) * ramp
 
 
-def training_preprocessing(config: TrainConfig) -> tuple[dict, dict]:
+def training_preprocessing(config: TrainConfig) -> tuple[dict, PreprocessingSpec]:
     """The preset of ``config`` and its preprocessing (with ``config.spacing`` when set); sigmoid presets only."""
     presets = load_presets()
     if config.preset not in presets:
@@ -255,7 +256,7 @@ def training_preprocessing(config: TrainConfig) -> tuple[dict, dict]:
     preprocessing = dict(preset["preprocessing"])
     if config.spacing is not None:
         preprocessing["spacing"] = list(config.spacing)
-    return preset, preprocessing
+    return preset, PreprocessingSpec.from_dict(preprocessing)
 
 
 def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[GLIMS, dict]:
@@ -287,9 +288,9 @@ def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tup
 def _validate(
     net: GLIMS, cases: Sequence[LoadedCase], preset: Mapping, config: TrainConfig, cancel: CancelToken | None
 ) -> dict[str, Any]:
-    output = preset["output"]
-    channels = list(output["channels"])
-    thresholds = {**output.get("thresholds", {}), **(config.val_thresholds or {})}
+    output = OutputSpec.from_dict(preset["output"])
+    channels = list(output.channels)
+    thresholds = {**output.thresholds, **(config.val_thresholds or {})}
     options = InferenceOptions(device=config.device, overlap=config.val_overlap, sw_batch_size=2)
     per_region: dict[str, list[float]] = {r: [] for r in REGIONS}
     per_case = {}
@@ -392,7 +393,7 @@ def torch_seed(seed: int, epoch: int, purpose: int = 1) -> int:
 
 def _load_cases(
     files: Sequence[CaseFiles],
-    preprocessing: Mapping,
+    preprocessing: PreprocessingSpec,
     roi: Sequence[int],
     titles: Sequence[str],
     plan: StagePlan,

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from .catalog_sections import (  # DEFAULT_OVERLAP and INFERENCE_PRECISIONS re-exported: read by the front ends
     DEFAULT_OVERLAP,
@@ -54,6 +54,7 @@ __all__ = [
     "PRESET_NAMES",
     "DEFAULT_PRESET",
     "user_home",
+    "InputPatterns",
     "match_inputs",
     "spec_from_entry",
     "read_document",
@@ -435,7 +436,19 @@ def load_catalog(home: str | os.PathLike | None = None, builtin_path: Path | Non
     return catalog
 
 
-def match_inputs(spec: ModelSpec, names: Sequence[str], strict: bool = False) -> dict[str, str]:
+class InputPatterns(Protocol):
+    """What assigns names to a model's inputs: a ``ModelSpec``, or just that part of a catalog entry."""
+
+    @property
+    def inputs(self) -> tuple[InputSpec, ...]: ...
+
+    @property
+    def match_priority(self) -> tuple[str, ...]:
+        """Input keys in the order their patterns are tried."""
+        ...
+
+
+def match_inputs(spec: InputPatterns, names: Sequence[str], strict: bool = False) -> dict[str, str]:
     """Assign names (file or volume names) to the model's inputs by their patterns.
 
     Each name goes to the first input, in the preset's priority order, whose pattern it matches (so "t1ce" is

@@ -27,6 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,7 +37,10 @@ from .error_breakdown import DEFAULT_BOUNDARY_MM, ERROR_KINDS, RegionErrors, gri
 from .errors import ConfigError, InputError
 from .fileio import atomic_write
 from .metrics import BRATS_HD95_PENALTY, REGIONS, RegionScore, get_convention, score_regions
-from .progress import CancelToken, ProgressCallback, StagePlan
+from .progress import CancelToken, ProgressCallback, ProgressEvent, StagePlan
+
+if TYPE_CHECKING:  # SimpleITK is imported when a label file is read
+    import SimpleITK as sitk
 
 __all__ = [
     "Breakdown",
@@ -188,7 +192,7 @@ def find_cases(folder: str | os.PathLike) -> list[CaseFiles]:
     return cases
 
 
-def read_label(path: str | os.PathLike):
+def read_label(path: str | os.PathLike) -> tuple[np.ndarray, sitk.Image]:
     """A label map as (array (z, y, x), SimpleITK image holding the geometry).
 
     Raises:
@@ -203,7 +207,7 @@ def read_label(path: str | os.PathLike):
     return sitk.GetArrayFromImage(image), image
 
 
-def _check_same_grid(pred, ref, pred_path: Path, ref_path: Path) -> None:
+def _check_same_grid(pred: sitk.Image, ref: sitk.Image, pred_path: Path, ref_path: Path) -> None:
     problems = []
     if pred.GetSize() != ref.GetSize():
         problems.append(f"size {pred.GetSize()} vs {ref.GetSize()}")
@@ -247,7 +251,7 @@ class CaseResult:
     """Per region, the Dice ceiling of the model's processing grid (with a ``Breakdown`` that names one)."""
 
 
-def _named(err: InputError, pred_path, ref_path) -> InputError:
+def _named(err: InputError, pred_path: str | os.PathLike | None, ref_path: str | os.PathLike) -> InputError:
     which = pred_path if "prediction" in str(err) else ref_path
     return InputError(f"{Path(str(which)).name}: {err}")
 
@@ -465,7 +469,7 @@ def evaluate_model(
     cases = find_cases(cases_dir)
     plan = StagePlan([("segment", 0.95), ("evaluate", 0.05)], progress)
 
-    def segment_progress(event) -> None:
+    def segment_progress(event: ProgressEvent) -> None:
         plan.report("segment", event.done, event.total, event.message)
 
     predictions = segment_cases(
@@ -545,16 +549,17 @@ def format_summary(summary: Mapping[str, Mapping[str, Mapping[str, float]]]) -> 
 def summarize_breakdown(results: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
     """``{region: {kind: mean Dice lost to it, ..., "dice": mean Dice, "ceiling": mean grid ceiling}}`` over the
     cases that have a breakdown (``ceiling`` only when every such case has one). Empty without breakdowns."""
-    broken = [r for r in results if r.errors is not None]
+    broken = [(r, r.errors) for r in results if r.errors is not None]
     if not broken:
         return {}
+    ceilings = [r.ceiling for r, _ in broken if r.ceiling is not None]
     out: dict[str, dict[str, float]] = {}
     for region in REGIONS:
-        row = {"dice": float(np.mean([r.scores[region].dice for r in broken]))}
+        row = {"dice": float(np.mean([r.scores[region].dice for r, _ in broken]))}
         for kind in ERROR_KINDS:
-            row[kind] = float(np.mean([r.errors[region].dice_lost(kind) for r in broken]))
-        if all(r.ceiling is not None for r in broken):
-            row["ceiling"] = float(np.mean([r.ceiling[region] for r in broken]))
+            row[kind] = float(np.mean([errors[region].dice_lost(kind) for _, errors in broken]))
+        if len(ceilings) == len(broken):
+            row["ceiling"] = float(np.mean([ceiling[region] for ceiling in ceilings]))
         out[region] = row
     return out
 

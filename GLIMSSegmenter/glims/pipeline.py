@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -28,9 +28,12 @@ from .inference import InferenceOptions, load_models, predict_logits
 from .inputroles import assign_inputs
 from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
-from .preprocessing import prepare_case, to_xyz
+from .preprocessing import CasePreparation, prepare_case, to_xyz
 from .progress import CancelToken, ProgressCallback, StagePlan
 from .segfile import write_seg_nrrd
+
+if TYPE_CHECKING:  # glims.dicom is imported when a DICOM output is asked for
+    from .dicom.export import DicomRequest
 
 __all__ = ["SegmentationResult", "assign_inputs", "segment_files", "resolve_model"]
 
@@ -185,7 +188,7 @@ def segment_files(
     _check(cancel)
 
     clock = time.perf_counter()
-    summary = {
+    summary: dict[str, Any] = {
         "glims_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {
@@ -226,8 +229,9 @@ def segment_files(
         if dicom is not None:
             dicom.write(labels, spec, pending)
         timings["write"] = time.perf_counter() - clock
-        summary["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-        summary["timings_s"]["total"] = round(sum(timings.values()), 3)
+        timings_s = {k: round(v, 3) for k, v in timings.items()}
+        timings_s["total"] = round(sum(timings.values()), 3)
+        summary["timings_s"] = timings_s
         if report is not None:
             staged = pending.staged(report)
             try:
@@ -245,7 +249,9 @@ def segment_files(
     return SegmentationResult(labels, written, summary, {k: str(p) for k, p in assignment})
 
 
-def _dicom_request(seg, rtstruct, reference):
+def _dicom_request(
+    seg: str | os.PathLike | None, rtstruct: str | os.PathLike | None, reference: str | os.PathLike
+) -> DicomRequest | None:
     """The checked DICOM outputs (``glims.dicom``, imported only when asked for), or None."""
     if seg is None and rtstruct is None:
         return None
@@ -265,7 +271,13 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def _labels_on_reference(spec, case, logits, postprocess, thresholds) -> tuple[np.ndarray, np.ndarray]:
+def _labels_on_reference(
+    spec: ModelSpec,
+    case: CasePreparation,
+    logits: np.ndarray,
+    postprocess: bool | None,
+    thresholds: Mapping[str, float] | None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Label map (X, Y, Z) on the reference grid, and the probabilities on the full processing grid."""
     output = spec.output
     probs = activate(logits, output.activation)
@@ -282,6 +294,6 @@ def _labels_on_reference(spec, case, logits, postprocess, thresholds) -> tuple[n
     return to_xyz(on_reference).astype(np.uint8), probs_full
 
 
-def _probability_image(probs_full: np.ndarray, case) -> sitk.Image:
+def _probability_image(probs_full: np.ndarray, case: CasePreparation) -> sitk.Image:
     channels = case.to_reference(probs_full, sitk.sitkLinear)
     return sitk.Compose([sitk.Cast(c, sitk.sitkFloat32) for c in channels])

@@ -75,7 +75,8 @@ class CasePreparation:
         full = np.empty((channels.shape[0], *size), dtype=channels.dtype)
         fills = np.broadcast_to(np.asarray(fill, dtype=channels.dtype), (channels.shape[0],))
         full[:] = fills[:, None, None, None]
-        full[(slice(None), *self.box)] = channels
+        every_channel = (slice(None), *self.box)  # (a name of its own: mypy misreads a[(x, *y)] as a[x, *y])
+        full[every_channel] = channels
         return full
 
     def to_reference(
@@ -172,9 +173,8 @@ def normalize_intensity(array: np.ndarray, rule: IntensitySpec) -> np.ndarray:
 
 def foreground_mask(array: np.ndarray, rule: IntensitySpec) -> np.ndarray:
     """Voxels that belong to the subject: any non-zero channel (skull-stripped MRI) or body (CT above -500 HU)."""
-    if rule.kind == "window":
-        return (array > -500).any(axis=0)
-    return (array != 0).any(axis=0)
+    subject = array > -500 if rule.kind == "window" else array != 0
+    return np.asarray(subject.any(axis=0))  # (numpy's stubs type an axis reduction as "scalar or array")
 
 
 def foreground_box(mask: np.ndarray, min_size: Sequence[int], margin: int = CROP_MARGIN) -> tuple[slice, ...]:
@@ -210,6 +210,8 @@ def prepare_case(
     mask = foreground_mask(raw, rule)
     do_crop = preprocessing.crop_foreground if crop is None else crop
     margin = preprocessing.crop_margin
-    box = foreground_box(mask, roi_size, margin) if do_crop else tuple(slice(0, s) for s in mask.shape)
-    array = normalize_intensity(np.ascontiguousarray(raw[(slice(None), *box)]), rule)
+    x, y, z = foreground_box(mask, roi_size, margin) if do_crop else tuple(slice(0, s) for s in mask.shape)
+    box = (x, y, z)
+    every_channel = (slice(None), *box)  # (a name of its own: mypy misreads a[(x, *y)] as a[x, *y])
+    array = normalize_intensity(np.ascontiguousarray(raw[every_channel]), rule)
     return CasePreparation(array, reference, channels[0], box, mask)

@@ -18,11 +18,12 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .catalog import DEFAULT_OVERLAP, INFERENCE_PRECISIONS
+from .catalog_sections import BLENDS, DEFAULT_OVERLAP, INFERENCE_PRECISIONS
 
 __all__ = [
     "OptionKind",
     "RunOption",
+    "OptionValue",
     "RUN_OPTIONS",
     "DEVICES",
     "run_option",
@@ -61,6 +62,10 @@ _PARAMETER_TYPES = {
     OptionKind.DEVICE: "str",
 }
 """Type name of each kind's value as the front ends store it (``THRESHOLDS`` is not offered by them)."""
+
+OptionValue = bool | int | float | str | Mapping[str, float] | None
+"""A front end's value for an option: channel -> probability for ``THRESHOLDS``, one value for the others, None
+for "not given"."""
 
 
 @dataclass(frozen=True)
@@ -125,14 +130,20 @@ class RunOption:
         """The type name of its value in the front ends: ``bool``, ``float``, ``int`` or ``str``."""
         return _PARAMETER_TYPES[self.kind]
 
-    def arguments(self, value) -> list[str]:
-        """The ``glims segment`` arguments that give ``value``: none for None or an unset flag."""
+    def arguments(self, value: OptionValue) -> list[str]:
+        """The ``glims segment`` arguments that give ``value``: none for None or an unset flag.
+
+        Raises:
+            TypeError: channel -> probability for an option of one value, or the other way round.
+        """
         if value is None or (self.kind is OptionKind.FLAG and not value):
             return []
         if self.kind is OptionKind.FLAG:
             return [self.flag]
-        if self.kind is OptionKind.THRESHOLDS:
-            return [text for channel, p in dict(value).items() for text in (self.flag, f"{channel}={float(p):g}")]
+        if isinstance(value, Mapping) != (self.kind is OptionKind.THRESHOLDS):
+            raise TypeError(f"{self.name}: a {self.kind.value} option cannot take {value!r}")
+        if isinstance(value, Mapping):
+            return [text for channel, p in value.items() for text in (self.flag, f"{channel}={float(p):g}")]
         if self.kind is OptionKind.NUMBER:
             return [self.flag, f"{float(value):g}"]
         if self.kind is OptionKind.INTEGER:
@@ -168,7 +179,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "--blend",
         OptionKind.CHOICE,
         "how overlapping windows are combined (default: the model's)",
-        choices=("gaussian", "constant"),
+        choices=BLENDS,
         advanced=True,
     ),
     RunOption(
@@ -267,7 +278,7 @@ def add_run_arguments(
             parser.add_argument(option.flag, default=None, metavar=option.metavar, help=text)
 
 
-def given_arguments(values: Mapping[str, object], options: tuple[RunOption, ...] | None = None) -> list[str]:
+def given_arguments(values: Mapping[str, OptionValue], options: tuple[RunOption, ...] | None = None) -> list[str]:
     """The ``glims segment`` arguments for option name -> value (None and unset flags give nothing).
 
     Raises:

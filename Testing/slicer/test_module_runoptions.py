@@ -117,3 +117,12 @@ def test_unknown_options_and_incomplete_declarations_are_refused(logic):
     with pytest.raises(ValueError, match="minimum and maximum"):
         RunOption("w", "--w", OptionKind.NUMBER, "weight", default=0.5, label="W", tooltip="w")
     assert run_option("wholeImage").flag == "--no-crop"
+
+
+def test_a_value_of_the_wrong_shape_is_refused():
+    """Channel -> probability goes only to the thresholds, a single value only to the other options."""
+    with pytest.raises(TypeError, match="overlap"):
+        given_arguments({"overlap": {"ET": 0.5}})
+    with pytest.raises(TypeError, match="thresholds"):
+        given_arguments({"thresholds": 0.5})
+    assert given_arguments({"thresholds": {}, "overlap": 0.5}) == ["--overlap", "0.5"]

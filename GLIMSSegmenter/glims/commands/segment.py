@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..catalog import DEFAULT_PRESET, PRESET_NAMES
 from ..runoptions import add_run_arguments
+
+if TYPE_CHECKING:
+    from ..cli import UserInterface
 
 HELP = "segment one case with a catalog model"
 PROGRESS = True
@@ -78,7 +82,7 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
     return out
 
 
-def run(args: argparse.Namespace, ui) -> int:
+def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..catalog import load_catalog
     from ..inference import InferenceOptions
     from ..pipeline import segment_files

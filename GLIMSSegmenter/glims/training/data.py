@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,7 +122,7 @@ def _case_in_folder(folder: Path, matcher: InputMatcher, convention: str) -> Cas
     labels = [p for p in files if _LABEL_WORDS.search(_stem(p))]
     images = [p for p in files if p not in labels]
     try:
-        assigned = match_inputs(matcher, [str(p) for p in images], strict=True)  # type: ignore[arg-type]
+        assigned = match_inputs(matcher, [str(p) for p in images], strict=True)
     except InputError as err:
         raise InputError(f"case {folder}: {err}; keep one image per input in a case folder") from None
     missing = [i.title.split(" (")[0] for i in matcher.inputs if i.key not in assigned]
@@ -153,7 +154,9 @@ def _case_in_folder(folder: Path, matcher: InputMatcher, convention: str) -> Cas
     )
 
 
-def discover_cases(roots: Sequence[str | Path], matcher: InputMatcher, convention: str = "auto") -> list[CaseFiles]:
+def discover_cases(
+    roots: Sequence[str | os.PathLike], matcher: InputMatcher, convention: str = "auto"
+) -> list[CaseFiles]:
     """Cases under each root: the root itself if it holds images, else each of its sub-folders that does.
 
     Args:

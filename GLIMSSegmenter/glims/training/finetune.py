@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +32,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from ..casestore import list_cases
-from ..catalog import ModelSpec, load_catalog
+from ..catalog import Catalog, ModelSpec, load_catalog
 from ..errors import CheckpointError, ConfigError, GlimsError, InputError
 from ..fileio import atomic_write, sha256_file, write_json
 from ..jsonfiles import read_json
@@ -164,12 +164,14 @@ def split_for_finetuning(case_dirs: Sequence[Path], val_fraction: float, seed: i
     return [c for c in case_dirs if c not in val], val
 
 
-def _case_dirs(spec: ModelSpec, cases: Sequence[str | os.PathLike] | None, home) -> tuple[list[Path], str]:
+def _case_dirs(
+    spec: ModelSpec, cases: Sequence[str | os.PathLike] | None, home: str | os.PathLike | None
+) -> tuple[list[Path], str]:
     if cases is None:
         stored = list_cases(home, spec.preset)
         return [c.folder for c in stored], "brats2023"
     matcher = InputMatcher(spec.inputs, spec.match_priority)
-    found = discover_cases(list(cases), matcher)
+    found = discover_cases(cases, matcher)
     return [Path(c.images[0]).parent for c in found], "auto"
 
 
@@ -178,7 +180,7 @@ def _replay_cases(
     train_dirs: Sequence[Path],
     replay: Sequence[str | os.PathLike] | str | None,
     fraction: float,
-    home,
+    home: str | os.PathLike | None,
     progress: ProgressCallback | None,
     cancel: CancelToken | None,
 ) -> tuple[list[Path], tuple[float, ...]]:
@@ -201,7 +203,7 @@ def _replay_cases(
     return replay_dirs, (1.0,) * len(train_dirs) + (weight,) * len(replay_dirs)
 
 
-def _run_dir(home, name: str, version: str, resume: bool) -> Path:
+def _run_dir(home: str | os.PathLike | None, name: str, version: str, resume: bool) -> Path:
     root = runs_folder(home, create=True)
     if resume:
         runs = interrupted_runs(name, home)
@@ -217,13 +219,13 @@ def _run_dir(home, name: str, version: str, resume: bool) -> Path:
 
 
 @contextlib.contextmanager
-def _discarded_if_it_never_started(run_dir: Path, home, resume: bool):
+def _discarded_if_it_never_started(run_dir: Path, home: str | os.PathLike | None, resume: bool) -> Iterator[None]:
     """Within the block, a failure before the first epoch was saved removes the new run folder (rank 0): there is
     nothing in it to resume."""
     try:
         yield
     except BaseException:
-        if not resume and distributed.is_main_process() and not has_state(Path(run_dir)):
+        if not resume and distributed.is_main_process() and not has_state(run_dir):
             with contextlib.suppress(OSError, GlimsError):
                 remove_owned(run_dir, home)
         raise
@@ -269,10 +271,10 @@ def finetune(
 
 def _finetune_locked(
     spec: ModelSpec,
-    catalog,
+    catalog: Catalog,
     name: str,
     options: FinetuneOptions,
-    home,
+    home: str | os.PathLike | None,
     progress: ProgressCallback | None,
     cancel: CancelToken | None,
 ) -> FinetuneResult:
@@ -281,6 +283,7 @@ def _finetune_locked(
     version = next_version(catalog, name)
     resume = options.resume
     run_dir = distributed.from_main(_run_dir(home, name, version, resume) if distributed.is_main_process() else None)
+    assert run_dir is not None  # rank 0 made it: every rank has its path
     with _discarded_if_it_never_started(run_dir, home, resume):
         if resume:
             config = TrainConfig.from_dict(
@@ -305,9 +308,9 @@ def _finetune_locked(
                 spec, train_dirs, options.replay, options.replay_fraction, home, progress, cancel
             )
             if replay_dirs and distributed.is_main_process():
-                Path(run_dir).mkdir(parents=True, exist_ok=True)
+                run_dir.mkdir(parents=True, exist_ok=True)
                 write_json(
-                    Path(run_dir) / REPLAY_FILE,
+                    run_dir / REPLAY_FILE,
                     {"cases": [str(d) for d in replay_dirs], "fraction": options.replay_fraction},
                 )
             config = options.train_config(
@@ -336,6 +339,7 @@ def _finetune_locked(
         model = _register(spec, name, run_dir, result, before, after, config.keep, home)
         write_json(run_dir / REGISTERED_FILE, {"model": model.ref, "before": before, "after": after})
     model = distributed.from_main(model)
+    assert model is not None  # rank 0 registered it: every rank has its entry
     return FinetuneResult(model, run_dir, before, after, result)
 
 
@@ -347,7 +351,7 @@ def _register(
     before: Mapping[str, float],
     after: Mapping[str, float],
     kept: str,
-    home,
+    home: str | os.PathLike | None,
 ) -> ModelSpec:
     """Store the kept weights and add ``name``'s next version (taken under the catalog lock: a model added under
     the same id meanwhile makes this one the version after it)."""

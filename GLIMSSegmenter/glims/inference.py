@@ -1,8 +1,8 @@
 """Running GLIMS models on a prepared case: device choice, weights loading, sliding windows, flips, ensembles.
 
 ``predict_logits`` averages raw logits over test-time flips and over the models of an ensemble (as the authors
-average their fold models), with MONAI's sliding-window inference at the model's window size. Progress counts
-windows; cancellation is checked before every batch of windows.
+average their fold models), with sliding-window inference at the model's window size (``glims.sliding_window``:
+windows placed and blended as MONAI's). Progress counts window batches; cancellation is checked before every batch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .errors import CheckpointError, ConfigError, DeviceError
 from .modelcache import active_model_cache
 from .network import GLIMS, build
 from .progress import CancelToken
+from .sliding_window import sliding_window_logits, window_corners
 
 __all__ = ["resolve_device", "load_models", "predict_logits", "count_windows", "InferenceOptions", "FLIP_SETS"]
 
@@ -128,13 +129,9 @@ def _load_models(spec: ModelSpec) -> list[GLIMS]:
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    """Windows MONAI's sliding-window inference visits on an image of ``shape`` (spatial) at ``roi``."""
-    total = 1
-    for size, window in zip(shape, roi, strict=False):
-        size = max(size, window)  # smaller images are padded to the window
-        interval = max(1, int(window * (1 - overlap)))
-        total *= 1 if size <= window else math.ceil((size - window) / interval) + 1
-    return total
+    """Windows the sliding-window inference (``glims.sliding_window``, placed as MONAI's) visits on an image of
+    ``shape`` (spatial) at ``roi``."""
+    return len(window_corners(shape, roi, overlap))
 
 
 def _autocast(device: torch.device, precision: str):
@@ -180,44 +177,48 @@ def predict_logits(
 
 
 def _predict_on(models, image, roi_size, options, device, progress, cancel) -> np.ndarray:
-    from monai.inferers import sliding_window_inference
-
-    spatial = image.shape[1:]
-    per_pass = math.ceil(count_windows(spatial, roi_size, options.overlap) / options.sw_batch_size)
+    per_pass = math.ceil(count_windows(image.shape[1:], roi_size, options.overlap) / options.sw_batch_size)
     passes = list(_passes(models, options.tta))
     total, done = per_pass * len(passes), 0
-    x = torch.from_numpy(np.ascontiguousarray(image))[None]
+    x = torch.from_numpy(np.ascontiguousarray(image))
     summed: torch.Tensor | None = None
+
+    def check() -> None:
+        if cancel is not None:
+            cancel.check()
+
+    def advance() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
     with torch.inference_mode():
         for model, flips in passes:
             model.to(device)
             model.fast_path = options.fast_path
 
-            def predictor(batch: torch.Tensor, _model=model) -> torch.Tensor:
-                nonlocal done
-                if cancel is not None:
-                    cancel.check()
+            def forward(batch: torch.Tensor, _model=model) -> torch.Tensor:
                 with _autocast(device, options.precision):
-                    out = _model(batch)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-                return out.float()
+                    return _model(batch.to(device))
 
-            inp = torch.flip(x, flips) if flips else x
-            logits = sliding_window_inference(
+            # Flip axes of the (C, X, Y, Z) image: FLIP_SETS name them in (B, C, X, Y, Z) terms.
+            axes = tuple(a - 1 for a in flips)
+            inp = torch.flip(x, axes) if axes else x
+            logits = sliding_window_logits(
                 inp,
-                roi_size=tuple(roi_size),
-                sw_batch_size=options.sw_batch_size,
-                predictor=predictor,
+                roi_size,
+                forward,
                 overlap=options.overlap,
-                mode=options.blend,
-                sw_device=device,
-                device=torch.device("cpu"),
-                progress=False,
+                blend=options.blend,
+                batch_size=options.sw_batch_size,
+                before_batch=check,
+                after_batch=advance,
             )
-            logits = torch.flip(logits, flips) if flips else logits
-            summed = logits if summed is None else summed + logits
+            logits = torch.flip(logits, axes) if axes else logits
+            summed = logits if summed is None else summed.add_(logits)
             model.to("cpu")
-    assert summed is not None
-    return (summed[0] / len(passes)).numpy().astype(np.float32, copy=False)
+        assert summed is not None
+        if len(passes) > 1:
+            summed /= len(passes)
+    return summed.numpy().astype(np.float32, copy=False)

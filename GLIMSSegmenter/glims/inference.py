@@ -8,6 +8,7 @@ windows placed and blended as MONAI's). Progress counts window batches; cancella
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -24,7 +25,15 @@ from .network import GLIMS, build
 from .progress import CancelToken
 from .sliding_window import sliding_window_logits, window_corners
 
-__all__ = ["resolve_device", "load_models", "predict_logits", "count_windows", "InferenceOptions", "FLIP_SETS"]
+__all__ = [
+    "resolve_device",
+    "load_models",
+    "predict_logits",
+    "count_windows",
+    "window_streams",
+    "InferenceOptions",
+    "FLIP_SETS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +150,43 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+STREAM_MAX_WINDOW_VOXELS = 48**3
+"""Windows up to this size run as concurrent streams on the CPU (see ``window_streams``)."""
+
+
+def window_streams(roi_size: Sequence[int], device: torch.device, options: InferenceOptions) -> int:
+    """How many window batches run at once: on the CPU fast path with small windows, one per intra-op thread.
+
+    A forward pass of a 32^3 window is made of many small operations that two threads share poorly (2 threads:
+    0.080 s of wall time per window, 0.093 s of CPU time), so each thread runs its own batches on its own copy of
+    the network with one intra-op thread instead (two streams: 0.050 s per window, the same logits). Large windows
+    (the full-size network's 96^3) keep intra-op threads: their operations are large enough to share, and a copy
+    of the network per thread would cost memory.
+    """
+    if device.type != "cpu" or not options.fast_path or math.prod(roi_size) > STREAM_MAX_WINDOW_VOXELS:
+        return 1
+    return max(1, torch.get_num_threads())
+
+
+@contextlib.contextmanager
+def _intra_op_threads(count: int | None) -> Iterator[None]:
+    """Within the block, torch uses ``count`` intra-op threads (None: unchanged); restored afterwards."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _forward(model: GLIMS, device: torch.device, precision: str, batch: torch.Tensor) -> torch.Tensor:
+    with _autocast(device, precision):
+        return model(batch.to(device))
+
+
 def _passes(models: Sequence[GLIMS], tta: bool) -> Iterator[tuple[GLIMS, tuple[int, ...]]]:
     for model in models:
         for flips in FLIP_SETS if tta else ((),):
@@ -193,14 +239,17 @@ def _predict_on(models, image, roi_size, options, device, progress, cancel) -> n
         if progress is not None:
             progress(done, total)
 
-    with torch.inference_mode():
+    streams = window_streams(roi_size, device, options)
+    replicas: dict[int, list[GLIMS]] = {}
+    with torch.inference_mode(), _intra_op_threads(1 if streams > 1 else None):
         for model, flips in passes:
             model.to(device)
             model.fast_path = options.fast_path
-
-            def forward(batch: torch.Tensor, _model=model) -> torch.Tensor:
-                with _autocast(device, options.precision):
-                    return _model(batch.to(device))
+            if streams > 1 and id(model) not in replicas:
+                with torch.inference_mode(False):
+                    replicas[id(model)] = [model.replica() for _ in range(streams - 1)]
+            copies = [model, *replicas.get(id(model), [])]
+            forward = [functools.partial(_forward, twin, device, options.precision) for twin in copies]
 
             # Flip axes of the (C, X, Y, Z) image: FLIP_SETS name them in (B, C, X, Y, Z) terms.
             axes = tuple(a - 1 for a in flips)

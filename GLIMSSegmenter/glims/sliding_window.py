@@ -11,14 +11,19 @@ its result to float rounding (``Testing/engine/test_sliding_window.py`` compares
 
 What differs is the bookkeeping: the importance map and the weight sum are computed once per call, window batches
 are gathered into one reused buffer, and the weighted outputs are added in place, which matters where a forward
-pass is short (small models at 32^3 windows make 80 forwards per case).
+pass is short (small models at 32^3 windows make 80 forwards per case). With several *streams* (one forward
+function each, e.g. copies of one model), batches run concurrently on that many threads, and their outputs are
+still added in window order, so the result does not depend on the number of streams.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
+import queue
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
@@ -62,10 +67,13 @@ def importance_map(roi: Sequence[int], blend: str) -> torch.Tensor:
     return weights.clamp_(min=floor)
 
 
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
 def sliding_window_logits(
     image: torch.Tensor,
     roi: Sequence[int],
-    forward: Callable[[torch.Tensor], torch.Tensor],
+    forward: Forward | Sequence[Forward],
     *,
     overlap: float,
     blend: str,
@@ -78,7 +86,9 @@ def sliding_window_logits(
     Args:
         image: the CPU input, channels first, without a batch axis.
         roi: window size (X, Y, Z).
-        forward: a batch of windows (B, C, *roi) on the CPU -> outputs (B, K, *roi) (any device; made float32 CPU).
+        forward: a batch of windows (B, C, *roi) on the CPU -> outputs (B, K, *roi) (any device; made float32 CPU);
+            or one such function per stream: each runs on its own thread (never two calls of one function at
+            once), in the caller's grad and inference mode.
         overlap, blend: window placement and blending (see the module docstring).
         batch_size: windows per ``forward`` call (the last call may get fewer).
         before_batch, after_batch: called around every ``forward`` call (cancellation checks, progress).
@@ -97,16 +107,12 @@ def sliding_window_logits(
     weight_sum = torch.zeros(padded, dtype=torch.float32)
     for corner in corners:
         weight_sum[_window(corner, roi)] += weight
-    batch = torch.empty((min(batch_size, len(corners)), image.shape[0], *roi), dtype=image.dtype)
+    forwards = [forward] if callable(forward) else list(forward)
+    groups = [corners[first : first + batch_size] for first in range(0, len(corners), batch_size)]
     summed: torch.Tensor | None = None
-    for first in range(0, len(corners), batch_size):
-        group = corners[first : first + batch_size]
-        inputs = batch[: len(group)]
-        for slot, corner in enumerate(group):
-            inputs[slot].copy_(image[(slice(None), *_window(corner, roi))])
-        if before_batch is not None:
-            before_batch()
-        outputs = forward(inputs).float().cpu()
+
+    def add(group: Sequence[tuple[int, ...]], outputs: torch.Tensor) -> None:
+        nonlocal summed
         if summed is None:
             summed = torch.zeros((outputs.shape[1], *padded), dtype=torch.float32)
         outputs.mul_(weight)
@@ -114,11 +120,64 @@ def sliding_window_logits(
             summed[(slice(None), *_window(corner, roi))] += outputs[slot]
         if after_batch is not None:
             after_batch()
+
+    if len(forwards) == 1:
+        batch = torch.empty((min(batch_size, len(corners)), image.shape[0], *roi), dtype=image.dtype)
+        for group in groups:
+            inputs = _gather(image, group, roi, batch[: len(group)])
+            if before_batch is not None:
+                before_batch()
+            add(group, forwards[0](inputs).float().cpu())
+    else:
+        _run_streams(image, roi, groups, forwards, add, before_batch)
     assert summed is not None
     summed /= weight_sum
     if any(pads):
         summed = summed[(slice(None), *(slice(p // 2, p // 2 + s) for p, s in zip(pads, spatial, strict=True)))]
     return summed
+
+
+def _run_streams(image, roi, groups, forwards, add, before_batch) -> None:
+    """Batches on one thread per forward function, at most one batch in flight per stream, added in order."""
+    idle: queue.SimpleQueue[Forward] = queue.SimpleQueue()
+    for fn in forwards:
+        idle.put(fn)
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        fn = idle.get()
+        try:
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return fn(inputs).float().cpu()
+        finally:
+            idle.put(fn)
+
+    pending: collections.deque[tuple[Sequence[tuple[int, ...]], Future[torch.Tensor]]] = collections.deque()
+    with ThreadPoolExecutor(len(forwards), thread_name_prefix="glims-windows") as pool:
+        try:
+            for group in groups:
+                inputs = _gather(image, group, roi, None)
+                if before_batch is not None:
+                    before_batch()
+                pending.append((group, pool.submit(run, inputs)))
+                if len(pending) >= len(forwards):
+                    done, future = pending.popleft()
+                    add(done, future.result())
+            while pending:
+                done, future = pending.popleft()
+                add(done, future.result())
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _gather(image: torch.Tensor, group, roi, out: torch.Tensor | None) -> torch.Tensor:
+    """The windows at ``group``'s corners of ``image`` as one batch (into ``out``, or a new tensor)."""
+    if out is None:
+        out = torch.empty((len(group), image.shape[0], *roi), dtype=image.dtype)
+    for slot, corner in enumerate(group):
+        out[slot].copy_(image[(slice(None), *_window(corner, roi))])
+    return out
 
 
 def _window(corner: Sequence[int], roi: Sequence[int]) -> tuple[slice, ...]:

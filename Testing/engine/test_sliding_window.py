@@ -82,3 +82,18 @@ def test_batch_hooks_run_around_every_forward(net):
     windows = count_windows(image.shape[1:], ROI, 0.5)
     sizes = [3] * (windows // 3) + ([windows % 3] if windows % 3 else [])
     assert events == [e for size in sizes for e in ("before", ("forward", size), "after")]
+
+
+def test_streams_give_the_logits_of_one_stream(net):
+    # two copies of the network on two threads; outputs are added in window order whatever finishes first
+    image = _case((41, 36, 45), seed=2)
+    twin = net.replica()
+    with torch.inference_mode():
+        one = sliding_window_logits(image, ROI, net, overlap=0.5, blend="gaussian", batch_size=3)
+        done = []
+        two = sliding_window_logits(image, ROI, [net, twin], overlap=0.5, blend="gaussian", batch_size=3,
+                                    after_batch=lambda: done.append(1))
+    assert torch.equal(one, two)
+    assert len(done) == -(-count_windows(image.shape[1:], ROI, 0.5) // 3)
+    assert twin._workspace is not net._workspace and all(
+        a is not b and torch.equal(a, b) for a, b in zip(twin.parameters(), net.parameters(), strict=True))

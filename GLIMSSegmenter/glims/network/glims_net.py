@@ -11,6 +11,7 @@ model card of each catalog entry.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -179,6 +180,15 @@ class GLIMS(nn.Module):
         if value not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {value!r}")
         self._precision = value
+
+    def replica(self) -> GLIMS:
+        """A copy of this model (weights, mode, fast path and precision) with its own empty workspace, for running
+        forwards on another thread at the same time as this one. Make it outside ``torch.inference_mode()``."""
+        workspace, self._workspace = self._workspace, Workspace()
+        try:
+            return copy.deepcopy(self)
+        finally:
+            self._workspace = workspace
 
     def release_workspace(self) -> None:
         """Free the fast path's scratch buffers (they are re-created by the next fast forward)."""

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import math
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -182,6 +183,30 @@ def _intra_op_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+_replica_cache: weakref.WeakKeyDictionary[GLIMS, list[GLIMS]] = weakref.WeakKeyDictionary()
+
+
+def _replicas(model: GLIMS, count: int) -> list[GLIMS]:
+    """``count`` replicas of ``model`` (``GLIMS.replica``: shared weights, own workspaces) for concurrent streams.
+
+    Kept with the model for its next prediction (a copy of the module tree takes 50-100 ms), as long as they share
+    its current parameters; mode, fast path and precision are synchronised on every call.
+    """
+    if count < 1:
+        return []
+    cached = _replica_cache.get(model, [])
+    params = list(model.parameters())
+    kept = [r for r in cached if all(a is b for a, b in zip(r.parameters(), params, strict=True))][:count]
+    with torch.inference_mode(False):
+        kept += [model.replica() for _ in range(count - len(kept))]
+    for replica in kept:
+        replica.train(model.training)
+        replica.fast_path = model.fast_path
+        replica.precision = model.precision
+    _replica_cache[model] = kept
+    return kept
+
+
 def _forward(model: GLIMS, device: torch.device, precision: str, batch: torch.Tensor) -> torch.Tensor:
     with _autocast(device, precision):
         return model(batch.to(device))
@@ -240,15 +265,11 @@ def _predict_on(models, image, roi_size, options, device, progress, cancel) -> n
             progress(done, total)
 
     streams = window_streams(roi_size, device, options)
-    replicas: dict[int, list[GLIMS]] = {}
     with torch.inference_mode(), _intra_op_threads(1 if streams > 1 else None):
         for model, flips in passes:
             model.to(device)
             model.fast_path = options.fast_path
-            if streams > 1 and id(model) not in replicas:
-                with torch.inference_mode(False):
-                    replicas[id(model)] = [model.replica() for _ in range(streams - 1)]
-            copies = [model, *replicas.get(id(model), [])]
+            copies = [model, *_replicas(model, streams - 1)]
             forward = [functools.partial(_forward, twin, device, options.precision) for twin in copies]
 
             # Flip axes of the (C, X, Y, Z) image: FLIP_SETS name them in (B, C, X, Y, Z) terms.

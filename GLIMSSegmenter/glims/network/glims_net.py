@@ -182,11 +182,13 @@ class GLIMS(nn.Module):
         self._precision = value
 
     def replica(self) -> GLIMS:
-        """A copy of this model (weights, mode, fast path and precision) with its own empty workspace, for running
-        forwards on another thread at the same time as this one. Make it outside ``torch.inference_mode()``."""
+        """A model for running forwards on another thread at the same time as this one: a copy of the modules
+        (mode, fast path, precision) that shares this model's parameters and buffers (read-only in inference)
+        and has its own empty workspace. Make it outside ``torch.inference_mode()``."""
+        shared: dict[int, Any] = {id(t): t for t in (*self.parameters(), *self.buffers())}
         workspace, self._workspace = self._workspace, Workspace()
         try:
-            return copy.deepcopy(self)
+            return copy.deepcopy(self, shared)
         finally:
             self._workspace = workspace
 

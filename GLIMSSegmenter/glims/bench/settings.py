@@ -136,7 +136,7 @@ class SettingsBenchmark(BenchTarget[SettingsSpec]):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = SettingsSpec
         parser.add_argument(
-            "--case", type=Path, action="append", required=True, help="BraTS case folder (repeat for several)"
+            "--case", type=Path, action="append", help="BraTS case folder (repeat for several; at least one)"
         )
         parser.add_argument(
             "--variant",
@@ -153,7 +153,7 @@ class SettingsBenchmark(BenchTarget[SettingsSpec]):
 
     def spec_from_args(self, args: argparse.Namespace) -> SettingsSpec:
         return SettingsSpec(
-            cases=tuple(args.case),
+            cases=tuple(args.case or ()),
             variants=tuple(args.variant) if args.variant else SettingsSpec.variants,
             model=args.model,
             home=args.home,

@@ -158,11 +158,11 @@ STREAM_MAX_WINDOW_VOXELS = 48**3
 def window_streams(roi_size: Sequence[int], device: torch.device, options: InferenceOptions) -> int:
     """How many window batches run at once: on the CPU fast path with small windows, one per intra-op thread.
 
-    A forward pass of a 32^3 window is made of many small operations that two threads share poorly (2 threads:
-    0.080 s of wall time per window, 0.093 s of CPU time), so each thread runs its own batches on its own copy of
-    the network with one intra-op thread instead (two streams: 0.050 s per window, the same logits). Large windows
-    (the full-size network's 96^3) keep intra-op threads: their operations are large enough to share, and a copy
-    of the network per thread would cost memory.
+    A forward pass of a 32^3 window is made of many small operations that two threads share poorly (on a 2-core
+    CPU, the bundled model: 0.080 s of wall time per window with 2 threads, 0.093 s of CPU time), so each thread
+    runs its own batches on its own replica of the network (``GLIMS.replica``) with one intra-op thread instead
+    (two streams: 0.050 s per window, bit-identical logits). Large windows (the full-size network's 96^3) keep
+    intra-op threads: their operations are large enough to share, and their workspaces are large.
     """
     if device.type != "cpu" or not options.fast_path or math.prod(roi_size) > STREAM_MAX_WINDOW_VOXELS:
         return 1

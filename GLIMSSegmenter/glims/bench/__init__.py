@@ -10,7 +10,8 @@ table, or JSON), with the machine context the figures depend on (CPU, cores, tor
 before and after).
 
 The package: ``report`` (``BenchReport``), ``machine`` (context, devices, timers, peak memory), ``workers`` (the
-subprocesses), ``target`` (``BenchTarget``) and one module per target (``network``, ``segment``, ``settings``, ``train``, ``warm``).
+subprocesses), ``target`` (``BenchTarget``) and one module per target (``network``, ``segment``, ``settings``,
+``train``, ``warm``).
 
 Adding a target: a module with a frozen spec dataclass (the run's settings, whose defaults are the command line's),
 a ``BenchTarget`` subclass (name, help, ``add_arguments``, ``spec_from_args``, ``run(spec)``), a worker function

@@ -57,7 +57,7 @@ WORKER_COMMANDS = ("segment",)
 DEFAULT_IDLE_TIMEOUT_S = 600.0
 """A worker with nothing to do for this long exits."""
 
-WARM_IMPORTS = ("glims.pipeline", "monai.inferers")
+WARM_IMPORTS = ("glims.pipeline",)
 """Imported before ``ready``, so that the first job does not pay for them either."""
 
 

@@ -165,7 +165,7 @@ def test_each_target_runs_from_a_typed_spec_whose_defaults_are_the_command_line_
     import argparse
 
     specs = {"network": bench.NetworkSpec, "segment": bench.SegmentSpec, "train": bench.TrainSpec,
-             "warm": bench.WarmSpec}
+             "warm": bench.WarmSpec, "settings": bench.SettingsSpec}
     assert set(specs) == set(bench.TARGETS)
     for name, spec_type in specs.items():
         parser = argparse.ArgumentParser()
@@ -173,3 +173,5 @@ def test_each_target_runs_from_a_typed_spec_whose_defaults_are_the_command_line_
         assert bench.TARGETS[name].spec_from_args(parser.parse_args([])) == spec_type()
     with pytest.raises(ConfigError, match="--configs: choose from default, channels-last, bf16"):
         bench.TARGETS["train"].run(bench.TrainSpec(configs=("fastest",)))
+    with pytest.raises(ConfigError, match="--case: give at least one"):
+        bench.TARGETS["settings"].run(bench.SettingsSpec())

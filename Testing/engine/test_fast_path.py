@@ -90,6 +90,26 @@ def test_space_to_batch_depthwise_convolution_equals_the_dilated_convolution(dil
     assert torch.allclose(out.permute(0, 4, 1, 2, 3), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dilation", [2, 3])
+def test_depthwise_convolution_on_sizes_the_dilation_does_not_divide(dilation):
+    # 32^3 windows at dilation 3: zero-padded to a multiple, space-to-batch, the padding's outputs dropped
+    torch.manual_seed(10 + dilation)
+    x = to_channels_last(torch.randn(2, 5, 13, 16, 7))
+    weight = torch.randn(5, 1, 3, 3, 3)
+    expected = F.conv3d(x.contiguous(), weight, padding=dilation, dilation=dilation, groups=5)
+    ws = Workspace()
+    for _ in range(2):  # the second call reuses the workspace's buffers (their padding must be zero again)
+        flat, natural = depthwise_conv(x, weight, dilation, ws)
+        assert flat.shape == (2, 13 * 16 * 7, 5) and flat.is_contiguous()
+        dest = torch.full((2, 13 * 16 * 7, 5), float("nan"))
+        for i, start, stop, block in natural_blocks(natural):
+            dest[i, start:stop].view(block.shape).copy_(block)
+        got = dest.view(2, 13, 16, 7, 5).permute(0, 4, 1, 2, 3)
+        assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+        assert torch.allclose(flat.view(2, 13, 16, 7, 5).permute(0, 4, 1, 2, 3), expected, atol=1e-5, rtol=0)
+        ws.get("depthwise.padded", (2 * 15 * 16 * 9 * 5,), torch.float32, x.device).fill_(7.0)
+
+
 def test_channel_moments_are_float64_accurate_even_with_a_large_mean():
     torch.manual_seed(4)
     x = torch.randn(2, 300_000, 3) * torch.tensor([1.0, 0.01, 5.0]) + torch.tensor([1000.0, -3.0, 0.0])

@@ -88,3 +88,26 @@ def test_cancel_between_window_batches(image):
         predict_logits([tiny(5)], image, (32, 32, 32), InferenceOptions(overlap=0.5, sw_batch_size=1),
                        progress=progress, cancel=token)
     assert seen == [1]
+
+
+def test_window_streams_change_no_logit(image):
+    # small windows on the CPU run as one stream per intra-op thread; one thread: a single stream
+    from glims.inference import window_streams
+
+    opts = InferenceOptions(overlap=0.5, sw_batch_size=2)
+    cpu = torch.device("cpu")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert window_streams((32, 32, 32), cpu, opts) == 2
+        assert window_streams((96, 96, 96), cpu, opts) == 1
+        assert window_streams((32, 32, 32), cpu, InferenceOptions(fast_path=False)) == 1
+        net = tiny(6)
+        two, _ = predict_logits([net], image, (32, 32, 32), opts)
+        assert torch.get_num_threads() == 2  # restored after the streams' single-threaded run
+        torch.set_num_threads(1)
+        assert window_streams((32, 32, 32), cpu, opts) == 1
+        one, _ = predict_logits([net], image, (32, 32, 32), opts)
+    finally:
+        torch.set_num_threads(previous)
+    assert np.array_equal(one, two)

@@ -1,7 +1,8 @@
 """Benchmarks of the engine on this machine: ``glims bench TARGET``.
 
 A *target* is one benchmark: ``network`` (a single forward pass at the reference window), ``segment`` (a whole
-case through ``glims.pipeline``, against the slow reference pipeline) and ``train`` (optimiser steps per second of
+case through ``glims.pipeline``, against the slow reference pipeline), ``settings`` (inference settings against
+the catalog default on real cases: time and agreement) and ``train`` (optimiser steps per second of
 the default training configuration). Every measurement runs in a fresh subprocess (``python -m glims.bench worker
 SPEC``) so that each model's peak resident memory (``ru_maxrss``) is its own and no model warms the caches or the
 allocator for another; the parent only collects the JSON each worker prints and builds a ``BenchReport`` (Markdown
@@ -9,7 +10,8 @@ table, or JSON), with the machine context the figures depend on (CPU, cores, tor
 before and after).
 
 The package: ``report`` (``BenchReport``), ``machine`` (context, devices, timers, peak memory), ``workers`` (the
-subprocesses), ``target`` (``BenchTarget``) and one module per target (``network``, ``segment``, ``train``, ``warm``).
+subprocesses), ``target`` (``BenchTarget``) and one module per target (``network``, ``segment``, ``settings``,
+``train``, ``warm``).
 
 Adding a target: a module with a frozen spec dataclass (the run's settings, whose defaults are the command line's),
 a ``BenchTarget`` subclass (name, help, ``add_arguments``, ``spec_from_args``, ``run(spec)``), a worker function
@@ -27,6 +29,7 @@ from .machine import load_average, machine_context
 from .network import NETWORK_MODELS, NetworkBenchmark, NetworkModel, NetworkSpec, combine_rounds
 from .report import BenchReport
 from .segment import SEGMENT_CONFIGS, SegmentBenchmark, SegmentSpec
+from .settings import SettingsBenchmark, SettingsSpec
 from .target import BenchTarget
 from .train import TRAIN_CONFIGS, TrainBenchmark, TrainSpec
 from .warm import WarmSpec, WarmWorkerBenchmark
@@ -37,6 +40,8 @@ __all__ = [
     "BenchTarget",
     "NetworkBenchmark",
     "SegmentBenchmark",
+    "SettingsBenchmark",
+    "SettingsSpec",
     "TrainBenchmark",
     "WarmWorkerBenchmark",
     "WarmSpec",
@@ -57,6 +62,7 @@ __all__ = [
 ]
 
 TARGETS: dict[str, BenchTarget[Any]] = {
-    t.name: t for t in (NetworkBenchmark(), SegmentBenchmark(), TrainBenchmark(), WarmWorkerBenchmark())
+    t.name: t
+    for t in (NetworkBenchmark(), SegmentBenchmark(), SettingsBenchmark(), TrainBenchmark(), WarmWorkerBenchmark())
 }
 """Targets of ``glims bench``, by name (the order of ``glims bench --help``)."""

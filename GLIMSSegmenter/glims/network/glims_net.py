@@ -11,6 +11,7 @@ model card of each catalog entry.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, TypeGuard
@@ -204,6 +205,17 @@ class GLIMS(nn.Module):
         if value not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {value!r}")
         self._precision = value
+
+    def replica(self) -> GLIMS:
+        """A model for running forwards on another thread at the same time as this one: a copy of the modules
+        (mode, fast path, precision) that shares this model's parameters and buffers (read-only in inference)
+        and has its own empty workspace. Make it outside ``torch.inference_mode()``."""
+        shared: dict[int, Any] = {id(t): t for t in (*self.parameters(), *self.buffers())}
+        workspace, self._workspace = self._workspace, Workspace()
+        try:
+            return copy.deepcopy(self, shared)
+        finally:
+            self._workspace = workspace
 
     def release_workspace(self) -> None:
         """Free the fast path's scratch buffers (they are re-created by the next fast forward)."""

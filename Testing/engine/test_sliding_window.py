@@ -1,0 +1,99 @@
+"""glims.sliding_window against MONAI's sliding_window_inference: same windows, same blending, same logits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from glims.inference import count_windows
+from glims.network import GLIMS
+from glims.sliding_window import importance_map, sliding_window_logits, window_corners
+
+TINY = dict(feature_size=6, img_size=32, num_heads=(1, 2, 2, 4), depths=(2, 2, 2, 2))
+ROI = (32, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def net() -> GLIMS:
+    torch.manual_seed(7)
+    return GLIMS(**TINY).eval()
+
+
+def _case(shape, seed=0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.standard_normal((4, *shape)).astype(np.float32))
+
+
+def _monai(net, image, overlap, blend, batch):
+    from monai.inferers import sliding_window_inference
+
+    with torch.inference_mode():
+        out = sliding_window_inference(
+            image[None], roi_size=ROI, sw_batch_size=batch, predictor=net, overlap=overlap, mode=blend
+        )
+    return out[0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "overlap", "blend", "batch"),
+    [
+        ((41, 36, 45), 0.5, "gaussian", 3),
+        ((41, 36, 45), 0.25, "gaussian", 4),
+        ((41, 36, 45), 0.5, "constant", 1),
+        ((40, 28, 33), 0.5, "gaussian", 2),  # one axis smaller than the window: zero-padded, then cropped back
+    ],
+)
+def test_logits_match_monai(net, shape, overlap, blend, batch):
+    image = _case(shape)
+    expected = _monai(net, image, overlap, blend, batch)
+    with torch.inference_mode():
+        got = sliding_window_logits(image, ROI, net, overlap=overlap, blend=blend, batch_size=batch)
+    assert got.shape == expected.shape == (3, *shape)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-5), float((got - expected).abs().max())
+
+
+def test_windows_and_weights_are_monais():
+    from monai.data.utils import compute_importance_map, dense_patch_slices
+
+    for shape, overlap in (((73, 86, 65), 0.5), ((73, 86, 65), 0.25), ((33, 32, 90), 0.6)):
+        interval = [max(1, int(r * (1 - overlap))) if r != s else r for s, r in zip(shape, ROI, strict=True)]
+        monai_starts = [tuple(s.start for s in window) for window in dense_patch_slices(shape, ROI, interval)]
+        assert window_corners(shape, ROI, overlap) == monai_starts
+        assert count_windows(shape, ROI, overlap) == len(monai_starts)
+    assert count_windows((73, 86, 65), ROI, 0.5) == 80 and count_windows((73, 86, 65), ROI, 0.25) == 36
+    for blend in ("gaussian", "constant"):
+        assert torch.equal(importance_map(ROI, blend), compute_importance_map(ROI, mode=blend).float())
+
+
+def test_batch_hooks_run_around_every_forward(net):
+    image = _case((41, 36, 45), seed=1)
+    events = []
+
+    def forward(batch):
+        events.append(("forward", batch.shape[0]))
+        return net(batch)
+
+    with torch.inference_mode():
+        sliding_window_logits(
+            image, ROI, forward, overlap=0.5, blend="gaussian", batch_size=3,
+            before_batch=lambda: events.append("before"), after_batch=lambda: events.append("after"),
+        )
+    windows = count_windows(image.shape[1:], ROI, 0.5)
+    sizes = [3] * (windows // 3) + ([windows % 3] if windows % 3 else [])
+    assert events == [e for size in sizes for e in ("before", ("forward", size), "after")]
+
+
+def test_streams_give_the_logits_of_one_stream(net):
+    # two copies of the network on two threads; outputs are added in window order whatever finishes first
+    image = _case((41, 36, 45), seed=2)
+    twin = net.replica()
+    with torch.inference_mode():
+        one = sliding_window_logits(image, ROI, net, overlap=0.5, blend="gaussian", batch_size=3)
+        done = []
+        two = sliding_window_logits(image, ROI, [net, twin], overlap=0.5, blend="gaussian", batch_size=3,
+                                    after_batch=lambda: done.append(1))
+    assert torch.equal(one, two)
+    assert len(done) == -(-count_windows(image.shape[1:], ROI, 0.5) // 3)
+    assert twin is not net and twin._workspace is not net._workspace
+    assert all(a is b for a, b in zip(twin.parameters(), net.parameters(), strict=True))  # shared weights

@@ -110,7 +110,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise DeviceError(
             "a CUDA GPU was requested but none is available (torch sees no CUDA device); use --device cpu"
         )
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():  # type: ignore[redundant-expr]  # torch types index as int; it is None for plain "cuda"
         raise DeviceError(f"cuda:{device.index} requested but only {torch.cuda.device_count()} GPU(s) present")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise DeviceError("Apple MPS was requested but is not available; use --device cpu")
@@ -155,7 +155,7 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
     return len(window_corners(shape, roi, overlap))
 
 
-def _autocast(device: torch.device, precision: str):
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -258,7 +258,15 @@ def predict_logits(
         return _predict_on(models, image, roi_size, options, cpu, progress, cancel), "cpu (GPU out of memory)"
 
 
-def _predict_on(models, image, roi_size, options, device, progress, cancel) -> np.ndarray:
+def _predict_on(
+    models: Sequence[GLIMS],
+    image: np.ndarray,
+    roi_size: Sequence[int],
+    options: InferenceOptions,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None,
+    cancel: CancelToken | None,
+) -> np.ndarray:
     per_pass = math.ceil(count_windows(image.shape[1:], roi_size, options.overlap) / options.sw_batch_size)
     passes = list(_passes(models, options.tta))
     total, done = per_pass * len(passes), 0

@@ -117,7 +117,7 @@ def sliding_window_logits(
             summed = torch.zeros((outputs.shape[1], *padded), dtype=torch.float32)
         outputs.mul_(weight)
         for slot, corner in enumerate(group):
-            summed[(slice(None), *_window(corner, roi))] += outputs[slot]
+            summed[_channels_window(corner, roi)] += outputs[slot]
         if after_batch is not None:
             after_batch()
 
@@ -133,11 +133,19 @@ def sliding_window_logits(
     assert summed is not None
     summed /= weight_sum
     if any(pads):
-        summed = summed[(slice(None), *(slice(p // 2, p // 2 + s) for p, s in zip(pads, spatial, strict=True)))]
+        unpadded = (slice(None), *(slice(p // 2, p // 2 + s) for p, s in zip(pads, spatial, strict=True)))
+        summed = summed[unpadded]
     return summed
 
 
-def _run_streams(image, roi, groups, forwards, add, before_batch) -> None:
+def _run_streams(
+    image: torch.Tensor,
+    roi: Sequence[int],
+    groups: Sequence[Sequence[tuple[int, ...]]],
+    forwards: Sequence[Forward],
+    add: Callable[[Sequence[tuple[int, ...]], torch.Tensor], None],
+    before_batch: Callable[[], None] | None,
+) -> None:
     """Batches on one thread per forward function, at most one batch in flight per stream, added in order."""
     idle: queue.SimpleQueue[Forward] = queue.SimpleQueue()
     for fn in forwards:
@@ -171,14 +179,21 @@ def _run_streams(image, roi, groups, forwards, add, before_batch) -> None:
                 future.cancel()
 
 
-def _gather(image: torch.Tensor, group, roi, out: torch.Tensor | None) -> torch.Tensor:
+def _gather(
+    image: torch.Tensor, group: Sequence[tuple[int, ...]], roi: Sequence[int], out: torch.Tensor | None
+) -> torch.Tensor:
     """The windows at ``group``'s corners of ``image`` as one batch (into ``out``, or a new tensor)."""
     if out is None:
         out = torch.empty((len(group), image.shape[0], *roi), dtype=image.dtype)
     for slot, corner in enumerate(group):
-        out[slot].copy_(image[(slice(None), *_window(corner, roi))])
+        out[slot].copy_(image[_channels_window(corner, roi)])
     return out
 
 
 def _window(corner: Sequence[int], roi: Sequence[int]) -> tuple[slice, ...]:
     return tuple(slice(c, c + r) for c, r in zip(corner, roi, strict=True))
+
+
+def _channels_window(corner: Sequence[int], roi: Sequence[int]) -> tuple[slice, ...]:
+    """The window at ``corner`` of a (C, X, Y, Z) array, every channel."""
+    return (slice(None), *_window(corner, roi))

@@ -73,7 +73,7 @@ def _settings_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(spec["threads"]))
     model = resolve_model(spec["model"], spec["home"])
-    default = InferenceOptions(**model.inference)
+    default = InferenceOptions.from_spec(model.inference)
     settings = [{}] + list(spec["variants"])
     options = [dataclasses.replace(default, device="cpu", **changes) for changes in settings]
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
+from .load import busy_processes, describe_load
 from .machine import (
     autocast_for,
     bench_device,
@@ -64,7 +65,8 @@ class NetworkSpec:
     """What a ``network`` run measures (the defaults are ``glims bench network``'s)."""
 
     models: tuple[str, ...] = DEFAULT_NETWORK_MODELS
-    threads: int = 2
+    threads: int | None = 2  # None: each worker chooses, as glims segment does (glims.cpu_threads)
+    loads: tuple[int, ...] = (0,)  # busy processes beside the timed runs (glims.bench.load), one phase per value
     device: str = "cpu"
     precision: str = "fp32"
     batch: int = 1
@@ -95,7 +97,18 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             help=f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)",
         )
         parser.add_argument(
-            "--threads", type=int, default=d.threads, help="torch.set_num_threads in every worker (default %(default)s)"
+            "--threads",
+            type=_threads_value,
+            default=d.threads,
+            help="torch.set_num_threads in every worker, or auto: each worker chooses from the CPU time it can "
+            "get, as glims segment does (default %(default)s)",
+        )
+        parser.add_argument(
+            "--load",
+            default=",".join(str(n) for n in d.loads),
+            help="busy processes (python -c 'while True: pass', each pinned to one CPU from the last) running "
+            "beside every timed worker; a comma-separated list (e.g. 0,1) measures each load in turn within "
+            "every round (default %(default)s)",
         )
         parser.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N: where every model runs")
         parser.add_argument(
@@ -157,6 +170,7 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         return NetworkSpec(
             models=split_keys(args.models),
             threads=args.threads,
+            loads=_load_values(args.load),
             device=args.device,
             precision=args.precision,
             batch=args.batch,
@@ -180,15 +194,19 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         unknown = [k for k in keys if k not in NETWORK_MODELS]
         if unknown or not keys:
             raise ConfigError(f"unknown model(s) {unknown or keys}; choose from {', '.join(NETWORK_MODELS)}")
-        if min(spec.threads, spec.repeats, spec.rounds, spec.feature_size, spec.batch) < 1:
+        if min(spec.threads or 1, spec.repeats, spec.rounds, spec.feature_size, spec.batch) < 1:
             raise ConfigError("--threads, --repeats, --rounds, --feature-size and --batch must be at least 1")
+        if not spec.loads or min(spec.loads) < 0:
+            raise ConfigError("--load takes counts of busy processes, 0 or more")
         if spec.size < 32 or spec.size % 32:
             raise ConfigError(f"--size must be a multiple of 32, got {spec.size}")
         if spec.weights is not None and not Path(spec.weights).is_file():
             raise ConfigError(f"--weights: no such file: {spec.weights}")
         device = bench_device(spec.device, spec.precision)
 
-        context = machine_context(spec.threads)
+        context = machine_context("auto (glims.cpu_threads, per worker)" if spec.threads is None else spec.threads)
+        if spec.loads != (0,):
+            context["competing_load"] = "; ".join(describe_load(n) for n in spec.loads)
         context.update(device)
         context["allocator"] = ALLOCATOR_LABELS[spec.allocator]
         context["input"] = f"{spec.batch}x{spec.in_channels}x{spec.size}^3 float32, eval, torch.no_grad()"
@@ -196,15 +214,17 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         if spec.feature_size != 24:
             context["glims_feature_size"] = spec.feature_size
         plan = StagePlan([(k, 1.0) for k in keys], progress)
-        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+        runs: dict[tuple[int, str], list[dict[str, Any]]] = {(n, k): [] for n in spec.loads for k in keys}
+        # Rounds interleave the loads and, within each load, the models, so that a change of machine load over
+        # the run hits them alike.
+        schedule = [(r, n, k) for r in range(spec.rounds) for n in spec.loads for k in keys]
         with tempfile.TemporaryDirectory(prefix="glims-bench-") as tmp:
-            # Rounds interleave the models, so that a change of machine load over the run hits them alike.
-            for round_index, key in ((r, k) for r in range(spec.rounds) for k in keys):
+            for round_index, load, key in schedule:
                 if cancel is not None:
                     cancel.check()
                 model = NETWORK_MODELS[key]
                 plan.report(key, round_index, spec.rounds, f"timing {model.label} (round {round_index + 1})")
-                first = round_index == 0
+                first = round_index == 0 and load == spec.loads[0]
                 job = {
                     "model": asdict(model),
                     "threads": spec.threads,
@@ -223,13 +243,14 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
                     "save_output": str(Path(tmp) / f"{key}.pt") if first and model.family == "glims" else None,
                 }
                 try:
-                    runs[key].append(measure_in_subprocess("network", job, timeout=spec.timeout))
+                    with busy_processes(load):
+                        runs[load, key].append(measure_in_subprocess("network", job, timeout=spec.timeout))
                 except BenchError as err:
                     logger.warning("%s", err)
-                    runs[key].append({"error": str(err)})
+                    runs[load, key].append({"error": str(err)})
                 plan.report(key, round_index + 1, spec.rounds, f"{model.label}: round {round_index + 1} done")
-            results = {k: combine_rounds(v) for k, v in runs.items()}
-            accuracy = _accuracy_against_reference(results, tmp)
+            results = {n: {k: combine_rounds(runs[n, k]) for k in keys} for n in spec.loads}
+            accuracy = _accuracy_against_reference(results[spec.loads[0]], tmp)
         context["load_after"] = load_average()
         return _network_report(keys, results, accuracy, context, spec)
 
@@ -244,7 +265,26 @@ def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     combined["median_s"] = statistics.median(combined["times_s"])
     combined["cpu_s"] = statistics.mean(r["cpu_s"] for r in runs)
     combined["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
+    combined["threads"] = sorted({r["threads"] for r in runs if "threads" in r})
     return combined
+
+
+def _threads_value(text: str) -> int | None:
+    """``--threads``: a count, or ``auto`` (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a thread count or auto, got {text!r}") from None
+
+
+def _load_values(text: str) -> tuple[int, ...]:
+    """``--load``: comma-separated counts of busy processes."""
+    try:
+        return tuple(int(k) for k in split_keys(text))
+    except ValueError:
+        raise ConfigError(f"--load takes comma-separated counts of busy processes, got {text!r}") from None
 
 
 def _accuracy_against_reference(results: dict[str, dict[str, Any]], folder: str) -> dict[str, float]:
@@ -263,16 +303,22 @@ def _accuracy_against_reference(results: dict[str, dict[str, Any]], folder: str)
 
 def _network_report(
     keys: list[str],
-    results: dict[str, dict[str, Any]],
+    results: dict[int, dict[str, dict[str, Any]]],
     accuracy: dict[str, float],
     context: dict[str, Any],
     spec: NetworkSpec,
 ) -> BenchReport:
-    """The ``network`` report: one row per model, the columns that apply on this device, and the notes."""
+    """The ``network`` report: one row per model (and load), the columns that apply here, and the notes.
+
+    ``results`` maps each load (busy processes) to each model's combined result; ratios compare models under the
+    same load.
+    """
     on_gpu = not context["device_name"].startswith("cpu")
-    rows = [_network_row(key, results, accuracy, spec) for key in keys]
+    rows = [_network_row(key, results[n], accuracy, spec) | {"load": n} for n in spec.loads for key in keys]
     columns = [
         ("model", "model"),
+        *([("load", "busy processes beside it")] if spec.loads != (0,) else []),
+        *([("threads", "threads")] if spec.threads is None else []),
         ("median_s", "forward, median (s)"),
         ("runs_s", "timed runs (s)"),
         ("vs_swinunetr", "× SwinUNETR"),
@@ -317,15 +363,21 @@ def _network_row(
         cpu_s=res.get("cpu_s"),
         windows_per_s=spec.batch / median,
         peak_device_mib=res.get("peak_device_mib"),
+        threads=", ".join(str(t) for t in res.get("threads", [])) or None,
     )
     return row
 
 
 def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
     """What the ``network`` columns measure, and the caveats of this run's precision, batch and device."""
+    threads = (
+        "the threads glims.cpu_threads chooses at the worker's start (one per core other work left free)"
+        if spec.threads is None
+        else f"{spec.threads} threads (torch.set_num_threads)"
+    )
     notes = [
-        f"Each model runs in its own process ({spec.rounds} per model, in interleaved rounds): {spec.threads} "
-        f"threads (torch.set_num_threads), 1 warm-up forward, then {spec.repeats} timed forwards; the time is the "
+        f"Each model runs in its own process ({spec.rounds} per model, in interleaved rounds): {threads}, "
+        f"1 warm-up forward, then {spec.repeats} timed forwards; the time is the "
         "median of all timed forwards; peak RSS is the process's ru_maxrss (interpreter, torch, weights and "
         "activations).",
         "GMAC = FLOPs / 2 from torch.utils.flop_counter.FlopCounterMode, which counts FLOPs of convolutions and "
@@ -338,6 +390,12 @@ def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
         "Ratios compare models measured in the same run; the machine may be shared, so compare ratios rather than "
         "absolute times across runs.",
     ]
+    if spec.loads != (0,):
+        notes.append(
+            "Busy processes: each runs python -c 'while True: pass', pinned with os.sched_setaffinity to one CPU "
+            "(the last CPU first); they start before a worker and are killed after it, so every model of a load "
+            "phase meets the same load. Ratios compare models under the same load."
+        )
     if spec.precision != "fp32":
         notes.append(
             f"Every model's forward ran under torch.autocast({spec.precision}); the accuracy column then "
@@ -358,7 +416,9 @@ def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
 def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(int(spec["threads"]))
+    from ..cpu_threads import apply_threads
+
+    threads = apply_threads(None if spec["threads"] is None else int(spec["threads"])).threads
     model_spec = NetworkModel(**spec["model"])
     size, cin, cout = int(spec["size"]), int(spec["in_channels"]), int(spec["out_channels"])
     device, precision, batch = torch.device(spec["device"]), spec["precision"], int(spec["batch"])
@@ -401,6 +461,7 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "peak_device_mib": peak_device_mib(device),
         "params": params,
+        "threads": threads,
     }
     if spec.get("save_output"):
         torch.save(output[0].float().cpu().contiguous(), spec["save_output"])

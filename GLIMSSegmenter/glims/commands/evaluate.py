@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overlap", type=float, default=None, help="with -m: window overlap in [0, 1) (default: the model's)"
     )
     parser.add_argument(
+        "--threads", type=int, default=None, help="with -m: CPU threads for torch, as glims segment --threads"
+    )
+    parser.add_argument(
         "--tta", action="store_true", help="with -m: average over test-time flips (4x slower), as glims segment --tta"
     )
     parser.add_argument(
@@ -82,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ui) -> int:
+    from ..cpu_threads import apply_threads
     from ..error_breakdown import DEFAULT_BOUNDARY_MM
     from ..errors import ConfigError
     from ..evaluate import (
@@ -107,10 +111,16 @@ def run(args: argparse.Namespace, ui) -> int:
     if by_model and (args.model is None or args.cases is None):
         raise ConfigError("-m MODEL and --cases DIR go together")
     if by_files and (
-        args.device or args.overlap is not None or args.tta or args.threshold or args.no_crop or args.no_postprocess
+        args.device
+        or args.overlap is not None
+        or args.threads is not None
+        or args.tta
+        or args.threshold
+        or args.no_crop
+        or args.no_postprocess
     ):
         raise ConfigError(
-            "--device, --overlap, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
+            "--device, --overlap, --threads, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
             "segments; --pred/--ref segment nothing"
         )
     if args.boundary_mm is not None and not args.breakdown:
@@ -142,6 +152,7 @@ def run(args: argparse.Namespace, ui) -> int:
             )
         else:
             pred_dir = Path(args.save_pred) if args.save_pred else out.with_name(out.stem + "_predictions")
+            ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
             results = evaluate_model(
                 args.model,
                 args.cases,

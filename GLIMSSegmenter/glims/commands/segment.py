@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blend", choices=("gaussian", "constant"), default=None)
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per forward pass")
     parser.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: one per core that other programs left free, measured before the job)",
+    )
     parser.add_argument("--tta", action="store_true", help="test-time flips (4x slower, smoother)")
     parser.add_argument("--no-postprocess", action="store_true", help="skip the small-component clean-up")
     parser.add_argument(
@@ -100,6 +106,7 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace, ui) -> int:
     from ..catalog import load_catalog
+    from ..cpu_threads import apply_threads
     from ..inference import InferenceOptions
     from ..pipeline import segment_files
     from ..progress import cancel_on_signals
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace, ui) -> int:
         precision=args.precision or defaults.precision,
         tta=args.tta or defaults.tta,
     )
+    ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
     with cancel_on_signals(ui.cancel) as token:
         result = segment_files(
             spec,

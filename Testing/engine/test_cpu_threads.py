@@ -31,11 +31,15 @@ linux_only = pytest.mark.skipif(not Path("/proc/stat").exists(), reason="the pro
         (2, 0.3, 2),  # a little background work (a browser tab) keeps both
         (2, 0.6, 1),  # more than half a core taken: the second thread would wait for time slices
         (2, 1.0, 1),  # one busy process beside us on two cores
-        (2, 2.0, 1),  # both cores busy: still one thread, never none
-        (2, 5.0, 1),
+        (2, 1.5, 1),  # half a core left: still a free core
+        (2, 1.6, 2),  # no core free: every thread time-shares, and two get more slices than one
+        (2, 2.0, 2),
+        (2, 5.0, 2),
         (4, 1.0, 3),
         (4, 1.4, 3),
         (4, 1.6, 2),
+        (4, 3.4, 1),
+        (4, 3.9, 4),
         (16, 0.2, 16),
         (1, 0.0, 1),
         (2, -0.2, 2),  # a negative reading (rounding of the counters) counts as idle
@@ -76,7 +80,7 @@ def test_the_real_probe_gives_a_valid_count():
 
 
 @linux_only
-def test_a_busy_process_on_one_of_our_cores_is_seen_and_leaves_that_core_out():
+def test_a_busy_process_on_one_of_our_cores_is_seen():
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs")
     with busy_processes(1):  # one spinning Python loop pinned to our last CPU, running when this returns
@@ -84,7 +88,6 @@ def test_a_busy_process_on_one_of_our_cores_is_seen_and_leaves_that_core_out():
     assert share is not None
     # The spinner never sleeps, so its CPU is busy the whole window (with it or with whatever it shares the CPU with).
     assert share.busy_elsewhere >= 0.8
-    assert threads_for(share.cores, share.busy_elsewhere) <= share.cores - 1
 
 
 def test_a_requested_count_wins_and_reaches_torch():

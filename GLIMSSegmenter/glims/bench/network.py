@@ -100,8 +100,9 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             "--threads",
             type=_threads_value,
             default=d.threads,
-            help="torch.set_num_threads in every worker, or auto: each worker chooses from the CPU time it can "
-            "get, as glims segment does (default %(default)s)",
+            help="torch.set_num_threads in every worker, or auto: each GLIMS worker chooses from the CPU time it "
+            "can get, as glims segment does, and SwinUNETR keeps torch's default of one per core, as MONAI does "
+            "(default %(default)s)",
         )
         parser.add_argument(
             "--load",
@@ -371,7 +372,8 @@ def _network_row(
 def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
     """What the ``network`` columns measure, and the caveats of this run's precision, batch and device."""
     threads = (
-        "the threads glims.cpu_threads chooses at the worker's start (one per core other work left free)"
+        "GLIMS with the threads glims.cpu_threads chooses at the worker's start (as glims segment), SwinUNETR with "
+        "torch's default of one thread per core (as MONAI)"
         if spec.threads is None
         else f"{spec.threads} threads (torch.set_num_threads)"
     )
@@ -416,10 +418,8 @@ def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
 def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from ..cpu_threads import apply_threads
-
-    threads = apply_threads(None if spec["threads"] is None else int(spec["threads"])).threads
     model_spec = NetworkModel(**spec["model"])
+    threads = _worker_threads(spec["threads"], model_spec)
     size, cin, cout = int(spec["size"]), int(spec["in_channels"]), int(spec["out_channels"])
     device, precision, batch = torch.device(spec["device"]), spec["precision"], int(spec["batch"])
 
@@ -469,6 +469,18 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("count_flops"):
         result["gflop"] = _count_flops(net, cin, size) / 1e9
     return result
+
+
+def _worker_threads(requested: int | None, model: NetworkModel) -> int:
+    """Set and return a worker's torch threads: ``requested``, else GLIMS's choice (``glims.cpu_threads``) for GLIMS
+    and torch's own default (one per core) for SwinUNETR, as each model's users get them."""
+    import torch
+
+    if requested is None and model.family != "glims":
+        return torch.get_num_threads()
+    from ..cpu_threads import apply_threads
+
+    return apply_threads(None if requested is None else int(requested)).threads
 
 
 def _swinunetr(in_channels: int, out_channels: int):

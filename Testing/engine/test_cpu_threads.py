@@ -123,3 +123,29 @@ def test_evaluate_from_files_refuses_threads(tmp_path, capsys):
                  "--out", str(tmp_path / "scores.csv")])
     assert code == ConfigError.exit_code
     assert "--threads" in capsys.readouterr().err
+
+
+@pytest.fixture
+def torch_threads_restored():
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_segment_runs_with_the_chosen_threads_and_says_so(home, tmp_path, capsys, torch_threads_restored):
+    from test_worker import write_case
+
+    inputs = [arg for path in write_case(tmp_path / "case") for arg in ("-i", str(path))]
+    out = tmp_path / "out"
+    common = ["segment", "-m", "tiny-brats", "--device", "cpu", *inputs, "--home", str(home), "--progress", "json"]
+    torch.set_num_threads(available_cores())
+    assert main([*common, "-o", str(out / "a.seg.nrrd"), "--threads", "1"]) == 0
+    logs = [line for line in capsys.readouterr().out.splitlines() if '"CPU threads: ' in line]
+    assert len(logs) == 1 and f"CPU threads: 1 thread of {available_cores()} cores (requested)" in logs[0]
+    assert torch.get_num_threads() == 1
+
+    assert main([*common, "-o", str(out / "b.seg.nrrd")]) == 0
+    logs = [line for line in capsys.readouterr().out.splitlines() if '"CPU threads: ' in line]
+    assert len(logs) == 1 and ("busy with other work" in logs[0] or "not measurable" in logs[0])
+    assert 1 <= torch.get_num_threads() <= available_cores()
+    assert (out / "a.seg.nrrd").is_file() and (out / "b.seg.nrrd").is_file()

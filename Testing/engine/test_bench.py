@@ -190,7 +190,18 @@ def test_network_benchmark_under_a_competing_load_rows_per_load_and_threads_chos
         assert all(1 <= int(t) <= cores for t in row["threads"].split(", "))
         if row["key"] == "glims-reference":
             assert row["vs_glims_reference"] == 1  # each load's rows compare with that load's reference
-    assert ["load", "busy processes beside it"] in report["columns"] and ["threads", "threads"] in report["columns"]
+    assert {row["threads_setting"] for row in report["rows"]} == {"auto"}
+    assert ["load", "busy processes beside it"] in report["columns"]
+    assert ["threads", "threads used"] in report["columns"]
+
+
+def test_thread_counts_and_loads_are_lists_measured_in_turn():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bench.TARGETS["network"].add_arguments(parser)
+    spec = bench.TARGETS["network"].spec_from_args(parser.parse_args(["--threads", "1, auto,2", "--load", "0,1"]))
+    assert spec.threads == (1, None, 2) and spec.loads == (0, 1)
 
 
 def test_busy_processes_spin_on_their_cpus_and_are_gone_afterwards():
@@ -211,3 +222,4 @@ def test_bad_loads_and_thread_counts_are_refused(capsys):
     assert main(["bench", "--progress", "none", "network", "--load", "one"]) == 2
     assert main(["bench", "--progress", "none", "network", "--load", "-1"]) == 2
     assert main(["bench", "--progress", "none", "network", "--threads", "many"]) == 2
+    assert main(["bench", "--progress", "none", "network", "--threads", "0,1"]) == 2

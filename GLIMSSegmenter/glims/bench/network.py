@@ -65,7 +65,8 @@ class NetworkSpec:
     """What a ``network`` run measures (the defaults are ``glims bench network``'s)."""
 
     models: tuple[str, ...] = DEFAULT_NETWORK_MODELS
-    threads: int | None = 2  # None: each worker chooses, as glims segment does (glims.cpu_threads)
+    # torch threads of every worker, one phase per value; None: each worker chooses, as glims segment does
+    threads: tuple[int | None, ...] = (2,)
     loads: tuple[int, ...] = (0,)  # busy processes beside the timed runs (glims.bench.load), one phase per value
     device: str = "cpu"
     precision: str = "fp32"
@@ -98,11 +99,10 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         )
         parser.add_argument(
             "--threads",
-            type=_threads_value,
-            default=d.threads,
+            default=",".join(_threads_label(t) for t in d.threads),
             help="torch.set_num_threads in every worker, or auto: each GLIMS worker chooses from the CPU time it "
-            "can get, as glims segment does, and SwinUNETR keeps torch's default of one per core, as MONAI does "
-            "(default %(default)s)",
+            "can get, as glims segment does, and SwinUNETR keeps torch's default of one per core, as MONAI does; "
+            "a comma-separated list (e.g. 1,2) measures each in turn within every round (default %(default)s)",
         )
         parser.add_argument(
             "--load",
@@ -170,7 +170,7 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
     def spec_from_args(self, args: argparse.Namespace) -> NetworkSpec:
         return NetworkSpec(
             models=split_keys(args.models),
-            threads=args.threads,
+            threads=_threads_values(args.threads),
             loads=_load_values(args.load),
             device=args.device,
             precision=args.precision,
@@ -195,7 +195,8 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         unknown = [k for k in keys if k not in NETWORK_MODELS]
         if unknown or not keys:
             raise ConfigError(f"unknown model(s) {unknown or keys}; choose from {', '.join(NETWORK_MODELS)}")
-        if min(spec.threads or 1, spec.repeats, spec.rounds, spec.feature_size, spec.batch) < 1:
+        counts = [t for t in spec.threads if t is not None]
+        if not spec.threads or min(*counts, spec.repeats, spec.rounds, spec.feature_size, spec.batch) < 1:
             raise ConfigError("--threads, --repeats, --rounds, --feature-size and --batch must be at least 1")
         if not spec.loads or min(spec.loads) < 0:
             raise ConfigError("--load takes counts of busy processes, 0 or more")
@@ -205,7 +206,8 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             raise ConfigError(f"--weights: no such file: {spec.weights}")
         device = bench_device(spec.device, spec.precision)
 
-        context = machine_context("auto (glims.cpu_threads, per worker)" if spec.threads is None else spec.threads)
+        single = spec.threads[0] if len(spec.threads) == 1 and spec.threads[0] is not None else None
+        context = machine_context(single or ", ".join(_threads_label(t) for t in spec.threads))
         if spec.loads != (0,):
             context["competing_load"] = "; ".join(describe_load(n) for n in spec.loads)
         context.update(device)
@@ -215,20 +217,21 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         if spec.feature_size != 24:
             context["glims_feature_size"] = spec.feature_size
         plan = StagePlan([(k, 1.0) for k in keys], progress)
-        runs: dict[tuple[int, str], list[dict[str, Any]]] = {(n, k): [] for n in spec.loads for k in keys}
-        # Rounds interleave the loads and, within each load, the models, so that a change of machine load over
-        # the run hits them alike.
-        schedule = [(r, n, k) for r in range(spec.rounds) for n in spec.loads for k in keys]
+        phases = [(n, t) for n in spec.loads for t in spec.threads]
+        runs: dict[tuple[int, int | None, str], list[dict[str, Any]]] = {(*p, k): [] for p in phases for k in keys}
+        # Rounds interleave the phases (load, threads) and, within each phase, the models, so that a change of
+        # machine load over the run hits them alike.
+        schedule = [(r, n, t, k) for r in range(spec.rounds) for n, t in phases for k in keys]
         with tempfile.TemporaryDirectory(prefix="glims-bench-") as tmp:
-            for round_index, load, key in schedule:
+            for round_index, load, threads, key in schedule:
                 if cancel is not None:
                     cancel.check()
                 model = NETWORK_MODELS[key]
                 plan.report(key, round_index, spec.rounds, f"timing {model.label} (round {round_index + 1})")
-                first = round_index == 0 and load == spec.loads[0]
+                first = round_index == 0 and (load, threads) == phases[0]
                 job = {
                     "model": asdict(model),
-                    "threads": spec.threads,
+                    "threads": threads,
                     "device": device["device_name"],
                     "precision": spec.precision,
                     "batch": spec.batch,
@@ -245,13 +248,13 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
                 }
                 try:
                     with busy_processes(load):
-                        runs[load, key].append(measure_in_subprocess("network", job, timeout=spec.timeout))
+                        runs[load, threads, key].append(measure_in_subprocess("network", job, timeout=spec.timeout))
                 except BenchError as err:
                     logger.warning("%s", err)
-                    runs[load, key].append({"error": str(err)})
+                    runs[load, threads, key].append({"error": str(err)})
                 plan.report(key, round_index + 1, spec.rounds, f"{model.label}: round {round_index + 1} done")
-            results = {n: {k: combine_rounds(runs[n, k]) for k in keys} for n in spec.loads}
-            accuracy = _accuracy_against_reference(results[spec.loads[0]], tmp)
+            results = {p: {k: combine_rounds(runs[(*p, k)]) for k in keys} for p in phases}
+            accuracy = _accuracy_against_reference(results[phases[0]], tmp)
         context["load_after"] = load_average()
         return _network_report(keys, results, accuracy, context, spec)
 
@@ -270,14 +273,16 @@ def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return combined
 
 
-def _threads_value(text: str) -> int | None:
-    """``--threads``: a count, or ``auto`` (None)."""
-    if text.strip().lower() == "auto":
-        return None
+def _threads_values(text: str) -> tuple[int | None, ...]:
+    """``--threads``: comma-separated counts, or ``auto`` (None)."""
     try:
-        return int(text)
+        return tuple(None if k.lower() == "auto" else int(k) for k in split_keys(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a thread count or auto, got {text!r}") from None
+        raise ConfigError(f"--threads takes comma-separated thread counts or auto, got {text!r}") from None
+
+
+def _threads_label(threads: int | None) -> str:
+    return "auto" if threads is None else str(threads)
 
 
 def _load_values(text: str) -> tuple[int, ...]:
@@ -304,22 +309,27 @@ def _accuracy_against_reference(results: dict[str, dict[str, Any]], folder: str)
 
 def _network_report(
     keys: list[str],
-    results: dict[int, dict[str, dict[str, Any]]],
+    results: dict[tuple[int, int | None], dict[str, dict[str, Any]]],
     accuracy: dict[str, float],
     context: dict[str, Any],
     spec: NetworkSpec,
 ) -> BenchReport:
     """The ``network`` report: one row per model (and load), the columns that apply here, and the notes.
 
-    ``results`` maps each load (busy processes) to each model's combined result; ratios compare models under the
-    same load.
+    ``results`` maps each phase (busy processes, threads setting) to each model's combined result; ratios compare
+    models of the same phase.
     """
     on_gpu = not context["device_name"].startswith("cpu")
-    rows = [_network_row(key, results[n], accuracy, spec) | {"load": n} for n in spec.loads for key in keys]
+    rows = [
+        _network_row(key, results[n, t], accuracy, spec) | {"load": n, "threads_setting": _threads_label(t)}
+        for (n, t) in results
+        for key in keys
+    ]
+    several_threads = len(spec.threads) > 1 or None in spec.threads
     columns = [
         ("model", "model"),
         *([("load", "busy processes beside it")] if spec.loads != (0,) else []),
-        *([("threads", "threads")] if spec.threads is None else []),
+        *([("threads_setting", "--threads"), ("threads", "threads used")] if several_threads else []),
         ("median_s", "forward, median (s)"),
         ("runs_s", "timed runs (s)"),
         ("vs_swinunetr", "× SwinUNETR"),
@@ -371,12 +381,14 @@ def _network_row(
 
 def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
     """What the ``network`` columns measure, and the caveats of this run's precision, batch and device."""
-    threads = (
-        "GLIMS with the threads glims.cpu_threads chooses at the worker's start (as glims segment), SwinUNETR with "
-        "torch's default of one thread per core (as MONAI)"
-        if spec.threads is None
-        else f"{spec.threads} threads (torch.set_num_threads)"
-    )
+    threads = f"{_threads_label(spec.threads[0])} threads (torch.set_num_threads)"
+    if len(spec.threads) > 1:
+        threads = f"{', '.join(_threads_label(t) for t in spec.threads)} threads in turn (torch.set_num_threads)"
+    if None in spec.threads:
+        threads += (
+            "; auto: GLIMS with the threads glims.cpu_threads chooses at the worker's start (as glims segment), "
+            "SwinUNETR with torch's default of one thread per core (as MONAI)"
+        )
     notes = [
         f"Each model runs in its own process ({spec.rounds} per model, in interleaved rounds): {threads}, "
         f"1 warm-up forward, then {spec.repeats} timed forwards; the time is the "

@@ -381,13 +381,13 @@ def _network_row(
 
 def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
     """What the ``network`` columns measure, and the caveats of this run's precision, batch and device."""
-    threads = f"{_threads_label(spec.threads[0])} threads (torch.set_num_threads)"
-    if len(spec.threads) > 1:
-        threads = f"{', '.join(_threads_label(t) for t in spec.threads)} threads in turn (torch.set_num_threads)"
+    labels = ", ".join(_threads_label(t) for t in spec.threads)
+    threads = f"{labels} threads{' in turn' if len(spec.threads) > 1 else ''} (torch.set_num_threads)"
     if None in spec.threads:
-        threads += (
-            "; auto: GLIMS with the threads glims.cpu_threads chooses at the worker's start (as glims segment), "
-            "SwinUNETR with torch's default of one thread per core (as MONAI)"
+        threads = (
+            f"threads {labels}{' in turn' if len(spec.threads) > 1 else ''} (auto: GLIMS with the threads "
+            "glims.cpu_threads chooses at the worker's start, as glims segment; SwinUNETR with torch's default of "
+            "one thread per core, as MONAI)"
         )
     notes = [
         f"Each model runs in its own process ({spec.rounds} per model, in interleaved rounds): {threads}, "

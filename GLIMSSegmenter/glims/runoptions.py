@@ -194,6 +194,14 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         advanced=True,
     ),
     RunOption(
+        "threads",
+        "--threads",
+        OptionKind.INTEGER,
+        "CPU threads for torch (default: one per core that other programs left free, measured before the job)",
+        minimum=1,
+        advanced=True,
+    ),
+    RunOption(
         "testTimeFlips",
         "--tta",
         OptionKind.FLAG,

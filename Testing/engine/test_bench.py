@@ -175,3 +175,53 @@ def test_each_target_runs_from_a_typed_spec_whose_defaults_are_the_command_line_
         bench.TARGETS["train"].run(bench.TrainSpec(configs=("fastest",)))
     with pytest.raises(ConfigError, match="--case: give at least one"):
         bench.TARGETS["settings"].run(bench.SettingsSpec())
+
+
+def test_network_benchmark_under_a_competing_load_rows_per_load_and_threads_chosen_per_worker(capsys):
+    argv = ["bench", "--progress", "none", "network", "--size", "32", "--feature-size", "6", "--repeats", "1",
+            "--threads", "auto", "--load", "0,1", "--models", "glims-reference,glims-fast", "--no-flops", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["context"]["threads"].startswith("auto")
+    assert "1 busy process (python -c 'while True: pass') pinned to CPU" in report["context"]["competing_load"]
+    rows = [(r["load"], r["key"]) for r in report["rows"]]
+    assert rows == [(0, "glims-reference"), (0, "glims-fast"), (1, "glims-reference"), (1, "glims-fast")]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for row in report["rows"]:
+        assert row["status"] == "ok" and row["median_s"] > 0
+        assert all(1 <= int(t) <= cores for t in row["threads"].split(", "))
+        if row["key"] == "glims-reference":
+            assert row["vs_glims_reference"] == 1  # each load's rows compare with that load's reference
+    assert {row["threads_setting"] for row in report["rows"]} == {"auto"}
+    assert ["load", "busy processes beside it"] in report["columns"]
+    assert ["threads", "threads used"] in report["columns"]
+
+
+def test_thread_counts_and_loads_are_lists_measured_in_turn():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bench.TARGETS["network"].add_arguments(parser)
+    spec = bench.TARGETS["network"].spec_from_args(parser.parse_args(["--threads", "1, auto,2", "--load", "0,1"]))
+    assert spec.threads == (1, None, 2) and spec.loads == (0, 1)
+
+
+def test_busy_processes_spin_on_their_cpus_and_are_gone_afterwards():
+    from glims.bench.load import busy_processes, describe_load, load_cpus
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count()))
+    assert load_cpus(len(cpus) + 1) == [*reversed(cpus), cpus[-1]]
+    assert describe_load(0) == "none"
+    with busy_processes(2) as pids:
+        assert len(pids) == 2
+        if hasattr(os, "sched_getaffinity"):
+            assert [os.sched_getaffinity(p) for p in pids] == [{c} for c in load_cpus(2)]
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().split()[2]
+
+
+def test_bad_loads_and_thread_counts_are_refused(capsys):
+    assert main(["bench", "--progress", "none", "network", "--load", "one"]) == 2
+    assert main(["bench", "--progress", "none", "network", "--load", "-1"]) == 2
+    assert main(["bench", "--progress", "none", "network", "--threads", "many"]) == 2
+    assert main(["bench", "--progress", "none", "network", "--threads", "0,1"]) == 2

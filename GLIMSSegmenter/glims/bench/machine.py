@@ -16,8 +16,9 @@ from typing import Any
 from ..errors import ConfigError
 
 
-def machine_context(threads: int) -> dict[str, Any]:
-    """Facts a CPU timing depends on: CPU model, cores, Python/torch versions, threads, load average now."""
+def machine_context(threads: int | str) -> dict[str, Any]:
+    """Facts a CPU timing depends on: CPU model, cores, Python/torch versions, threads (a count, or a description
+    such as ``auto`` or ``1, 2``), load average now."""
     import torch
 
     ctx: dict[str, Any] = {

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
+from .load import busy_processes, describe_load
 from .machine import (
     autocast_for,
     bench_device,
@@ -67,7 +68,9 @@ class NetworkSpec:
     """What a ``network`` run measures (the defaults are ``glims bench network``'s)."""
 
     models: tuple[str, ...] = DEFAULT_NETWORK_MODELS
-    threads: int = 2
+    # torch threads of every worker, one phase per value; None: each worker chooses, as glims segment does
+    threads: tuple[int | None, ...] = (2,)
+    loads: tuple[int, ...] = (0,)  # busy processes beside the timed runs (glims.bench.load), one phase per value
     device: str = "cpu"
     precision: str = "fp32"
     batch: int = 1
@@ -98,7 +101,18 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             help=f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)",
         )
         parser.add_argument(
-            "--threads", type=int, default=d.threads, help="torch.set_num_threads in every worker (default %(default)s)"
+            "--threads",
+            default=",".join(_threads_label(t) for t in d.threads),
+            help="torch.set_num_threads in every worker, or auto: each GLIMS worker chooses from the CPU time it "
+            "can get, as glims segment does, and SwinUNETR keeps torch's default of one per core, as MONAI does; "
+            "a comma-separated list (e.g. 1,2) measures each in turn within every round (default %(default)s)",
+        )
+        parser.add_argument(
+            "--load",
+            default=",".join(str(n) for n in d.loads),
+            help="busy processes (python -c 'while True: pass', each pinned to one CPU from the last) running "
+            "beside every timed worker; a comma-separated list (e.g. 0,1) measures each load in turn within "
+            "every round (default %(default)s)",
         )
         parser.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N: where every model runs")
         parser.add_argument(
@@ -159,7 +173,8 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
     def spec_from_args(self, args: argparse.Namespace) -> NetworkSpec:
         return NetworkSpec(
             models=split_keys(args.models),
-            threads=args.threads,
+            threads=_threads_values(args.threads),
+            loads=_load_values(args.load),
             device=args.device,
             precision=args.precision,
             batch=args.batch,
@@ -183,15 +198,21 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         unknown = [k for k in keys if k not in NETWORK_MODELS]
         if unknown or not keys:
             raise ConfigError(f"unknown model(s) {unknown or keys}; choose from {', '.join(NETWORK_MODELS)}")
-        if min(spec.threads, spec.repeats, spec.rounds, spec.feature_size, spec.batch) < 1:
+        counts = [t for t in spec.threads if t is not None]
+        if not spec.threads or min(*counts, spec.repeats, spec.rounds, spec.feature_size, spec.batch) < 1:
             raise ConfigError("--threads, --repeats, --rounds, --feature-size and --batch must be at least 1")
+        if not spec.loads or min(spec.loads) < 0:
+            raise ConfigError("--load takes counts of busy processes, 0 or more")
         if spec.size < 32 or spec.size % 32:
             raise ConfigError(f"--size must be a multiple of 32, got {spec.size}")
         if spec.weights is not None and not Path(spec.weights).is_file():
             raise ConfigError(f"--weights: no such file: {spec.weights}")
         device = bench_device(spec.device, spec.precision)
 
-        context = machine_context(spec.threads)
+        single = spec.threads[0] if len(spec.threads) == 1 and spec.threads[0] is not None else None
+        context = machine_context(single or ", ".join(_threads_label(t) for t in spec.threads))
+        if spec.loads != (0,):
+            context["competing_load"] = "; ".join(describe_load(n) for n in spec.loads)
         context.update(device)
         context["allocator"] = ALLOCATOR_LABELS[spec.allocator]
         context["input"] = f"{spec.batch}x{spec.in_channels}x{spec.size}^3 float32, eval, torch.no_grad()"
@@ -199,18 +220,21 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
         if spec.feature_size != 24:
             context["glims_feature_size"] = spec.feature_size
         plan = StagePlan([(k, 1.0) for k in keys], progress)
-        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in keys}
+        phases = [(n, t) for n in spec.loads for t in spec.threads]
+        runs: dict[tuple[int, int | None, str], list[dict[str, Any]]] = {(*p, k): [] for p in phases for k in keys}
+        # Rounds interleave the phases (load, threads) and, within each phase, the models, so that a change of
+        # machine load over the run hits them alike.
+        schedule = [(r, n, t, k) for r in range(spec.rounds) for n, t in phases for k in keys]
         with tempfile.TemporaryDirectory(prefix="glims-bench-") as tmp:
-            # Rounds interleave the models, so that a change of machine load over the run hits them alike.
-            for round_index, key in ((r, k) for r in range(spec.rounds) for k in keys):
+            for round_index, load, threads, key in schedule:
                 if cancel is not None:
                     cancel.check()
                 model = NETWORK_MODELS[key]
                 plan.report(key, round_index, spec.rounds, f"timing {model.label} (round {round_index + 1})")
-                first = round_index == 0
+                first = round_index == 0 and (load, threads) == phases[0]
                 job = {
                     "model": asdict(model),
-                    "threads": spec.threads,
+                    "threads": threads,
                     "device": device["device_name"],
                     "precision": spec.precision,
                     "batch": spec.batch,
@@ -226,13 +250,14 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
                     "save_output": str(Path(tmp) / f"{key}.pt") if first and model.family == "glims" else None,
                 }
                 try:
-                    runs[key].append(measure_in_subprocess("network", job, timeout=spec.timeout))
+                    with busy_processes(load):
+                        runs[load, threads, key].append(measure_in_subprocess("network", job, timeout=spec.timeout))
                 except BenchError as err:
                     logger.warning("%s", err)
-                    runs[key].append({"error": str(err)})
+                    runs[load, threads, key].append({"error": str(err)})
                 plan.report(key, round_index + 1, spec.rounds, f"{model.label}: round {round_index + 1} done")
-            results = {k: combine_rounds(v) for k, v in runs.items()}
-            accuracy = _accuracy_against_reference(results, tmp)
+            results = {p: {k: combine_rounds(runs[p[0], p[1], k]) for k in keys} for p in phases}
+            accuracy = _accuracy_against_reference(results[phases[0]], tmp)
         context["load_after"] = load_average()
         return _network_report(keys, results, accuracy, context, spec)
 
@@ -247,7 +272,28 @@ def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     combined["median_s"] = statistics.median(combined["times_s"])
     combined["cpu_s"] = statistics.mean(r["cpu_s"] for r in runs)
     combined["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
+    combined["threads"] = sorted({r["threads"] for r in runs if "threads" in r})
     return combined
+
+
+def _threads_values(text: str) -> tuple[int | None, ...]:
+    """``--threads``: comma-separated counts, or ``auto`` (None)."""
+    try:
+        return tuple(None if k.lower() == "auto" else int(k) for k in split_keys(text))
+    except ValueError:
+        raise ConfigError(f"--threads takes comma-separated thread counts or auto, got {text!r}") from None
+
+
+def _threads_label(threads: int | None) -> str:
+    return "auto" if threads is None else str(threads)
+
+
+def _load_values(text: str) -> tuple[int, ...]:
+    """``--load``: comma-separated counts of busy processes."""
+    try:
+        return tuple(int(k) for k in split_keys(text))
+    except ValueError:
+        raise ConfigError(f"--load takes comma-separated counts of busy processes, got {text!r}") from None
 
 
 def _accuracy_against_reference(results: dict[str, dict[str, Any]], folder: str) -> dict[str, float]:
@@ -266,16 +312,27 @@ def _accuracy_against_reference(results: dict[str, dict[str, Any]], folder: str)
 
 def _network_report(
     keys: list[str],
-    results: dict[str, dict[str, Any]],
+    results: dict[tuple[int, int | None], dict[str, dict[str, Any]]],
     accuracy: dict[str, float],
     context: dict[str, Any],
     spec: NetworkSpec,
 ) -> BenchReport:
-    """The ``network`` report: one row per model, the columns that apply on this device, and the notes."""
+    """The ``network`` report: one row per model (and load), the columns that apply here, and the notes.
+
+    ``results`` maps each phase (busy processes, threads setting) to each model's combined result; ratios compare
+    models of the same phase.
+    """
     on_gpu = not context["device_name"].startswith("cpu")
-    rows = [_network_row(key, results, accuracy, spec) for key in keys]
+    rows = [
+        _network_row(key, results[n, t], accuracy, spec) | {"load": n, "threads_setting": _threads_label(t)}
+        for (n, t) in results
+        for key in keys
+    ]
+    several_threads = len(spec.threads) > 1 or None in spec.threads
     columns = [
         ("model", "model"),
+        *([("load", "busy processes beside it")] if spec.loads != (0,) else []),
+        *([("threads_setting", "--threads"), ("threads", "threads used")] if several_threads else []),
         ("median_s", "forward, median (s)"),
         ("runs_s", "timed runs (s)"),
         ("vs_swinunetr", "× SwinUNETR"),
@@ -320,15 +377,24 @@ def _network_row(
         cpu_s=res.get("cpu_s"),
         windows_per_s=spec.batch / median,
         peak_device_mib=res.get("peak_device_mib"),
+        threads=", ".join(str(t) for t in res.get("threads", [])) or None,
     )
     return row
 
 
 def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
     """What the ``network`` columns measure, and the caveats of this run's precision, batch and device."""
+    labels = ", ".join(_threads_label(t) for t in spec.threads)
+    threads = f"{labels} threads{' in turn' if len(spec.threads) > 1 else ''} (torch.set_num_threads)"
+    if None in spec.threads:
+        threads = (
+            f"threads {labels}{' in turn' if len(spec.threads) > 1 else ''} (auto: GLIMS with the threads "
+            "glims.cpu_threads chooses at the worker's start, as glims segment; SwinUNETR with torch's default of "
+            "one thread per core, as MONAI)"
+        )
     notes = [
-        f"Each model runs in its own process ({spec.rounds} per model, in interleaved rounds): {spec.threads} "
-        f"threads (torch.set_num_threads), 1 warm-up forward, then {spec.repeats} timed forwards; the time is the "
+        f"Each model runs in its own process ({spec.rounds} per model, in interleaved rounds): {threads}, "
+        f"1 warm-up forward, then {spec.repeats} timed forwards; the time is the "
         "median of all timed forwards; peak RSS is the process's ru_maxrss (interpreter, torch, weights and "
         "activations).",
         "GMAC = FLOPs / 2 from torch.utils.flop_counter.FlopCounterMode, which counts FLOPs of convolutions and "
@@ -341,6 +407,12 @@ def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
         "Ratios compare models measured in the same run; the machine may be shared, so compare ratios rather than "
         "absolute times across runs.",
     ]
+    if spec.loads != (0,):
+        notes.append(
+            "Busy processes: each runs python -c 'while True: pass', pinned with os.sched_setaffinity to one CPU "
+            "(the last CPU first); they start before a worker and are killed after it, so every model of a load "
+            "phase meets the same load. Ratios compare models under the same load."
+        )
     if spec.precision != "fp32":
         notes.append(
             f"Every model's forward ran under torch.autocast({spec.precision}); the accuracy column then "
@@ -361,8 +433,8 @@ def _network_notes(spec: NetworkSpec, on_gpu: bool) -> list[str]:
 def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    torch.set_num_threads(int(spec["threads"]))
     model_spec = NetworkModel(**spec["model"])
+    threads = _worker_threads(spec["threads"], model_spec)
     size, cin, cout = int(spec["size"]), int(spec["in_channels"]), int(spec["out_channels"])
     device, precision, batch = torch.device(spec["device"]), spec["precision"], int(spec["batch"])
 
@@ -406,6 +478,7 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "peak_device_mib": peak_device_mib(device),
         "params": params,
+        "threads": threads,
     }
     if spec.get("save_output"):
         torch.save(output[0].float().cpu().contiguous(), spec["save_output"])
@@ -413,6 +486,18 @@ def _network_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("count_flops"):
         result["gflop"] = _count_flops(net, cin, size) / 1e9
     return result
+
+
+def _worker_threads(requested: int | None, model: NetworkModel) -> int:
+    """Set and return a worker's torch threads: ``requested``, else GLIMS's choice (``glims.cpu_threads``) for GLIMS
+    and torch's own default (one per core) for SwinUNETR, as each model's users get them."""
+    import torch
+
+    if requested is None and model.family != "glims":
+        return torch.get_num_threads()
+    from ..cpu_threads import apply_threads
+
+    return apply_threads(None if requested is None else int(requested)).threads
 
 
 def _swinunetr(in_channels: int, out_channels: int) -> torch.nn.Module:

@@ -62,6 +62,7 @@ _CONTEXT_ORDER = (
     "device",
     "precision",
     "threads",
+    "competing_load",
     "allocator",
     "input",
     "weights",

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         tuple(
             run_option(name)
-            for name in ("device", "overlap", "testTimeFlips", "noPostprocess", "wholeImage", "thresholds")
+            for name in ("device", "overlap", "threads", "testTimeFlips", "noPostprocess", "wholeImage", "thresholds")
         ),
         help_prefix="with -m: ",
     )
@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, ui: UserInterface) -> int:
+    from ..cpu_threads import apply_threads
     from ..error_breakdown import DEFAULT_BOUNDARY_MM
     from ..errors import ConfigError
     from ..evaluate import (
@@ -97,10 +98,16 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
     if by_model and (args.model is None or args.cases is None):
         raise ConfigError("-m MODEL and --cases DIR go together")
     if by_files and (
-        args.device or args.overlap is not None or args.tta or args.threshold or args.no_crop or args.no_postprocess
+        args.device
+        or args.overlap is not None
+        or args.threads is not None
+        or args.tta
+        or args.threshold
+        or args.no_crop
+        or args.no_postprocess
     ):
         raise ConfigError(
-            "--device, --overlap, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
+            "--device, --overlap, --threads, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
             "segments; --pred/--ref segment nothing"
         )
     if args.boundary_mm is not None and not args.breakdown:
@@ -132,6 +139,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
             )
         else:
             pred_dir = Path(args.save_pred) if args.save_pred else out.with_name(out.stem + "_predictions")
+            ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
             results = evaluate_model(
                 args.model,
                 args.cases,

@@ -84,6 +84,7 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 
 def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..catalog import load_catalog
+    from ..cpu_threads import apply_threads
     from ..inference import InferenceOptions
     from ..pipeline import segment_files
     from ..progress import cancel_on_signals
@@ -103,6 +104,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         precision=args.precision or defaults.precision,
         tta=args.tta or defaults.tta,
     )
+    ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
     with cancel_on_signals(ui.cancel) as token:
         result = segment_files(
             spec,

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from glims.runoptions import given_arguments
@@ -111,31 +112,35 @@ def segmentArguments(
     return arguments
 
 
-def finetuneArguments(
-    baseModel: str,
-    name: str,
-    epochs: int | None = None,
-    minutes: float | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    valFraction: float | None = None,
-    resume: bool = False,
-) -> list[str]:
-    """Arguments of ``glims finetune`` on the training-set store, with JSON progress.
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """The options of one ``glims finetune`` run, as :meth:`FineTuningLogic.startFineTuning` takes them.
 
-    Args:
-        baseModel: catalog reference of the starting model.
-        name: id of the fine-tuned model (registered as its next version).
-        epochs, minutes: the budget (at least one).
+    Attributes:
+        epochs, minutes: the budget (at least one; with both, whichever ends first).
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         threads: CPU threads of the engine (None: its default).
         valFraction: share of cases held out when there are more than five (None: the engine's default).
-        resume: continue the interrupted run of ``name``.
+        resume: continue the interrupted run of the model name.
     """
+
+    epochs: int | None = None
+    minutes: float | None = None
+    device: str = "auto"
+    threads: int | None = None
+    valFraction: float | None = None
+    resume: bool = False
+
+
+def finetuneArguments(baseModel: str, name: str, settings: FineTuneSettings) -> list[str]:
+    """Arguments of ``glims finetune`` on the training-set store, with JSON progress: ``baseModel`` (catalog
+    reference of the starting model) fine-tuned into ``name`` (registered as its next version)."""
     arguments = ["finetune", "-m", baseModel, "--name", name]
-    arguments += _option("--epochs", epochs, lambda v: str(int(v))) + _option("--minutes", minutes, "{:g}".format)
-    arguments += ["--device", device] + _option("--threads", threads, lambda v: str(int(v)))
-    arguments += _option("--val-fraction", valFraction, "{:g}".format)
-    if resume:
+    arguments += _option("--epochs", settings.epochs, lambda v: str(int(v)))
+    arguments += _option("--minutes", settings.minutes, "{:g}".format)
+    arguments += ["--device", settings.device] + _option("--threads", settings.threads, lambda v: str(int(v)))
+    arguments += _option("--val-fraction", settings.valFraction, "{:g}".format)
+    if settings.resume:
         arguments.append("--resume")
     arguments += ["--progress", "json"]
     return arguments

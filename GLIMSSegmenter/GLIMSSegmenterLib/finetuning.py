@@ -18,7 +18,6 @@ at any moment leaves the catalog valid; a stopped run can be continued (``resume
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ import slicer
 from glims.errors import ConfigError, InputError
 
 from . import trainingset
-from .engine import engineCommand, engineEnvironment, finetuneArguments
+from .engine import FineTuneSettings, engineCommand, engineEnvironment, finetuneArguments
 from .job import EngineJob, JobState
 from .models import modelChoice
 from .parameters import SegmentationParameters
@@ -192,16 +191,11 @@ class FineTuningLogic:
         self,
         baseModel: str,
         name: str,
-        epochs: int | None = None,
-        minutes: float | None = None,
-        device: str = "auto",
-        threads: int | None = None,
-        valFraction: float | None = None,
-        resume: bool = False,
         plot: bool = True,
         onProgress: Callable | None = None,
         onLog: Callable[[str], None] | None = None,
         onFinished: Callable[[FineTuneJob], None] | None = None,
+        **settings,
     ) -> FineTuneJob:
         """Start ``glims finetune`` on the training set in the background.
 
@@ -209,14 +203,13 @@ class FineTuningLogic:
             baseModel: catalog reference of the model to start from (its weights are never modified).
             name: id of the new model; registered as ``NAME@1.0.0``, or as the next version of an existing
                 model you added.
-            epochs, minutes: the budget (at least one; with both, whichever ends first).
-            device: ``auto``, ``cpu``, ``cuda`` or ``mps``. threads: CPU threads of the engine.
-            valFraction: share of cases held out when there are more than five (default: the engine's).
-            resume: continue the stopped run of ``name`` (see :meth:`interruptedRuns`).
             plot: add a plot chart of the loss and validation Dice per epoch to the scene (``job.plot``).
             onProgress: called with each ``glims.progress.ProgressEvent`` (after the plot is updated).
             onLog: called with each log line of the engine.
             onFinished: called with the job when it has finished.
+            settings: the fields of :class:`GLIMSSegmenterLib.engine.FineTuneSettings`: ``epochs`` and ``minutes``
+                (the budget: at least one), ``device``, ``threads``, ``valFraction``, and ``resume`` (continue
+                the stopped run of ``name``, see :meth:`interruptedRuns`).
 
         Returns:
             The running job: poll it (or ``wait()``); when it succeeded, ``modelRef``, ``before`` and ``after``.
@@ -226,29 +219,22 @@ class FineTuningLogic:
             stopped run of ``name`` exists and ``resume`` is False. InputError: too few cases, or a model that
             cannot be fine-tuned. CatalogError: unknown base model.
         """
+        from glims.paths import check_name
+
+        run = FineTuneSettings(**settings)
         jobs = self.segmenter.jobs
         jobs.ensureFree("fine-tuning")
         spec = self.segmenter.model(baseModel)
-        if epochs is None and minutes is None:
+        if run.epochs is None and run.minutes is None:
             raise ConfigError("give the fine-tuning a budget: a number of epochs or of minutes")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name or ""):
-            raise ConfigError(f"invalid model name {name!r}: use letters, digits, '.', '_' and '-'")
-        if not resume:
+        check_name(name, "model name")
+        if not run.resume:
             problem = self.fineTuneProblem(spec.ref)
             if problem:
                 raise InputError(problem)
             if self.interruptedRuns(name):
                 raise ConfigError(f"a stopped fine-tuning of {name!r} exists: continue it or discard it first")
-        arguments = finetuneArguments(
-            spec.ref,
-            name,
-            epochs=epochs,
-            minutes=minutes,
-            device=device,
-            threads=threads,
-            valFraction=valFraction,
-            resume=resume,
-        )
+        arguments = finetuneArguments(spec.ref, name, run)
         workFolder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-finetune-", dir=self.segmenter.temporaryRoot()))
         trainingPlot = TrainingPlot(slicer.mrmlScene, f"Fine-tuning {name}") if plot else None
 

@@ -36,10 +36,10 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from glims.progress import PROTOCOL_VERSION, ProgressEvent, parse_protocol_line
+from glims.progress import PROTOCOL_VERSION, parse_protocol_line
 
 from .engine import engineCommand
 from .process import (
@@ -229,27 +229,10 @@ class WarmWorker:
             self.process = fresh
             return fresh
 
-    def request(
-        self,
-        arguments: Sequence[str],
-        python: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        onProgress: Callable[[ProgressEvent], None] | None = None,
-        onLog: Callable[[str], None] | None = None,
-        terminateGracePeriod: float = 10.0,
-    ) -> WorkerJobProcess:
-        """A job for the worker: ``arguments`` as for ``python -m glims`` (``["segment", ...]``); not yet started."""
-        return WorkerJobProcess(
-            self,
-            arguments,
-            python=python,
-            env=env,
-            cwd=cwd,
-            onProgress=onProgress,
-            onLog=onLog,
-            terminateGracePeriod=terminateGracePeriod,
-        )
+    def request(self, arguments: Sequence[str], python: str | None = None, **processOptions) -> WorkerJobProcess:
+        """A job for the worker: ``arguments`` as for ``python -m glims`` (``["segment", ...]``); not yet started.
+        ``processOptions``: those of :class:`EngineProcess` (``env``, ``cwd``, ``onProgress``, ...)."""
+        return WorkerJobProcess(self, arguments, python=python, **processOptions)
 
     def shutdown(self, wait: float = 5.0) -> None:
         """Stop the worker now (its memory is released); a running job ends as cancelled. The next job starts one."""
@@ -277,19 +260,11 @@ class WorkerJobProcess(EngineProcess):
     arguments; :attr:`pid` is the worker's)."""
 
     def __init__(
-        self,
-        worker: WarmWorker,
-        arguments: Sequence[str],
-        python: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | None = None,
-        onProgress: Callable[[ProgressEvent], None] | None = None,
-        onLog: Callable[[str], None] | None = None,
-        terminateGracePeriod: float = 10.0,
+        self, worker: WarmWorker, arguments: Sequence[str], python: str | None = None, **processOptions
     ) -> None:
-        super().__init__(
-            arguments, env=env, cwd=cwd, onProgress=onProgress, onLog=onLog, terminateGracePeriod=terminateGracePeriod
-        )
+        """``processOptions``: those of :class:`EngineProcess` (``env``, ``cwd``, ``onProgress``, ``onLog``,
+        ``terminateGracePeriod``)."""
+        super().__init__(arguments, **processOptions)
         self.worker = worker
         self.python = python
         self.requestId = uuid.uuid4().hex

@@ -86,6 +86,15 @@ class InputSpec:
     def matches(self, name: str) -> bool:
         return any(re.search(p, name, re.IGNORECASE) for p in self.patterns)
 
+    @classmethod
+    def from_dict(cls, entry: Mapping[str, Any]) -> InputSpec:
+        """The input a catalog entry (or preset) writes as ``{"key", "title", "patterns"}``."""
+        return cls(entry["key"], entry["title"], tuple(entry["patterns"]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The input as a catalog entry writes it."""
+        return {"key": self.key, "title": self.title, "patterns": list(self.patterns)}
+
 
 def _code_string(code: Sequence[str] | None) -> str:
     return "^".join(code) if code else "^^"
@@ -101,6 +110,15 @@ class LabelSpec:
     """0-255 RGB."""
     terminology: Mapping[str, tuple[str, str, str]]
     """``category``, ``type`` and optional ``modifier``, ``region``, ``region_modifier`` as (scheme, code, meaning)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The label as a catalog entry writes it."""
+        return {
+            "value": self.value,
+            "name": self.name,
+            "color": list(self.color),
+            "terminology": {k: list(v) for k, v in self.terminology.items()},
+        }
 
     @property
     def color_float(self) -> tuple[float, float, float]:
@@ -189,17 +207,8 @@ class ModelSpec:
             "model_card": self.model_card,
             "architecture": dict(self.architecture),
             "weights": [{"file": str(w.path), "sha256": w.sha256, "format": w.format} for w in self.weights],
-            "inputs": [{"key": i.key, "title": i.title, "patterns": list(i.patterns)} for i in self.inputs],
-            "labels": [
-                {
-                    "value": label.value,
-                    "name": label.name,
-                    "color": list(label.color),
-                    "terminology": {k: list(v) for k, v in label.terminology.items()},
-                    "slicer_terminology": label.slicer_terminology,
-                }
-                for label in self.labels
-            ],
+            "inputs": [i.to_dict() for i in self.inputs],
+            "labels": [{**label.to_dict(), "slicer_terminology": label.slicer_terminology} for label in self.labels],
             "preprocessing": self.preprocessing.to_dict(),
             "output": self.output.to_dict(),
             "postprocessing": self.postprocessing.to_dict(),
@@ -321,7 +330,7 @@ def spec_from_entry(entry: Mapping[str, Any], presets: Mapping[str, Any], root: 
         )
         for lab in merged["labels"]
     )
-    inputs = tuple(InputSpec(i["key"], i["title"], tuple(i["patterns"])) for i in merged["inputs"])
+    inputs = tuple(InputSpec.from_dict(i) for i in merged["inputs"])
     output = _section(entry, "output", OutputSpec.from_dict, merged)
     out_channels = merged["architecture"].get("out_channels")
     expected = output.expected_out_channels(len(labels))

@@ -56,6 +56,11 @@ def dilate(mask: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
+def white_matter_near_tumour(case) -> np.ndarray:
+    """Unlabelled white matter within 6 voxels of the tumour: the reference a compartment's contrast is read against."""
+    return dilate(case.label > 0, 6) & (case.label == 0) & (case.tissue == WM)
+
+
 def test_cases_have_brats_structure(cases):
     for case in cases.values():
         assert list(case.images) == list(MODALITIES)
@@ -116,7 +121,7 @@ def test_oedema_is_bright_on_flair_and_t2_against_nearby_white_matter(cases):
         ed = case.label == LABEL_ED
         if ed.sum() < 50:
             continue
-        near_wm = dilate(case.label > 0, 6) & (case.label == 0) & (case.tissue == WM)
+        near_wm = white_matter_near_tumour(case)
         for name in ("flair", "t2"):
             img = case.images[name]
             assert img[ed].mean() > 1.15 * img[near_wm].mean(), (seed, name)
@@ -130,7 +135,7 @@ def test_necrosis_is_dark_on_t1ce_and_bright_on_t2(cases):
         ncr = case.label == LABEL_NCR
         if ncr.sum() < 40 or not (case.label == LABEL_ET).any():
             continue  # a necrosis of a few voxels is mostly partial volume with the bright rim around it
-        near_wm = dilate(case.label > 0, 6) & (case.label == 0) & (case.tissue == WM)
+        near_wm = white_matter_near_tumour(case)
         assert case.images["t1ce"][ncr].mean() < case.images["t1ce"][near_wm].mean(), seed
         assert case.images["t2"][ncr].mean() > case.images["t2"][near_wm].mean(), seed
         checked += 1

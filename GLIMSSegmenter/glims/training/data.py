@@ -71,7 +71,7 @@ class InputMatcher:
 
     @classmethod
     def from_preset(cls, preset: Mapping) -> InputMatcher:
-        inputs = tuple(InputSpec(i["key"], i["title"], tuple(i["patterns"])) for i in preset["inputs"])
+        inputs = tuple(InputSpec.from_dict(i) for i in preset["inputs"])
         return cls(inputs, tuple(preset.get("match_priority", [i.key for i in inputs])))
 
 

@@ -395,16 +395,8 @@ def _entry(
         "preset": spec.preset,
         "architecture": dict(spec.architecture),
         "weights": [{"file": target.name, "sha256": sha256_file(target)}],
-        "inputs": [{"key": i.key, "title": i.title, "patterns": list(i.patterns)} for i in spec.inputs],
-        "labels": [
-            {
-                "value": lab.value,
-                "name": lab.name,
-                "color": list(lab.color),
-                "terminology": {k: list(v) for k, v in lab.terminology.items()},
-            }
-            for lab in spec.labels
-        ],
+        "inputs": [i.to_dict() for i in spec.inputs],
+        "labels": [label.to_dict() for label in spec.labels],
         "preprocessing": spec.preprocessing.to_dict(),
         "output": spec.output.to_dict(),
         "postprocessing": spec.postprocessing.to_dict(),

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .load import busy_processes, describe_load
@@ -29,7 +28,7 @@ from .machine import (
     time_calls,
 )
 from .report import ALLOCATOR_LABELS, BenchReport
-from .target import PRECISIONS, BenchTarget, split_keys
+from .target import BenchTarget, add_common_options, spec_from_namespace, split_keys
 from .workers import BenchError, measure_in_subprocess, worker
 
 if TYPE_CHECKING:  # torch is imported inside the workers, not when the command line is parsed
@@ -92,6 +91,7 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
 
     name = "network"
     help = "time one forward pass of GLIMS (reference and fast paths) and MONAI's SwinUNETR at 1x4x96^3"
+    spec_type = NetworkSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = NetworkSpec
@@ -114,13 +114,14 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             "beside every timed worker; a comma-separated list (e.g. 0,1) measures each load in turn within "
             "every round (default %(default)s)",
         )
-        parser.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N: where every model runs")
-        parser.add_argument(
-            "--precision",
-            choices=PRECISIONS,
-            default=d.precision,
-            help="autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
-            "opt-in bf16 fast path), fp16 (GPUs only)",
+        add_common_options(
+            parser,
+            d,
+            {
+                "device": "cpu (default), cuda or cuda:N: where every model runs",
+                "precision": "autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
+                "opt-in bf16 fast path), fp16 (GPUs only)",
+            },
         )
         parser.add_argument(
             "--batch",
@@ -158,37 +159,26 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             default=d.weights,
             help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)",
         )
-        parser.add_argument(
-            "--allocator",
-            choices=ALLOCATORS,
-            default=d.allocator,
-            help="retain: every worker keeps freed memory for reuse instead of returning it to the "
-            "OS (glibc only; applied to all models alike). Default: the platform's default, "
-            "as a library user of either model gets",
+        add_common_options(
+            parser,
+            d,
+            {
+                "allocator": "retain: every worker keeps freed memory for reuse instead of returning it to the "
+                "OS (glibc only; applied to all models alike). Default: the platform's default, "
+                "as a library user of either model gets",
+                "seed": None,
+            },
         )
-        parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--no-flops", action="store_true", help="skip the MAC counts")
-        parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per worker before giving up")
+        add_common_options(parser, d, {"timeout": "seconds per worker before giving up"})
 
     def spec_from_args(self, args: argparse.Namespace) -> NetworkSpec:
-        return NetworkSpec(
-            models=split_keys(args.models),
+        return spec_from_namespace(
+            NetworkSpec,
+            args,
             threads=_threads_values(args.threads),
             loads=_load_values(args.load),
-            device=args.device,
-            precision=args.precision,
-            batch=args.batch,
-            repeats=args.repeats,
-            rounds=args.rounds,
-            size=args.size,
-            in_channels=args.in_channels,
-            out_channels=args.out_channels,
-            feature_size=args.feature_size,
-            weights=args.weights,
-            allocator=args.allocator,
-            seed=args.seed,
             count_flops=not args.no_flops,
-            timeout=args.timeout,
         )
 
     def run(

@@ -28,7 +28,7 @@ from .machine import (
     time_calls,
 )
 from .report import ALLOCATOR_LABELS, BenchReport
-from .target import BenchTarget, add_common_options, spec_from_namespace, split_keys
+from .target import BenchTarget, add_spec_options, spec_from_namespace, split_keys
 from .workers import BenchError, measure_in_subprocess, worker
 
 if TYPE_CHECKING:  # torch is imported inside the workers, not when the command line is parsed
@@ -114,44 +114,22 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             "beside every timed worker; a comma-separated list (e.g. 0,1) measures each load in turn within "
             "every round (default %(default)s)",
         )
-        add_common_options(
+        add_spec_options(
             parser,
             d,
             {
                 "device": "cpu (default), cuda or cuda:N: where every model runs",
                 "precision": "autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
                 "opt-in bf16 fast path), fp16 (GPUs only)",
+                "batch": "windows per forward (default %(default)s); the report adds windows per second",
+                "repeats": "timed forwards per model and round, after 1 warm-up (default %(default)s)",
+                "rounds": "worker processes per model, run in interleaved rounds; the median is over all "
+                "their timed forwards (default %(default)s)",
+                "size": "cubic input size (default %(default)s, the reference)",
+                "in_channels": None,
+                "out_channels": None,
+                "feature_size": "GLIMS feature_size (default %(default)s, the reference; SwinUNETR stays at 48)",
             },
-        )
-        parser.add_argument(
-            "--batch",
-            type=int,
-            default=d.batch,
-            help="windows per forward (default %(default)s); the report adds windows per second",
-        )
-        parser.add_argument(
-            "--repeats",
-            type=int,
-            default=d.repeats,
-            help="timed forwards per model and round, after 1 warm-up (default %(default)s)",
-        )
-        parser.add_argument(
-            "--rounds",
-            type=int,
-            default=d.rounds,
-            help="worker processes per model, run in interleaved rounds; the median is over all "
-            "their timed forwards (default %(default)s)",
-        )
-        parser.add_argument(
-            "--size", type=int, default=d.size, help="cubic input size (default %(default)s, the reference)"
-        )
-        parser.add_argument("--in-channels", type=int, default=d.in_channels)
-        parser.add_argument("--out-channels", type=int, default=d.out_channels)
-        parser.add_argument(
-            "--feature-size",
-            type=int,
-            default=d.feature_size,
-            help="GLIMS feature_size (default %(default)s, the reference; SwinUNETR stays at 48)",
         )
         parser.add_argument(
             "--weights",
@@ -159,7 +137,7 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             default=d.weights,
             help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)",
         )
-        add_common_options(
+        add_spec_options(
             parser,
             d,
             {
@@ -170,7 +148,7 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             },
         )
         parser.add_argument("--no-flops", action="store_true", help="skip the MAC counts")
-        add_common_options(parser, d, {"timeout": "seconds per worker before giving up"})
+        add_spec_options(parser, d, {"timeout": "seconds per worker before giving up"})
 
     def spec_from_args(self, args: argparse.Namespace) -> NetworkSpec:
         return spec_from_namespace(

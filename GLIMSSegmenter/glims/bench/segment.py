@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .machine import bench_device, load_average, machine_context, peak_device_mib, peak_rss_mib
 from .report import ALLOCATOR_LABELS, BenchReport
-from .target import BenchTarget, add_common_options, config_keys
+from .target import BenchTarget, add_spec_options, config_keys
 from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["SEGMENT_CONFIGS", "SEGMENT_STAGES", "SegmentBenchmark", "SegmentSpec", "random_full_size_model"]
@@ -156,11 +156,11 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = SegmentSpec
-        parser.add_argument("--case", type=Path, help="BraTS case folder (default: a synthetic 240x240x155 case)")
-        add_common_options(
+        add_spec_options(
             parser,
             d,
             {
+                "case": "BraTS case folder (default: a synthetic 240x240x155 case)",
                 "model": "catalog model (default: seeded random full-size GLIMS)",
                 "home": "glims user folder holding --model",
             },
@@ -170,7 +170,7 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
             default=",".join(d.configs),
             help="comma-separated from: default, reference, uncropped (--no-crop)",
         )
-        add_common_options(
+        add_spec_options(
             parser,
             d,
             {
@@ -187,15 +187,11 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
         parser.add_argument(
             "--label", type=Path, help="reference label of --case: also score every configuration against it (accuracy)"
         )
-        parser.add_argument(
-            "--label-convention",
-            default=d.label_convention,
-            help="of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013",
-        )
-        add_common_options(
+        add_spec_options(
             parser,
             d,
             {
+                "label_convention": "of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013",
                 "threads": None,
                 "allocator": "of every worker; default retain, what the glims command line does",
                 "seed": None,

@@ -23,7 +23,7 @@ from ..progress import CancelToken, ProgressCallback, StagePlan
 from .machine import load_average, machine_context
 from .report import ALLOCATOR_LABELS, BenchReport
 from .segment import case_images
-from .target import BenchTarget, add_common_options, spec_from_namespace
+from .target import BenchTarget, add_spec_options, spec_from_namespace
 from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["SettingsBenchmark", "SettingsSpec", "parse_variant"]
@@ -144,13 +144,18 @@ class SettingsBenchmark(BenchTarget[SettingsSpec]):
             help="changes to the catalog's inference settings, e.g. overlap=0.25 or precision=bf16,sw_batch_size=8 "
             f"(repeat for several; fields: {', '.join(_VARIANT_FIELDS)}; default {d.variants[0]})",
         )
-        add_common_options(
+        add_spec_options(
             parser,
             d,
-            {"model": "catalog model (default: the default brats model)", "home": "glims user folder holding --model"},
+            {
+                "model": "catalog model (default: the default brats model)",
+                "home": "glims user folder holding --model",
+                "rounds": "timed runs of every setting, interleaved",
+                "threads": None,
+                "allocator": None,
+                "timeout": "seconds per case",
+            },
         )
-        parser.add_argument("--rounds", type=int, default=d.rounds, help="timed runs of every setting, interleaved")
-        add_common_options(parser, d, {"threads": None, "allocator": None, "timeout": "seconds per case"})
 
     def spec_from_args(self, args: argparse.Namespace) -> SettingsSpec:
         return spec_from_namespace(

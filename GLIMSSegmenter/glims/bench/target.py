@@ -18,7 +18,7 @@ __all__ = [
     "BenchTarget",
     "COMMON_OPTIONS",
     "PRECISIONS",
-    "add_common_options",
+    "add_spec_options",
     "config_keys",
     "spec_from_namespace",
     "split_keys",
@@ -28,6 +28,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 """Autocast choices of the ``network`` and ``segment`` targets (fp16: GPUs only)."""
 
 COMMON_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "case": (("--case",), {"type": Path}),
     "model": (("-m", "--model"), {}),
     "home": (("--home",), {"type": Path}),
     "device": (("--device",), {}),
@@ -95,12 +96,19 @@ def spec_from_namespace(spec_type: type[SpecT], args: argparse.Namespace, **rena
     return spec_type(**values)
 
 
-def add_common_options(parser: argparse.ArgumentParser, spec_type: type[Any], helps: Mapping[str, str | None]) -> None:
-    """Add the ``COMMON_OPTIONS`` named in ``helps``, in its order, each with its help text (None: none) and the
-    default of the spec field of its name."""
+def add_spec_options(parser: argparse.ArgumentParser, spec_type: type[Any], helps: Mapping[str, str | None]) -> None:
+    """Add the options of the spec fields named in ``helps``, in its order, each with its help text (None: none)
+    and the field's default: the flags and settings of ``COMMON_OPTIONS`` for a shared option, otherwise
+    ``--field-name`` of the default's type."""
     for name, help_text in helps.items():
-        flags, settings = COMMON_OPTIONS[name]
-        parser.add_argument(*flags, default=_field_default(spec_type, name), help=help_text, **settings)
+        default = _field_default(spec_type, name)
+        flags, settings = COMMON_OPTIONS.get(name, (("--" + name.replace("_", "-"),), _typed(default)))
+        parser.add_argument(*flags, default=default, help=help_text, **settings)
+
+
+def _typed(default: Any) -> dict[str, Any]:
+    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+    return {"type": type(default)} if numeric else {}
 
 
 def _field_default(spec_type: type[Any], name: str) -> Any:

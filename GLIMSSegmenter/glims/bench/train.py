@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .machine import load_average, machine_context, peak_rss_mib, time_calls
 from .report import BenchReport
-from .target import BenchTarget, add_common_options, config_keys
+from .target import BenchTarget, add_spec_options, config_keys
 from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["TRAIN_CONFIGS", "TrainBenchmark", "TrainSpec"]
@@ -118,10 +118,18 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
         parser.add_argument(
             "--configs", default=",".join(d.configs), help=f"comma-separated from: {', '.join(TRAIN_CONFIGS)}"
         )
-        parser.add_argument("--steps", type=int, default=d.steps, help="timed optimiser steps per configuration")
-        parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
-        parser.add_argument("--batch-size", type=int, default=d.batch_size)
-        add_common_options(parser, d, {"threads": None, "seed": None, "timeout": "seconds per worker"})
+        add_spec_options(
+            parser,
+            d,
+            {
+                "steps": "timed optimiser steps per configuration",
+                "warmup": "untimed steps first",
+                "batch_size": None,
+                "threads": None,
+                "seed": None,
+                "timeout": "seconds per worker",
+            },
+        )
 
     def run(
         self, spec: TrainSpec, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None

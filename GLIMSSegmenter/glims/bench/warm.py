@@ -31,7 +31,7 @@ from ..progress import CancelToken, ProgressCallback, StagePlan, parse_protocol_
 from .machine import load_average, machine_context
 from .report import BenchReport
 from .segment import case_images, synthetic_case
-from .target import BenchTarget, add_common_options
+from .target import BenchTarget, add_spec_options
 from .workers import BenchError
 
 __all__ = ["WarmSpec", "WarmWorkerBenchmark"]
@@ -144,20 +144,18 @@ class WarmWorkerBenchmark(BenchTarget[WarmSpec]):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = WarmSpec
-        parser.add_argument("--case", type=Path, help="case folder (default: a synthetic 240x240x155 BraTS-like case)")
-        add_common_options(
+        add_spec_options(
             parser,
             d,
             {
+                "case": "case folder (default: a synthetic 240x240x155 BraTS-like case)",
                 "model": "catalog model (default: the default brats model, the bundled one)",
                 "home": "glims user folder holding --model",
                 "device": "cpu (default), cuda or mps",
+                "repeats": "warm requests after the first (default %(default)s)",
+                "timeout": "seconds per one-shot run",
             },
         )
-        parser.add_argument(
-            "--repeats", type=int, default=d.repeats, help=f"warm requests after the first (default {d.repeats})"
-        )
-        add_common_options(parser, d, {"timeout": "seconds per one-shot run"})
 
     def run(
         self, args: WarmSpec, *, progress: ProgressCallback | None = None, cancel: CancelToken | None = None

@@ -95,10 +95,8 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = NetworkSpec
-        parser.add_argument(
-            "--models",
-            default=",".join(d.models),
-            help=f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)",
+        add_spec_options(
+            parser, d, {"models": f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)"}
         )
         parser.add_argument(
             "--threads",
@@ -129,18 +127,7 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
                 "in_channels": None,
                 "out_channels": None,
                 "feature_size": "GLIMS feature_size (default %(default)s, the reference; SwinUNETR stays at 48)",
-            },
-        )
-        parser.add_argument(
-            "--weights",
-            type=Path,
-            default=d.weights,
-            help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)",
-        )
-        add_spec_options(
-            parser,
-            d,
-            {
+                "weights": "GLIMS checkpoint to load (default: seeded random weights, the same in every worker)",
                 "allocator": "retain: every worker keeps freed memory for reuse instead of returning it to the "
                 "OS (glibc only; applied to all models alike). Default: the platform's default, "
                 "as a library user of either model gets",

@@ -163,34 +163,11 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
                 "case": "BraTS case folder (default: a synthetic 240x240x155 case)",
                 "model": "catalog model (default: seeded random full-size GLIMS)",
                 "home": "glims user folder holding --model",
-            },
-        )
-        parser.add_argument(
-            "--configs",
-            default=",".join(d.configs),
-            help="comma-separated from: default, reference, uncropped (--no-crop)",
-        )
-        add_spec_options(
-            parser,
-            d,
-            {
+                "configs": "comma-separated from: default, reference, uncropped (--no-crop)",
                 "precision": "of the default config (fp16: GPUs only)",
                 "device": "cpu (default), cuda or cuda:N: where every config runs",
-            },
-        )
-        parser.add_argument(
-            "--sw-batch-size",
-            type=int,
-            default=d.sw_batch_size,
-            help="windows per forward in every config (default: the model's catalog setting)",
-        )
-        parser.add_argument(
-            "--label", type=Path, help="reference label of --case: also score every configuration against it (accuracy)"
-        )
-        add_spec_options(
-            parser,
-            d,
-            {
+                "sw_batch_size": "windows per forward in every config (default: the model's catalog setting)",
+                "label": "reference label of --case: also score every configuration against it (accuracy)",
                 "label_convention": "of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013",
                 "threads": None,
                 "allocator": "of every worker; default retain, what the glims command line does",

@@ -7,7 +7,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args, get_type_hints
 
 from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
@@ -16,8 +16,9 @@ from .report import BenchReport
 
 __all__ = [
     "BenchTarget",
-    "COMMON_OPTIONS",
+    "CHOICES",
     "PRECISIONS",
+    "SHORT_FLAGS",
     "add_spec_options",
     "config_keys",
     "spec_from_namespace",
@@ -27,18 +28,11 @@ __all__ = [
 PRECISIONS = ("fp32", "bf16", "fp16")
 """Autocast choices of the ``network`` and ``segment`` targets (fp16: GPUs only)."""
 
-COMMON_OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "case": (("--case",), {"type": Path}),
-    "model": (("-m", "--model"), {}),
-    "home": (("--home",), {"type": Path}),
-    "device": (("--device",), {}),
-    "precision": (("--precision",), {"choices": PRECISIONS}),
-    "threads": (("--threads",), {"type": int}),
-    "allocator": (("--allocator",), {"choices": ALLOCATORS}),
-    "seed": (("--seed",), {"type": int}),
-    "timeout": (("--timeout",), {"type": float}),
-}
-"""The options several targets share, by spec field: their flags and argparse settings (defaults: the spec's)."""
+SHORT_FLAGS = {"model": "-m"}
+"""The one-letter flags of spec-field options, by field."""
+
+CHOICES: dict[str, tuple[str, ...]] = {"precision": PRECISIONS, "allocator": ALLOCATORS}
+"""The allowed values of spec-field options that take only a few, by field."""
 
 SpecT = TypeVar("SpecT")
 
@@ -97,18 +91,20 @@ def spec_from_namespace(spec_type: type[SpecT], args: argparse.Namespace, **rena
 
 
 def add_spec_options(parser: argparse.ArgumentParser, spec_type: type[Any], helps: Mapping[str, str | None]) -> None:
-    """Add the options of the spec fields named in ``helps``, in its order, each with its help text (None: none)
-    and the field's default: the flags and settings of ``COMMON_OPTIONS`` for a shared option, otherwise
-    ``--field-name`` of the default's type."""
+    """Add ``--field-name`` options for the spec fields named in ``helps``, in its order, each with its help text
+    (None: none), the field's default and the field's type (int, float or Path; ``SHORT_FLAGS`` and ``CHOICES``
+    add the rest). A tuple default is shown as comma-separated text, which ``spec_from_namespace`` splits back."""
+    hints = get_type_hints(spec_type)
     for name, help_text in helps.items():
         default = _field_default(spec_type, name)
-        flags, settings = COMMON_OPTIONS.get(name, (("--" + name.replace("_", "-"),), _typed(default)))
+        if isinstance(default, tuple):
+            default = ",".join(str(value) for value in default)
+        flags = [flag for flag in (SHORT_FLAGS.get(name), "--" + name.replace("_", "-")) if flag]
+        settings: dict[str, Any] = {"choices": CHOICES[name]} if name in CHOICES else {}
+        kinds = [kind for kind in get_args(hints[name]) or (hints[name],) if kind is not type(None)]
+        if len(kinds) == 1 and kinds[0] in (int, float, Path):
+            settings["type"] = kinds[0]
         parser.add_argument(*flags, default=default, help=help_text, **settings)
-
-
-def _typed(default: Any) -> dict[str, Any]:
-    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-    return {"type": type(default)} if numeric else {}
 
 
 def _field_default(spec_type: type[Any], name: str) -> Any:

@@ -115,13 +115,11 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = TrainSpec
-        parser.add_argument(
-            "--configs", default=",".join(d.configs), help=f"comma-separated from: {', '.join(TRAIN_CONFIGS)}"
-        )
         add_spec_options(
             parser,
             d,
             {
+                "configs": f"comma-separated from: {', '.join(TRAIN_CONFIGS)}",
                 "steps": "timed optimiser steps per configuration",
                 "warmup": "untimed steps first",
                 "batch_size": None,

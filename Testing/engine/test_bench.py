@@ -197,6 +197,22 @@ def test_network_benchmark_under_a_competing_load_rows_per_load_and_threads_chos
     assert ["threads", "threads used"] in report["columns"]
 
 
+def test_spec_options_parse_into_the_types_of_their_spec_fields():
+    import argparse
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    bench.TARGETS["segment"].add_arguments(parser)
+    argv = ["--case", "c", "-m", "m", "--home", "h", "--configs", "default, uncropped", "--sw-batch-size", "4",
+            "--label", "l.nii", "--threads", "3", "--timeout", "7"]
+    spec = bench.TARGETS["segment"].spec_from_args(parser.parse_args(argv))
+    assert spec == bench.SegmentSpec(case=Path("c"), model="m", home=Path("h"), configs=("default", "uncropped"),
+                                     sw_batch_size=4, label=Path("l.nii"), threads=3, timeout=7.0)
+    assert isinstance(spec.timeout, float) and isinstance(spec.sw_batch_size, int)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "fp64"])
+
+
 def test_thread_counts_and_loads_are_lists_measured_in_turn():
     import argparse
 

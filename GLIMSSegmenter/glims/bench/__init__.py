@@ -14,9 +14,11 @@ subprocesses), ``target`` (``BenchTarget``) and one module per target (``network
 ``train``, ``warm``).
 
 Adding a target: a module with a frozen spec dataclass (the run's settings, whose defaults are the command line's),
-a ``BenchTarget`` subclass (name, help, ``add_arguments``, ``spec_from_args``, ``run(spec)``), a worker function
-registered with ``@worker("NAME")`` that measures one configuration inside its subprocess and returns a JSON-able
-dict, and an instance in ``TARGETS`` below. ``glims bench`` and its tests pick it up from there.
+a ``BenchTarget`` subclass (name, help, ``spec_type``, ``add_arguments`` declaring the spec's fields as options
+through ``add_spec_options``, ``run(spec)``; ``spec_from_args`` only where an option's name or form differs from
+its field), a worker function registered with ``@worker("NAME")`` that measures one configuration inside its
+subprocess and returns a JSON-able dict, and an instance in ``TARGETS`` below. ``glims bench`` and its tests pick
+it up from there.
 
 Importing this package is cheap (no torch); heavy imports happen inside the workers and ``run`` methods.
 """

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .load import busy_processes, describe_load
@@ -29,7 +28,7 @@ from .machine import (
     time_calls,
 )
 from .report import ALLOCATOR_LABELS, BenchReport
-from .target import PRECISIONS, BenchTarget, split_keys
+from .target import BenchTarget, add_spec_options, spec_from_namespace, split_keys
 from .workers import BenchError, measure_in_subprocess, worker
 
 if TYPE_CHECKING:  # torch is imported inside the workers, not when the command line is parsed
@@ -92,13 +91,12 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
 
     name = "network"
     help = "time one forward pass of GLIMS (reference and fast paths) and MONAI's SwinUNETR at 1x4x96^3"
+    spec_type = NetworkSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = NetworkSpec
-        parser.add_argument(
-            "--models",
-            default=",".join(d.models),
-            help=f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)",
+        add_spec_options(
+            parser, d, {"models": f"comma-separated, from: {', '.join(NETWORK_MODELS)} (default: %(default)s)"}
         )
         parser.add_argument(
             "--threads",
@@ -114,81 +112,38 @@ class NetworkBenchmark(BenchTarget[NetworkSpec]):
             "beside every timed worker; a comma-separated list (e.g. 0,1) measures each load in turn within "
             "every round (default %(default)s)",
         )
-        parser.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N: where every model runs")
-        parser.add_argument(
-            "--precision",
-            choices=PRECISIONS,
-            default=d.precision,
-            help="autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
-            "opt-in bf16 fast path), fp16 (GPUs only)",
+        add_spec_options(
+            parser,
+            d,
+            {
+                "device": "cpu (default), cuda or cuda:N: where every model runs",
+                "precision": "autocast of every model's forward: fp32 (none, default), bf16 (on the CPU: GLIMS's "
+                "opt-in bf16 fast path), fp16 (GPUs only)",
+                "batch": "windows per forward (default %(default)s); the report adds windows per second",
+                "repeats": "timed forwards per model and round, after 1 warm-up (default %(default)s)",
+                "rounds": "worker processes per model, run in interleaved rounds; the median is over all "
+                "their timed forwards (default %(default)s)",
+                "size": "cubic input size (default %(default)s, the reference)",
+                "in_channels": None,
+                "out_channels": None,
+                "feature_size": "GLIMS feature_size (default %(default)s, the reference; SwinUNETR stays at 48)",
+                "weights": "GLIMS checkpoint to load (default: seeded random weights, the same in every worker)",
+                "allocator": "retain: every worker keeps freed memory for reuse instead of returning it to the "
+                "OS (glibc only; applied to all models alike). Default: the platform's default, "
+                "as a library user of either model gets",
+                "seed": None,
+            },
         )
-        parser.add_argument(
-            "--batch",
-            type=int,
-            default=d.batch,
-            help="windows per forward (default %(default)s); the report adds windows per second",
-        )
-        parser.add_argument(
-            "--repeats",
-            type=int,
-            default=d.repeats,
-            help="timed forwards per model and round, after 1 warm-up (default %(default)s)",
-        )
-        parser.add_argument(
-            "--rounds",
-            type=int,
-            default=d.rounds,
-            help="worker processes per model, run in interleaved rounds; the median is over all "
-            "their timed forwards (default %(default)s)",
-        )
-        parser.add_argument(
-            "--size", type=int, default=d.size, help="cubic input size (default %(default)s, the reference)"
-        )
-        parser.add_argument("--in-channels", type=int, default=d.in_channels)
-        parser.add_argument("--out-channels", type=int, default=d.out_channels)
-        parser.add_argument(
-            "--feature-size",
-            type=int,
-            default=d.feature_size,
-            help="GLIMS feature_size (default %(default)s, the reference; SwinUNETR stays at 48)",
-        )
-        parser.add_argument(
-            "--weights",
-            type=Path,
-            default=d.weights,
-            help="GLIMS checkpoint to load (default: seeded random weights, the same in every worker)",
-        )
-        parser.add_argument(
-            "--allocator",
-            choices=ALLOCATORS,
-            default=d.allocator,
-            help="retain: every worker keeps freed memory for reuse instead of returning it to the "
-            "OS (glibc only; applied to all models alike). Default: the platform's default, "
-            "as a library user of either model gets",
-        )
-        parser.add_argument("--seed", type=int, default=d.seed)
         parser.add_argument("--no-flops", action="store_true", help="skip the MAC counts")
-        parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per worker before giving up")
+        add_spec_options(parser, d, {"timeout": "seconds per worker before giving up"})
 
     def spec_from_args(self, args: argparse.Namespace) -> NetworkSpec:
-        return NetworkSpec(
-            models=split_keys(args.models),
+        return spec_from_namespace(
+            NetworkSpec,
+            args,
             threads=_threads_values(args.threads),
             loads=_load_values(args.load),
-            device=args.device,
-            precision=args.precision,
-            batch=args.batch,
-            repeats=args.repeats,
-            rounds=args.rounds,
-            size=args.size,
-            in_channels=args.in_channels,
-            out_channels=args.out_channels,
-            feature_size=args.feature_size,
-            weights=args.weights,
-            allocator=args.allocator,
-            seed=args.seed,
             count_flops=not args.no_flops,
-            timeout=args.timeout,
         )
 
     def run(

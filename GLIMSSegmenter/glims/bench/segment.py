@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .machine import bench_device, load_average, machine_context, peak_device_mib, peak_rss_mib
 from .report import ALLOCATOR_LABELS, BenchReport
-from .target import PRECISIONS, BenchTarget, config_keys, split_keys
+from .target import BenchTarget, add_spec_options, config_keys
 from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["SEGMENT_CONFIGS", "SEGMENT_STAGES", "SegmentBenchmark", "SegmentSpec", "random_full_size_model"]
@@ -153,60 +152,28 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
 
     name = "segment"
     help = "time a whole case through glims segment, against the slow reference pipeline (overlap 0.5, no crop)"
+    spec_type = SegmentSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = SegmentSpec
-        parser.add_argument("--case", type=Path, help="BraTS case folder (default: a synthetic 240x240x155 case)")
-        parser.add_argument("-m", "--model", help="catalog model (default: seeded random full-size GLIMS)")
-        parser.add_argument("--home", type=Path, help="glims user folder holding --model")
-        parser.add_argument(
-            "--configs",
-            default=",".join(d.configs),
-            help="comma-separated from: default, reference, uncropped (--no-crop)",
-        )
-        parser.add_argument(
-            "--precision", choices=PRECISIONS, default=d.precision, help="of the default config (fp16: GPUs only)"
-        )
-        parser.add_argument("--device", default=d.device, help="cpu (default), cuda or cuda:N: where every config runs")
-        parser.add_argument(
-            "--sw-batch-size",
-            type=int,
-            default=d.sw_batch_size,
-            help="windows per forward in every config (default: the model's catalog setting)",
-        )
-        parser.add_argument(
-            "--label", type=Path, help="reference label of --case: also score every configuration against it (accuracy)"
-        )
-        parser.add_argument(
-            "--label-convention",
-            default=d.label_convention,
-            help="of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013",
-        )
-        parser.add_argument("--threads", type=int, default=d.threads)
-        parser.add_argument(
-            "--allocator",
-            choices=ALLOCATORS,
-            default=d.allocator,
-            help="of every worker; default retain, what the glims command line does",
-        )
-        parser.add_argument("--seed", type=int, default=d.seed)
-        parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per worker")
-
-    def spec_from_args(self, args: argparse.Namespace) -> SegmentSpec:
-        return SegmentSpec(
-            case=args.case,
-            model=args.model,
-            home=args.home,
-            configs=split_keys(args.configs),
-            precision=args.precision,
-            device=args.device,
-            sw_batch_size=args.sw_batch_size,
-            label=args.label,
-            label_convention=args.label_convention,
-            threads=args.threads,
-            allocator=args.allocator,
-            seed=args.seed,
-            timeout=args.timeout,
+        add_spec_options(
+            parser,
+            d,
+            {
+                "case": "BraTS case folder (default: a synthetic 240x240x155 case)",
+                "model": "catalog model (default: seeded random full-size GLIMS)",
+                "home": "glims user folder holding --model",
+                "configs": "comma-separated from: default, reference, uncropped (--no-crop)",
+                "precision": "of the default config (fp16: GPUs only)",
+                "device": "cpu (default), cuda or cuda:N: where every config runs",
+                "sw_batch_size": "windows per forward in every config (default: the model's catalog setting)",
+                "label": "reference label of --case: also score every configuration against it (accuracy)",
+                "label_convention": "of --label: brats2023 (ET=3), brats2017 (ET=4) or brats2013",
+                "threads": None,
+                "allocator": "of every worker; default retain, what the glims command line does",
+                "seed": None,
+                "timeout": "seconds per worker",
+            },
         )
 
     def run(

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..cpu_allocator import ALLOCATORS
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .machine import load_average, machine_context
 from .report import ALLOCATOR_LABELS, BenchReport
 from .segment import case_images
-from .target import BenchTarget
+from .target import BenchTarget, add_spec_options, spec_from_namespace
 from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["SettingsBenchmark", "SettingsSpec", "parse_variant"]
@@ -132,6 +131,7 @@ class SettingsBenchmark(BenchTarget[SettingsSpec]):
 
     name = "settings"
     help = "time inference settings (overlap, batch, precision) against the model's default and score their agreement"
+    spec_type = SettingsSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = SettingsSpec
@@ -144,23 +144,25 @@ class SettingsBenchmark(BenchTarget[SettingsSpec]):
             help="changes to the catalog's inference settings, e.g. overlap=0.25 or precision=bf16,sw_batch_size=8 "
             f"(repeat for several; fields: {', '.join(_VARIANT_FIELDS)}; default {d.variants[0]})",
         )
-        parser.add_argument("-m", "--model", help="catalog model (default: the default brats model)")
-        parser.add_argument("--home", type=Path, help="glims user folder holding --model")
-        parser.add_argument("--rounds", type=int, default=d.rounds, help="timed runs of every setting, interleaved")
-        parser.add_argument("--threads", type=int, default=d.threads)
-        parser.add_argument("--allocator", choices=ALLOCATORS, default=d.allocator)
-        parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per case")
+        add_spec_options(
+            parser,
+            d,
+            {
+                "model": "catalog model (default: the default brats model)",
+                "home": "glims user folder holding --model",
+                "rounds": "timed runs of every setting, interleaved",
+                "threads": None,
+                "allocator": None,
+                "timeout": "seconds per case",
+            },
+        )
 
     def spec_from_args(self, args: argparse.Namespace) -> SettingsSpec:
-        return SettingsSpec(
+        return spec_from_namespace(
+            SettingsSpec,
+            args,
             cases=tuple(args.case or ()),
             variants=tuple(args.variant) if args.variant else SettingsSpec.variants,
-            model=args.model,
-            home=args.home,
-            rounds=args.rounds,
-            threads=args.threads,
-            allocator=args.allocator,
-            timeout=args.timeout,
         )
 
     def run(

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .machine import load_average, machine_context, peak_rss_mib, time_calls
 from .report import BenchReport
-from .target import BenchTarget, config_keys, split_keys
+from .target import BenchTarget, add_spec_options, config_keys
 from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["TRAIN_CONFIGS", "TrainBenchmark", "TrainSpec"]
@@ -111,28 +111,22 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
         "time optimiser steps of the default training configuration (feature size 12, batches of 2 windows "
         "of 32^3): fp32 channel-first (what glims train does on the CPU), bf16 autocast, channels-last"
     )
+    spec_type = TrainSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = TrainSpec
-        parser.add_argument(
-            "--configs", default=",".join(d.configs), help=f"comma-separated from: {', '.join(TRAIN_CONFIGS)}"
-        )
-        parser.add_argument("--steps", type=int, default=d.steps, help="timed optimiser steps per configuration")
-        parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first")
-        parser.add_argument("--batch-size", type=int, default=d.batch_size)
-        parser.add_argument("--threads", type=int, default=d.threads)
-        parser.add_argument("--seed", type=int, default=d.seed)
-        parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per worker")
-
-    def spec_from_args(self, args: argparse.Namespace) -> TrainSpec:
-        return TrainSpec(
-            configs=split_keys(args.configs),
-            steps=args.steps,
-            warmup=args.warmup,
-            batch_size=args.batch_size,
-            threads=args.threads,
-            seed=args.seed,
-            timeout=args.timeout,
+        add_spec_options(
+            parser,
+            d,
+            {
+                "configs": f"comma-separated from: {', '.join(TRAIN_CONFIGS)}",
+                "steps": "timed optimiser steps per configuration",
+                "warmup": "untimed steps first",
+                "batch_size": None,
+                "threads": None,
+                "seed": None,
+                "timeout": "seconds per worker",
+            },
         )
 
     def run(

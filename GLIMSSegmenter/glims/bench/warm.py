@@ -31,7 +31,7 @@ from ..progress import CancelToken, ProgressCallback, StagePlan, parse_protocol_
 from .machine import load_average, machine_context
 from .report import BenchReport
 from .segment import case_images, synthetic_case
-from .target import BenchTarget
+from .target import BenchTarget, add_spec_options
 from .workers import BenchError
 
 __all__ = ["WarmSpec", "WarmWorkerBenchmark"]
@@ -52,7 +52,7 @@ class WarmSpec:
     """BraTS case folder; None: a synthetic 240x240x155 case."""
     model: str | None = None
     """Catalog model; None: the default brats model (the bundled one)."""
-    home: str | None = None
+    home: Path | None = None
     device: str = "cpu"
     repeats: int = 2
     """Warm requests after the first."""
@@ -140,26 +140,21 @@ class WarmWorkerBenchmark(BenchTarget[WarmSpec]):
 
     name = "warm"
     help = "time from a segment request to its result: one-shot process vs first and second request to glims worker"
+    spec_type = WarmSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         d = WarmSpec
-        parser.add_argument("--case", type=Path, help="case folder (default: a synthetic 240x240x155 BraTS-like case)")
-        parser.add_argument("-m", "--model", help="catalog model (default: the default brats model, the bundled one)")
-        parser.add_argument("--home", help="glims user folder holding --model")
-        parser.add_argument("--device", default=d.device, help="cpu (default), cuda or mps")
-        parser.add_argument(
-            "--repeats", type=int, default=d.repeats, help=f"warm requests after the first (default {d.repeats})"
-        )
-        parser.add_argument("--timeout", type=float, default=d.timeout, help="seconds per one-shot run")
-
-    def spec_from_args(self, args: argparse.Namespace) -> WarmSpec:
-        return WarmSpec(
-            case=args.case,
-            model=args.model,
-            home=args.home,
-            device=args.device,
-            repeats=args.repeats,
-            timeout=args.timeout,
+        add_spec_options(
+            parser,
+            d,
+            {
+                "case": "case folder (default: a synthetic 240x240x155 BraTS-like case)",
+                "model": "catalog model (default: the default brats model, the bundled one)",
+                "home": "glims user folder holding --model",
+                "device": "cpu (default), cuda or mps",
+                "repeats": "warm requests after the first (default %(default)s)",
+                "timeout": "seconds per one-shot run",
+            },
         )
 
     def run(

@@ -32,7 +32,7 @@ from .fast_cpu import (
     norm_affine,
     normalize_,
     prelu_slope,
-    row_blocks,
+    sample_blocks,
     rows,
     to_channels_last,
 )
@@ -40,6 +40,11 @@ from .fast_cpu import (
 __all__ = ["ConvNormAct", "DepthwiseUnit", "DACB", "DMSF", "DMSU", "CSAB", "OutputHead"]
 
 _INSTANCE_NORM_EPS = 1e-5
+
+
+def _broadcast_shape(block: torch.Tensor) -> tuple[int, ...]:
+    """The shape (B', 1, ..., 1, C) in which a (B', C) row of per-sample values broadcasts against ``block``."""
+    return (block.shape[0], *([1] * (block.dim() - 2)), block.shape[-1])
 
 
 class _ActOnly(nn.Module):
@@ -134,10 +139,10 @@ class DepthwiseUnit(nn.Module):
             pass
         return out
 
-    def blocks_into(self, x: torch.Tensor, dest: torch.Tensor) -> Iterator[tuple[int, int, int]]:
+    def blocks_into(self, x: torch.Tensor, dest: torch.Tensor) -> Iterator[tuple[slice, int, int]]:
         """Fast path on channels-last ``x``, written block by block into ``dest`` (contiguous (B, N, C) rows).
 
-        Yields ``(sample, start, stop)`` as soon as ``dest[sample, start:stop]`` holds the unit's output, so that
+        Yields ``(samples, start, stop)`` as soon as ``dest[samples, start:stop]`` holds the unit's output, so that
         a caller can use each block while it is in cache.
         """
         # No bias: the per-channel GroupNorm that follows removes any per-channel constant.
@@ -146,9 +151,10 @@ class DepthwiseUnit(nn.Module):
         norm = self.norm
         scale, shift = norm_affine(*channel_moments(flat, ws), norm.eps, norm.weight, norm.bias, flat.dtype)
         slope = prelu_slope(self.prelu)
-        for i, start, stop, block in natural_blocks(natural):
-            norm_act_block_(block, dest[i, start:stop].view(block.shape), scale[i], shift[i], slope)
-            yield i, start, stop
+        for samples, start, stop, block in natural_blocks(natural):
+            affine = scale[samples].view(_broadcast_shape(block)), shift[samples].view(_broadcast_shape(block))
+            norm_act_block_(block, dest[samples, start:stop].view(block.shape), *affine, slope)
+            yield samples, start, stop
 
 
 class DACB(nn.Module):
@@ -195,11 +201,11 @@ class DACB(nn.Module):
         out = empty_channels_last(x)
         y = rows(out)
         y_moments = Moments(b, c, ws)
-        blocks = [(i, start, stop) for i in range(b) for start, stop in row_blocks(n, hidden.shape[2])]
+        blocks = sample_blocks(b, n, hidden.shape[2])
         for i, start, stop in blocks:
             h = hidden[i, start:stop]
-            norm_act_block_(h, h, scale[i], shift[i], slope)
-            torch.mm(h, second, out=y[i, start:stop])
+            norm_act_block_(h, h, scale[i, None], shift[i, None], slope)
+            torch.mm(h.view(-1, h.shape[2]), second, out=y[i, start:stop].view(-1, c))
             y_moments.add(i, y[i, start:stop])
         scale, shift = norm_affine(*y_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
         slope = prelu_slope(self.conv_1x1_2.adn.A)
@@ -207,7 +213,7 @@ class DACB(nn.Module):
         sum_moments = Moments(b, c, ws)
         for i, start, stop in blocks:
             block = y[i, start:stop]
-            norm_act_block_(block, block, scale[i], shift[i], slope)
+            norm_act_block_(block, block, scale[i, None], shift[i, None], slope)
             block.add_(residual[i, start:stop])
             sum_moments.add(i, block)
         normalize_(y, *sum_moments.result(), _INSTANCE_NORM_EPS, slope=prelu_slope(self.prelu2))
@@ -231,10 +237,11 @@ class DACB(nn.Module):
             part = first[:, k * c : (k + 1) * c].t()
             for i, start, stop in unit.blocks_into(x, branch):
                 block, h = branch[i, start:stop], hidden[i, start:stop]
+                h2 = h.view(-1, e)
                 if k == 0:
-                    torch.mm(block, part, out=h)
+                    torch.mm(block.view(-1, c), part, out=h2)
                 else:
-                    h.addmm_(block, part)
+                    h2.addmm_(block.view(-1, c), part)
                 if k == len(units) - 1:
                     moments.add(i, h)
         return hidden, moments

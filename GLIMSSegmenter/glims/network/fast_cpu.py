@@ -56,6 +56,7 @@ __all__ = [
     "channel_moments",
     "column_max",
     "row_blocks",
+    "sample_blocks",
     "norm_affine",
     "norm_act_block_",
     "normalize_",
@@ -183,7 +184,8 @@ class Moments:
     and its sum of squares about that mean are kept; ``result`` combines them in float64 (Chan, Golub and LeVeque's
     pairwise update). Feeding a block right after it is written, while it is still in cache, saves a sweep over
     memory. A contiguous block is read as rows of several voxels (``_wide_rows``) so that both threads share the
-    column sums.
+    column sums. A block may hold the same rows of several samples (``(B', k, C)``, see ``sample_blocks``): small
+    layers then cost a few operations per block instead of a few per sample.
 
     Args:
         batch, channels: B and C.
@@ -192,18 +194,23 @@ class Moments:
     """
 
     def __init__(self, batch: int, channels: int, workspace: Workspace | None = None) -> None:
+        self.batch = batch
         self.channels = channels
         self._workspace = workspace if workspace is not None else active_workspace()
-        self._shifts: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-        self._remainders: list[list[torch.Tensor | None]] = [[] for _ in range(batch)]
-        self._squares: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-        self._counts: list[list[int]] = [[] for _ in range(batch)]
+        # Per block: (samples, rows, shift (B', C), remainder or None, squares), float32; the last two
+        # (B', fold * C) with the wide rows' fold of voxels.
+        self._blocks: list[tuple[slice, int, torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        self._counts = [0] * batch
 
-    def add(self, sample: int, block: torch.Tensor) -> None:
-        """Account for ``block`` (k, C), rows of sample ``sample``; its last dimension must be contiguous."""
-        k, c = block.shape
+    def add(self, sample: int | slice, block: torch.Tensor) -> None:
+        """Account for ``block``: rows (k, C) of sample ``sample``, or rows (B', k, C) of the samples ``sample``
+        (a slice); its last dimension must be contiguous."""
+        samples = slice(sample, sample + 1) if isinstance(sample, int) else sample
+        if block.dim() == 2:
+            block = block.unsqueeze(0)
+        m, k, c = block.shape
         wide, group = _wide_rows(block)
-        t = self._workspace.get("moments.centred", (k * c,), torch.float32, block.device).view(wide.shape)
+        t = self._workspace.get("moments.centred", (m * k * c,), torch.float32, block.device).view(wide.shape)
         source = wide
         if block.dtype != torch.float32:
             t.copy_(source)
@@ -211,44 +218,42 @@ class Moments:
         # Centre on the block's float32 mean (its cascade sum / k), square, sum: Chan et al.'s pairwise form. Where
         # |mean| >> std (over 8 std) the rounding of that mean matters, so the centred values are also summed:
         # the mean the pairs combine is then the shift plus that small, exactly recoverable remainder.
-        shift = torch.sum(torch.sum(wide, 0).view(group, c), 0).mul_(1.0 / k)
-        repeated = shift.repeat(group)
+        shift = torch.sum(torch.sum(wide, 1).view(m, group, c), 1).mul_(1.0 / k)
+        repeated = shift.repeat(1, group).unsqueeze(1)
         torch.sub(wide, repeated, out=t)
         t.mul_(t)
-        squares = torch.sum(t, 0)
+        squares = torch.sum(t, 1)  # (B', group * C): folded to C channels in float64 in ``result``, as are remainders
         remainder = None
-        if bool((shift * shift * k > 64.0 * squares.view(group, c).sum(0)).any()):
+        if bool((shift * shift * k > 64.0 * squares.view(m, group, c).sum(1)).any()):
             t.copy_(source)  # converts, where the block is not float32
             t.sub_(repeated)
-            remainder = torch.sum(t, 0)
-        self._shifts[sample].append(shift)
-        self._remainders[sample].append(remainder)
-        self._squares[sample].append(squares)  # folded to C channels in ``result``, as are the remainders
-        self._counts[sample].append(k)
+            remainder = torch.sum(t, 1)
+        self._blocks.append((samples, k, shift, remainder, squares))
+        for i in range(*samples.indices(self.batch)):
+            self._counts[i] += k
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, var), each float32 of shape (B, 1, C), over all rows added so far for each sample."""
-        means, variances = [], []
-        c = self.channels
-        for shifts, remainders, squares, counts in zip(
-            self._shifts, self._remainders, self._squares, self._counts, strict=False
-        ):
-            if not counts:
-                raise ValueError("no rows were added for a sample")
-            k = torch.tensor(counts, dtype=torch.float64)[:, None]
-            shift = torch.stack(shifts).double()
-            # Sum of each block's values about its shift (k, C): zero up to rounding where not measured.
-            about = torch.zeros_like(shift)
-            for j, remainder in enumerate(remainders):
-                if remainder is not None:
-                    about[j] = remainder.double().view(-1, c).sum(0)
-            n = float(sum(counts))
-            mean = (k * shift + about).sum(0) / n
-            offset = shift - mean
-            m2 = torch.cat(squares).double().view(-1, c).sum(0) + (2 * offset * about + k * offset**2).sum(0)
-            means.append(mean)
-            variances.append(m2 / n)
-        return torch.stack(means).float()[:, None], torch.stack(variances).float()[:, None]
+        if not all(self._counts):
+            raise ValueError("no rows were added for a sample")
+        b, c, j = self.batch, self.channels, len(self._blocks)
+        # (J, B, C) float64 per block and sample; zero where a block does not hold the sample (it then adds nothing).
+        k = torch.zeros(j, b, 1, dtype=torch.float64)
+        shift = torch.zeros(j, b, c, dtype=torch.float64)
+        squares = torch.zeros(j, b, c, dtype=torch.float64)
+        about = torch.zeros(j, b, c, dtype=torch.float64)  # each block's sum about its shift: 0 where not measured
+        for index, (samples, rows_, block_shift, remainder, block_squares) in enumerate(self._blocks):
+            k[index, samples] = rows_
+            m = block_shift.shape[0]
+            shift[index, samples] = block_shift
+            squares[index, samples] = block_squares.double().view(m, -1, c).sum(1)
+            if remainder is not None:
+                about[index, samples] = remainder.double().view(m, -1, c).sum(1)
+        n = torch.tensor(self._counts, dtype=torch.float64)[:, None]
+        mean = (k * shift + about).sum(0) / n
+        offset = shift - mean
+        m2 = squares.sum(0) + (2 * offset * about + k * offset**2).sum(0)
+        return mean.float()[:, None], (m2 / n).float()[:, None]
 
 
 def row_blocks(n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[tuple[int, int]]:
@@ -263,6 +268,19 @@ def row_blocks(n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[t
     return [(start, min(n, start + per_block)) for start in range(0, n, per_block)]
 
 
+def sample_blocks(b: int, n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[tuple[slice, int, int]]:
+    """Blocks of B samples' N rows of ``channels`` values, as ``(samples, start, stop)``: ``x3[samples, start:stop]``.
+
+    Where one sample's rows fit in ``elements`` values, a block is all rows of as many whole samples as fit (one
+    operation then covers the batch of a small layer); otherwise it is one sample's ``row_blocks``.
+    """
+    per_sample = max(1, n * channels)
+    if per_sample <= elements:
+        group = elements // per_sample
+        return [(slice(i, min(b, i + group)), 0, n) for i in range(0, b, group)]
+    return [(slice(i, i + 1), start, stop) for i in range(b) for start, stop in row_blocks(n, channels, elements)]
+
+
 def channel_moments(x3: torch.Tensor, workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance over N of a (B, N, C) tensor, per sample and channel (``Moments`` over its blocks).
 
@@ -273,35 +291,32 @@ def channel_moments(x3: torch.Tensor, workspace: Workspace | None = None) -> tup
     """
     b, n, c = x3.shape
     moments = Moments(b, c, workspace)
-    for i in range(b):
-        for start, stop in row_blocks(n, c, _CHUNK_ELEMENTS):
-            moments.add(i, x3[i, start:stop])
+    for samples, start, stop in sample_blocks(b, n, c, _CHUNK_ELEMENTS):
+        moments.add(samples, x3[samples, start:stop])
     return moments.result()
 
 
 def _wide_rows(block: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """A (k, C) block as rows of ``fold`` voxels, (k / fold, fold * C), and the fold used (1 where it cannot be).
+    """A (..., k, C) block as rows of ``fold`` voxels, (..., k / fold, fold * C), and the fold used (1 where it
+    cannot be).
 
     ``fold`` is as many voxels as fit in ``_WIDE_ROW`` values.
 
     Column reductions over such rows run over whole vectors that two threads can share, where a (k, C) column
     reduction with C = 24 runs on one thread; the ``fold`` partial results per channel are then combined.
     """
-    k, c = block.shape
+    *lead, k, c = block.shape
     fold = max(1, _WIDE_ROW // max(c, 1))
     if fold > 1 and k % fold == 0 and block.is_contiguous():
-        return block.view(k // fold, fold * c), fold
+        return block.view(*lead, k // fold, fold * c), fold
     return block, 1
 
 
 def column_max(x3: torch.Tensor) -> torch.Tensor:
     """Maximum over N of a (B, N, C) tensor, per sample and channel: (B, C), exact."""
     b, n, c = x3.shape
-    peaks = []
-    for i in range(b):
-        wide, group = _wide_rows(x3[i])
-        peaks.append(wide.amax(0).view(group, c).amax(0))
-    return torch.stack(peaks)
+    wide, group = _wide_rows(x3)
+    return wide.amax(1).view(b, group, c).amax(1)
 
 
 def norm_affine(
@@ -328,9 +343,10 @@ def norm_affine(
 def norm_act_block_(
     source: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: float | None
 ) -> torch.Tensor:
-    """``out = prelu(source * scale + shift)`` for one sample's block (channels last; ``out`` may be ``source``).
+    """``out = prelu(source * scale + shift)`` for a block (channels last; ``out`` may be ``source``).
 
-    ``scale`` and ``shift`` are (C,) (a row of ``norm_affine``'s results); the PReLU has a single slope (an
+    ``scale`` and ``shift`` broadcast against the block: (C,) (a row of ``norm_affine``'s results) for one sample's
+    (k, C) rows, (B', 1, C) for several samples' (B', k, C) rows; the PReLU has a single slope (an
     in-place leaky ReLU); None for no activation. ``out`` has ``source``'s shape and may be a strided view.
     """
     torch.addcmul(shift, source, scale, out=out)
@@ -361,10 +377,9 @@ def normalize_(
     """
     scale, shift = norm_affine(mean, var, eps, weight, bias, x3.dtype)
     b, n, c = x3.shape
-    for i in range(b):
-        for start, stop in row_blocks(n, c):
-            block = x3[i, start:stop]
-            norm_act_block_(block, block, scale[i], shift[i], slope)
+    for samples, start, stop in sample_blocks(b, n, c):
+        block = x3[samples, start:stop]
+        norm_act_block_(block, block, scale[samples, None], shift[samples, None], slope)
     return x3
 
 
@@ -485,19 +500,25 @@ def _depthwise_padded(
     return valid.view(b, -1, c), valid
 
 
-def natural_blocks(natural: torch.Tensor) -> Iterator[tuple[int, int, int, torch.Tensor]]:
-    """Blocks of ``depthwise_conv``'s ``natural`` view, as ``(sample, start, stop, block)``.
+def natural_blocks(natural: torch.Tensor) -> Iterator[tuple[slice, int, int, torch.Tensor]]:
+    """Blocks of ``depthwise_conv``'s ``natural`` view, as ``(samples, start, stop, block)``.
 
-    Each block is a range of slabs along the outermost spatial axis (z, or z // dilation after space-to-batch), so
-    it covers the contiguous rows [start, stop) of the natural voxel order; ``block`` is the (strided) view of
-    those rows in the phase-ordered result, to be read into ``rows[sample, start:stop].view(block.shape)``.
+    Each block is a range of slabs along the outermost spatial axis (z, or z // dilation after space-to-batch) of
+    one sample, or where a sample fits in a block, whole samples; so it covers the contiguous rows [start, stop) of
+    the natural voxel order of the samples ``samples`` (a slice); ``block`` is the (strided) view of those rows in
+    the phase-ordered result, to be read into ``rows[samples, start:stop].view(block.shape)``.
     """
     b, outer = natural.shape[:2]
     c = natural.shape[-1]
     per_slab = natural[0, 0].numel() // c
     step = max(1, _BLOCK_ELEMENTS // (c * per_slab))
+    if step >= outer:  # whole samples per block
+        group = max(1, _BLOCK_ELEMENTS // (c * per_slab * outer))
+        for i in range(0, b, group):
+            yield slice(i, min(b, i + group)), 0, outer * per_slab, natural[i : i + group]
+        return
     for i in range(b):
         for z in range(0, outer, step):
-            block = natural[i, z : z + step]
+            block = natural[i : i + 1, z : z + step]
             start = z * per_slab
-            yield i, start, start + block.numel() // c, block
+            yield slice(i, i + 1), start, start + block[0].numel() // c, block

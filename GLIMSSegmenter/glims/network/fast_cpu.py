@@ -237,6 +237,10 @@ class Moments:
         if not all(self._counts):
             raise ValueError("no rows were added for a sample")
         b, c, j = self.batch, self.channels, len(self._blocks)
+        if j == 1 and self._blocks[0][3] is None:  # one block of every sample, centred on its own mean: no update
+            shift, squares = self._blocks[0][2], self._blocks[0][4]
+            var = squares.double().view(b, -1, c).sum(1).div_(self._counts[0])
+            return shift.unsqueeze(1), var.float().unsqueeze(1)
         # (J, B, C) float64 per block and sample; zero where a block does not hold the sample (it then adds nothing).
         k = torch.zeros(j, b, 1, dtype=torch.float64)
         shift = torch.zeros(j, b, c, dtype=torch.float64)

@@ -157,6 +157,7 @@ def test_grouped_convolution_equals_conv3d_bit_for_bit(monkeypatch, into_buffer,
     if into_buffer and not fast_cpu._conv_into_buffer_works(dtype):
         pytest.skip("this PyTorch cannot write a convolution into a given buffer")
     monkeypatch.setitem(fast_cpu._into_buffer_works, dtype, into_buffer)
+    monkeypatch.setattr(fast_cpu, "_INTO_BUFFER_MIN_ELEMENTS", 0)  # this small case stands for a large output
     torch.manual_seed(dilation)
     x = to_channels_last(torch.randn(2, 6, 9, 10, 11).to(dtype))
     weight = torch.randn(6, 1, 3, 3, 3).to(dtype)
@@ -169,6 +170,10 @@ def test_grouped_convolution_equals_conv3d_bit_for_bit(monkeypatch, into_buffer,
     assert (ws.nbytes() > 0) == into_buffer
     again = grouped_conv(x, weight * 2, dilation, dilation, 6, ws, "test.out")
     assert torch.equal(again, 2 * expected)  # the buffer is cleared, not accumulated into
+    monkeypatch.setattr(fast_cpu, "_INTO_BUFFER_MIN_ELEMENTS", expected.numel() + 1)
+    small = Workspace()  # an output below the threshold comes from fresh memory, with the same values
+    assert torch.equal(grouped_conv(x, weight, dilation, dilation, 6, small, "test.out"), expected)
+    assert small.nbytes() == 0
 
 
 @pytest.mark.parametrize("dilation", [1, 2, 3])

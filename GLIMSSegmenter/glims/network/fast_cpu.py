@@ -473,15 +473,50 @@ def depthwise_conv(
         return rows(out), out.permute(0, 2, 3, 4, 1)
     if d_ % k or h % k or w % k:
         return _depthwise_padded(x, weight, k, ws)
-    n0, n1, n2 = d_ // k, h // k, w // k
+    n0, n1 = d_ // k, h // k
     # Gather the (z mod k, y mod k) phases into the batch axis; the x phase is folded into the channels.
     packed = ws.get("depthwise.phases", (b, k, k, n0, n1, w * c), x.dtype, x.device)
     packed.copy_(x.permute(0, 2, 3, 4, 1).reshape(b, n0, k, n1, k, w * c).permute(0, 2, 4, 1, 3, 5))
-    grid = packed.view(b * k * k, n0, n1, n2, k * c).permute(0, 4, 1, 2, 3)
+    return _phase_conv(packed, weight, k, c, ws)
+
+
+def _phase_conv(
+    packed: torch.Tensor, weight: torch.Tensor, k: int, c: int, ws: Workspace
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The undilated depthwise convolution of space-to-batch phases ``packed`` (B, kz, ky, D/k, H/k, W * C).
+
+    Returns ``depthwise_conv``'s ``(rows, natural)``, natural as (B, D/k, kz, H/k, ky, W, C).
+    """
+    b, _, _, n0, n1, wc = packed.shape
+    w = wc // c
+    grid = packed.view(b * k * k, n0, n1, w // k, k * c).permute(0, 4, 1, 2, 3)
     out = grouped_conv(grid, weight.repeat(k, 1, 1, 1, 1), 1, 1, k * c, ws, "depthwise.out")
     flat = out.permute(0, 2, 3, 4, 1).reshape(b, k, k, n0, n1, w, c)
     natural = flat.permute(0, 3, 1, 4, 2, 5, 6)  # (B, n0, kz, n1, ky, W, C)
     return flat.view(b, -1, c), natural
+
+
+def _phase_pieces(n: int, k: int) -> list[tuple[slice, slice, slice]]:
+    """An axis of ``n`` voxels as sub-grid positions ``a`` and phases ``p`` (voxel ``a * k + p``) at dilation ``k``:
+    ``(voxels, positions, phases)`` of its whole groups of ``k`` voxels, and of the partial group at its end."""
+    q, r = divmod(n, k)
+    pieces = [(slice(0, q * k), slice(0, q), slice(0, k))] if q else []
+    if r:
+        pieces.append((slice(q * k, n), slice(q, q + 1), slice(0, r)))
+    return pieces
+
+
+def _as_phases(voxels: torch.Tensor, z: tuple[slice, slice, slice], y: tuple[slice, slice, slice]) -> torch.Tensor:
+    """The piece (``_phase_pieces`` of z and y) of (B, D, H, W, C) ``voxels`` as (B, a_z, p_z, a_y, p_y, W, C)."""
+    (zv, za, zp), (yv, ya, yp) = z, y
+    return voxels[:, zv, yv].unflatten(1, (za.stop - za.start, zp.stop)).unflatten(3, (ya.stop - ya.start, yp.stop))
+
+
+def _in_phases(
+    phases: torch.Tensor, z: tuple[slice, slice, slice], y: tuple[slice, slice, slice], width: int
+) -> torch.Tensor:
+    """The same piece of a (B, n0, kz, n1, ky, W', C) phase view, cut to ``width`` voxels along x."""
+    return phases[:, z[1], z[2], y[1], y[2], :width]
 
 
 def _depthwise_padded(
@@ -493,21 +528,24 @@ def _depthwise_padded(
     32^3 on two cores), so ``x`` is zero-padded at the far end of each axis to a multiple of ``k`` and convolved
     by space-to-batch. Exact: a real voxel's neighbour ``k`` voxels beyond the image is zero either way (an
     appended zero, or the convolution's own zero padding), so the real voxels get the same products and sums; the
-    padded voxels' outputs are dropped. Returns ``depthwise_conv``'s ``(rows, natural)``, natural in (B, D, H, W, C)
-    order, views of the workspace buffer "depthwise.valid".
+    padded voxels' outputs are dropped. The padding happens in the phase layout itself: the phases are zeroed and
+    each piece of ``x`` (``_phase_pieces`` of z and y; x is cut to its width) copied to its place; the real
+    voxels' outputs are copied back the same way. Returns ``depthwise_conv``'s ``(rows, natural)``, natural in
+    (B, D, H, W, C) order, views of the workspace buffer "depthwise.valid".
     """
     b, c, d_, h, w = x.shape
-    size = [n + (-n) % k for n in (d_, h, w)]
-    padded = ws.get("depthwise.padded", (b, *size, c), x.dtype, x.device)
-    padded[:, d_:].zero_()
-    padded[:, :d_, h:].zero_()
-    padded[:, :d_, :h, w:].zero_()
-    padded[:, :d_, :h, :w].copy_(x.permute(0, 2, 3, 4, 1))
-    _, natural = depthwise_conv(padded.permute(0, 4, 1, 2, 3), weight, k, ws)
-    whole = ws.get("depthwise.whole", (b, *size, c), x.dtype, x.device)
-    whole.view(natural.shape).copy_(natural)
+    n0, n1, wide = (-(-n // k) for n in (d_, h, w))
+    packed = ws.get("depthwise.phases", (b, k, k, n0, n1, wide * k * c), x.dtype, x.device)
+    packed.zero_()
+    phases = packed.view(b, k, k, n0, n1, wide * k, c).permute(0, 3, 1, 4, 2, 5, 6)  # (B, n0, kz, n1, ky, W', C)
+    source = x.permute(0, 2, 3, 4, 1)
     valid = ws.get("depthwise.valid", (b, d_, h, w, c), x.dtype, x.device)
-    valid.copy_(whole[:, :d_, :h, :w])
+    pieces = [(z, y) for z in _phase_pieces(d_, k) for y in _phase_pieces(h, k)]
+    for z, y in pieces:
+        _in_phases(phases, z, y, w).copy_(_as_phases(source, z, y))
+    _, natural = _phase_conv(packed, weight, k, c, ws)
+    for z, y in pieces:
+        _as_phases(valid, z, y).copy_(_in_phases(natural, z, y, w))
     return valid.view(b, -1, c), valid
 
 

@@ -202,20 +202,20 @@ class DACB(nn.Module):
         y = rows(out)
         y_moments = Moments(b, c, ws)
         blocks = sample_blocks(b, n, hidden.shape[2])
-        for i, start, stop in blocks:
-            h = hidden[i, start:stop]
-            norm_act_block_(h, h, scale[i, None], shift[i, None], slope)
-            torch.mm(h.view(-1, h.shape[2]), second, out=y[i, start:stop].view(-1, c))
-            y_moments.add(i, y[i, start:stop])
+        for samples, start, stop in blocks:  # whole samples of small layers at once, else one sample's rows
+            h = hidden[samples, start:stop]
+            norm_act_block_(h, h, scale[samples, None], shift[samples, None], slope)
+            torch.mm(h.view(-1, h.shape[2]), second, out=y[samples, start:stop].view(-1, c))
+            y_moments.add(samples, y[samples, start:stop])
         scale, shift = norm_affine(*y_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
         slope = prelu_slope(self.conv_1x1_2.adn.A)
         residual = rows(x)
         sum_moments = Moments(b, c, ws)
-        for i, start, stop in blocks:
-            block = y[i, start:stop]
-            norm_act_block_(block, block, scale[i, None], shift[i, None], slope)
-            block.add_(residual[i, start:stop])
-            sum_moments.add(i, block)
+        for samples, start, stop in blocks:
+            block = y[samples, start:stop]
+            norm_act_block_(block, block, scale[samples, None], shift[samples, None], slope)
+            block.add_(residual[samples, start:stop])
+            sum_moments.add(samples, block)
         normalize_(y, *sum_moments.result(), _INSTANCE_NORM_EPS, slope=prelu_slope(self.prelu2))
         return out
 
@@ -235,15 +235,14 @@ class DACB(nn.Module):
         units = (self.conv_3x3, self.conv_3x3_dil, self.conv_3x3_dil2)
         for k, unit in enumerate(units):
             part = first[:, k * c : (k + 1) * c].t()
-            for i, start, stop in unit.blocks_into(x, branch):
-                block, h = branch[i, start:stop], hidden[i, start:stop]
-                h2 = h.view(-1, e)
+            for samples, start, stop in unit.blocks_into(x, branch):
+                block, h = branch[samples, start:stop], hidden[samples, start:stop]  # (B', k, C), (B', k, E)
                 if k == 0:
-                    torch.mm(block.view(-1, c), part, out=h2)
+                    torch.mm(block.view(-1, c), part, out=h.view(-1, e))
                 else:
-                    h2.addmm_(block.view(-1, c), part)
+                    h.view(-1, e).addmm_(block.view(-1, c), part)
                 if k == len(units) - 1:
-                    moments.add(i, h)
+                    moments.add(samples, h)
         return hidden, moments
 
 

@@ -32,8 +32,8 @@ from .fast_cpu import (
     norm_affine,
     normalize_,
     prelu_slope,
-    sample_blocks,
     rows,
+    sample_blocks,
     to_channels_last,
 )
 

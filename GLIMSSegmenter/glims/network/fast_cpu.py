@@ -19,9 +19,13 @@ whose page faults cost as much as the work done in it. This module computes the 
 * the **DACB** works block by block: each block of a branch is normalised, activated and multiplied into the hidden
   layer, and the next norm's statistics are taken from each block while it is in cache, instead of separate sweeps
   over whole 85-170 MB tensors;
-* **depthwise convolutions write into a reused workspace buffer** where PyTorch allows it (oneDNN's in-place
-  convolution + add into a zeroed buffer, probed once per dtype and bit-identical to ``F.conv3d``), so their
-  outputs are not fresh memory that every call page-faults in again;
+* **large depthwise convolution outputs go into a reused workspace buffer** where PyTorch allows it (oneDNN's
+  in-place convolution + add into a zeroed buffer, probed once per dtype and bit-identical to ``F.conv3d``), so
+  they are not fresh memory that every call page-faults in again (small ones, which the allocator reuses, are
+  faster from the plain convolution);
+* **small layers are processed a batch at a time**: where one sample's rows fit in a block, statistics,
+  normalisation and the DACB's GEMMs run on whole samples at once (``sample_blocks``), so a forward pass of a
+  batch of 32^3 windows is a few thousand operations rather than tens of thousands;
 * a **convolution followed by a per-channel norm** (every Conv-IN-PReLU, and the depthwise convolutions before
   their per-channel GroupNorm) runs without its bias: the norm subtracts the per-channel mean, which cancels a
   per-channel constant exactly;

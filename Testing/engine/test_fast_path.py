@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -107,7 +108,8 @@ def test_depthwise_convolution_on_sizes_the_dilation_does_not_divide(dilation):
         got = dest.view(2, 13, 16, 7, 5).permute(0, 4, 1, 2, 3)
         assert torch.allclose(got, expected, atol=1e-5, rtol=0)
         assert torch.allclose(flat.view(2, 13, 16, 7, 5).permute(0, 4, 1, 2, 3), expected, atol=1e-5, rtol=0)
-        ws.get("depthwise.padded", (2 * 15 * 16 * 9 * 5,), torch.float32, x.device).fill_(7.0)
+        padded = [-(-n // dilation) * dilation for n in (13, 16, 7)]  # the phases' padding must be zero again
+        ws.get("depthwise.phases", (2 * math.prod(padded) * 5,), torch.float32, x.device).fill_(7.0)
 
 
 def test_channel_moments_are_float64_accurate_even_with_a_large_mean():
@@ -157,6 +159,7 @@ def test_grouped_convolution_equals_conv3d_bit_for_bit(monkeypatch, into_buffer,
     if into_buffer and not fast_cpu._conv_into_buffer_works(dtype):
         pytest.skip("this PyTorch cannot write a convolution into a given buffer")
     monkeypatch.setitem(fast_cpu._into_buffer_works, dtype, into_buffer)
+    monkeypatch.setattr(fast_cpu, "_INTO_BUFFER_MIN_ELEMENTS", 0)  # this small case stands for a large output
     torch.manual_seed(dilation)
     x = to_channels_last(torch.randn(2, 6, 9, 10, 11).to(dtype))
     weight = torch.randn(6, 1, 3, 3, 3).to(dtype)
@@ -169,6 +172,10 @@ def test_grouped_convolution_equals_conv3d_bit_for_bit(monkeypatch, into_buffer,
     assert (ws.nbytes() > 0) == into_buffer
     again = grouped_conv(x, weight * 2, dilation, dilation, 6, ws, "test.out")
     assert torch.equal(again, 2 * expected)  # the buffer is cleared, not accumulated into
+    monkeypatch.setattr(fast_cpu, "_INTO_BUFFER_MIN_ELEMENTS", expected.numel() + 1)
+    small = Workspace()  # an output below the threshold comes from fresh memory, with the same values
+    assert torch.equal(grouped_conv(x, weight, dilation, dilation, 6, small, "test.out"), expected)
+    assert small.nbytes() == 0
 
 
 @pytest.mark.parametrize("dilation", [1, 2, 3])

@@ -32,14 +32,19 @@ from .fast_cpu import (
     norm_affine,
     normalize_,
     prelu_slope,
-    row_blocks,
     rows,
+    sample_blocks,
     to_channels_last,
 )
 
 __all__ = ["ConvNormAct", "DepthwiseUnit", "DACB", "DMSF", "DMSU", "CSAB", "OutputHead"]
 
 _INSTANCE_NORM_EPS = 1e-5
+
+
+def _broadcast_shape(block: torch.Tensor) -> tuple[int, ...]:
+    """The shape (B', 1, ..., 1, C) in which a (B', C) row of per-sample values broadcasts against ``block``."""
+    return (block.shape[0], *([1] * (block.dim() - 2)), block.shape[-1])
 
 
 class _ActOnly(nn.Module):
@@ -134,10 +139,10 @@ class DepthwiseUnit(nn.Module):
             pass
         return out
 
-    def blocks_into(self, x: torch.Tensor, dest: torch.Tensor) -> Iterator[tuple[int, int, int]]:
+    def blocks_into(self, x: torch.Tensor, dest: torch.Tensor) -> Iterator[tuple[slice, int, int]]:
         """Fast path on channels-last ``x``, written block by block into ``dest`` (contiguous (B, N, C) rows).
 
-        Yields ``(sample, start, stop)`` as soon as ``dest[sample, start:stop]`` holds the unit's output, so that
+        Yields ``(samples, start, stop)`` as soon as ``dest[samples, start:stop]`` holds the unit's output, so that
         a caller can use each block while it is in cache.
         """
         # No bias: the per-channel GroupNorm that follows removes any per-channel constant.
@@ -146,9 +151,10 @@ class DepthwiseUnit(nn.Module):
         norm = self.norm
         scale, shift = norm_affine(*channel_moments(flat, ws), norm.eps, norm.weight, norm.bias, flat.dtype)
         slope = prelu_slope(self.prelu)
-        for i, start, stop, block in natural_blocks(natural):
-            norm_act_block_(block, dest[i, start:stop].view(block.shape), scale[i], shift[i], slope)
-            yield i, start, stop
+        for samples, start, stop, block in natural_blocks(natural):
+            affine = scale[samples].view(_broadcast_shape(block)), shift[samples].view(_broadcast_shape(block))
+            norm_act_block_(block, dest[samples, start:stop].view(block.shape), *affine, slope)
+            yield samples, start, stop
 
 
 class DACB(nn.Module):
@@ -195,21 +201,21 @@ class DACB(nn.Module):
         out = empty_channels_last(x)
         y = rows(out)
         y_moments = Moments(b, c, ws)
-        blocks = [(i, start, stop) for i in range(b) for start, stop in row_blocks(n, hidden.shape[2])]
-        for i, start, stop in blocks:
-            h = hidden[i, start:stop]
-            norm_act_block_(h, h, scale[i], shift[i], slope)
-            torch.mm(h, second, out=y[i, start:stop])
-            y_moments.add(i, y[i, start:stop])
+        blocks = sample_blocks(b, n, hidden.shape[2])
+        for samples, start, stop in blocks:  # whole samples of small layers at once, else one sample's rows
+            h = hidden[samples, start:stop]
+            norm_act_block_(h, h, scale[samples, None], shift[samples, None], slope)
+            torch.mm(h.view(-1, h.shape[2]), second, out=y[samples, start:stop].view(-1, c))
+            y_moments.add(samples, y[samples, start:stop])
         scale, shift = norm_affine(*y_moments.result(), _INSTANCE_NORM_EPS, dtype=x.dtype)
         slope = prelu_slope(self.conv_1x1_2.adn.A)
         residual = rows(x)
         sum_moments = Moments(b, c, ws)
-        for i, start, stop in blocks:
-            block = y[i, start:stop]
-            norm_act_block_(block, block, scale[i], shift[i], slope)
-            block.add_(residual[i, start:stop])
-            sum_moments.add(i, block)
+        for samples, start, stop in blocks:
+            block = y[samples, start:stop]
+            norm_act_block_(block, block, scale[samples, None], shift[samples, None], slope)
+            block.add_(residual[samples, start:stop])
+            sum_moments.add(samples, block)
         normalize_(y, *sum_moments.result(), _INSTANCE_NORM_EPS, slope=prelu_slope(self.prelu2))
         return out
 
@@ -229,14 +235,14 @@ class DACB(nn.Module):
         units = (self.conv_3x3, self.conv_3x3_dil, self.conv_3x3_dil2)
         for k, unit in enumerate(units):
             part = first[:, k * c : (k + 1) * c].t()
-            for i, start, stop in unit.blocks_into(x, branch):
-                block, h = branch[i, start:stop], hidden[i, start:stop]
+            for samples, start, stop in unit.blocks_into(x, branch):
+                block, h = branch[samples, start:stop], hidden[samples, start:stop]  # (B', k, C), (B', k, E)
                 if k == 0:
-                    torch.mm(block, part, out=h)
+                    torch.mm(block.view(-1, c), part, out=h.view(-1, e))
                 else:
-                    h.addmm_(block, part)
+                    h.view(-1, e).addmm_(block.view(-1, c), part)
                 if k == len(units) - 1:
-                    moments.add(i, h)
+                    moments.add(samples, h)
         return hidden, moments
 
 

@@ -19,9 +19,13 @@ whose page faults cost as much as the work done in it. This module computes the 
 * the **DACB** works block by block: each block of a branch is normalised, activated and multiplied into the hidden
   layer, and the next norm's statistics are taken from each block while it is in cache, instead of separate sweeps
   over whole 85-170 MB tensors;
-* **depthwise convolutions write into a reused workspace buffer** where PyTorch allows it (oneDNN's in-place
-  convolution + add into a zeroed buffer, probed once per dtype and bit-identical to ``F.conv3d``), so their
-  outputs are not fresh memory that every call page-faults in again;
+* **large depthwise convolution outputs go into a reused workspace buffer** where PyTorch allows it (oneDNN's
+  in-place convolution + add into a zeroed buffer, probed once per dtype and bit-identical to ``F.conv3d``), so
+  they are not fresh memory that every call page-faults in again (small ones, which the allocator reuses, are
+  faster from the plain convolution);
+* **small layers are processed a batch at a time**: where one sample's rows fit in a block, statistics,
+  normalisation and the DACB's GEMMs run on whole samples at once (``sample_blocks``), so a forward pass of a
+  batch of 32^3 windows is a few thousand operations rather than tens of thousands;
 * a **convolution followed by a per-channel norm** (every Conv-IN-PReLU, and the depthwise convolutions before
   their per-channel GroupNorm) runs without its bias: the norm subtracts the per-channel mean, which cancels a
   per-channel constant exactly;
@@ -56,6 +60,7 @@ __all__ = [
     "channel_moments",
     "column_max",
     "row_blocks",
+    "sample_blocks",
     "norm_affine",
     "norm_act_block_",
     "normalize_",
@@ -183,7 +188,8 @@ class Moments:
     and its sum of squares about that mean are kept; ``result`` combines them in float64 (Chan, Golub and LeVeque's
     pairwise update). Feeding a block right after it is written, while it is still in cache, saves a sweep over
     memory. A contiguous block is read as rows of several voxels (``_wide_rows``) so that both threads share the
-    column sums.
+    column sums. A block may hold the same rows of several samples (``(B', k, C)``, see ``sample_blocks``): small
+    layers then cost a few operations per block instead of a few per sample.
 
     Args:
         batch, channels: B and C.
@@ -192,18 +198,23 @@ class Moments:
     """
 
     def __init__(self, batch: int, channels: int, workspace: Workspace | None = None) -> None:
+        self.batch = batch
         self.channels = channels
         self._workspace = workspace if workspace is not None else active_workspace()
-        self._shifts: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-        self._remainders: list[list[torch.Tensor | None]] = [[] for _ in range(batch)]
-        self._squares: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-        self._counts: list[list[int]] = [[] for _ in range(batch)]
+        # Per block: (samples, rows, shift (B', C), remainder or None, squares), float32; the last two
+        # (B', fold * C) with the wide rows' fold of voxels.
+        self._blocks: list[tuple[slice, int, torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        self._counts = [0] * batch
 
-    def add(self, sample: int, block: torch.Tensor) -> None:
-        """Account for ``block`` (k, C), rows of sample ``sample``; its last dimension must be contiguous."""
-        k, c = block.shape
+    def add(self, sample: int | slice, block: torch.Tensor) -> None:
+        """Account for ``block``: rows (k, C) of sample ``sample``, or rows (B', k, C) of the samples ``sample``
+        (a slice); its last dimension must be contiguous."""
+        samples = slice(sample, sample + 1) if isinstance(sample, int) else sample
+        if block.dim() == 2:
+            block = block.unsqueeze(0)
+        m, k, c = block.shape
         wide, group = _wide_rows(block)
-        t = self._workspace.get("moments.centred", (k * c,), torch.float32, block.device).view(wide.shape)
+        t = self._workspace.get("moments.centred", (m * k * c,), torch.float32, block.device).view(wide.shape)
         source = wide
         if block.dtype != torch.float32:
             t.copy_(source)
@@ -211,44 +222,46 @@ class Moments:
         # Centre on the block's float32 mean (its cascade sum / k), square, sum: Chan et al.'s pairwise form. Where
         # |mean| >> std (over 8 std) the rounding of that mean matters, so the centred values are also summed:
         # the mean the pairs combine is then the shift plus that small, exactly recoverable remainder.
-        shift = torch.sum(torch.sum(wide, 0).view(group, c), 0).mul_(1.0 / k)
-        repeated = shift.repeat(group)
+        shift = torch.sum(torch.sum(wide, 1).view(m, group, c), 1).mul_(1.0 / k)
+        repeated = shift.repeat(1, group).unsqueeze(1)
         torch.sub(wide, repeated, out=t)
         t.mul_(t)
-        squares = torch.sum(t, 0)
+        squares = torch.sum(t, 1)  # (B', group * C): folded to C channels in float64 in ``result``, as are remainders
         remainder = None
-        if bool((shift * shift * k > 64.0 * squares.view(group, c).sum(0)).any()):
+        if bool((shift * shift * k > 64.0 * squares.view(m, group, c).sum(1)).any()):
             t.copy_(source)  # converts, where the block is not float32
             t.sub_(repeated)
-            remainder = torch.sum(t, 0)
-        self._shifts[sample].append(shift)
-        self._remainders[sample].append(remainder)
-        self._squares[sample].append(squares)  # folded to C channels in ``result``, as are the remainders
-        self._counts[sample].append(k)
+            remainder = torch.sum(t, 1)
+        self._blocks.append((samples, k, shift, remainder, squares))
+        for i in range(*samples.indices(self.batch)):
+            self._counts[i] += k
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, var), each float32 of shape (B, 1, C), over all rows added so far for each sample."""
-        means, variances = [], []
-        c = self.channels
-        for shifts, remainders, squares, counts in zip(
-            self._shifts, self._remainders, self._squares, self._counts, strict=False
-        ):
-            if not counts:
-                raise ValueError("no rows were added for a sample")
-            k = torch.tensor(counts, dtype=torch.float64)[:, None]
-            shift = torch.stack(shifts).double()
-            # Sum of each block's values about its shift (k, C): zero up to rounding where not measured.
-            about = torch.zeros_like(shift)
-            for j, remainder in enumerate(remainders):
-                if remainder is not None:
-                    about[j] = remainder.double().view(-1, c).sum(0)
-            n = float(sum(counts))
-            mean = (k * shift + about).sum(0) / n
-            offset = shift - mean
-            m2 = torch.cat(squares).double().view(-1, c).sum(0) + (2 * offset * about + k * offset**2).sum(0)
-            means.append(mean)
-            variances.append(m2 / n)
-        return torch.stack(means).float()[:, None], torch.stack(variances).float()[:, None]
+        if not all(self._counts):
+            raise ValueError("no rows were added for a sample")
+        b, c, j = self.batch, self.channels, len(self._blocks)
+        if j == 1 and self._blocks[0][3] is None:  # one block of every sample, centred on its own mean: no update
+            shift, squares = self._blocks[0][2], self._blocks[0][4]
+            var = squares.double().view(b, -1, c).sum(1).div_(self._counts[0])
+            return shift.unsqueeze(1), var.float().unsqueeze(1)
+        # (J, B, C) float64 per block and sample; zero where a block does not hold the sample (it then adds nothing).
+        k = torch.zeros(j, b, 1, dtype=torch.float64)
+        shift = torch.zeros(j, b, c, dtype=torch.float64)
+        squares = torch.zeros(j, b, c, dtype=torch.float64)
+        about = torch.zeros(j, b, c, dtype=torch.float64)  # each block's sum about its shift: 0 where not measured
+        for index, (samples, rows_, block_shift, remainder, block_squares) in enumerate(self._blocks):
+            k[index, samples] = rows_
+            m = block_shift.shape[0]
+            shift[index, samples] = block_shift
+            squares[index, samples] = block_squares.double().view(m, -1, c).sum(1)
+            if remainder is not None:
+                about[index, samples] = remainder.double().view(m, -1, c).sum(1)
+        n = torch.tensor(self._counts, dtype=torch.float64)[:, None]
+        mean = (k * shift + about).sum(0) / n
+        offset = shift - mean
+        m2 = squares.sum(0) + (2 * offset * about + k * offset**2).sum(0)
+        return mean.float()[:, None], (m2 / n).float()[:, None]
 
 
 def row_blocks(n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[tuple[int, int]]:
@@ -263,6 +276,19 @@ def row_blocks(n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[t
     return [(start, min(n, start + per_block)) for start in range(0, n, per_block)]
 
 
+def sample_blocks(b: int, n: int, channels: int, elements: int = _BLOCK_ELEMENTS) -> list[tuple[slice, int, int]]:
+    """Blocks of B samples' N rows of ``channels`` values, as ``(samples, start, stop)``: ``x3[samples, start:stop]``.
+
+    Where one sample's rows fit in ``elements`` values, a block is all rows of as many whole samples as fit (one
+    operation then covers the batch of a small layer); otherwise it is one sample's ``row_blocks``.
+    """
+    per_sample = max(1, n * channels)
+    if per_sample <= elements:
+        group = elements // per_sample
+        return [(slice(i, min(b, i + group)), 0, n) for i in range(0, b, group)]
+    return [(slice(i, i + 1), start, stop) for i in range(b) for start, stop in row_blocks(n, channels, elements)]
+
+
 def channel_moments(x3: torch.Tensor, workspace: Workspace | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance over N of a (B, N, C) tensor, per sample and channel (``Moments`` over its blocks).
 
@@ -273,35 +299,32 @@ def channel_moments(x3: torch.Tensor, workspace: Workspace | None = None) -> tup
     """
     b, n, c = x3.shape
     moments = Moments(b, c, workspace)
-    for i in range(b):
-        for start, stop in row_blocks(n, c, _CHUNK_ELEMENTS):
-            moments.add(i, x3[i, start:stop])
+    for samples, start, stop in sample_blocks(b, n, c, _CHUNK_ELEMENTS):
+        moments.add(samples, x3[samples, start:stop])
     return moments.result()
 
 
 def _wide_rows(block: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """A (k, C) block as rows of ``fold`` voxels, (k / fold, fold * C), and the fold used (1 where it cannot be).
+    """A (..., k, C) block as rows of ``fold`` voxels, (..., k / fold, fold * C), and the fold used (1 where it
+    cannot be).
 
     ``fold`` is as many voxels as fit in ``_WIDE_ROW`` values.
 
     Column reductions over such rows run over whole vectors that two threads can share, where a (k, C) column
     reduction with C = 24 runs on one thread; the ``fold`` partial results per channel are then combined.
     """
-    k, c = block.shape
+    *lead, k, c = block.shape
     fold = max(1, _WIDE_ROW // max(c, 1))
     if fold > 1 and k % fold == 0 and block.is_contiguous():
-        return block.view(k // fold, fold * c), fold
+        return block.view(*lead, k // fold, fold * c), fold
     return block, 1
 
 
 def column_max(x3: torch.Tensor) -> torch.Tensor:
     """Maximum over N of a (B, N, C) tensor, per sample and channel: (B, C), exact."""
     b, n, c = x3.shape
-    peaks = []
-    for i in range(b):
-        wide, group = _wide_rows(x3[i])
-        peaks.append(wide.amax(0).view(group, c).amax(0))
-    return torch.stack(peaks)
+    wide, group = _wide_rows(x3)
+    return wide.amax(1).view(b, group, c).amax(1)
 
 
 def norm_affine(
@@ -328,9 +351,10 @@ def norm_affine(
 def norm_act_block_(
     source: torch.Tensor, out: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, slope: float | None
 ) -> torch.Tensor:
-    """``out = prelu(source * scale + shift)`` for one sample's block (channels last; ``out`` may be ``source``).
+    """``out = prelu(source * scale + shift)`` for a block (channels last; ``out`` may be ``source``).
 
-    ``scale`` and ``shift`` are (C,) (a row of ``norm_affine``'s results); the PReLU has a single slope (an
+    ``scale`` and ``shift`` broadcast against the block: (C,) (a row of ``norm_affine``'s results) for one sample's
+    (k, C) rows, (B', 1, C) for several samples' (B', k, C) rows; the PReLU has a single slope (an
     in-place leaky ReLU); None for no activation. ``out`` has ``source``'s shape and may be a strided view.
     """
     torch.addcmul(shift, source, scale, out=out)
@@ -361,10 +385,9 @@ def normalize_(
     """
     scale, shift = norm_affine(mean, var, eps, weight, bias, x3.dtype)
     b, n, c = x3.shape
-    for i in range(b):
-        for start, stop in row_blocks(n, c):
-            block = x3[i, start:stop]
-            norm_act_block_(block, block, scale[i], shift[i], slope)
+    for samples, start, stop in sample_blocks(b, n, c):
+        block = x3[samples, start:stop]
+        norm_act_block_(block, block, scale[samples, None], shift[samples, None], slope)
     return x3
 
 
@@ -381,6 +404,11 @@ def _conv_output_shape(x: torch.Tensor, weight: torch.Tensor, padding: int, dila
 
 
 _into_buffer_works: dict[torch.dtype, bool] = {}
+
+# Convolution outputs from this many values up are written into a workspace buffer (``grouped_conv``). Smaller ones
+# come from the allocator's reused memory without page faults, and oneDNN's plain convolution is faster than its
+# zero-then-add form on them (a 4 x 12 x 32^3 depthwise convolution on one thread: 1.2 against 1.6 ms).
+_INTO_BUFFER_MIN_ELEMENTS = 1 << 22
 
 
 def _conv_into_buffer_works(dtype: torch.dtype) -> bool:
@@ -411,12 +439,14 @@ def grouped_conv(
 ) -> torch.Tensor:
     """``F.conv3d(x, weight, None, padding=padding, dilation=dilation, groups=groups)``, channels-last.
 
-    Where PyTorch allows it, the result is written into the workspace buffer ``name`` (zeroed, then the convolution
-    added to it: the same values, bit for bit) instead of fresh memory, which the first write page-faults in again
-    on every call; the result is then only valid until the buffer is next used.
+    Where PyTorch allows it and the output is large (``_INTO_BUFFER_MIN_ELEMENTS``), the result is written into the
+    workspace buffer ``name`` (zeroed, then the convolution added to it: the same values, bit for bit) instead of
+    fresh memory, which the first write page-faults in again on every call; the result is then only valid until
+    the buffer is next used.
     """
-    if _conv_into_buffer_works(x.dtype):
-        b, c, d, h, w = _conv_output_shape(x, weight, padding, dilation)
+    shape = _conv_output_shape(x, weight, padding, dilation)
+    if math.prod(shape) >= _INTO_BUFFER_MIN_ELEMENTS and _conv_into_buffer_works(x.dtype):
+        b, c, d, h, w = shape
         out = workspace.get(name, (b, d, h, w, c), x.dtype, x.device).permute(0, 4, 1, 2, 3)
         out.zero_()
         size = [padding] * 3
@@ -447,15 +477,50 @@ def depthwise_conv(
         return rows(out), out.permute(0, 2, 3, 4, 1)
     if d_ % k or h % k or w % k:
         return _depthwise_padded(x, weight, k, ws)
-    n0, n1, n2 = d_ // k, h // k, w // k
+    n0, n1 = d_ // k, h // k
     # Gather the (z mod k, y mod k) phases into the batch axis; the x phase is folded into the channels.
     packed = ws.get("depthwise.phases", (b, k, k, n0, n1, w * c), x.dtype, x.device)
     packed.copy_(x.permute(0, 2, 3, 4, 1).reshape(b, n0, k, n1, k, w * c).permute(0, 2, 4, 1, 3, 5))
-    grid = packed.view(b * k * k, n0, n1, n2, k * c).permute(0, 4, 1, 2, 3)
+    return _phase_conv(packed, weight, k, c, ws)
+
+
+def _phase_conv(
+    packed: torch.Tensor, weight: torch.Tensor, k: int, c: int, ws: Workspace
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The undilated depthwise convolution of space-to-batch phases ``packed`` (B, kz, ky, D/k, H/k, W * C).
+
+    Returns ``depthwise_conv``'s ``(rows, natural)``, natural as (B, D/k, kz, H/k, ky, W, C).
+    """
+    b, _, _, n0, n1, wc = packed.shape
+    w = wc // c
+    grid = packed.view(b * k * k, n0, n1, w // k, k * c).permute(0, 4, 1, 2, 3)
     out = grouped_conv(grid, weight.repeat(k, 1, 1, 1, 1), 1, 1, k * c, ws, "depthwise.out")
     flat = out.permute(0, 2, 3, 4, 1).reshape(b, k, k, n0, n1, w, c)
     natural = flat.permute(0, 3, 1, 4, 2, 5, 6)  # (B, n0, kz, n1, ky, W, C)
     return flat.view(b, -1, c), natural
+
+
+def _phase_pieces(n: int, k: int) -> list[tuple[slice, slice, slice]]:
+    """An axis of ``n`` voxels as sub-grid positions ``a`` and phases ``p`` (voxel ``a * k + p``) at dilation ``k``:
+    ``(voxels, positions, phases)`` of its whole groups of ``k`` voxels, and of the partial group at its end."""
+    q, r = divmod(n, k)
+    pieces = [(slice(0, q * k), slice(0, q), slice(0, k))] if q else []
+    if r:
+        pieces.append((slice(q * k, n), slice(q, q + 1), slice(0, r)))
+    return pieces
+
+
+def _as_phases(voxels: torch.Tensor, z: tuple[slice, slice, slice], y: tuple[slice, slice, slice]) -> torch.Tensor:
+    """The piece (``_phase_pieces`` of z and y) of (B, D, H, W, C) ``voxels`` as (B, a_z, p_z, a_y, p_y, W, C)."""
+    (zv, za, zp), (yv, ya, yp) = z, y
+    return voxels[:, zv, yv].unflatten(1, (za.stop - za.start, zp.stop)).unflatten(3, (ya.stop - ya.start, yp.stop))
+
+
+def _in_phases(
+    phases: torch.Tensor, z: tuple[slice, slice, slice], y: tuple[slice, slice, slice], width: int
+) -> torch.Tensor:
+    """The same piece of a (B, n0, kz, n1, ky, W', C) phase view, cut to ``width`` voxels along x."""
+    return phases[:, z[1], z[2], y[1], y[2], :width]
 
 
 def _depthwise_padded(
@@ -467,37 +532,46 @@ def _depthwise_padded(
     32^3 on two cores), so ``x`` is zero-padded at the far end of each axis to a multiple of ``k`` and convolved
     by space-to-batch. Exact: a real voxel's neighbour ``k`` voxels beyond the image is zero either way (an
     appended zero, or the convolution's own zero padding), so the real voxels get the same products and sums; the
-    padded voxels' outputs are dropped. Returns ``depthwise_conv``'s ``(rows, natural)``, natural in (B, D, H, W, C)
-    order, views of the workspace buffer "depthwise.valid".
+    padded voxels' outputs are dropped. The padding happens in the phase layout itself: the phases are zeroed and
+    each piece of ``x`` (``_phase_pieces`` of z and y; x is cut to its width) copied to its place; the real
+    voxels' outputs are copied back the same way. Returns ``depthwise_conv``'s ``(rows, natural)``, natural in
+    (B, D, H, W, C) order, views of the workspace buffer "depthwise.valid".
     """
     b, c, d_, h, w = x.shape
-    size = [n + (-n) % k for n in (d_, h, w)]
-    padded = ws.get("depthwise.padded", (b, *size, c), x.dtype, x.device)
-    padded[:, d_:].zero_()
-    padded[:, :d_, h:].zero_()
-    padded[:, :d_, :h, w:].zero_()
-    padded[:, :d_, :h, :w].copy_(x.permute(0, 2, 3, 4, 1))
-    _, natural = depthwise_conv(padded.permute(0, 4, 1, 2, 3), weight, k, ws)
-    whole = ws.get("depthwise.whole", (b, *size, c), x.dtype, x.device)
-    whole.view(natural.shape).copy_(natural)
+    n0, n1, wide = (-(-n // k) for n in (d_, h, w))
+    packed = ws.get("depthwise.phases", (b, k, k, n0, n1, wide * k * c), x.dtype, x.device)
+    packed.zero_()
+    phases = packed.view(b, k, k, n0, n1, wide * k, c).permute(0, 3, 1, 4, 2, 5, 6)  # (B, n0, kz, n1, ky, W', C)
+    source = x.permute(0, 2, 3, 4, 1)
     valid = ws.get("depthwise.valid", (b, d_, h, w, c), x.dtype, x.device)
-    valid.copy_(whole[:, :d_, :h, :w])
+    pieces = [(z, y) for z in _phase_pieces(d_, k) for y in _phase_pieces(h, k)]
+    for z, y in pieces:
+        _in_phases(phases, z, y, w).copy_(_as_phases(source, z, y))
+    _, natural = _phase_conv(packed, weight, k, c, ws)
+    for z, y in pieces:
+        _as_phases(valid, z, y).copy_(_in_phases(natural, z, y, w))
     return valid.view(b, -1, c), valid
 
 
-def natural_blocks(natural: torch.Tensor) -> Iterator[tuple[int, int, int, torch.Tensor]]:
-    """Blocks of ``depthwise_conv``'s ``natural`` view, as ``(sample, start, stop, block)``.
+def natural_blocks(natural: torch.Tensor) -> Iterator[tuple[slice, int, int, torch.Tensor]]:
+    """Blocks of ``depthwise_conv``'s ``natural`` view, as ``(samples, start, stop, block)``.
 
-    Each block is a range of slabs along the outermost spatial axis (z, or z // dilation after space-to-batch), so
-    it covers the contiguous rows [start, stop) of the natural voxel order; ``block`` is the (strided) view of
-    those rows in the phase-ordered result, to be read into ``rows[sample, start:stop].view(block.shape)``.
+    Each block is a range of slabs along the outermost spatial axis (z, or z // dilation after space-to-batch) of
+    one sample, or where a sample fits in a block, whole samples; so it covers the contiguous rows [start, stop) of
+    the natural voxel order of the samples ``samples`` (a slice); ``block`` is the (strided) view of those rows in
+    the phase-ordered result, to be read into ``rows[samples, start:stop].view(block.shape)``.
     """
     b, outer = natural.shape[:2]
     c = natural.shape[-1]
     per_slab = natural[0, 0].numel() // c
     step = max(1, _BLOCK_ELEMENTS // (c * per_slab))
+    if step >= outer:  # whole samples per block
+        group = max(1, _BLOCK_ELEMENTS // (c * per_slab * outer))
+        for i in range(0, b, group):
+            yield slice(i, min(b, i + group)), 0, outer * per_slab, natural[i : i + group]
+        return
     for i in range(b):
         for z in range(0, outer, step):
-            block = natural[i, z : z + step]
+            block = natural[i : i + 1, z : z + step]
             start = z * per_slab
-            yield i, start, start + block.numel() // c, block
+            yield slice(i, i + 1), start, start + block[0].numel() // c, block

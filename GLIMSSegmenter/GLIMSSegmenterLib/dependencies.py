@@ -53,7 +53,6 @@ class Requirement:
 
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("torch", "2.4", Source.PYTORCH_EXTENSION),
-    Requirement("monai", "1.3"),
     Requirement("numpy", "1.24", Source.SLICER),
     Requirement("SimpleITK", "2.3", Source.SLICER),
     Requirement("safetensors", "0.4"),

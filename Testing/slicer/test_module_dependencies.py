@@ -47,15 +47,15 @@ def test_nothing_is_missing_in_this_environment():
 
 
 def test_missing_and_too_old_packages_are_reported_and_described():
-    installed = {"torch": "2.1.0+cu121", "monai": None, "numpy": "2.4.6", "SimpleITK": "2.5.7",
-                 "safetensors": "0.4.0", "jsonschema": "4.26.0", "psutil": "7.2.2", "filelock": "3.12.0",
+    installed = {"torch": "2.1.0+cu121", "numpy": "2.4.6", "SimpleITK": "2.5.7",
+                 "safetensors": None, "jsonschema": "4.26.0", "psutil": "7.2.2", "filelock": "3.12.0",
                  "nibabel": "5.4.2"}
     missing = deps.missingRequirements(versionOf=installed.get)
-    assert [s.requirement.name for s in missing] == ["torch", "monai"]
+    assert [s.requirement.name for s in missing] == ["torch", "safetensors"]
     assert missing[0].describe() == "torch >= 2.4 (2.1.0+cu121 installed; from the PyTorch extension)"
-    assert missing[1].describe() == "monai >= 1.3 (not installed; from pip)"
+    assert missing[1].describe() == "safetensors >= 0.4 (not installed; from pip)"
     prompt = deps.installPrompt(missing)
-    assert "monai >= 1.3 (not installed; from pip)" in prompt and prompt.rstrip().endswith("restart afterwards.")
+    assert "safetensors >= 0.4 (not installed; from pip)" in prompt and prompt.rstrip().endswith("restart afterwards.")
 
 
 @pytest.mark.parametrize(("version", "minimum", "ok"), [
@@ -66,13 +66,13 @@ def test_version_comparison(version, minimum, ok):
 
 
 def test_install_routes_torch_to_pytorch_utils_and_the_rest_to_pip():
-    missing = deps.missingRequirements(versionOf={"torch": None, "monai": "1.2", "numpy": "2.0", "SimpleITK": "2.5",
-                                                  "safetensors": None, "jsonschema": "4.1", "psutil": "6.0",
+    missing = deps.missingRequirements(versionOf={"torch": None, "numpy": "2.0", "SimpleITK": "2.5",
+                                                  "safetensors": None, "jsonschema": "3.2", "psutil": "6.0",
                                                   "filelock": "3.20.0", "nibabel": "5.0"}.get)
     torch_calls, pip_calls = [], []
     deps.installRequirements(missing, pipInstall=pip_calls.append, installTorch=torch_calls.append)
     assert torch_calls == [">=2.4"]
-    assert pip_calls == [["monai>=1.3", "safetensors>=0.4"]]
+    assert pip_calls == [["safetensors>=0.4", "jsonschema>=4.0"]]
 
 
 def test_what_cannot_be_installed_from_here_is_explained():

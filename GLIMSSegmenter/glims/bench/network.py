@@ -460,7 +460,9 @@ def _swinunetr(in_channels: int, out_channels: int) -> torch.nn.Module:
         import einops  # noqa: F401  (MONAI's SwinUNETR needs it and imports it lazily)
         from monai.networks.nets import SwinUNETR
     except ImportError as err:
-        raise BenchError(f"MONAI's SwinUNETR is unavailable here ({err.name} is not installed)") from err
+        raise BenchError(
+            f"MONAI's SwinUNETR is unavailable here ({err.name} is not installed; pip install 'glims[bench]')"
+        ) from err
     try:
         return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=48)
     except TypeError:  # MONAI < 1.5 also wants img_size (the installed MONAI's signature has none)

@@ -116,7 +116,7 @@ class RequirementStatus:
         return self.installed is not None and versionAtLeast(self.installed, self.requirement.minimumVersion)
 
     def describe(self) -> str:
-        """E.g. ``monai >= 1.3 (not installed; from pip)``."""
+        """E.g. ``safetensors >= 0.4 (not installed; from pip)``."""
         state = "not installed" if self.installed is None else f"{self.installed} installed"
         requirement = self.requirement
         return f"{requirement.name} >= {requirement.minimumVersion} ({state}; from {requirement.source.value})"

@@ -82,9 +82,9 @@ class InferenceOptions:
     @classmethod
     def from_spec(cls, section: InferenceSpec, **settings: Any) -> InferenceOptions:
         """A model's catalog settings (``overlap``, ``blend``, ``sw_batch_size``), with ``settings`` (any field)
-        given or overriding them."""
+        given or overriding them; a setting given as None is not given (the model's value, else the default)."""
         own = {"overlap": section.overlap, "blend": section.blend, "sw_batch_size": section.sw_batch_size}
-        return cls(**{**own, **settings})
+        return cls(**{**own, **{key: value for key, value in settings.items() if value is not None}})
 
 
 def resolve_device(name: str = "auto") -> torch.device:

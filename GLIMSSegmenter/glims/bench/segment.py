@@ -67,12 +67,11 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(spec["threads"]))
     model = resolve_model(spec["model"], spec["home"])
-    defaults = InferenceOptions.from_spec(model.inference)
-    options = InferenceOptions(
+    options = InferenceOptions.from_spec(
+        model.inference,
         device=spec["device"],
-        overlap=defaults.overlap if spec["overlap"] is None else float(spec["overlap"]),
-        blend=defaults.blend,
-        sw_batch_size=spec["sw_batch_size"] or defaults.sw_batch_size,
+        overlap=spec["overlap"],
+        sw_batch_size=spec["sw_batch_size"] or None,
         precision=spec["precision"],
         fast_path=bool(spec["fast_path"]),
     )

@@ -95,14 +95,14 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         raise ConfigError("--dicom-reference names the series of a DICOM output: add --dicom-seg or --dicom-rtstruct")
     catalog = load_catalog(args.home)
     spec = catalog.get(args.model) if args.model else catalog.default(args.preset)
-    defaults = InferenceOptions.from_spec(spec.inference)
-    options = InferenceOptions(
-        device=args.device or defaults.device,
-        overlap=defaults.overlap if args.overlap is None else args.overlap,
-        blend=args.blend or defaults.blend,
-        sw_batch_size=args.sw_batch_size or defaults.sw_batch_size,
-        precision=args.precision or defaults.precision,
-        tta=args.tta or defaults.tta,
+    options = InferenceOptions.from_spec(
+        spec.inference,
+        device=args.device or None,
+        overlap=args.overlap,
+        blend=args.blend,
+        sw_batch_size=args.sw_batch_size or None,
+        precision=args.precision,
+        tta=args.tta,
     )
     ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
     with cancel_on_signals(ui.cancel) as token:

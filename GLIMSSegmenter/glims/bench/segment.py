@@ -154,10 +154,9 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
     spec_type = SegmentSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        d = SegmentSpec
         add_spec_options(
             parser,
-            d,
+            SegmentSpec,
             {
                 "case": "BraTS case folder (default: a synthetic 240x240x155 case)",
                 "model": "catalog model (default: seeded random full-size GLIMS)",

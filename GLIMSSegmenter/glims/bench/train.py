@@ -114,10 +114,9 @@ class TrainBenchmark(BenchTarget[TrainSpec]):
     spec_type = TrainSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        d = TrainSpec
         add_spec_options(
             parser,
-            d,
+            TrainSpec,
             {
                 "configs": f"comma-separated from: {', '.join(TRAIN_CONFIGS)}",
                 "steps": "timed optimiser steps per configuration",

@@ -143,10 +143,9 @@ class WarmWorkerBenchmark(BenchTarget[WarmSpec]):
     spec_type = WarmSpec
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        d = WarmSpec
         add_spec_options(
             parser,
-            d,
+            WarmSpec,
             {
                 "case": "case folder (default: a synthetic 240x240x155 BraTS-like case)",
                 "model": "catalog model (default: the default brats model, the bundled one)",

@@ -20,8 +20,10 @@ from glims.network.fast_cpu import (
     depthwise_conv,
     grouped_conv,
     natural_blocks,
+    norm_act_block_,
     normalize_,
     to_channels_last,
+    wide_broadcast,
 )
 
 TINY = dict(feature_size=6, num_heads=(1, 2, 2, 4), depths=(2, 2, 2, 2))
@@ -206,6 +208,43 @@ def test_normalize_in_place_equals_group_norm_then_prelu():
     out = normalize_(x3, mean, var, 1e-5, weight, bias, slope)
     assert out.data_ptr() == x3.data_ptr()
     assert torch.allclose(out.view(2, 6, 7, 8, 4).permute(0, 4, 1, 2, 3), expected, atol=2e-6)
+
+
+@pytest.mark.parametrize(
+    "shape, per_sample",
+    [
+        ((3, 4096, 12), True),  # several samples' rows, (B', 1, C) values: widened
+        ((4096, 24), False),  # one sample's rows, (C,) values: widened
+        ((2, 8, 16, 16, 12), True),  # a natural block, (B', 1, 1, 1, C) values: widened
+        ((2, 100, 12), True),  # 100 rows are not a multiple of the fold (32): left narrow
+        ((2, 64, 7), True),  # 7 channels: fold 54 does not divide 64 rows: left narrow
+    ],
+)
+def test_norm_act_on_wide_rows_equals_the_per_channel_broadcast_bit_for_bit(shape, per_sample):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(shape, generator=gen) * 2 + 0.5
+    c = shape[-1]
+    values_shape = (shape[0], *([1] * (len(shape) - 2)), c) if per_sample else (c,)
+    scale, shift = torch.randn(values_shape, generator=gen), torch.randn(values_shape, generator=gen)
+    expected = F.leaky_relu(torch.addcmul(shift, x, scale), 0.2)
+    widened = wide_broadcast(x, x, scale, shift)
+    fold = 384 // c
+    rows_per_sample = x.numel() // (c * (shape[0] if per_sample else 1))
+    assert (widened is not None) == (rows_per_sample % fold == 0)
+    if widened is not None:
+        assert widened[0].shape[-1] == fold * c and widened[2].shape[-1] == fold * c
+    out = torch.empty_like(x)
+    assert norm_act_block_(x, out, scale, shift, 0.2) is out
+    assert torch.equal(out, expected)
+    norm_act_block_(x, x, scale, shift, 0.2)  # in place
+    assert torch.equal(x, expected)
+
+
+def test_wide_rows_are_refused_for_strided_blocks_and_mismatched_values():
+    x = torch.randn(2, 64, 12)
+    assert wide_broadcast(x[:, ::2], torch.empty(2, 32, 12), torch.randn(12)) is None  # not contiguous
+    assert wide_broadcast(x, x, torch.randn(3, 1, 12)) is None  # values for another number of samples
+    assert wide_broadcast(x, x, torch.randn(2, 64, 12)) is None  # not per channel
 
 
 def _fast_and_reference_and_float64(net: GLIMS, x: torch.Tensor):

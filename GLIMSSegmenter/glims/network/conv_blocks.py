@@ -35,6 +35,7 @@ from .fast_cpu import (
     rows,
     sample_blocks,
     to_channels_last,
+    wide_broadcast,
 )
 
 __all__ = ["ConvNormAct", "DepthwiseUnit", "DACB", "DMSF", "DMSU", "CSAB", "OutputHead"]
@@ -394,7 +395,11 @@ class CSAB(nn.Module):
         gate = torch.sigmoid(mlp(avg) + mlp(peak)).to(x.dtype)[:, None, :]
         out = empty_channels_last(x)
         y = rows(out)
-        torch.mul(x3, gate, out=y)
+        wide = wide_broadcast(x3, y, gate)
+        if wide is not None:
+            torch.mul(wide[0], wide[2], out=wide[1])
+        else:
+            torch.mul(x3, gate, out=y)
         y.mul_(self.SpatialGate.spatial.constant_gate().to(x.dtype))
         return out
 

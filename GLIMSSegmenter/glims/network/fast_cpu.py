@@ -15,7 +15,8 @@ whose page faults cost as much as the work done in it. This module computes the 
 * **instance/group norm statistics** are accumulated over cache-sized blocks of rows (``Moments``: per-block cascade
   sums, block-centred squares, blocks combined in float64), as accurate as the reference kernels; a block is read as
   rows of several voxels (384 values) so that both threads share its column sums. The normalisation, affine and
-  PReLU are applied in place block by block (``addcmul`` then ``leaky_relu_``, which is PReLU for one slope);
+  PReLU are applied in place block by block (``addcmul`` then ``leaky_relu_``, which is PReLU for one slope), on
+  rows of several voxels where the block allows it (``wide_broadcast``: 2-4x faster than 12-value rows);
 * the **DACB** works block by block: each block of a branch is normalised, activated and multiplied into the hidden
   layer, and the next norm's statistics are taken from each block while it is in cache, instead of separate sweeps
   over whole 85-170 MB tensors;
@@ -63,6 +64,7 @@ __all__ = [
     "sample_blocks",
     "norm_affine",
     "norm_act_block_",
+    "wide_broadcast",
     "normalize_",
     "depthwise_conv",
     "grouped_conv",
@@ -357,10 +359,49 @@ def norm_act_block_(
     (k, C) rows, (B', 1, C) for several samples' (B', k, C) rows; the PReLU has a single slope (an
     in-place leaky ReLU); None for no activation. ``out`` has ``source``'s shape and may be a strided view.
     """
-    torch.addcmul(shift, source, scale, out=out)
+    wide = wide_broadcast(source, out, scale, shift)
+    if wide is not None:
+        source, target, scale, shift = wide
+        torch.addcmul(shift, source, scale, out=target)
+    else:
+        torch.addcmul(shift, source, scale, out=out)
     if slope is not None:
         F.leaky_relu_(out, slope)
     return out
+
+
+def wide_broadcast(
+    source: torch.Tensor, out: torch.Tensor, *per_channel: torch.Tensor
+) -> tuple[torch.Tensor, ...] | None:
+    """``source`` and ``out`` as wide rows (``_wide_rows``), with the per-channel values repeated to match, for an
+    element-wise op that broadcasts ``per_channel`` over them; None where they cannot be viewed so.
+
+    A broadcast over rows of C = 12 or 24 values runs one short vector per row; over rows of 384 values it runs
+    whole vectors (2-4x faster on a 32^3 layer), and each element gets the same value and operation, so the result
+    is the same bit for bit. ``source`` and ``out`` (which may be ``source``) must be contiguous and of the same
+    shape; each of ``per_channel`` is (C,) or (B', 1, ..., 1, C) with B' = ``source.shape[0]``.
+
+    Returns:
+        ``(source, out, *per_channel)`` as (L, k / fold, fold * C) and (L, 1, fold * C) views and repeats.
+    """
+    c = source.shape[-1]
+    fold = max(1, _WIDE_ROW // max(c, 1))
+    if fold < 2 or out.shape != source.shape or not (source.is_contiguous() and out.is_contiguous()):
+        return None
+    lead = 1
+    for values in per_channel:
+        if values.shape[-1] != c or any(size != 1 for size in values.shape[1:-1]):
+            return None
+        if values.dim() > 1:
+            if values.shape[0] != source.shape[0]:
+                return None
+            lead = values.shape[0]
+    count = source.numel() // (lead * c)
+    if count % fold:
+        return None
+    shape = (lead, count // fold, fold * c)
+    repeated = tuple(values.reshape(-1, 1, c).expand(lead, 1, c).repeat(1, 1, fold) for values in per_channel)
+    return (source.view(shape), out.view(shape), *repeated)
 
 
 def normalize_(

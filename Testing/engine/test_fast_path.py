@@ -245,6 +245,7 @@ def test_wide_rows_are_refused_for_strided_blocks_and_mismatched_values():
     assert wide_broadcast(x[:, ::2], torch.empty(2, 32, 12), torch.randn(12)) is None  # not contiguous
     assert wide_broadcast(x, x, torch.randn(3, 1, 12)) is None  # values for another number of samples
     assert wide_broadcast(x, x, torch.randn(2, 64, 12)) is None  # not per channel
+    assert wide_broadcast(x, x, torch.randn(2, 12)) is None  # broadcasts over samples, not over rows
 
 
 def _fast_and_reference_and_float64(net: GLIMS, x: torch.Tensor):

@@ -390,7 +390,9 @@ def wide_broadcast(
         return None
     lead = 1
     for values in per_channel:
-        if values.shape[-1] != c or any(size != 1 for size in values.shape[1:-1]):
+        if values.dim() not in (1, source.dim()) or values.shape[-1] != c:
+            return None
+        if any(size != 1 for size in values.shape[1:-1]):
             return None
         if values.dim() > 1:
             if values.shape[0] != source.shape[0]:

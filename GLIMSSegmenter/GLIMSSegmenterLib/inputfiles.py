@@ -20,6 +20,7 @@ import itertools
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +52,14 @@ class InputFileCache:
     """The last input file written per input role (e.g. ``flair``), reused while its volume is unchanged.
 
     Args:
-        temporaryRoot: the folder in which the cache makes its own folder (None: the system's temporary folder).
+        temporaryRoot: the folder in which the cache makes its own folder (None: the system's temporary folder),
+            or a function that returns it when the folder is made.
 
     Attributes:
         reused, written: files handed out again / written since the last :meth:`takeCounts`.
     """
 
-    def __init__(self, temporaryRoot: str | None = None) -> None:
+    def __init__(self, temporaryRoot: str | Callable[[], str | None] | None = None) -> None:
         self.temporaryRoot = temporaryRoot
         self.reused = 0
         self.written = 0
@@ -114,6 +116,7 @@ class InputFileCache:
     def _ownFolder(self) -> Path:
         if self._folder is None or not self._folder.is_dir():
             self.clear()
-            self._folder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-inputs-", dir=self.temporaryRoot))
+            root = self.temporaryRoot() if callable(self.temporaryRoot) else self.temporaryRoot
+            self._folder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-inputs-", dir=root))
             self._finalizer = weakref.finalize(self, shutil.rmtree, str(self._folder), True)
         return self._folder

@@ -72,7 +72,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         self.jobs = JobSlot()
         self.useWarmWorker = os.environ.get("GLIMS_WARM_WORKER", "1").strip() != "0"
         self.warmWorker: WarmWorker = sharedWarmWorker()
-        self.inputFiles = InputFileCache(self.temporaryRoot())
+        self.inputFiles = InputFileCache(self.temporaryRoot)
         self._watchedScenes: set[int] = set()
         self._catalog = None
 

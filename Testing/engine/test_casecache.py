@@ -8,12 +8,11 @@ import os
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_worker import write_case
 
 from glims.casecache import CaseCache, active_case_cache, prepared_case, use_case_cache
 from glims.catalog_sections import PreprocessingSpec
 from glims.preprocessing import prepare_case
-
-from test_worker import write_case
 
 ROI = (16, 16, 16)
 SETTINGS = PreprocessingSpec(orientation="LPS", crop_margin=0)

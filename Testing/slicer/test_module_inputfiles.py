@@ -11,11 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from test_worker import write_case
 
 from GLIMSSegmenterLib.job import JobState
 from GLIMSSegmenterLib.warmworker import WarmWorker
-
-from test_worker import write_case
 
 MODEL = "tiny-brats"
 CASE_HIT = "case cache hit: the inputs were read and prepared earlier in this worker"

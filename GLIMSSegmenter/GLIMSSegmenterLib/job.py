@@ -93,7 +93,8 @@ class EngineJob:
                 self.result = self.importResult(outcome)
                 self.state = JobState.SUCCEEDED
                 self.timings["import"] = time.perf_counter() - clock
-                logger.info("%s imported in %.2f s", self.resultName, self.timings["import"])
+                engine = ", ".join(f"{k} {v:.2f} s" for k, v in (self.summary.get("timings_s") or {}).items())
+                logger.info("%s imported in %.2f s (engine: %s)", self.resultName, self.timings["import"], engine)
             except Exception as err:  # a failed import must end the job, with the reason for the user
                 logger.exception("importing the %s failed", self.resultName)
                 self.errorMessage = f"the {self.resultName} could not be loaded: {err}"

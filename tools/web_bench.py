@@ -115,11 +115,11 @@ def segmentOnce(driver, blank) -> tuple[float, float]:
     clicked = time.monotonic()
     click(driver, "glims-segment")
     waitFor(lambda: state(driver, "seg_status").startswith("Finished")
-            and state(driver, "edit_segmentation") not in (None, previous), 600, "the segmentation", interval=0.02)
+            and state(driver, "edit_segmentation") not in (None, previous), 600, "the segmentation", interval=0.05)
     finished = time.monotonic() - clicked
     waitFor(lambda: imageSource(driver) != sourceBefore
             and changedFraction(blank, elementPixels(viewImages(driver)[0])) > 0.005, 60,
-            "the segments in the axial view", interval=0.02)
+            "the segments in the axial view", interval=0.05)
     return finished, time.monotonic() - clicked
 
 

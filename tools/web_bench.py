@@ -9,15 +9,15 @@ bundled model) and a fresh headless Chromium (Debian ``chromium`` + ``chromium-d
 * **start to first image**: from starting the server process until the page shows its four views (streamed
   images), with the time until the server printed its address;
 * the case loaded: the synthetic sample case, or with ``--case DIR`` the image files in ``DIR`` (the server gets
-  ``--data DIR`` and the page loads its top-level case: e.g. the four BraTS volumes of a real case);
+  ``--data DIR`` and the page loads its top-level case, e.g. a real BraTS case; inputs are assigned by name);
 * **Segment clicks**: *Segment* clicked ``--clicks`` times in a row on the same case (the first click starts the
   warm engine worker, later ones find it warm; each click comes 1 s after the page showed the last one's result).
-  Per click: from the click until the status says *Finished* with
-  the new result selected, and until the axial view shows the segments (a view image sent after the click, with
-  its pixels changed from the case's image before the first click: the page shows only the newest result). The
-  front end's own stages of each click come from the server's log: writing the engine's input files (or reusing
-  them), the engine's job (its own total: model, preprocessing, inference, postprocessing, writing) and importing
-  the result into the scene;
+  Per click: from the click until the status says *Finished* with the new result selected, and until the axial
+  view shows the segments (a view image sent after the click, with its pixels changed from the case's image
+  before the first click: the page shows only the newest result). From the server's log, the front end's own
+  stages: writing the engine's input files (or reusing them) and importing the result into the scene; and the
+  engine's job (its own total: model, preprocessing, inference, postprocessing, writing) with its thread count
+  (the engine measures the load for 0.1 s before each job and takes one thread per free core);
 * **peak server memory**: the server process's peak resident memory (``VmHWM``; the engine runs in a child
   process, reported separately as the largest resident size seen while polling every 0.1 s).
 
@@ -45,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from browser import WebServer, changedFraction, elementPixels, startChromium, viewImages, waitFor  # noqa: E402
 
 INPUTS_LINE = re.compile(r"segmentation inputs: (\d+) file\(s\) reused, (\d+) written in ([\d.]+) s")
+THREADS_LINE = re.compile(r"CPU threads: (\d+) threads? of")
 IMPORT_LINE = re.compile(r"segmentation imported in ([\d.]+) s \(engine: [^)]*total ([\d.]+) s\)")
 
 
@@ -108,8 +109,9 @@ def loadCase(driver, case: Path | None) -> None:
     waitFor(lambda: state(driver, "case_message").startswith("Loaded "), 300, "the case")
 
 
-def segmentOnce(driver, blank) -> tuple[float, float]:
-    """Click *Segment*; seconds until *Finished* with a new result, and until the axial view shows segments."""
+def segmentOnce(driver, blank) -> tuple[float, float, int]:
+    """Click *Segment*; seconds until *Finished* with a new result, and until the axial view shows segments; the
+    engine's thread count (its log line: it measures the load for 0.1 s before the job)."""
     time.sleep(1.0)  # the page settles (views, 3D surfaces) as it would while a person looks at it
     previous, sourceBefore = state(driver, "edit_segmentation"), imageSource(driver)
     clicked = time.monotonic()
@@ -120,7 +122,9 @@ def segmentOnce(driver, blank) -> tuple[float, float]:
     waitFor(lambda: imageSource(driver) != sourceBefore
             and changedFraction(blank, elementPixels(viewImages(driver)[0])) > 0.005, 60,
             "the segments in the axial view", interval=0.05)
-    return finished, time.monotonic() - clicked
+    shown = time.monotonic() - clicked
+    threads = [int(m.group(1)) for line in state(driver, "seg_log") for m in [THREADS_LINE.search(line)] if m]
+    return finished, shown, threads[-1] if threads else 0
 
 
 def frontEndStages(log: str) -> list[tuple[float, int, float]]:
@@ -155,8 +159,8 @@ def oneRun(work: Path, demoSize: int, device: str, case: Path | None, clicks: in
             raise RuntimeError(f"the server logged the stages of {len(stages)} of {clicks} clicks")
         perClick = [
             {"finished": finished, "shown": shown, "inputs_s": inputs, "reused": reused, "engine_s": engine,
-             "import_s": imported}
-            for (finished, shown), (inputs, reused, imported, engine) in zip(times, stages, strict=True)
+             "threads": threads, "import_s": imported}
+            for (finished, shown, threads), (inputs, reused, imported, engine) in zip(times, stages, strict=True)
         ]
         return {"address": addressAfter, "first_image": firstImage, "server_mb": peakResidentMb(server.process.pid),
                 "engine_mb": engineMb, "clicks": perClick}
@@ -192,19 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| median | {median['address']:.1f} | {median['first_image']:.1f} | {median['server_mb']:.0f} | "
           f"{median['engine_mb']:.0f} |")
     print("\n| run | click | Segment → Finished (s) | Segment → segments shown (s) | inputs written (s) "
-          "| inputs reused | engine job (s) | result imported (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| inputs reused | engine job (s) | engine threads | result imported (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     rows = [(number, index, c) for number, run in enumerate(runs, start=1)
             for index, c in enumerate(run["clicks"], start=1)]
     for number, index, c in rows:
         print(f"| {number} | {index} | {c['finished']:.2f} | {c['shown']:.2f} | {c['inputs_s']:.2f} | "
-              f"{c['reused']} | {c['engine_s']:.2f} | {c['import_s']:.2f} |")
+              f"{c['reused']} | {c['engine_s']:.2f} | {c['threads']} | {c['import_s']:.2f} |")
     for index in range(1, args.clicks + 1):
         same = [c for _, i, c in rows if i == index]
         m = {key: statistics.median(c[key] for c in same)
              for key in ("finished", "shown", "inputs_s", "engine_s", "import_s")}
         print(f"| median | {index} | {m['finished']:.2f} | {m['shown']:.2f} | {m['inputs_s']:.2f} | "
-              f"| {m['engine_s']:.2f} | {m['import_s']:.2f} |")
+              f"| {m['engine_s']:.2f} | | {m['import_s']:.2f} |")
     print("load average after (1, 5, 15 min): " + ", ".join(f"{v:.1f}" for v in loadAfter))
     return 0
 

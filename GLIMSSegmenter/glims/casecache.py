@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from .catalog_sections import PreprocessingSpec
-from .modelcache import CacheStats
 from .preprocessing import CasePreparation, prepare_case
+from .workercache import CountingCache, InstalledCache
 
 __all__ = ["CaseCache", "case_key", "prepared_case", "use_case_cache", "active_case_cache"]
 
-_active: CaseCache | None = None
+_installed: InstalledCache[CaseCache] = InstalledCache()
 
 
-def _file_identity(path: str | os.PathLike) -> tuple[Any, ...]:
+def _file_identity(path: str | Path) -> tuple[Any, ...]:
     resolved = Path(path).resolve()
     try:
         stat = resolved.stat()
@@ -40,7 +38,7 @@ def _file_identity(path: str | os.PathLike) -> tuple[Any, ...]:
 
 
 def case_key(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence[str | Path],
     names: Sequence[str],
     preprocessing: PreprocessingSpec,
     roi_size: Sequence[int],
@@ -51,7 +49,7 @@ def case_key(
     return (tuple(_file_identity(p) for p in paths), tuple(names), settings, tuple(roi_size), crop)
 
 
-class CaseCache:
+class CaseCache(CountingCache):
     """One prepared case (the last one), reused while its key is unchanged.
 
     Args:
@@ -60,11 +58,9 @@ class CaseCache:
     """
 
     def __init__(self, on_lookup: Callable[[str], None] | None = None) -> None:
-        self.on_lookup = on_lookup
-        self.stats = CacheStats()
+        super().__init__(on_lookup)
         self._key: tuple[Any, ...] | None = None
         self._case: CasePreparation | None = None
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return 0 if self._case is None else 1
@@ -92,26 +88,16 @@ class CaseCache:
         with self._lock:
             self._key, self._case = None, None
 
-    def reset_stats(self) -> CacheStats:
-        """The counts so far, then start counting again."""
-        with self._lock:
-            stats, self.stats = self.stats, CacheStats()
-        return stats
-
-    def _say(self, message: str) -> None:
-        if self.on_lookup is not None:
-            self.on_lookup(message)
-
 
 def prepared_case(
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence[str | Path],
     names: Sequence[str],
     preprocessing: PreprocessingSpec,
     roi_size: Sequence[int],
     crop: bool | None = None,
 ) -> CasePreparation:
     """``glims.preprocessing.prepare_case``, through the installed cache when there is one."""
-    cache = _active
+    cache = _installed.get()
     if cache is None:
         return prepare_case(paths, names, preprocessing, roi_size, crop)
     key = case_key(paths, names, preprocessing, roi_size, crop)
@@ -120,15 +106,9 @@ def prepared_case(
 
 def active_case_cache() -> CaseCache | None:
     """The cache installed in this process, if any."""
-    return _active
+    return _installed.get()
 
 
-@contextlib.contextmanager
-def use_case_cache(cache: CaseCache) -> Iterator[CaseCache]:
+def use_case_cache(cache: CaseCache) -> contextlib.AbstractContextManager[CaseCache]:
     """Within the block, ``glims.pipeline.segment_files`` keeps and reuses the last prepared case in ``cache``."""
-    global _active
-    previous, _active = _active, cache
-    try:
-        yield cache
-    finally:
-        _active = previous
+    return _installed.use(cache)

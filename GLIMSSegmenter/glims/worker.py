@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from . import __version__
+from .casecache import CaseCache, use_case_cache
 from .cli import UsageError, UserInterface, build_parser
 from .errors import Cancelled, GlimsError, InternalError, RequestError
-from .casecache import CaseCache, use_case_cache
 from .modelcache import ModelCache, use_model_cache
 from .progress import PROTOCOL_VERSION, CancelToken, JsonLinesReporter
 

@@ -224,7 +224,7 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             shutil.rmtree(workFolder, ignore_errors=True)
             raise
         writeSeconds = time.perf_counter() - clock
-        reused, written = self.inputFiles.takeCounts()
+        reused, written = (0, len(inputPaths)) if self.keepTemporaryFiles else self.inputFiles.takeCounts()
         outputPath = workFolder / "segmentation.seg.nrrd"
         arguments = segmentArguments(
             spec.ref,

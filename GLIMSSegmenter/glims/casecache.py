@@ -6,8 +6,9 @@ prepares its inputs through :func:`prepared_case`, which without a cache simply 
 ``glims.preprocessing.prepare_case``. The one entry is keyed by what makes the prepared case what it is: per input
 file its resolved path, size, modification time (ns) and inode; the input names (they appear in messages); the
 model's preprocessing settings, window size and the crop choice. A file replaced or rewritten on disk therefore
-misses (the Slicer module writes a changed volume to a new file). The prepared arrays are never modified by a job
-(inference and postprocessing read them), so one entry serves any number of jobs.
+misses (the Slicer module writes a changed volume to a new file). Inputs that are folders (DICOM series) are
+never cached: a file changed inside a folder leaves the folder's own identity as it was. The prepared arrays are
+never modified by a job (inference and postprocessing read them), so one entry serves any number of jobs.
 """
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ def prepared_case(
     roi_size: Sequence[int],
     crop: bool | None = None,
 ) -> CasePreparation:
-    """``glims.preprocessing.prepare_case``, through the installed cache when there is one."""
+    """``glims.preprocessing.prepare_case``, through the installed cache when there is one and every input is a
+    file."""
     cache = _installed.get()
-    if cache is None:
+    if cache is None or not all(Path(p).is_file() for p in paths):  # a DICOM folder's files may change unseen
         return prepare_case(paths, names, preprocessing, roi_size, crop)
     key = case_key(paths, names, preprocessing, roi_size, crop)
     return cache.case(key, lambda: prepare_case(paths, names, preprocessing, roi_size, crop))

@@ -59,3 +59,15 @@ def test_a_replaced_file_other_settings_or_another_crop_miss(case, tmp_path):
         assert margin is not uncropped
         assert prepared_case(paths, names, PreprocessingSpec(orientation="LPS", crop_margin=2), ROI) is margin
         assert (cache.stats.hits, cache.stats.misses) == (1, 4)
+
+
+def test_a_dicom_folder_input_is_never_cached(case, tmp_path):
+    pytest.importorskip("pydicom")
+    from dicom_series import write_mr_series
+
+    paths, _ = case
+    series = tmp_path / "series"
+    write_mr_series(sitk.ReadImage(str(paths[0])), series)
+    with use_case_cache(CaseCache()) as cache:
+        first = prepared_case([series], ["FLAIR"], SETTINGS, ROI)
+        assert prepared_case([series], ["FLAIR"], SETTINGS, ROI) is not first and len(cache) == 0

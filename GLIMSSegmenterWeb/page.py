@@ -75,6 +75,7 @@ def _caseSection(server, context) -> None:
                     v_for="item in case_data",
                     key="item.value",
                     title=("item.title",),
+                    id=("'glims-data-' + item.value",),
                     click=(case.loadDataCase, "[item.value]"),
                 )
     trigger = server.controller.trigger_name(case.receiveUploadChunk)

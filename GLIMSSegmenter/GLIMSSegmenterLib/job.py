@@ -72,6 +72,9 @@ class EngineJob:
         self.result = None
         self.errorMessage = ""
         self.summary: dict = {}
+        self.timings: dict[str, float] = {}
+        """Seconds of the front end's own stages (e.g. ``write inputs``, ``import``); the engine's are in
+        :attr:`summary` (``timings_s``)."""
 
     @property
     def finished(self) -> bool:
@@ -84,10 +87,14 @@ class EngineJob:
         outcome = self.process.outcome
         if outcome.state is ProcessState.SUCCEEDED:
             self.state = JobState.IMPORTING
+            clock = time.perf_counter()
             try:
                 self.summary = outcome.summary
                 self.result = self.importResult(outcome)
                 self.state = JobState.SUCCEEDED
+                self.timings["import"] = time.perf_counter() - clock
+                engine = ", ".join(f"{k} {v:.2f} s" for k, v in (self.summary.get("timings_s") or {}).items())
+                logger.info("%s imported in %.2f s (engine: %s)", self.resultName, self.timings["import"], engine)
             except Exception as err:  # a failed import must end the job, with the reason for the user
                 logger.exception("importing the %s failed", self.resultName)
                 self.errorMessage = f"the {self.resultName} could not be loaded: {err}"

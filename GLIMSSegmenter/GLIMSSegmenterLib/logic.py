@@ -14,6 +14,8 @@ import logging
 import os
 import shutil
 import tempfile
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from glims.runoptions import given_arguments
 from . import sceneio, trainingset
 from .engine import engineCommand, engineEnvironment, segmentArguments
 from .exportnames import safeFileName
+from .inputfiles import InputFileCache
 from .job import JobSlot, JobState, SegmentationJob
 from .models import loadCatalog, matchVolumes
 from .naming import resultName
@@ -55,6 +58,9 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         useWarmWorker: run segmentations in the warm engine worker (default; ``GLIMS_WARM_WORKER=0`` in the
             environment turns it off), else in a new engine process per run.
         warmWorker: the worker (shared by the application's logic objects; ``GLIMSSegmenterLib.warmworker``).
+        inputFiles: the engine's input files of the scene's volumes, reused by the next segmentation while the
+            volumes are unchanged (``GLIMSSegmenterLib.inputfiles``); removed by :meth:`releaseWorker` and when the
+            scene is closed.
     """
 
     def __init__(self, glimsHome: str | os.PathLike | None = None) -> None:
@@ -66,6 +72,8 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         self.jobs = JobSlot()
         self.useWarmWorker = os.environ.get("GLIMS_WARM_WORKER", "1").strip() != "0"
         self.warmWorker: WarmWorker = sharedWarmWorker()
+        self.inputFiles = InputFileCache(self.temporaryRoot)
+        self._watchedScenes: set[int] = set()
         self._catalog = None
 
     # ---- models -------------------------------------------------------------------------------------------
@@ -139,6 +147,23 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                 raise InputError(f"volume '{volume.GetName()}' has no image data")
         return ordered
 
+    def _inputFiles(self, spec, volumes, workFolder: Path) -> list[Path]:
+        """The engine's input files: kept ones from :attr:`inputFiles` (written when a volume changed), or, with
+        ``keepTemporaryFiles``, fresh ones in the job's folder (kept with it for debugging)."""
+        roles = [inp.key for inp in spec.inputs]
+        if self.keepTemporaryFiles:
+            return [sceneio.writeVolumeFile(v, workFolder / f"{r}.nrrd") for r, v in zip(roles, volumes, strict=False)]
+        self._clearInputFilesWhenClosed(volumes[0].GetScene())
+        return [self.inputFiles.fileFor(role, volume) for role, volume in zip(roles, volumes, strict=False)]
+
+    def _clearInputFilesWhenClosed(self, scene) -> None:
+        """Remove the kept input files when ``scene`` is closed (observed once per scene)."""
+        if scene is None or id(scene) in self._watchedScenes:
+            return
+        self._watchedScenes.add(id(scene))
+        cache = weakref.ref(self.inputFiles)
+        scene.AddObserver(scene.EndCloseEvent, lambda *_: cache() is not None and cache().clear())
+
     def startSegmentation(
         self,
         modelId: str,
@@ -150,7 +175,8 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
         onFinished: Callable[[SegmentationJob], None] | None = None,
         **options,
     ) -> SegmentationJob:
-        """Write the inputs to a temporary folder and start the engine in the background.
+        """Write the inputs to files (or reuse those written for unchanged volumes) and start the engine in the
+        background.
 
         Args:
             modelId: catalog model ``ID`` or ``ID@VERSION``.
@@ -191,14 +217,14 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
                 "or confirm that its segments may be replaced"
             )
         workFolder = Path(tempfile.mkdtemp(prefix="GLIMSSegmenter-", dir=self.temporaryRoot()))
+        clock = time.perf_counter()
         try:
-            inputPaths = [
-                sceneio.writeVolumeFile(volume, workFolder / f"{inp.key}.nrrd")
-                for inp, volume in zip(spec.inputs, volumes, strict=False)
-            ]
+            inputPaths = self._inputFiles(spec, volumes, workFolder)
         except Exception:
             shutil.rmtree(workFolder, ignore_errors=True)
             raise
+        writeSeconds = time.perf_counter() - clock
+        reused, written = (0, len(inputPaths)) if self.keepTemporaryFiles else self.inputFiles.takeCounts()
         outputPath = workFolder / "segmentation.seg.nrrd"
         arguments = segmentArguments(
             spec.ref,
@@ -220,12 +246,14 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             trainingset.recordDraft(node, spec, dict(zip((inp.key for inp in spec.inputs), volumes, strict=False)))
             return node
 
-        inputNames = {
-            path.name: f"volume '{volume.GetName()}'" for path, volume in zip(inputPaths, volumes, strict=False)
-        }
+        userNames = [f"volume '{volume.GetName()}'" for volume in volumes]
+        inputNames = {str(path): user for path, user in zip(inputPaths, userNames, strict=False)}
+        inputNames.update({path.name: user for path, user in zip(inputPaths, userNames, strict=False)})
         job = SegmentationJob(
             process, workFolder, importResult, onFinished, keepFiles=self.keepTemporaryFiles, inputNames=inputNames
         )
+        job.timings["write inputs"] = writeSeconds
+        logger.info("segmentation inputs: %d file(s) reused, %d written in %.2f s", reused, written, writeSeconds)
         if onLog is not None:
             process.onLog = lambda line: onLog(job.inUserWords(line))
         try:
@@ -249,8 +277,9 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
 
     def releaseWorker(self) -> None:
         """Stop the warm engine worker now and release its memory (a running segmentation ends as cancelled);
-        the next segmentation starts a new one."""
+        the next segmentation starts a new one. The kept input files are removed too."""
         self.warmWorker.shutdown()
+        self.inputFiles.clear()
 
     def segment(self, modelId: str, inputVolumes: Mapping[str, object] | Sequence, **options):
         """Run a segmentation to the end (blocking) and return the segmentation node.

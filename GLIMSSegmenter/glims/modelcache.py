@@ -14,25 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from .catalog import ModelSpec
+from .workercache import CacheStats, CountingCache, InstalledCache
 
 __all__ = ["ModelCache", "CacheStats", "use_model_cache", "active_model_cache", "cache_key"]
 
-_active: ModelCache | None = None
-
-
-@dataclass
-class CacheStats:
-    """Lookups since the cache was made (or since :meth:`ModelCache.reset_stats`)."""
-
-    hits: int = 0
-    misses: int = 0
+_installed: InstalledCache[ModelCache] = InstalledCache()
 
 
 def cache_key(spec: ModelSpec) -> tuple[Any, ...]:
@@ -48,7 +39,7 @@ def cache_key(spec: ModelSpec) -> tuple[Any, ...]:
     return (spec.id, spec.version, json.dumps(dict(spec.architecture), sort_keys=True), tuple(files))
 
 
-class ModelCache:
+class ModelCache(CountingCache):
     """Up to ``capacity`` models' networks, least recently used dropped first.
 
     Args:
@@ -60,11 +51,9 @@ class ModelCache:
     def __init__(self, capacity: int = 2, on_lookup: Callable[[str], None] | None = None) -> None:
         if capacity < 1:
             raise ValueError("a model cache holds at least one model")
+        super().__init__(on_lookup)
         self.capacity = capacity
-        self.on_lookup = on_lookup
-        self.stats = CacheStats()
         self._entries: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
-        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -95,28 +84,12 @@ class ModelCache:
         with self._lock:
             self._entries.clear()
 
-    def reset_stats(self) -> CacheStats:
-        """The counts so far, then start counting again."""
-        with self._lock:
-            stats, self.stats = self.stats, CacheStats()
-        return stats
-
-    def _say(self, message: str) -> None:
-        if self.on_lookup is not None:
-            self.on_lookup(message)
-
 
 def active_model_cache() -> ModelCache | None:
     """The cache installed in this process, if any."""
-    return _active
+    return _installed.get()
 
 
-@contextlib.contextmanager
-def use_model_cache(cache: ModelCache) -> Iterator[ModelCache]:
+def use_model_cache(cache: ModelCache) -> contextlib.AbstractContextManager[ModelCache]:
     """Within the block, ``glims.inference.load_models`` keeps and reuses networks in ``cache``."""
-    global _active
-    previous, _active = _active, cache
-    try:
-        yield cache
-    finally:
-        _active = previous
+    return _installed.use(cache)

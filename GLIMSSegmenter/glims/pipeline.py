@@ -22,13 +22,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from . import __version__
+from .casecache import prepared_case
 from .catalog import ModelSpec, load_catalog
 from .imageio import Geometry, check_image_target, ensure_writable, write_image
 from .inference import InferenceOptions, load_models, predict_logits
 from .inputroles import assign_inputs
 from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
-from .preprocessing import CasePreparation, prepare_case, to_xyz
+from .preprocessing import CasePreparation, to_xyz
 from .progress import CancelToken, ProgressCallback, StagePlan
 from .segfile import write_seg_nrrd
 
@@ -155,7 +156,7 @@ def segment_files(
     clock = time.perf_counter()
     plan.report("preprocess", 0, 1, "reading and preparing images")
     titles = {i.key: i.title.split(" (")[0] for i in spec.inputs}
-    case = prepare_case(
+    case = prepared_case(
         [p for _, p in assignment],
         [f"{titles[k]} ({p.name})" for k, p in assignment],
         spec.preprocessing,

@@ -1,9 +1,12 @@
 """``glims worker``: one long-lived engine process that runs ``glims`` commands on request, one at a time, and keeps
-torch, the imported modules and the loaded models warm between them (the Slicer module's warm worker).
+torch, the imported modules and the loaded models warm between them (the Slicer module's warm worker), and the
+last prepared case (``glims.casecache``: a second request on the same unchanged input files skips reading and
+preprocessing them).
 
 A request is parsed by the ``glims`` command line's own parser and run by the command's own ``run`` function, so it
 validates, writes (all-or-nothing) and reports exactly as the one-shot command ``glims COMMAND ... --progress
-json`` does; only the model loading differs: networks come from a ``glims.modelcache.ModelCache``.
+json`` does; only loading differs: networks come from a ``glims.modelcache.ModelCache``, the prepared inputs
+from a ``glims.casecache.CaseCache``.
 
 Protocol (JSON lines, protocol v1 of ``glims.progress``). Requests, one object per stdin line:
 
@@ -44,6 +47,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from . import __version__
+from .casecache import CaseCache, use_case_cache
 from .cli import UsageError, UserInterface, build_parser
 from .errors import Cancelled, GlimsError, InternalError, RequestError
 from .modelcache import ModelCache, use_model_cache
@@ -113,6 +117,7 @@ class Worker:
         self.stream = _LineStream(protocol)
         self.idle_timeout = idle_timeout
         self.cache = ModelCache(cache_size)
+        self.cases = CaseCache()
         self.commands = tuple(commands)
         self.out = JsonLinesReporter(self.stream)
         self._requests: queue.Queue[dict[str, Any] | str] = queue.Queue()
@@ -135,9 +140,10 @@ class Worker:
             commands=list(self.commands),
             idle_timeout_s=self.idle_timeout,
         )
-        with use_model_cache(self.cache):
+        with use_model_cache(self.cache), use_case_cache(self.cases):
             reason = self._run_requests()
         self.cache.clear()
+        self.cases.clear()
         self.out.emit("exit", reason=reason)
         return reason
 
@@ -160,12 +166,12 @@ class Worker:
         ui = UserInterface("json", reporter)
         ui.cancel = job.cancel
         reporter.emit("started", command=request["command"])
-        self.cache.on_lookup = reporter.log
+        self.cache.on_lookup = self.cases.on_lookup = reporter.log
         self.cache.reset_stats()
         try:
             code = self._execute(request, ui, reporter)
         finally:
-            self.cache.on_lookup = None
+            self.cache.on_lookup = self.cases.on_lookup = None
             with self._lock:
                 self._accepted = None
         stats = self.cache.reset_stats()

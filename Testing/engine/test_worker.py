@@ -148,6 +148,8 @@ def test_two_requests_give_the_one_shot_label_maps_and_the_second_reuses_the_loa
     logs = {rid: [m["message"] for m in messages if m["type"] == "log"] for rid, messages in events.items()}
     assert "model cache miss: loading tiny-brats@1.0.0" in logs["a"]
     assert "model cache hit: tiny-brats@1.0.0 (loaded earlier in this worker)" in logs["b"]
+    assert "case cache miss: reading and preparing the inputs" in logs["a"]
+    assert "case cache hit: the inputs were read and prepared earlier in this worker" in logs["b"]
     reference = labels(one_shot / "labels.nii.gz")
     assert len(np.unique(reference)) > 1
     for folder in (first, second):

@@ -132,5 +132,6 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         f"{spec.ref} on {result.report['device']} in {result.report['timings_s']['total']:.1f} s; "
         f"wrote {', '.join(str(p) for p in result.outputs.values())}"
     )
-    ui.result({k: str(v) for k, v in result.outputs.items()}, {"segments": result.report["segments"]})
+    summary = {"segments": result.report["segments"], "timings_s": result.report["timings_s"]}
+    ui.result({k: str(v) for k, v in result.outputs.items()}, summary)
     return 0

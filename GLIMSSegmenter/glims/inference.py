@@ -22,6 +22,7 @@ import torch
 from .catalog import ModelSpec
 from .catalog_sections import BLENDS, INFERENCE_PRECISIONS, Blend, InferenceSpec, Precision
 from .checkpoint import load_checkpoint, load_into_model
+from .cpu_threads import available_cores
 from .errors import CheckpointError, ConfigError, DeviceError
 from .modelcache import active_model_cache
 from .network import GLIMS, build
@@ -65,6 +66,9 @@ class InferenceOptions:
     """Average over mirrored copies (flips of each axis)."""
     fast_path: bool = True
     """Let the network use its CPU fast path (same function, float32 rounding); False: the reference path."""
+    streams: int | None = None
+    """Window batches run at once where windows are small (``window_streams``); None: one per core this process
+    may use."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.overlap < 1:
@@ -78,6 +82,8 @@ class InferenceOptions:
             )
         if self.sw_batch_size < 1:
             raise ConfigError("sw_batch_size must be at least 1")
+        if self.streams is not None and self.streams < 1:
+            raise ConfigError(f"streams must be at least 1, got {self.streams}")
 
     @classmethod
     def from_spec(cls, section: InferenceSpec, **settings: Any) -> InferenceOptions:
@@ -167,17 +173,21 @@ STREAM_MAX_WINDOW_VOXELS = 48**3
 
 
 def window_streams(roi_size: Sequence[int], device: torch.device, options: InferenceOptions) -> int:
-    """How many window batches run at once: on the CPU fast path with small windows, one per intra-op thread.
+    """How many window batches run at once: on the CPU fast path with small windows, ``options.streams``, by
+    default one per core this process may use (``glims.cpu_threads.available_cores``).
 
     A forward pass of a 32^3 window is made of many small operations that two threads share poorly (on a 2-core
-    CPU, the bundled model: 0.080 s of wall time per window with 2 threads, 0.093 s of CPU time), so each thread
+    CPU, the bundled model: 0.080 s of wall time per window with 2 threads, 0.093 s of CPU time), so each stream
     runs its own batches on its own replica of the network (``GLIMS.replica``) with one intra-op thread instead
-    (two streams: 0.050 s per window, bit-identical logits). Large windows (the full-size network's 96^3) keep
-    intra-op threads: their operations are large enough to share, and their workspaces are large.
+    (two streams: 0.050 s per window, bit-identical logits). The streams never wait for each other: the next batch
+    goes to whichever stream is free (``glims.sliding_window``), so a stream on a core that another program keeps
+    busy slows only itself, and one stream per core is right whatever the load; the load probe's thread count
+    (``glims.cpu_threads``) applies to the operations of large windows. Large windows (the full-size network's
+    96^3) keep intra-op threads: their operations are large enough to share, and their workspaces are large.
     """
     if device.type != "cpu" or not options.fast_path or math.prod(roi_size) > STREAM_MAX_WINDOW_VOXELS:
         return 1
-    return max(1, torch.get_num_threads())
+    return options.streams if options.streams is not None else available_cores()
 
 
 @contextlib.contextmanager

@@ -197,7 +197,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "threads",
         "--threads",
         OptionKind.INTEGER,
-        "CPU threads for torch (default: one per core that other programs left free, measured before the job)",
+        "CPU threads (default: small windows run as one stream per core; large windows get one thread per core "
+        "that other programs left free, measured before the job)",
         minimum=1,
         advanced=True,
     ),

@@ -13,7 +13,9 @@ What differs is the bookkeeping: the importance map and the weight sum are compu
 are gathered into one reused buffer, and the weighted outputs are added in place, which matters where a forward
 pass is short (small models at 32^3 windows make 80 forwards per case). With several *streams* (one forward
 function each, e.g. copies of one model), batches run concurrently on that many threads, and their outputs are
-still added in window order, so the result does not depend on the number of streams.
+still added in window order, so the result does not depend on the number of streams. A stream takes the next
+batch as soon as it is free, up to ``STREAM_LOOKAHEAD`` batches per stream ahead of the oldest unfinished one: a
+stream slowed by another program on its core holds the others back only at the end.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ SIGMA_SCALE = 0.125
 """Standard deviation of the Gaussian importance map, as a fraction of the window size (MONAI's default)."""
 
 _MIN_WEIGHT = 1e-3
+
+STREAM_LOOKAHEAD = 4
+"""Window batches per stream that may be in flight (gathered, running or done but not yet added) at once."""
 
 
 def window_starts(size: int, window: int, overlap: float) -> list[int]:
@@ -146,13 +151,16 @@ def _run_streams(
     add: Callable[[Sequence[tuple[int, ...]], torch.Tensor], None],
     before_batch: Callable[[], None] | None,
 ) -> None:
-    """Batches on one thread per forward function, at most one batch in flight per stream, added in order."""
+    """Batches on one thread per forward function, each taken by whichever stream is free (up to
+    ``STREAM_LOOKAHEAD`` batches per stream in flight), added in order."""
     idle: queue.SimpleQueue[Forward] = queue.SimpleQueue()
     for fn in forwards:
         idle.put(fn)
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
     def run(inputs: torch.Tensor) -> torch.Tensor:
+        if before_batch is not None:
+            before_batch()  # here, where the batch starts: a cancelled job starts no further batch
         fn = idle.get()
         try:
             with torch.inference_mode(inference), torch.set_grad_enabled(grad):
@@ -161,19 +169,23 @@ def _run_streams(
             idle.put(fn)
 
     pending: collections.deque[tuple[Sequence[tuple[int, ...]], Future[torch.Tensor]]] = collections.deque()
+
+    def add_finished(block: bool) -> None:
+        """Add the oldest batches that have finished (with ``block``, first wait for the oldest)."""
+        while pending and (block or pending[0][1].done()):
+            if before_batch is not None:
+                before_batch()  # a job cancelled meanwhile adds nothing more
+            done, future = pending.popleft()
+            add(done, future.result())
+            block = False
+
     with ThreadPoolExecutor(len(forwards), thread_name_prefix="glims-windows") as pool:
         try:
             for group in groups:
-                inputs = _gather(image, group, roi, None)
-                if before_batch is not None:
-                    before_batch()
-                pending.append((group, pool.submit(run, inputs)))
-                if len(pending) >= len(forwards):
-                    done, future = pending.popleft()
-                    add(done, future.result())
+                pending.append((group, pool.submit(run, _gather(image, group, roi, None))))
+                add_finished(block=len(pending) >= STREAM_LOOKAHEAD * len(forwards))
             while pending:
-                done, future = pending.popleft()
-                add(done, future.result())
+                add_finished(block=True)
         finally:
             for _, future in pending:
                 future.cancel()

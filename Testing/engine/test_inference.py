@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from glims.errors import DeviceError
+from glims.errors import ConfigError, DeviceError
 from glims.inference import InferenceOptions, count_windows, predict_logits, resolve_device
 from glims.network import GLIMS
 
@@ -91,23 +93,25 @@ def test_cancel_between_window_batches(image):
 
 
 def test_window_streams_change_no_logit(image):
-    # small windows on the CPU run as one stream per intra-op thread; one thread: a single stream
+    # small windows on the CPU run as one stream per core by default, or as many as asked for
+    from glims.cpu_threads import available_cores
     from glims.inference import window_streams
 
     opts = InferenceOptions(overlap=0.5, sw_batch_size=2)
     cpu = torch.device("cpu")
+    assert window_streams((32, 32, 32), cpu, opts) == available_cores()
+    assert window_streams((32, 32, 32), cpu, dataclasses.replace(opts, streams=3)) == 3
+    assert window_streams((96, 96, 96), cpu, opts) == 1
+    assert window_streams((32, 32, 32), cpu, InferenceOptions(fast_path=False)) == 1
+    with pytest.raises(ConfigError, match="streams must be at least 1"):
+        InferenceOptions(streams=0)
+    net = tiny(6)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert window_streams((32, 32, 32), cpu, opts) == 2
-        assert window_streams((96, 96, 96), cpu, opts) == 1
-        assert window_streams((32, 32, 32), cpu, InferenceOptions(fast_path=False)) == 1
-        net = tiny(6)
-        two, _ = predict_logits([net], image, (32, 32, 32), opts)
+        two, _ = predict_logits([net], image, (32, 32, 32), dataclasses.replace(opts, streams=2))
         assert torch.get_num_threads() == 2  # restored after the streams' single-threaded run
-        torch.set_num_threads(1)
-        assert window_streams((32, 32, 32), cpu, opts) == 1
-        one, _ = predict_logits([net], image, (32, 32, 32), opts)
+        one, _ = predict_logits([net], image, (32, 32, 32), dataclasses.replace(opts, streams=1))
     finally:
         torch.set_num_threads(previous)
     assert np.array_equal(one, two)

@@ -97,3 +97,49 @@ def test_streams_give_the_logits_of_one_stream(net):
     assert len(done) == -(-count_windows(image.shape[1:], ROI, 0.5) // 3)
     assert twin is not net and twin._workspace is not net._workspace
     assert all(a is b for a, b in zip(twin.parameters(), net.parameters(), strict=True))  # shared weights
+
+
+def test_a_free_stream_takes_the_batches_a_slowed_stream_cannot():
+    # one stream sleeps in every batch (as on a core another program keeps busy): the other takes the next batches
+    # instead of waiting for it, and the blend is still the one-stream result (outputs added in window order)
+    import time
+
+    image = _case((64, 64, 64), seed=3)
+    calls = {"slow": 0, "free": 0}
+
+    def doubled(batch):
+        return batch[:, :2] * 2
+
+    def slow(batch):
+        calls["slow"] += 1
+        time.sleep(0.3)
+        return doubled(batch)
+
+    def free(batch):
+        calls["free"] += 1
+        return doubled(batch)
+
+    kwargs = dict(overlap=0.5, blend="gaussian", batch_size=1)
+    one = sliding_window_logits(image, ROI, doubled, **kwargs)
+    two = sliding_window_logits(image, ROI, [slow, free], **kwargs)
+    assert torch.equal(one, two)
+    windows = count_windows(image.shape[1:], ROI, 0.5)
+    assert calls["slow"] + calls["free"] == windows == 27
+    assert calls["free"] > 2 * calls["slow"], calls
+
+
+def test_a_cancel_during_streams_stops_before_the_next_batch_is_added():
+    from glims.errors import Cancelled
+    from glims.progress import CancelToken
+
+    image = _case((64, 64, 64), seed=4)
+    token, added = CancelToken(), []
+
+    def after():
+        added.append(1)
+        token.cancel("stop")
+
+    with pytest.raises(Cancelled, match="stop"):
+        sliding_window_logits(image, ROI, [lambda b: b[:, :2], lambda b: b[:, :2]], overlap=0.5, blend="gaussian",
+                              batch_size=1, before_batch=token.check, after_batch=after)
+    assert added == [1]

@@ -74,6 +74,7 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
         sw_batch_size=spec["sw_batch_size"] or None,
         precision=spec["precision"],
         fast_path=bool(spec["fast_path"]),
+        streams=int(spec["threads"]),
     )
     result = segment_files(
         model, spec["inputs"], None, labelmap=spec["labelmap"], options=options, crop=spec["crop"], home=spec["home"]

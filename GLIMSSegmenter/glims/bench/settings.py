@@ -28,7 +28,14 @@ from .workers import BenchError, measure_in_subprocess, worker
 
 __all__ = ["SettingsBenchmark", "SettingsSpec", "parse_variant"]
 
-_VARIANT_FIELDS = {"overlap": float, "blend": str, "sw_batch_size": int, "precision": str, "tta": bool}
+_VARIANT_FIELDS = {
+    "overlap": float,
+    "blend": str,
+    "sw_batch_size": int,
+    "precision": str,
+    "tta": bool,
+    "streams": int,
+}
 """``InferenceOptions`` fields a variant may change, and how their text becomes a value."""
 
 _REGIONS = ("TC", "WT", "ET")
@@ -72,7 +79,7 @@ def _settings_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(int(spec["threads"]))
     model = resolve_model(spec["model"], spec["home"])
-    default = InferenceOptions.from_spec(model.inference)
+    default = InferenceOptions.from_spec(model.inference, streams=int(spec["threads"]))
     settings = [{}] + list(spec["variants"])
     options = [dataclasses.replace(default, device="cpu", **changes) for changes in settings]
 

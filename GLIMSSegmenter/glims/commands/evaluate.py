@@ -148,7 +148,12 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
                 ref_convention=ref_labels,
                 empty_penalty=penalty,
                 home=args.home,
-                inference={"device": args.device, "overlap": args.overlap, "tta": args.tta or None},
+                inference={
+                    "device": args.device,
+                    "overlap": args.overlap,
+                    "tta": args.tta or None,
+                    "streams": args.threads,
+                },
                 thresholds=parse_thresholds(args.threshold),
                 crop=False if args.no_crop else None,
                 postprocess=False if args.no_postprocess else None,

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         raise ConfigError("--dicom-reference names the series of a DICOM output: add --dicom-seg or --dicom-rtstruct")
     catalog = load_catalog(args.home)
     spec = catalog.get(args.model) if args.model else catalog.default(args.preset)
+    ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
     options = InferenceOptions.from_spec(
         spec.inference,
         device=args.device or None,
@@ -103,8 +104,8 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         sw_batch_size=args.sw_batch_size or None,
         precision=args.precision,
         tta=args.tta,
+        streams=args.threads,
     )
-    ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
     with cancel_on_signals(ui.cancel) as token:
         result = segment_files(
             spec,

@@ -69,8 +69,9 @@ class ThreadChoice:
     Attributes:
         threads: what ``torch.set_num_threads`` gets.
         cores: CPUs the process may run on.
-        reason: ``"requested"`` (the user's ``--threads``), ``"measured"`` (the probe) or ``"default"`` (no probe
-            here: one thread per core).
+        reason: ``"requested"`` (the user's ``--threads``), ``"measured"`` (the probe), ``"streams"`` (not
+            measured: the job runs one single-thread window stream per core, ``glims.inference.window_streams``) or
+            ``"default"`` (no probe here: one thread per core).
         busy_elsewhere: the probe's busy cores, where it ran.
     """
 
@@ -84,6 +85,8 @@ class ThreadChoice:
         text = f"{self.threads} thread{'s' if self.threads != 1 else ''} of {self.cores} cores"
         if self.reason == "requested":
             return text + " (requested)"
+        if self.reason == "streams":
+            return text + " (small windows: one window stream per core)"
         if self.busy_elsewhere is not None:
             return text + f" ({self.busy_elsewhere:.1f} cores busy with other work)"
         return text + " (CPU load not measurable here)"
@@ -178,11 +181,17 @@ def threads_for(cores: int, busy_elsewhere: float) -> int:
     return max(1, min(cores, math.floor(free + _FREE_ROUNDING)))
 
 
-def choose_threads(requested: int | None = None, window_s: float = PROBE_WINDOW_S) -> ThreadChoice:
-    """The thread count for a job: ``requested`` where given, else one per core the probe found free."""
+def choose_threads(
+    requested: int | None = None, window_s: float = PROBE_WINDOW_S, measure: bool = True
+) -> ThreadChoice:
+    """The thread count for a job: ``requested`` where given, else one per core the probe found free; with
+    ``measure`` False (a job of window streams, which never wait for each other) one per core, without the probe's
+    wait."""
     cores = available_cores()
     if requested is not None:
         return ThreadChoice(threads=requested, cores=cores, reason="requested")
+    if not measure:
+        return ThreadChoice(threads=cores, cores=cores, reason="streams")
     share = measure_cpu_share(window_s)
     if share is None:
         return ThreadChoice(threads=cores, cores=cores, reason="default")
@@ -194,7 +203,7 @@ def choose_threads(requested: int | None = None, window_s: float = PROBE_WINDOW_
     )
 
 
-def apply_threads(requested: int | None = None) -> ThreadChoice:
+def apply_threads(requested: int | None = None, measure: bool = True) -> ThreadChoice:
     """Choose the job's thread count (``choose_threads``) and give it to torch; call once per job, before it.
 
     Raises:
@@ -206,7 +215,7 @@ def apply_threads(requested: int | None = None) -> ThreadChoice:
 
     if requested is not None and requested < 1:
         raise ConfigError(f"--threads must be at least 1, got {requested}")
-    choice = choose_threads(requested)
+    choice = choose_threads(requested, measure=measure)
     torch.set_num_threads(choice.threads)
     logger.info("CPU threads: %s", choice.describe())
     return choice

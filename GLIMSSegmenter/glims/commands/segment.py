@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import TYPE_CHECKING
 
 from ..catalog import DEFAULT_PRESET, PRESET_NAMES
@@ -85,7 +86,7 @@ def parse_thresholds(items: list[str]) -> dict[str, float]:
 def run(args: argparse.Namespace, ui: UserInterface) -> int:
     from ..catalog import load_catalog
     from ..cpu_threads import apply_threads
-    from ..inference import InferenceOptions
+    from ..inference import InferenceOptions, resolve_device, window_streams
     from ..pipeline import segment_files
     from ..progress import cancel_on_signals
 
@@ -95,7 +96,6 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         raise ConfigError("--dicom-reference names the series of a DICOM output: add --dicom-seg or --dicom-rtstruct")
     catalog = load_catalog(args.home)
     spec = catalog.get(args.model) if args.model else catalog.default(args.preset)
-    ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
     options = InferenceOptions.from_spec(
         spec.inference,
         device=args.device or None,
@@ -104,8 +104,11 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         sw_batch_size=args.sw_batch_size or None,
         precision=args.precision,
         tta=args.tta,
-        streams=args.threads,
     )
+    # Small windows run as one stream per core, whatever the load: the load probe (0.1 s) is for the others.
+    streams = window_streams(spec.roi_size, resolve_device(options.device), options)
+    ui.log(f"CPU threads: {apply_threads(args.threads, measure=streams == 1).describe()}")
+    options = dataclasses.replace(options, streams=args.threads)
     with cancel_on_signals(ui.cancel) as token:
         result = segment_files(
             spec,

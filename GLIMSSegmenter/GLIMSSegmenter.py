@@ -31,7 +31,7 @@ from GLIMSSegmenterLib import dependencies, models, presentation, sampledata, sc
 from GLIMSSegmenterLib.devices import DeviceProbe, cpuDevice
 from GLIMSSegmenterLib.engine import engineEnvironment
 from GLIMSSegmenterLib.finetuning import FineTuningLogic
-from GLIMSSegmenterLib.job import JobState
+from GLIMSSegmenterLib.job import POLL_INTERVAL_S, JobState
 from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic  # noqa: F401  (Slicer looks it up in this module)
 from GLIMSSegmenterLib.parameters import INPUT_SLOTS, SegmentationParameters
 from GLIMSSegmenterLib.runoptions import addOptionRows, modelValues, wrapperOptionFields
@@ -154,7 +154,7 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             header.setSectionResizeMode(column, qt.QHeaderView.ResizeToContents)
 
         self._pollTimer = qt.QTimer()
-        self._pollTimer.setInterval(200)
+        self._pollTimer.setInterval(round(POLL_INTERVAL_S * 1000))
         self._pollTimer.connect("timeout()", self.onPollJob)
         self._deviceTimer = qt.QTimer()
         self._deviceTimer.setInterval(250)

@@ -10,13 +10,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from GLIMSSegmenterLib.job import JobState
+from GLIMSSegmenterLib.job import POLL_INTERVAL_S, JobState
 
-__all__ = ["JobPoller", "POLL_INTERVAL_S"]
+__all__ = ["JobPoller"]
 
 logger = logging.getLogger(__name__)
-
-POLL_INTERVAL_S = 0.2
 
 
 class JobPoller:

@@ -16,9 +16,13 @@ from pathlib import Path
 
 from .process import EngineProcess, ProcessOutcome, ProcessState
 
-__all__ = ["JobState", "EngineJob", "SegmentationJob", "JobSlot", "JobBusyError"]
+__all__ = ["JobState", "EngineJob", "SegmentationJob", "JobSlot", "JobBusyError", "POLL_INTERVAL_S"]
 
 logger = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.05
+"""How often a front end polls its running job (:meth:`EngineJob.poll`): a poll only reads the lines the engine
+has written since, so a short interval costs nothing while the job runs and shows its result sooner."""
 
 
 class JobState(enum.Enum):
@@ -124,7 +128,7 @@ class EngineJob:
             self.state = JobState.CANCELLING
             self.process.cancel()
 
-    def wait(self, pollInterval: float = 0.05) -> JobState:
+    def wait(self, pollInterval: float = POLL_INTERVAL_S) -> JobState:
         """Poll until finished (scripts and tests; the GUI polls from a timer)."""
         while not self.poll():
             time.sleep(pollInterval)

@@ -1,0 +1,111 @@
+"""Figures of the Slicer module's Segment click, measured through its logic on a real MRML scene (the slicer-core
+wheel, no Qt): each click until the result is a segmentation node in the scene with its 3D surfaces.
+
+    .venv/bin/python tools/slicer_click_bench.py --case ../shared/data/brats/tcga_fg_6692 [--repeat 3] [--clicks 3]
+
+Each repetition makes a fresh headless Slicer scene (``Testing/slicer/headless_slicer.py``), loads the case's
+image files as volumes (as Add Data does), a fresh module logic with an empty user folder (the bundled model) and
+its own warm engine worker, then clicks *Segment* ``--clicks`` times on the same volumes. A click is what the
+panel does: ``segmentFromParameterNode``'s ``startSegmentation`` with the matched inputs, the job polled every
+``GLIMSSegmenterLib.job.POLL_INTERVAL_S`` (the panel's timer), then the 3D surfaces built (*Show 3D* is on by
+default). Not included: Slicer's own rendering of the views, which the desktop application does after the click's
+handler returns.
+
+Prints the load average before and after, one table row per click (click to result, the front end's input writing
+and result import, the engine's job time and threads from its log) and the medians per click (Markdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "Testing" / "slicer"))
+sys.path.insert(0, str(REPO / "GLIMSSegmenter"))
+
+THREADS_LINE = re.compile(r"CPU threads: (\d+) threads? of")
+
+
+def loadAverage() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def click(logic, modelId: str, inputs: dict, poll: float) -> dict:
+    """One Segment click to its result in the scene; its figures."""
+    logs: list[str] = []
+    start = time.perf_counter()
+    job = logic.startSegmentation(modelId, inputs, onLog=logs.append)
+    while not job.poll():
+        time.sleep(poll)
+    if job.errorMessage:
+        raise RuntimeError(job.errorMessage)
+    logic.setShowIn3D(job.segmentationNode, True)
+    elapsed = time.perf_counter() - start
+    threads = next((int(m.group(1)) for line in logs if (m := THREADS_LINE.search(line))), None)
+    return {
+        "click to result (s)": elapsed,
+        "inputs written (s)": job.timings.get("write inputs", float("nan")),
+        "engine job (s)": float((job.summary.get("timings_s") or {}).get("total", float("nan"))),
+        "engine threads": threads,
+        "result imported (s)": job.timings.get("import", float("nan")),
+    }
+
+
+def repetition(case: Path, clicks: int, poll: float) -> list[dict]:
+    from headless_slicer import HeadlessSlicer, terminology_folder
+
+    app = HeadlessSlicer(terminology_folder())
+    app.install()  # before the logic is imported: it needs slicer.ScriptedLoadableModule
+    from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic
+    from GLIMSSegmenterLib.warmworker import WarmWorker
+
+    with tempfile.TemporaryDirectory(prefix="glims-click-bench-") as home:
+        logic = GLIMSSegmenterLogic(glimsHome=home)
+        logic.warmWorker = WarmWorker()
+        try:
+            volumes = [app.load_volume(path) for path in sorted(case.glob("*.nii*"))]
+            modelId = logic.defaultModelId()
+            inputs = logic.matchInputVolumes(modelId, volumes)
+            return [click(logic, modelId, inputs, poll) for _ in range(clicks)]
+        finally:
+            logic.releaseWorker()
+            app.clear()
+
+
+def main() -> int:
+    from GLIMSSegmenterLib.job import POLL_INTERVAL_S
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", type=Path, required=True, help="folder of one case's image files")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions, each with a fresh scene and worker")
+    parser.add_argument("--clicks", type=int, default=3, help="Segment clicks per repetition")
+    args = parser.parse_args()
+    print(f"load average before (1, 5, 15 min): {loadAverage()}\n")
+    rows = [(run + 1, number + 1, figures) for run in range(args.repeat)
+            for number, figures in enumerate(repetition(args.case, args.clicks, POLL_INTERVAL_S))]
+    columns = list(rows[0][2])
+    print("| run | click | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+
+    def cell(value) -> str:
+        return "" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
+
+    for run, number, figures in rows:
+        print(f"| {run} | {number} | " + " | ".join(cell(figures[c]) for c in columns) + " |")
+    for number in range(1, args.clicks + 1):
+        same = [figures for _, n, figures in rows if n == number]
+        medians = [statistics.median(f[c] for f in same) if c != "engine threads" else None for c in columns]
+        print(f"| median | {number} | " + " | ".join(cell(m) for m in medians) + " |")
+    print(f"\nload average after (1, 5, 15 min): {loadAverage()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The warm engine worker: one ``glims worker`` process kept between Segment clicks (Qt-free, MRML-free).
 
-A one-shot engine process imports torch, MONAI and SimpleITK and loads the model on every click. The worker does
+A one-shot engine process imports torch and SimpleITK and loads the model on every click. The worker does
 that once and then runs one segmentation per request (``glims.worker`` defines the protocol). For the job and the
 panel nothing changes: :class:`WorkerJobProcess` is an :class:`~GLIMSSegmenterLib.process.EngineProcess` (same
 ``start``/``poll``/``cancel``/``wait``, callbacks and outcome), backed by the shared worker instead of a process

@@ -1,7 +1,7 @@
 """The ``glims`` command line: one subcommand per module in ``glims.commands``.
 
 Each command module defines ``HELP``, ``add_arguments(parser)`` and ``run(args, ui) -> int`` and imports heavy
-packages (torch, MONAI, SimpleITK) only inside ``run``, so ``glims --help`` stays instant. Errors derived from
+packages (torch, SimpleITK) only inside ``run``, so ``glims --help`` stays instant. Errors derived from
 ``GlimsError`` become one line on stderr (and one ``error`` line in ``--progress json`` mode) and the exit code of
 their class. Anything else is a fault in glims: it is reported the same way as an ``InternalError`` (exit code
 70), with the traceback only under ``--debug``. Command-line usage errors exit with code 2 (and, when

@@ -187,15 +187,61 @@ def test_export_reads_back_on_reference_grid(chrome, tmp_path):
     assert np.allclose(spacing, flair.GetSpacing(), atol=1e-4)
 
 
+def _overlapSlider(chrome):
+    """The thumb of the *Window overlap* slider in the open *Device and quality* panel (it takes arrow keys)."""
+    return waitFor(lambda: [t for t in chrome.find_elements(
+        "xpath", "//div[@id='glims-run-options']//div[contains(@class, 'v-input')][.//label[contains(., 'Window "
+        "overlap')]]//div[contains(@class, 'v-slider-thumb')]") if t.is_displayed()], 20, "the overlap slider")[0]
+
+
+def _toggleRunOptions(chrome) -> None:
+    """Open (or close) the *Device and quality* panel."""
+    chrome.find_element("css selector", "#glims-run-options .v-expansion-panel-title").click()
+
+
+def _tickWholeImage(chrome, ticked: bool) -> None:
+    """Click the *Whole image* box (its label) and wait for the page to hold ``ticked``."""
+    label = waitFor(lambda: [e for e in chrome.find_elements(
+        "xpath", "//div[@id='glims-run-options']//label[contains(., 'Whole image')]") if e.is_displayed()],
+        20, "the Whole image box")[0]
+    label.click()
+    waitFor(lambda: _state(chrome, "seg_wholeImage") is ticked, 10, f"Whole image {'on' if ticked else 'off'}")
+
+
+def _setOverlap(chrome, key: str, presses: int, expected: float) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    thumb = _overlapSlider(chrome)
+    ActionChains(chrome).move_to_element(thumb).click().perform()
+    for _ in range(presses):
+        thumb.send_keys(key)
+    waitFor(lambda: abs(float(_state(chrome, "seg_overlap")) - expected) < 1e-6, 10, f"overlap {expected}")
+
+
 def test_cancel_leaves_no_segmentation(chrome):
+    from selenium.webdriver.common.keys import Keys
+
     _tab(chrome, "segment")
     count = len(_state(chrome, "edit_segmentations"))
-    _click(chrome, "glims-segment")
-    waitFor(lambda: _text(chrome, "glims-segment").strip().lower() == "cancel", 20, "the Cancel button")
-    _click(chrome, "glims-segment")
-    waitFor(lambda: _text(chrome, "glims-seg-status").startswith("Cancelled"), JOB_TIMEOUT_S, "the cancel")
-    assert len(_state(chrome, "edit_segmentations")) == count
-    assert _text(chrome, "glims-segment").strip().lower() == "segment"
+    # A job long enough to cancel on any machine (a repeated Segment of the sample with the bundled model takes a
+    # fraction of a second): the tiny model on its 1 mm grid, over the whole image, at overlap 0.9 (1,728 windows).
+    _choose(chrome, "glims-model", "(yours: tiny-brats)")
+    waitFor(lambda: _state(chrome, "seg_model") == "tiny-brats", 20, "the tiny model selected")
+    _toggleRunOptions(chrome)
+    _tickWholeImage(chrome, True)
+    _setOverlap(chrome, Keys.END, 1, 0.9)
+    try:
+        _click(chrome, "glims-segment")
+        waitFor(lambda: _text(chrome, "glims-segment").strip().lower() == "cancel", 20, "the Cancel button")
+        _click(chrome, "glims-segment")
+        waitFor(lambda: _text(chrome, "glims-seg-status").startswith("Cancelled"), JOB_TIMEOUT_S, "the cancel")
+        assert len(_state(chrome, "edit_segmentations")) == count
+        assert _text(chrome, "glims-segment").strip().lower() == "segment"
+    finally:  # the page's settings as the other tests expect them
+        _setOverlap(chrome, Keys.ARROW_LEFT, 8, 0.5)
+        _tickWholeImage(chrome, False)
+        _toggleRunOptions(chrome)
+        _choose(chrome, "glims-model", "GLIMS BraTS, small default model")
 
 
 def test_a_failing_job_leaves_the_page_usable(chrome):

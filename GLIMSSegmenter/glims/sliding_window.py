@@ -96,7 +96,10 @@ def sliding_window_logits(
             once), in the caller's grad and inference mode.
         overlap, blend: window placement and blending (see the module docstring).
         batch_size: windows per ``forward`` call (the last call may get fewer).
-        before_batch, after_batch: called around every ``forward`` call (cancellation checks, progress).
+        before_batch, after_batch: called around every ``forward`` call (cancellation checks, progress). With
+            several streams ``before_batch`` (then it must be thread-safe) runs on the stream's thread before its
+            ``forward`` call, and again on the caller's before each batch's output is added; ``after_batch`` always
+            runs on the caller's thread, once per batch, in window order.
     """
     roi = tuple(int(r) for r in roi)
     spatial = tuple(image.shape[1:])

@@ -17,7 +17,7 @@ bundled model) and a fresh headless Chromium (Debian ``chromium`` + ``chromium-d
   before the first click: the page shows only the newest result). From the server's log, the front end's own
   stages: writing the engine's input files (or reusing them) and importing the result into the scene; and the
   engine's job (its own total: model, preprocessing, inference, postprocessing, writing) with its thread count
-  (the engine measures the load for 0.1 s before each job and takes one thread per free core);
+  (from its log);
 * **peak server memory**: the server process's peak resident memory (``VmHWM``; the engine runs in a child
   process, reported separately as the largest resident size seen while polling every 0.1 s).
 

@@ -14,6 +14,7 @@ never modified by a job (inference and postprocessing read them), so one entry s
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -99,11 +100,11 @@ def prepared_case(
 ) -> CasePreparation:
     """``glims.preprocessing.prepare_case``, through the installed cache when there is one and every input is a
     file."""
+    prepare = functools.partial(prepare_case, paths, names, preprocessing, roi_size, crop)
     cache = _installed.get()
     if cache is None or not all(Path(p).is_file() for p in paths):  # a DICOM folder's files may change unseen
-        return prepare_case(paths, names, preprocessing, roi_size, crop)
-    key = case_key(paths, names, preprocessing, roi_size, crop)
-    return cache.case(key, lambda: prepare_case(paths, names, preprocessing, roi_size, crop))
+        return prepare()
+    return cache.case(case_key(paths, names, preprocessing, roi_size, crop), prepare)
 
 
 def active_case_cache() -> CaseCache | None:

@@ -218,6 +218,15 @@ def _setOverlap(chrome, key: str, presses: int, expected: float) -> None:
     waitFor(lambda: abs(float(_state(chrome, "seg_overlap")) - expected) < 1e-6, 10, f"overlap {expected}")
 
 
+def _transitionSeconds(chrome, selector: str) -> list[float]:
+    """The longest CSS transition of each element matching ``selector``, in seconds (as the browser computes it)."""
+    durations = chrome.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".map(e => getComputedStyle(e).transitionDuration)", selector)
+    return [max(float(d.strip().rstrip("ms")) / (1000 if d.strip().endswith("ms") else 1) for d in text.split(","))
+            for text in durations]
+
+
 def test_cancel_leaves_no_segmentation(chrome):
     from selenium.webdriver.common.keys import Keys
 
@@ -233,6 +242,8 @@ def test_cancel_leaves_no_segmentation(chrome):
     try:
         _click(chrome, "glims-segment")
         waitFor(lambda: _text(chrome, "glims-segment").strip().lower() == "cancel", 20, "the Cancel button")
+        # the progress bar steps without Vuetify's animation, which kept the browser busy while the engine worked
+        assert _transitionSeconds(chrome, "#glims-seg-progress .v-progress-linear__determinate") == [0.0]
         _click(chrome, "glims-segment")
         waitFor(lambda: _text(chrome, "glims-seg-status").startswith("Cancelled"), JOB_TIMEOUT_S, "the cancel")
         assert len(_state(chrome, "edit_segmentations")) == count

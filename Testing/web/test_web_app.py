@@ -4,6 +4,10 @@ sample case -> Segment -> the three segment names appear -> a paint stroke chang
 the exported .seg.nrrd reads back with slicerio on the reference grid with terminology -> Cancel mid-run adds no
 segmentation -> a one-epoch fine-tune of a tiny model offers the new version. Pixel checks are thresholded
 differences of the same view, never comparisons with stored images.
+
+The tests share one browser and server (starting them takes a while), in this order; each one first brings the
+page to what it needs (the sample case loaded, a result, a second training case, the tiny model chosen) where an
+earlier test has not, so any of them also runs alone.
 """
 
 from __future__ import annotations
@@ -98,6 +102,48 @@ def _axialPixels(chrome) -> np.ndarray:
     return elementPixels(viewImages(chrome)[0])
 
 
+def _loadSample(chrome) -> None:
+    _click(chrome, "glims-sample-menu")
+    _click(chrome, "glims-sample-synthetic-demo")
+    waitFor(lambda: "Loaded 4 volumes" in _text(chrome, "glims-case-message"), 60, "the case to load")
+
+
+@pytest.fixture
+def sample_case(chrome) -> None:
+    """The synthetic sample case is the page's case (loaded here unless it already is)."""
+    waitFor(lambda: len(viewImages(chrome)) >= 4, 60, "the four views")
+    if not _state(chrome, "case_title").startswith("Synthetic brain MRI"):
+        _loadSample(chrome)
+
+
+def _segment(chrome) -> None:
+    """Click Segment and wait for the job to finish."""
+    _tab(chrome, "segment")
+    _click(chrome, "glims-segment")
+    waitFor(lambda: _state(chrome, "seg_status").startswith("Finished"), JOB_TIMEOUT_S, "the segmentation")
+
+
+@pytest.fixture
+def segmented_sample(sample_case, chrome) -> None:
+    """The sample case has a result of the default model (made here unless there is one)."""
+    if not _state(chrome, "edit_segmentations"):
+        _segment(chrome)
+
+
+@pytest.fixture
+def two_training_cases(segmented_sample, chrome) -> None:
+    """The training set holds two cases, enough to fine-tune (the sample's result added here unless it holds
+    two), and the tiny model is the one chosen."""
+    if len(_state(chrome, "train_cases")) < 2:
+        _tab(chrome, "train")
+        _click(chrome, "glims-add-case")
+        waitFor(lambda: len(_state(chrome, "train_cases")) == 2, 60, "the case to be stored")
+    if _state(chrome, "seg_model") != "tiny-brats":
+        _tab(chrome, "segment")
+        _choose(chrome, "glims-model", "(yours: tiny-brats)")
+        waitFor(lambda: _state(chrome, "seg_model") == "tiny-brats", 20, "the tiny model selected")
+
+
 def test_token_is_required(web_server):
     plain = web_server.url.split("?")[0]
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -110,9 +156,7 @@ def test_token_is_required(web_server):
 
 def test_sample_case_loads(chrome, screenshot_folder):
     waitFor(lambda: len(viewImages(chrome)) >= 4, 60, "the four views")
-    _click(chrome, "glims-sample-menu")
-    _click(chrome, "glims-sample-synthetic-demo")
-    waitFor(lambda: "Loaded 4 volumes" in _text(chrome, "glims-case-message"), 60, "the case to load")
+    _loadSample(chrome)
     assert [_state(chrome, f"seg_input_{slot}") for slot in range(1, 5)] == [
         v["value"] for v in sorted(_state(chrome, "seg_volumes"), key=lambda v: ["flair", "t1ce", "t1", "t2"].index(
             v["title"].rsplit("_", 1)[1]))]
@@ -120,21 +164,21 @@ def test_sample_case_loads(chrome, screenshot_folder):
     _save(chrome, screenshot_folder, "web_case_loaded.png")
 
 
-def test_segment_shows_named_segments(chrome, screenshot_folder):
+def test_segment_shows_named_segments(sample_case, chrome, screenshot_folder):
     _tab(chrome, "segment")
+    count = len(_state(chrome, "edit_segmentations"))
     before = _axialPixels(chrome)
-    _click(chrome, "glims-segment")
-    waitFor(lambda: _state(chrome, "seg_status").startswith("Finished"), JOB_TIMEOUT_S, "the segmentation")
+    _segment(chrome)
     _tab(chrome, "edit")
     shown = waitFor(lambda: (lambda items: items if all(any(n in i for i in items) for n in SEGMENT_NAMES) else None)(
         _shownListItems(chrome)), 30, "the segment names in the segment list")
     assert [next(i for i in shown if n in i) for n in SEGMENT_NAMES]
-    assert len(_state(chrome, "edit_segmentations")) == 1
+    assert len(_state(chrome, "edit_segmentations")) == count + 1
     waitFor(lambda: changedFraction(before, _axialPixels(chrome)) > 0.005, 30, "the segments drawn in the view")
     _save(chrome, screenshot_folder, "web_result.png")
 
 
-def test_paint_changes_view_and_undo_reverts(chrome, screenshot_folder):
+def test_paint_changes_view_and_undo_reverts(segmented_sample, chrome, screenshot_folder):
     from selenium.webdriver.common.action_chains import ActionChains
 
     _tab(chrome, "edit")
@@ -161,7 +205,7 @@ def test_paint_changes_view_and_undo_reverts(chrome, screenshot_folder):
     assert changedFraction(before, _axialPixels(chrome)) < changedFraction(before, painted) / 4
 
 
-def test_export_reads_back_on_reference_grid(chrome, tmp_path):
+def test_export_reads_back_on_reference_grid(segmented_sample, chrome, tmp_path):
     import SimpleITK as sitk
     import slicerio
     from GLIMSSegmenterWeb.cases import SAMPLE_DEMO, prepareSample
@@ -227,7 +271,7 @@ def _transitionSeconds(chrome, selector: str) -> list[float]:
             for text in durations]
 
 
-def test_cancel_leaves_no_segmentation(chrome):
+def test_cancel_leaves_no_segmentation(sample_case, chrome):
     from selenium.webdriver.common.keys import Keys
 
     _tab(chrome, "segment")
@@ -255,7 +299,7 @@ def test_cancel_leaves_no_segmentation(chrome):
         _choose(chrome, "glims-model", "GLIMS BraTS, small default model")
 
 
-def test_a_failing_job_leaves_the_page_usable(chrome):
+def test_a_failing_job_leaves_the_page_usable(sample_case, chrome):
     _tab(chrome, "segment")
     count = len(_state(chrome, "edit_segmentations"))
     _choose(chrome, "glims-model", "(yours: tiny-broken)")
@@ -268,12 +312,13 @@ def test_a_failing_job_leaves_the_page_usable(chrome):
     waitFor(lambda: _state(chrome, "seg_button_enabled"), 20, "Segment enabled again")
 
 
-def test_fine_tune_offers_the_new_model(chrome, screenshot_folder):
+def test_fine_tune_offers_the_new_model(segmented_sample, chrome, screenshot_folder):
     _tab(chrome, "train")
+    stored = len(_state(chrome, "train_cases"))
     _click(chrome, "glims-add-case")
     message = waitFor(lambda: _text(chrome, "glims-train-message"), 60, "the case to be stored")
     assert message.startswith("Added"), message
-    assert len(_state(chrome, "train_cases")) == 2
+    assert len(_state(chrome, "train_cases")) == stored + 1
 
     _tab(chrome, "segment")
     _choose(chrome, "glims-model", "(yours: tiny-brats)")
@@ -298,7 +343,7 @@ def test_fine_tune_offers_the_new_model(chrome, screenshot_folder):
     assert _state(chrome, "seg_model") == "tiny-brats"
 
 
-def test_stopping_fine_tuning_registers_nothing(chrome, web_home):
+def test_stopping_fine_tuning_registers_nothing(two_training_cases, chrome, web_home):
     from glims.catalog import load_catalog
 
     _tab(chrome, "train")

@@ -204,6 +204,8 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onAutoFillInputs(onlyEmpty=True)  # volumes loaded since the panel was last shown
         if self._deviceProbe is None:  # asked once, in the engine's Python: torch stays out of Slicer's process
             self._startDeviceProbe()
+        if not dependencies.missingRequirements():  # the engine's imports run while the user picks the inputs
+            self.logic.prestartWorker()
 
     def exit(self):
         self._disconnectParameterNode()

@@ -62,6 +62,7 @@ class WebContext:
     def onCaseLoaded(self) -> None:
         self.state.panel_tab = "segment"
         self.training.refresh()
+        self.logic.prestartWorker()  # its imports run while the user looks at the case, not after the click
 
     def onResultChanged(self) -> None:
         self.training.refresh()

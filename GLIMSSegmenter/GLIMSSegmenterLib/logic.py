@@ -275,6 +275,19 @@ class GLIMSSegmenterLogic(ScriptedLoadableModuleLogic):
             engineCommand(arguments, self.pythonExecutable), env=env, cwd=str(workFolder), onProgress=onProgress
         )
 
+    def prestartWorker(self) -> bool:
+        """Start the warm engine worker now, if segmentations use it and none is running, so that the first
+        Segment finds torch and the engine already imported (a new worker takes seconds to import them; a request
+        sent before it is ready waits for it). Call it when a segmentation is likely soon: the module shown, a case
+        loaded. Without a request the worker still exits after its idle timeout. Returns whether it started one.
+
+        The engine's packages must be installed (in Slicer: ``dependencies.missingRequirements()`` is empty)."""
+        worker = self.warmWorker
+        if not self.useWarmWorker or worker.unresponsive or worker.running:
+            return False
+        worker.acquire(self.pythonExecutable, engineEnvironment(self.baseEnvironment, self.glimsHome))
+        return True
+
     def releaseWorker(self) -> None:
         """Stop the warm engine worker now and release its memory (a running segmentation ends as cancelled);
         the next segmentation starts a new one. The kept input files are removed too."""

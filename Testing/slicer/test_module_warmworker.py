@@ -162,6 +162,30 @@ def test_an_idle_worker_exits_and_release_stops_it_at_once(logic, scene, headles
     assert not logic.warmWorker.running and logic.warmWorker.pid is None
 
 
+def test_a_prestarted_worker_imports_before_the_first_segment_and_runs_it(warm_logic, scene, headless, case):
+    assert warm_logic.prestartWorker()
+    worker = warm_logic.warmWorker.process
+    assert warm_logic.warmWorker.running and not warm_logic.prestartWorker()  # one is running already
+    deadline = time.monotonic() + WAIT_S
+    while not worker.ready and worker.alive and time.monotonic() < deadline:
+        worker.discardPendingLines()  # notes its "ready" line: its libraries are imported, before any request
+        time.sleep(0.1)
+    assert worker.ready
+
+    job, state, logs, _ = _run(warm_logic, [headless.load_volume(path) for path in case])
+    assert state is JobState.SUCCEEDED, job.errorMessage
+    assert job.process.pid == worker.pid  # the first Segment went to the worker started ahead of it
+    assert job.process.modelCache == {"hits": 0, "misses": 1}
+    assert len(_segmentation_nodes(scene)) == 1
+
+
+def test_no_worker_is_prestarted_when_runs_do_not_use_it(logic):
+    logic.warmWorker = WarmWorker()
+    logic.useWarmWorker = False
+    assert not logic.prestartWorker()
+    assert not logic.warmWorker.running and logic.warmWorker.process is None
+
+
 def test_the_setting_turns_the_worker_off(headless, glims_home, monkeypatch):
     from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic
 

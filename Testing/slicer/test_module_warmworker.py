@@ -222,8 +222,8 @@ def test_a_worker_that_cannot_read_requests_fails_the_run_once_and_later_runs_ar
     assert state is JobState.SUCCEEDED and type(following.process) is EngineProcess
 
 
-def test_a_second_caller_while_the_worker_is_busy_gets_a_process_of_its_own(warm_logic, headless, glims_home, case,
-                                                                           big_case):
+def test_a_second_caller_while_the_worker_is_busy_gets_a_process_of_its_own(warm_logic, scene, headless, glims_home,
+                                                                           case, big_case):
     from GLIMSSegmenterLib.logic import GLIMSSegmenterLogic
 
     other = GLIMSSegmenterLogic(glimsHome=glims_home)  # e.g. a second session of a web front end

@@ -3,9 +3,11 @@ wheel, no Qt): each click until the result is a segmentation node in the scene w
 
     .venv/bin/python tools/slicer_click_bench.py --case ../shared/data/brats/tcga_fg_6692 [--repeat 3] [--clicks 3]
 
-Each repetition makes a fresh headless Slicer scene (``Testing/slicer/headless_slicer.py``), loads the case's
-image files as volumes (as Add Data does), a fresh module logic with an empty user folder (the bundled model) and
-its own warm engine worker, then clicks *Segment* ``--clicks`` times on the same volumes. A click is what the
+Each repetition makes a fresh headless Slicer scene (``Testing/slicer/headless_slicer.py``) and a fresh module logic
+with an empty user folder (the bundled model) and its own warm engine worker, which it starts as the panel does when
+the module is shown (``prestartWorker``), loads the case's image files as volumes (as Add Data does), then clicks
+*Segment* ``--clicks`` times on the same volumes, the first ``--pause`` seconds after the volumes are loaded (default
+0; ``--cold``: no worker started before it, the first click starts one). A click is what the
 panel does: ``segmentFromParameterNode``'s ``startSegmentation`` with the matched inputs, the job polled every
 ``GLIMSSegmenterLib.job.POLL_INTERVAL_S`` (the panel's timer), then the 3D surfaces built (*Show 3D* is on by
 default). Not included: Slicer's own rendering of the views, which the desktop application does after the click's
@@ -58,7 +60,7 @@ def click(logic, modelId: str, inputs: dict, poll: float) -> dict:
     }
 
 
-def repetition(case: Path, clicks: int, poll: float) -> list[dict]:
+def repetition(case: Path, clicks: int, poll: float, prestart: bool = True, pause: float = 0.0) -> list[dict]:
     from headless_slicer import HeadlessSlicer, terminology_folder
 
     app = HeadlessSlicer(terminology_folder())
@@ -70,9 +72,12 @@ def repetition(case: Path, clicks: int, poll: float) -> list[dict]:
         logic = GLIMSSegmenterLogic(glimsHome=home)
         logic.warmWorker = WarmWorker()
         try:
+            if prestart:
+                logic.prestartWorker()  # the module shown
             volumes = [app.load_volume(path) for path in sorted(case.glob("*.nii*"))]
             modelId = logic.defaultModelId()
             inputs = logic.matchInputVolumes(modelId, volumes)
+            time.sleep(pause)  # a person looking at the case before the first click
             return [click(logic, modelId, inputs, poll) for _ in range(clicks)]
         finally:
             logic.releaseWorker()
@@ -86,10 +91,15 @@ def main() -> int:
     parser.add_argument("--case", type=Path, required=True, help="folder of one case's image files")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions, each with a fresh scene and worker")
     parser.add_argument("--clicks", type=int, default=3, help="Segment clicks per repetition")
+    parser.add_argument("--cold", action="store_true",
+                        help="no worker started before the first click (the first click starts it)")
+    parser.add_argument("--pause", type=float, default=0.0,
+                        help="seconds between loading the volumes and the first click (default 0)")
     args = parser.parse_args()
     print(f"load average before (1, 5, 15 min): {loadAverage()}\n")
     rows = [(run + 1, number + 1, figures) for run in range(args.repeat)
-            for number, figures in enumerate(repetition(args.case, args.clicks, POLL_INTERVAL_S))]
+            for number, figures in enumerate(repetition(args.case, args.clicks, POLL_INTERVAL_S, not args.cold,
+                                                             args.pause))]
     columns = list(rows[0][2])
     print("| run | click | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))

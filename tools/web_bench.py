@@ -10,8 +10,9 @@ bundled model) and a fresh headless Chromium (Debian ``chromium`` + ``chromium-d
   images), with the time until the server printed its address;
 * the case loaded: the synthetic sample case, or with ``--case DIR`` the image files in ``DIR`` (the server gets
   ``--data DIR`` and the page loads its top-level case, e.g. a real BraTS case; inputs are assigned by name);
-* **Segment clicks**: *Segment* clicked ``--clicks`` times in a row on the same case (the first click starts the
-  warm engine worker, later ones find it warm; each click comes 1 s after the page showed the last one's result).
+* **Segment clicks**: *Segment* clicked ``--clicks`` times in a row on the same case (the warm engine worker starts
+  when the case is loaded, and the first click, 1 s after the case is shown, may still wait for its imports; each
+  later click comes 1 s after the page showed the last one's result).
   Per click, timed in the page: from the click until the status says *Finished* with the new result selected,
   and until the axial view shows the segments (the first view image after *Finished* whose pixels differ from
   the case's image before the first click: the page shows only the newest result). From the server's log, the
@@ -164,7 +165,7 @@ window.glimsPixels = (img) => {
   return context.getImageData(0, 0, canvas.width, canvas.height);
 };
 window.glimsChangedFraction = (before, after) => {
-  if (before.width !== after.width || before.height !== after.height) return 1;
+  if (before.width !== after.width || before.height !== after.height) return 0;  // not comparable: not counted
   let changed = 0;
   for (let i = 0; i < before.data.length; i += 4) {
     const d = Math.max(Math.abs(before.data[i] - after.data[i]), Math.abs(before.data[i + 1] - after.data[i + 1]),

@@ -24,12 +24,12 @@ import SimpleITK as sitk
 from . import __version__
 from .casecache import prepared_case
 from .catalog import ModelSpec, load_catalog
-from .imageio import Geometry, check_image_target, ensure_writable, write_image
+from .imageio import check_image_target, ensure_writable, write_image
 from .inference import InferenceOptions, load_models, predict_logits
 from .inputroles import assign_inputs
 from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
-from .preprocessing import CasePreparation, to_xyz
+from .preprocessing import CasePreparation
 from .progress import CancelToken, ProgressCallback, StagePlan
 from .segfile import write_seg_nrrd
 
@@ -58,9 +58,9 @@ def resolve_model(model: str | ModelSpec, home: str | os.PathLike | None = None)
     return model if isinstance(model, ModelSpec) else load_catalog(home).get(model)
 
 
-def _segment_stats(labels_xyz: np.ndarray, spec: ModelSpec, reference: sitk.Image) -> list[dict[str, Any]]:
-    voxel_ml = float(np.prod(reference.GetSpacing())) / 1000.0
-    counts = np.bincount(labels_xyz.ravel(), minlength=256)
+def _segment_stats(labels: sitk.Image, spec: ModelSpec) -> list[dict[str, Any]]:
+    voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
+    counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=256)
     return [
         {
             "value": label.value,
@@ -181,9 +181,7 @@ def segment_files(
 
     clock = time.perf_counter()
     plan.report("postprocess", 0, 1, "labels")
-    labels_xyz, probs_full = _labels_on_reference(spec, case, logits, postprocess, thresholds)
-    labels = sitk.GetImageFromArray(np.ascontiguousarray(labels_xyz.transpose(2, 1, 0)))
-    Geometry.of(case.reference).apply(labels)
+    labels, probs_full = _labels_on_reference(spec, case, logits, postprocess, thresholds)
     timings["postprocess"] = time.perf_counter() - clock
     plan.report("postprocess", 1, 1, "labels ready")
     _check(cancel)
@@ -214,7 +212,7 @@ def segment_files(
             "tta": opts.tta,
         },
         "runtime": {"python": platform.python_version(), "torch": _torch_version()},
-        "segments": _segment_stats(labels_xyz, spec, case.reference),
+        "segments": _segment_stats(labels, spec),
         "timings_s": {},
         "outputs": {k: str(v) for k, v in targets.items()},
     }
@@ -278,8 +276,8 @@ def _labels_on_reference(
     logits: np.ndarray,
     postprocess: bool | None,
     thresholds: Mapping[str, float] | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Label map (X, Y, Z) on the reference grid, and the probabilities on the full processing grid."""
+) -> tuple[sitk.Image, np.ndarray]:
+    """The uint8 label map on the reference grid, and the probabilities on the full processing grid."""
     output = spec.output
     probs = activate(logits, output.activation)
     background = [1.0] + [0.0] * (probs.shape[0] - 1) if output.activation == "softmax" else 0.0
@@ -291,8 +289,8 @@ def _labels_on_reference(
         if cleanup.fill_holes is not None:
             fill_holes(labels, cleanup.fill_holes.label, cleanup.fill_holes.fill_with)
     labels[~case.foreground] = 0
-    on_reference = case.to_reference(labels[None].astype(np.float32), sitk.sitkNearestNeighbor)[0]
-    return to_xyz(on_reference).astype(np.uint8), probs_full
+    # nearest neighbour on the uint8 labels themselves: the same values, a quarter of the memory traffic of float32
+    return case.to_reference(labels[None], sitk.sitkNearestNeighbor)[0], probs_full
 
 
 def _probability_image(probs_full: np.ndarray, case: CasePreparation) -> sitk.Image:

@@ -39,8 +39,9 @@ def write_seg_nrrd(labels: sitk.Image, segments: Sequence[LabelSpec], path: str 
         OutputError: the file cannot be written.
     """
     image = sitk.Cast(labels, sitk.sitkUInt8)
-    array_xyz = sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)
-    present = np.unique(array_xyz)
+    voxels = sitk.GetArrayViewFromImage(image)  # (z, y, x), without a copy
+    present = set(np.flatnonzero(np.bincount(voxels.ravel(), minlength=256)).tolist())  # the label values in use
+    array_xyz = voxels.transpose(2, 1, 0)
     for key in list(image.GetMetaDataKeys()):
         image.EraseMetaData(key)
     for index, segment in enumerate(segments):

@@ -138,11 +138,6 @@ def click(driver, elementId: str) -> None:
     ready(driver, elementId).click()
 
 
-def imageSource(driver) -> str:
-    """The ``src`` of the axial view's image: a new one for every image the server sends."""
-    return viewImages(driver)[0].get_attribute("src")
-
-
 def loadCase(driver, case: Path | None) -> None:
     if case is None:
         click(driver, "glims-sample-menu")

@@ -1,7 +1,8 @@
 """The Edit step: Slicer's segment editor effects (trame-slicer), undo/redo, 3D surfaces, the result to work on.
 
 Every run adds a new segmentation node; the page keeps them all and shows one at a time (the others are hidden),
-so an edited result is never replaced by a later run.
+so an edited result is never replaced by a later run. A result appears where the user is looking: the slice views
+keep their slices, zoom and pan; only the case's first result frames the 3D view on its surfaces.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class EditStep:
         self.state.edit_segmentations = []
         self.state.edit_segmentation = None
         self.state.edit_has_result = False
+        self._framed3D = False  # the 3D view shows this case's surfaces (its camera is the user's from then on)
         self.state.change("edit_segmentation")(self._onSelected)
 
     @property
@@ -46,6 +48,7 @@ class EditStep:
         self.state.edit_segmentations = []
         self.state.edit_segmentation = None
         self.state.edit_has_result = False
+        self._framed3D = False
 
     def showResult(self, node, referenceVolume) -> None:
         """Make ``node`` (a new result) the edited segmentation, shown over ``referenceVolume``."""
@@ -65,9 +68,12 @@ class EditStep:
             other.SetDisplayVisibility(other is node)
         self.editor.deactivate_effect()
         self.editor.set_active_segmentation(node, referenceVolume)
-        # surfaces in the 3D view, as the module's "Show 3D", with the camera on them
+        # surfaces in the 3D view, as the module's "Show 3D"; the camera on them once per case
         self.editor.set_surface_representation_enabled(True)
         self.context.editorLogic.data.segment_display.show_3d = True
-        self.context.slicerApp.display_manager.reset_views()
+        if not self._framed3D:
+            for view in self.context.slicerApp.view_manager.get_threed_views():
+                view.reset_view()
+            self._framed3D = True
         self.state.edit_has_result = True
         self.context.onResultChanged()

@@ -1,6 +1,7 @@
 """The web app in a real browser: the user flow click by click, on the synthetic sample case.
 
-sample case -> Segment -> the three segment names appear -> a paint stroke changes the view -> undo reverts it ->
+sample case -> Segment -> the three segment names appear -> a second Segment keeps the slice and the 3D view the
+user chose -> a paint stroke changes the view -> undo reverts it ->
 the exported .seg.nrrd reads back with slicerio on the reference grid with terminology -> Cancel mid-run adds no
 segmentation -> a one-epoch fine-tune of a tiny model offers the new version. Pixel checks are thresholded
 differences of the same view, never comparisons with stored images.
@@ -205,6 +206,36 @@ def test_segment_shows_named_segments(chrome, screenshot_folder):
     assert len(_state(chrome, "edit_segmentations")) == 1
     waitFor(lambda: changedFraction(before, _axialPixels(chrome)) > 0.005, 30, "the segments drawn in the view")
     _save(chrome, screenshot_folder, "web_result.png")
+
+
+def _threeDPixels(chrome) -> np.ndarray:
+    """The 3D view: the top one of the three small views."""
+    return elementPixels(min(viewImages(chrome)[1:], key=lambda img: img.location["y"]))
+
+
+def test_a_new_result_keeps_the_views_where_the_user_left_them(sample_case, chrome):
+    """The slice the user scrolled to and the 3D view they turned stay as they are when the next result arrives
+    (the same model on the same case: the same segments, so the views must look the same as before the run)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
+
+    _segment(chrome)
+    time.sleep(1.0)  # the result's images have arrived
+    framed, axial = _threeDPixels(chrome), _axialPixels(chrome)
+    for _ in range(6):
+        ActionChains(chrome).scroll_from_origin(ScrollOrigin.from_element(viewImages(chrome)[0]), 0, 120).perform()
+        time.sleep(0.1)
+    threeD = min(viewImages(chrome)[1:], key=lambda img: img.location["y"])
+    ActionChains(chrome).move_to_element(threeD).click_and_hold().move_by_offset(80, 0).release().perform()
+    waitFor(lambda: changedFraction(axial, _axialPixels(chrome)) > 0.02, 30, "another slice in the axial view")
+    waitFor(lambda: changedFraction(framed, _threeDPixels(chrome)) > 0.02, 30, "the 3D view turned")
+    time.sleep(1.0)  # the last images of the user's views have arrived
+    scrolled, turned = _axialPixels(chrome), _threeDPixels(chrome)
+
+    _segment(chrome)
+    time.sleep(1.5)  # the new result's images have arrived
+    assert changedFraction(scrolled, _axialPixels(chrome)) < 0.002
+    assert changedFraction(turned, _threeDPixels(chrome)) < 0.002
 
 
 def test_paint_changes_view_and_undo_reverts(segmented_sample, chrome, screenshot_folder):

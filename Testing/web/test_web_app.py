@@ -1,7 +1,7 @@
 """The web app in a real browser: the user flow click by click, on the synthetic sample case.
 
 sample case -> Segment -> the three segment names appear -> a second Segment keeps the slice and the 3D view the
-user chose -> a paint stroke changes the view -> undo reverts it ->
+user chose, and the surfaces off when the user turned them off -> a paint stroke changes the view -> undo reverts it ->
 the exported .seg.nrrd reads back with slicerio on the reference grid with terminology -> Cancel mid-run adds no
 segmentation -> a one-epoch fine-tune of a tiny model offers the new version. Pixel checks are thresholded
 differences of the same view, never comparisons with stored images.
@@ -103,6 +103,11 @@ def _axialPixels(chrome) -> np.ndarray:
     return elementPixels(viewImages(chrome)[0])
 
 
+def _threeDPixels(chrome) -> np.ndarray:
+    """The 3D view: the top one of the three small views."""
+    return elementPixels(min(viewImages(chrome)[1:], key=lambda img: img.location["y"]))
+
+
 def _tinyModelChosen(chrome) -> bool:
     """The tiny model (``tiny-brats``, any version) is the chosen one."""
     return str(_state(chrome, "seg_model")).split("@")[0] == "tiny-brats"
@@ -197,7 +202,7 @@ def test_segment_shows_named_segments(chrome, screenshot_folder):
     _loadSample(chrome)  # anew: the view shows the case without any earlier result
     waitFor(lambda: _axialPixels(chrome).std() > 10, 30, "the FLAIR image in the axial view")
     time.sleep(0.5)  # the last image of the case alone has arrived
-    before = _axialPixels(chrome)
+    before, emptyThreeD = _axialPixels(chrome), _threeDPixels(chrome)
     _segment(chrome)
     _tab(chrome, "edit")
     shown = waitFor(lambda: (lambda items: items if all(any(n in i for i in items) for n in SEGMENT_NAMES) else None)(
@@ -205,12 +210,8 @@ def test_segment_shows_named_segments(chrome, screenshot_folder):
     assert [next(i for i in shown if n in i) for n in SEGMENT_NAMES]
     assert len(_state(chrome, "edit_segmentations")) == 1
     waitFor(lambda: changedFraction(before, _axialPixels(chrome)) > 0.005, 30, "the segments drawn in the view")
+    waitFor(lambda: changedFraction(emptyThreeD, _threeDPixels(chrome)) > 0.02, 30, "the surfaces in the 3D view")
     _save(chrome, screenshot_folder, "web_result.png")
-
-
-def _threeDPixels(chrome) -> np.ndarray:
-    """The 3D view: the top one of the three small views."""
-    return elementPixels(min(viewImages(chrome)[1:], key=lambda img: img.location["y"]))
 
 
 def test_a_new_result_keeps_the_views_where_the_user_left_them(sample_case, chrome):
@@ -236,6 +237,47 @@ def test_a_new_result_keeps_the_views_where_the_user_left_them(sample_case, chro
     time.sleep(1.5)  # the new result's images have arrived
     assert changedFraction(scrolled, _axialPixels(chrome)) < 0.002
     assert changedFraction(turned, _threeDPixels(chrome)) < 0.002
+
+
+SHOW_3D = "SegmentEditorState__segment_display__SegmentDisplayState__show_3d"
+"""The page state of the segment editor's *Toggle 3D* (in its *Rendering* settings)."""
+
+
+def _toggleShow3D(chrome) -> None:
+    """Click *Toggle 3D* in the Edit tab's *Rendering* settings (opened first if closed); the views' own 3D
+    buttons are right of the panel."""
+    _tab(chrome, "edit")
+    panelRight = viewImages(chrome)[0].location["x"]
+    toggles = lambda: [b for b in chrome.find_elements("css selector", "button")  # noqa: E731
+                       if b.find_elements("css selector", ".mdi-video-3d") and b.is_displayed()
+                       and b.location["x"] < panelRight]
+    if not toggles():
+        heading = waitFor(lambda: [t for t in chrome.find_elements("xpath", "//span[normalize-space()='Rendering']")
+                                   if t.is_displayed()], 20, "the Rendering settings")[0]
+        chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", heading)
+        heading.click()
+    toggle = waitFor(toggles, 20, "Toggle 3D")[0]
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'})", toggle)
+    toggle.click()
+
+
+def test_the_next_result_follows_the_users_3d_choice(segmented_sample, chrome):
+    """Surfaces turned off in the editor stay off for the next result; turned on again, they come back."""
+    shown = _threeDPixels(chrome)
+    _toggleShow3D(chrome)
+    waitFor(lambda: _state(chrome, SHOW_3D) is False, 20, "Toggle 3D off")
+    waitFor(lambda: changedFraction(shown, _threeDPixels(chrome)) > 0.02, 30, "the surfaces gone from the 3D view")
+    time.sleep(1.0)
+    without = _threeDPixels(chrome)
+
+    _segment(chrome)
+    time.sleep(1.5)  # the editor has taken the new result (and would have built its surfaces)
+    assert _state(chrome, SHOW_3D) is False
+    assert changedFraction(without, _threeDPixels(chrome)) < 0.002
+
+    _toggleShow3D(chrome)
+    waitFor(lambda: _state(chrome, SHOW_3D) is True, 20, "Toggle 3D on")
+    waitFor(lambda: changedFraction(without, _threeDPixels(chrome)) > 0.02, 30, "the surfaces back in the 3D view")
 
 
 def test_paint_changes_view_and_undo_reverts(segmented_sample, chrome, screenshot_folder):

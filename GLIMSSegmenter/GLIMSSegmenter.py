@@ -512,9 +512,11 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastError = job.errorMessage
         self._job = None
         if job.state is JobState.SUCCEEDED:
-            self.ui.resultSegmentationSelector.setCurrentNode(job.segmentationNode)
-            if self.ui.show3DButton.checked:
-                self.logic.setShowIn3D(job.segmentationNode, True)
+            show3D = self.ui.show3DButton.checked  # as the user left it (on for the first result)
+            node = job.segmentationNode
+            self.ui.resultSegmentationSelector.setCurrentNode(node)
+            if show3D:  # the slice views draw the result first, the surfaces follow
+                qt.QTimer.singleShot(int(presentation.SURFACES_AFTER_S * 1000), lambda: self._showSurfaces(node))
         elif job.keepFiles:
             self.onJobLog(f"Temporary files kept in {job.workFolder}")
         self._updateProcessingState()
@@ -530,6 +532,12 @@ class GLIMSSegmenterWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.show3DButton.blockSignals(True)
             self.ui.show3DButton.checked = node.GetSegmentation().ContainsRepresentation("Closed surface")
             self.ui.show3DButton.blockSignals(False)
+
+    def _showSurfaces(self, node):
+        """Turn *Show 3D* on for ``node`` if it is still the chosen result (its toggle builds the surfaces)."""
+        current = self.ui.resultSegmentationSelector.currentNode()
+        if current is not None and current.GetID() == node.GetID():
+            self.ui.show3DButton.checked = True
 
     def onShow3DToggled(self, checked):
         node = self.ui.resultSegmentationSelector.currentNode()

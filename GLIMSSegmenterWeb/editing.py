@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["EditStep", "EDITOR_AFTER_S"]
+from GLIMSSegmenterLib.presentation import SURFACES_AFTER_S
 
-EDITOR_AFTER_S = 0.2
-"""How long after the slice views were given a result the editor takes it (time for their images to be drawn and
-sent first)."""
+__all__ = ["EditStep"]
 
 
 class EditStep:
@@ -84,7 +82,7 @@ class EditStep:
         self.state.edit_has_result = True
         self.context.onResultChanged()
         self._pending = node
-        asyncio.get_event_loop().call_later(EDITOR_AFTER_S, self._giveToEditor, node, referenceVolume)
+        asyncio.get_event_loop().call_later(SURFACES_AFTER_S, self._giveToEditor, node, referenceVolume)
 
     def _giveToEditor(self, node, referenceVolume) -> None:
         """The segment editor takes ``node`` (its 3D surfaces are built now); the 3D view is framed on the surfaces

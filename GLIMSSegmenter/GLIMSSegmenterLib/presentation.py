@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .job import JobState
 
 __all__ = [
+    "SURFACES_AFTER_S",
     "EXPORT_CHOICES",
     "BUDGET_UNITS",
     "PanelState",
@@ -27,6 +28,10 @@ __all__ = [
     "trainingCaseRow",
     "trainingCaseToolTip",
 ]
+
+SURFACES_AFTER_S = 0.2
+"""A new result is drawn in the slice views first; its 3D surfaces are built this many seconds later (they take
+0.05 s for a brain tumour, seconds for the organs of a full-resolution CT, and the views should not wait for them)."""
 
 EXPORT_CHOICES = (
     ("seg.nrrd", "Slicer segmentation (.seg.nrrd)"),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "Testing" / "slicer"))
 sys.path.insert(0, str(REPO / "GLIMSSegmenter"))
 
-THREADS_LINE = re.compile(r"CPU threads: (\d+) threads? of")
+from glims.cpu_threads import threads_in_log_line  # noqa: E402
 
 
 def loadAverage() -> str:
@@ -53,7 +52,7 @@ def click(logic, modelId: str, inputs: dict, poll: float) -> dict:
     surfacesStart = time.perf_counter()
     logic.setShowIn3D(job.segmentationNode, True)
     surfaces = time.perf_counter() - surfacesStart
-    threads = next((int(m.group(1)) for line in logs if (m := THREADS_LINE.search(line))), None)
+    threads = next((n for line in logs if (n := threads_in_log_line(line)) is not None), None)
     return {
         "click to result (s)": elapsed,
         "inputs written (s)": job.timings.get("write inputs", float("nan")),

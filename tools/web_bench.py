@@ -47,8 +47,9 @@ sys.path.insert(0, str(REPO))
 
 from browser import WebServer, elementPixels, startChromium, viewImages, waitFor  # noqa: E402
 
+from glims.cpu_threads import threads_in_log_line  # noqa: E402
+
 INPUTS_LINE = re.compile(r"segmentation inputs: (\d+) file\(s\) reused, (\d+) written in ([\d.]+) s")
-THREADS_LINE = re.compile(r"CPU threads: (\d+) threads? of")
 IMPORT_LINE = re.compile(r"segmentation imported in ([\d.]+) s \(engine: [^)]*total ([\d.]+) s\)")
 
 
@@ -223,7 +224,7 @@ def segmentOnce(driver, cpu: CpuShares) -> tuple[float, float, int, dict[str, fl
     shares = cpu.stop()
     timing = waitFor(lambda: (lambda t: t if t["shownMs"] is not None else None)(
         driver.execute_script("return window.glimsBench")), 60, "the segments in the axial view", interval=0.25)
-    threads = [int(m.group(1)) for line in state(driver, "seg_log") for m in [THREADS_LINE.search(line)] if m]
+    threads = [n for line in state(driver, "seg_log") if (n := threads_in_log_line(line)) is not None]
     return timing["finishedMs"] / 1000, timing["shownMs"] / 1000, threads[-1] if threads else 0, shares
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "threads_for",
     "choose_threads",
     "apply_threads",
+    "threads_in_log_line",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,10 @@ class ThreadChoice:
         if self.busy_elsewhere is not None:
             return text + f" ({self.busy_elsewhere:.1f} cores busy with other work)"
         return text + " (CPU load not measurable here)"
+
+    def log_line(self) -> str:
+        """The line a job logs about its threads (``threads_in_log_line`` reads it back)."""
+        return f"CPU threads: {self.describe()}"
 
 
 def available_cores() -> int:
@@ -217,5 +223,15 @@ def apply_threads(requested: int | None = None, measure: bool = True) -> ThreadC
         raise ConfigError(f"--threads must be at least 1, got {requested}")
     choice = choose_threads(requested, measure=measure)
     torch.set_num_threads(choice.threads)
-    logger.info("CPU threads: %s", choice.describe())
+    logger.info("%s", choice.log_line())
     return choice
+
+
+_LOG_LINE = re.compile(r"CPU threads: (\d+) threads? of")
+
+
+def threads_in_log_line(line: str) -> int | None:
+    """The thread count of a job's ``CpuShare.log_line`` found in ``line`` (a log line as any front end shows it),
+    or None."""
+    found = _LOG_LINE.search(line)
+    return int(found.group(1)) if found else None

@@ -18,6 +18,7 @@ from glims.cpu_threads import (
     choose_threads,
     measure_cpu_share,
     threads_for,
+    threads_in_log_line,
 )
 from glims.errors import ConfigError
 
@@ -58,6 +59,15 @@ def test_the_description_says_why():
     assert ThreadChoice(1, 2, "measured", 1.04).describe() == "1 thread of 2 cores (1.0 cores busy with other work)"
     assert ThreadChoice(4, 2, "requested").describe() == "4 threads of 2 cores (requested)"
     assert ThreadChoice(2, 2, "default").describe() == "2 threads of 2 cores (CPU load not measurable here)"
+
+
+def test_the_log_line_reads_back_in_the_benchmarks_way():
+    """The benchmarks find a job's thread count in the log lines a front end shows (prefixed or not)."""
+    for choice in (ThreadChoice(1, 2, "measured", 1.04), ThreadChoice(12, 16, "requested"),
+                   ThreadChoice(2, 2, "streams")):
+        assert threads_in_log_line(choice.log_line()) == choice.threads
+        assert threads_in_log_line(f"12:00:01 INFO {choice.log_line()}") == choice.threads
+    assert threads_in_log_line("model cache hit: glims-brats-synth@1.4.0") is None
 
 
 def test_a_job_of_window_streams_takes_one_thread_per_core_without_the_probe(monkeypatch):

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
             )
         else:
             pred_dir = Path(args.save_pred) if args.save_pred else out.with_name(out.stem + "_predictions")
-            ui.log(f"CPU threads: {apply_threads(args.threads).describe()}")
+            ui.log(apply_threads(args.threads).log_line())
             results = evaluate_model(
                 args.model,
                 args.cases,

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
     )
     # Small windows run as one stream per core, whatever the load: the load probe (0.1 s) is for the others.
     streams = window_streams(spec.roi_size, resolve_device(options.device), options)
-    ui.log(f"CPU threads: {apply_threads(args.threads, measure=streams == 1).describe()}")
+    ui.log(apply_threads(args.threads, measure=streams == 1).log_line())
     options = dataclasses.replace(options, streams=args.threads)
     with cancel_on_signals(ui.cancel) as token:
         result = segment_files(

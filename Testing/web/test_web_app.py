@@ -2,6 +2,7 @@
 
 sample case -> Segment -> the three segment names appear -> a second Segment keeps the slice and the 3D view the
 user chose, and the surfaces off when the user turned them off -> a paint stroke changes the view -> undo reverts it ->
+switching between two results shows each with its own edits ->
 the exported .seg.nrrd reads back with slicerio on the reference grid with terminology -> Cancel mid-run adds no
 segmentation -> a one-epoch fine-tune of a tiny model offers the new version. Pixel checks are thresholded
 differences of the same view, never comparisons with stored images.
@@ -280,20 +281,27 @@ def test_the_next_result_follows_the_users_3d_choice(segmented_sample, chrome):
     waitFor(lambda: changedFraction(without, _threeDPixels(chrome)) > 0.02, 30, "the surfaces back in the 3D view")
 
 
-def test_paint_changes_view_and_undo_reverts(segmented_sample, chrome, screenshot_folder):
+def _paintStroke(chrome, below: float = 0.25) -> np.ndarray:
+    """Paint one stroke across the axial view with the current segment, ``below`` the view's height under its
+    centre (negative: above); the view's pixels before it (taken before Paint is chosen: no brush outline)."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     _tab(chrome, "edit")
-    _iconButton(chrome, "mdi-brush").click()
-    time.sleep(1.0)
     view = viewImages(chrome)[0]
     before = elementPixels(view)
+    _iconButton(chrome, "mdi-brush").click()
+    time.sleep(1.0)
     width, height = view.size["width"], view.size["height"]
     actions = ActionChains(chrome)
-    actions.move_to_element_with_offset(view, -width // 6, height // 4).click_and_hold()
+    actions.move_to_element_with_offset(view, -width // 6, int(height * below)).click_and_hold()
     for step in range(1, 11):
         actions.move_by_offset(width // 30, 0).pause(0.05)
     actions.release().perform()
+    return before
+
+
+def test_paint_changes_view_and_undo_reverts(segmented_sample, chrome, screenshot_folder):
+    before = _paintStroke(chrome)
     _save(chrome, screenshot_folder, "web_editing.png")
     _putBrushAway(chrome)
     [painted] = waitFor(lambda: (lambda now: (now,) if changedFraction(before, now) > 0.002 else None)(
@@ -305,6 +313,27 @@ def test_paint_changes_view_and_undo_reverts(segmented_sample, chrome, screensho
     undo.click()
     waitFor(lambda: changedFraction(before, _axialPixels(chrome)) < 0.0005, 30, "the view after undo")
     assert changedFraction(before, _axialPixels(chrome)) < changedFraction(before, painted) / 4
+
+
+def test_switching_results_shows_each_with_its_own_edits(segmented_sample, chrome):
+    """Two results of the same case: a stroke painted on the newer one is not on the older one, and is there again
+    when the newer one is chosen back (the editor follows the choice; nothing is replaced)."""
+    if len(_state(chrome, "edit_segmentations")) < 2:
+        _segment(chrome)
+    results = _state(chrome, "edit_segmentations")  # oldest first
+    newer, older = _state(chrome, "edit_segmentation"), results[-2]
+    assert newer == results[-1]["value"]
+    time.sleep(1.0)
+    unpainted = _paintStroke(chrome, below=-0.25)  # not where the Paint test paints: it may run after this one
+    _putBrushAway(chrome)
+    [painted] = waitFor(lambda: (lambda now: (now,) if changedFraction(unpainted, now) > 0.002 else None)(
+        _axialPixels(chrome)), 30, "the paint stroke in the view")
+
+    _choose(chrome, "glims-result", older["title"])
+    waitFor(lambda: _state(chrome, "edit_segmentation") == older["value"], 20, "the older result chosen")
+    waitFor(lambda: changedFraction(unpainted, _axialPixels(chrome)) < 0.0005, 30, "the older result, unpainted")
+    _choose(chrome, "glims-result", results[-1]["title"])
+    waitFor(lambda: changedFraction(painted, _axialPixels(chrome)) < 0.0005, 30, "the newer result with its stroke")
 
 
 def test_export_reads_back_on_reference_grid(segmented_sample, chrome, tmp_path):

@@ -5,8 +5,8 @@ so an edited result is never replaced by a later run. A result appears where the
 keep their slices, zoom and pan; only the case's first result frames the 3D view on its surfaces.
 
 A result is shown in two steps: the slice views draw it at once (its label map), and the segment editor takes it a
-moment later, building its 3D surfaces then (on for the page's first result, afterwards as the user's *Show 3D*
-leaves them). Surfaces take 0.05 s for a brain tumour and seconds for the organs of a full-resolution CT: the slice
+moment later, building its 3D surfaces then (on for the page's first result, afterwards as the user leaves
+*Toggle 3D* in the editor's *Rendering* settings). Surfaces take 0.05 s for a brain tumour and seconds for the organs of a full-resolution CT: the slice
 views do not wait for them.
 """
 

@@ -6,8 +6,8 @@ keep their slices, zoom and pan; only the case's first result frames the 3D view
 
 A result is shown in two steps: the slice views draw it at once (its label map), and the segment editor takes it a
 moment later, building its 3D surfaces then (on for the page's first result, afterwards as the user leaves
-*Toggle 3D* in the editor's *Rendering* settings). Surfaces take 0.05 s for a brain tumour and seconds for the organs of a full-resolution CT: the slice
-views do not wait for them.
+*Toggle 3D* in the editor's *Rendering* settings). Surfaces take 0.05 s for a brain tumour and seconds for the
+organs of a full-resolution CT: the slice views do not wait for them.
 """
 
 from __future__ import annotations

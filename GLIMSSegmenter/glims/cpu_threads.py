@@ -231,7 +231,7 @@ _LOG_LINE = re.compile(r"CPU threads: (\d+) threads? of")
 
 
 def threads_in_log_line(line: str) -> int | None:
-    """The thread count of a job's ``ThreadChoice.log_line`` found in ``line`` (a log line as any front end shows it),
-    or None."""
+    """The thread count of a job's ``ThreadChoice.log_line`` found in ``line`` (a log line as any front end shows
+    it), or None."""
     found = _LOG_LINE.search(line)
     return int(found.group(1)) if found else None

@@ -19,7 +19,8 @@ Protocol (JSON lines, protocol v1 of ``glims.progress``). Requests, one object p
 
 Answers, one object per stdout line: ``ready`` (``pid``, ``glims_version``, ``commands``, ``idle_timeout_s``) once
 the heavy modules are imported; per job ``started``, then the command's ``progress``/``log``/``result``/``error``
-lines, then ``done`` (``exit_code`` as the one-shot command's, ``model_cache``: hits and misses of this job), every
+lines, then ``done`` (``exit_code`` as the one-shot command's; ``model_cache`` and ``case_cache``: the hits and
+misses of this job's lookups in each), every
 one of them with the request's ``id``; an ``error`` (no ``done``) for a line that is not a request; ``exit``
 (``reason``: ``idle``, ``shutdown``, ``input closed``) when the worker leaves. A request that cannot run (unknown
 command, bad arguments, another job running) gets one ``error`` line and its ``done``; the worker stays up.
@@ -52,6 +53,7 @@ from .cli import UsageError, UserInterface, build_parser
 from .errors import Cancelled, GlimsError, InternalError, RequestError
 from .modelcache import ModelCache, use_model_cache
 from .progress import PROTOCOL_VERSION, CancelToken, JsonLinesReporter
+from .workercache import CacheStats
 
 __all__ = ["Worker", "WORKER_COMMANDS", "DEFAULT_IDLE_TIMEOUT_S", "protocol_stream"]
 
@@ -168,14 +170,14 @@ class Worker:
         reporter.emit("started", command=request["command"])
         self.cache.on_lookup = self.cases.on_lookup = reporter.log
         self.cache.reset_stats()
+        self.cases.reset_stats()
         try:
             code = self._execute(request, ui, reporter)
         finally:
             self.cache.on_lookup = self.cases.on_lookup = None
             with self._lock:
                 self._accepted = None
-        stats = self.cache.reset_stats()
-        reporter.emit("done", exit_code=code, model_cache={"hits": stats.hits, "misses": stats.misses})
+        reporter.emit("done", exit_code=code, **_lookups(self.cache.reset_stats(), self.cases.reset_stats()))
 
     def _execute(self, request: Mapping[str, Any], ui: UserInterface, reporter: JsonLinesReporter) -> int:
         """Run one request as the command line would (``reporter``: ``ui``'s); the exit code it would have."""
@@ -272,7 +274,15 @@ class Worker:
         reporter = JsonLinesReporter(self.stream, tags=tags)
         reporter.error(err, err.exit_code)
         if done:
-            reporter.emit("done", exit_code=err.exit_code, model_cache={"hits": 0, "misses": 0})
+            reporter.emit("done", exit_code=err.exit_code, **_lookups(CacheStats(), CacheStats()))
+
+
+def _lookups(models: CacheStats, cases: CacheStats) -> dict[str, dict[str, int]]:
+    """The ``done`` line's cache fields."""
+    return {
+        name: {"hits": stats.hits, "misses": stats.misses}
+        for name, stats in (("model_cache", models), ("case_cache", cases))
+    }
 
 
 @contextlib.contextmanager

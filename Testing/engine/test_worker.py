@@ -145,6 +145,8 @@ def test_two_requests_give_the_one_shot_label_maps_and_the_second_reuses_the_loa
         assert not [m for m in messages if m["type"] == "error"]
     assert events["a"][-1]["model_cache"] == {"hits": 0, "misses": 1}
     assert events["b"][-1]["model_cache"] == {"hits": 1, "misses": 0}
+    assert events["a"][-1]["case_cache"] == {"hits": 0, "misses": 1}
+    assert events["b"][-1]["case_cache"] == {"hits": 1, "misses": 0}
     logs = {rid: [m["message"] for m in messages if m["type"] == "log"] for rid, messages in events.items()}
     assert "model cache miss: loading tiny-brats@1.0.0" in logs["a"]
     assert "model cache hit: tiny-brats@1.0.0 (loaded earlier in this worker)" in logs["b"]

@@ -31,7 +31,7 @@ from .outputs import OutputSet, check_targets, describe_write_error, remove_stal
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
 from .preprocessing import CasePreparation
 from .progress import CancelToken, ProgressCallback, StagePlan
-from .segfile import write_seg_nrrd
+from .segfile import label_counts, write_seg_nrrd
 
 if TYPE_CHECKING:  # glims.dicom is imported when a DICOM output is asked for
     from .dicom.export import DicomRequest
@@ -58,9 +58,8 @@ def resolve_model(model: str | ModelSpec, home: str | os.PathLike | None = None)
     return model if isinstance(model, ModelSpec) else load_catalog(home).get(model)
 
 
-def _segment_stats(labels: sitk.Image, spec: ModelSpec) -> list[dict[str, Any]]:
+def _segment_stats(labels: sitk.Image, counts: np.ndarray, spec: ModelSpec) -> list[dict[str, Any]]:
     voxel_ml = float(np.prod(labels.GetSpacing())) / 1000.0
-    counts = np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=256)
     return [
         {
             "value": label.value,
@@ -182,6 +181,7 @@ def segment_files(
     clock = time.perf_counter()
     plan.report("postprocess", 0, 1, "labels")
     labels, probs_full = _labels_on_reference(spec, case, logits, postprocess, thresholds)
+    counts = label_counts(labels)  # for the report and the .seg.nrrd, counted once
     timings["postprocess"] = time.perf_counter() - clock
     plan.report("postprocess", 1, 1, "labels ready")
     _check(cancel)
@@ -212,7 +212,7 @@ def segment_files(
             "tta": opts.tta,
         },
         "runtime": {"python": platform.python_version(), "torch": _torch_version()},
-        "segments": _segment_stats(labels, spec),
+        "segments": _segment_stats(labels, counts, spec),
         "timings_s": {},
         "outputs": {k: str(v) for k, v in targets.items()},
     }
@@ -220,7 +220,7 @@ def segment_files(
     written: dict[str, Path] = {}
     with OutputSet() as pending:
         if output is not None:
-            write_seg_nrrd(labels, spec.labels, pending.staged(output))
+            write_seg_nrrd(labels, spec.labels, pending.staged(output), counts)
         if labelmap is not None:
             write_image(labels, pending.staged(labelmap))
         if probabilities is not None:

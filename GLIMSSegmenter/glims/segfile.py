@@ -17,7 +17,12 @@ import SimpleITK as sitk
 from .catalog import LabelSpec
 from .imageio import write_image
 
-__all__ = ["write_seg_nrrd", "segment_extent"]
+__all__ = ["write_seg_nrrd", "segment_extent", "label_counts"]
+
+
+def label_counts(labels: sitk.Image) -> np.ndarray:
+    """Voxels per label value 0..255 of a uint8 label image (one pass over its own buffer, no copy of it)."""
+    return np.bincount(sitk.GetArrayViewFromImage(labels).ravel(), minlength=256)
 
 
 def segment_extent(mask_xyz: np.ndarray) -> str:
@@ -32,16 +37,19 @@ def segment_extent(mask_xyz: np.ndarray) -> str:
     return " ".join(map(str, bounds))
 
 
-def write_seg_nrrd(labels: sitk.Image, segments: Sequence[LabelSpec], path: str | os.PathLike) -> Path:
+def write_seg_nrrd(
+    labels: sitk.Image, segments: Sequence[LabelSpec], path: str | os.PathLike, counts: np.ndarray | None = None
+) -> Path:
     """Write ``labels`` (an integer label image) as a Slicer segmentation with one segment per ``LabelSpec``.
+
+    ``counts``: the ``label_counts`` of ``labels`` where the caller has them already (else they are counted here).
 
     Raises:
         OutputError: the file cannot be written.
     """
     image = sitk.Cast(labels, sitk.sitkUInt8)
-    voxels = sitk.GetArrayViewFromImage(image)  # (z, y, x), without a copy
-    present = set(np.flatnonzero(np.bincount(voxels.ravel(), minlength=256)).tolist())  # the label values in use
-    array_xyz = voxels.transpose(2, 1, 0)
+    present = set(np.flatnonzero(label_counts(image) if counts is None else counts).tolist())  # label values in use
+    array_xyz = sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)  # without a copy
     for key in list(image.GetMetaDataKeys()):
         image.EraseMetaData(key)
     for index, segment in enumerate(segments):

@@ -104,9 +104,13 @@ def _axialPixels(chrome) -> np.ndarray:
     return elementPixels(viewImages(chrome)[0])
 
 
+def _threeDView(chrome):
+    """The 3D view's image: the top one of the three small views."""
+    return min(viewImages(chrome)[1:], key=lambda img: img.location["y"])
+
+
 def _threeDPixels(chrome) -> np.ndarray:
-    """The 3D view: the top one of the three small views."""
-    return elementPixels(min(viewImages(chrome)[1:], key=lambda img: img.location["y"]))
+    return elementPixels(_threeDView(chrome))
 
 
 def _tinyModelChosen(chrome) -> bool:
@@ -227,8 +231,7 @@ def test_a_new_result_keeps_the_views_where_the_user_left_them(sample_case, chro
     for _ in range(6):
         ActionChains(chrome).scroll_from_origin(ScrollOrigin.from_element(viewImages(chrome)[0]), 0, 120).perform()
         time.sleep(0.1)
-    threeD = min(viewImages(chrome)[1:], key=lambda img: img.location["y"])
-    ActionChains(chrome).move_to_element(threeD).click_and_hold().move_by_offset(80, 0).release().perform()
+    ActionChains(chrome).move_to_element(_threeDView(chrome)).click_and_hold().move_by_offset(80, 0).release().perform()
     waitFor(lambda: changedFraction(axial, _axialPixels(chrome)) > 0.02, 30, "another slice in the axial view")
     waitFor(lambda: changedFraction(framed, _threeDPixels(chrome)) > 0.02, 30, "the 3D view turned")
     time.sleep(1.0)  # the last images of the user's views have arrived

@@ -30,6 +30,8 @@ __all__ = [
     "INTENSITY_KINDS",
     "Blend",
     "BLENDS",
+    "Placement",
+    "PLACEMENTS",
     "Precision",
     "INFERENCE_PRECISIONS",
     "DEFAULT_OVERLAP",
@@ -55,6 +57,10 @@ INTENSITY_KINDS: tuple[IntensityKind, ...] = get_args(IntensityKind)
 Blend = Literal["gaussian", "constant"]
 """How overlapping windows are blended: centre-weighted or flat."""
 BLENDS: tuple[Blend, ...] = get_args(Blend)
+Placement = Literal["step", "even"]
+"""Where the sliding windows go along each axis: every window x (1 - overlap) voxels, the last moved back to the
+edge (MONAI's), or spread evenly from edge to edge (``glims.sliding_window``)."""
+PLACEMENTS: tuple[Placement, ...] = get_args(Placement)
 Precision = Literal["fp32", "bf16", "fp16"]
 """Arithmetic of a segmentation run (``glims segment --precision``); bf16 and fp16 through autocast."""
 INFERENCE_PRECISIONS: tuple[Precision, ...] = get_args(Precision)
@@ -235,9 +241,11 @@ class InferenceSpec(CatalogSection):
 
     overlap: float = DEFAULT_OVERLAP
     blend: Blend = "gaussian"
+    placement: Placement = "step"
     sw_batch_size: int = 1
     """Windows per forward pass."""
 
     @classmethod
     def from_dict(cls, section: Mapping[str, Any]) -> InferenceSpec:
-        return cls(**_given(section, {"overlap": float, "blend": str, "sw_batch_size": int}), written=dict(section))
+        readers = {"overlap": float, "blend": str, "placement": str, "sw_batch_size": int}
+        return cls(**_given(section, readers), written=dict(section))

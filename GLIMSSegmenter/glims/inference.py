@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .catalog import ModelSpec
-from .catalog_sections import BLENDS, INFERENCE_PRECISIONS, Blend, InferenceSpec, Precision
+from .catalog_sections import BLENDS, INFERENCE_PRECISIONS, PLACEMENTS, Blend, InferenceSpec, Placement, Precision
 from .checkpoint import load_checkpoint, load_into_model
 from .cpu_threads import available_cores
 from .errors import CheckpointError, ConfigError, DeviceError
@@ -57,6 +57,9 @@ class InferenceOptions:
     """Fraction of a window shared with its neighbour (0 <= overlap < 1)."""
     blend: Blend = _MODEL_DEFAULTS.blend
     """``gaussian`` (centre-weighted) or ``constant`` blending of overlapping windows."""
+    placement: Placement = _MODEL_DEFAULTS.placement
+    """``step`` (every window x (1 - overlap) voxels, MONAI's) or ``even`` (spread evenly, spacing nearest to
+    that): ``glims.sliding_window``."""
     sw_batch_size: int = _MODEL_DEFAULTS.sw_batch_size
     """Windows per forward pass. One is fastest for 96^3 windows on the CPU (a batch of two costs 6% more per
     window: larger working set); GPUs and small windows gain from more (set per model in the catalog)."""
@@ -75,6 +78,8 @@ class InferenceOptions:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.blend not in BLENDS:
             raise ConfigError(f"blend must be {' or '.join(BLENDS)}, got {self.blend!r}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"placement must be {' or '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.precision not in INFERENCE_PRECISIONS:
             raise ConfigError(
                 f"precision must be {', '.join(INFERENCE_PRECISIONS[:-1])} or "
@@ -87,9 +92,15 @@ class InferenceOptions:
 
     @classmethod
     def from_spec(cls, section: InferenceSpec, **settings: Any) -> InferenceOptions:
-        """A model's catalog settings (``overlap``, ``blend``, ``sw_batch_size``), with ``settings`` (any field)
-        given or overriding them; a setting given as None is not given (the model's value, else the default)."""
-        own = {"overlap": section.overlap, "blend": section.blend, "sw_batch_size": section.sw_batch_size}
+        """A model's catalog settings (``overlap``, ``blend``, ``placement``, ``sw_batch_size``), with ``settings``
+        (any field) given or overriding them; a setting given as None is not given (the model's value, else the
+        default)."""
+        own = {
+            "overlap": section.overlap,
+            "blend": section.blend,
+            "placement": section.placement,
+            "sw_batch_size": section.sw_batch_size,
+        }
         return cls(**{**own, **{key: value for key, value in settings.items() if value is not None}})
 
 
@@ -155,10 +166,10 @@ def _load_models(spec: ModelSpec) -> list[GLIMS]:
     return models
 
 
-def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    """Windows the sliding-window inference (``glims.sliding_window``, placed as MONAI's) visits on an image of
-    ``shape`` (spatial) at ``roi``."""
-    return len(window_corners(shape, roi, overlap))
+def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float, placement: Placement = "step") -> int:
+    """Windows the sliding-window inference (``glims.sliding_window``) visits on an image of ``shape`` (spatial)
+    at ``roi``."""
+    return len(window_corners(shape, roi, overlap, placement))
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -277,7 +288,8 @@ def _predict_on(
     progress: Callable[[int, int], None] | None,
     cancel: CancelToken | None,
 ) -> np.ndarray:
-    per_pass = math.ceil(count_windows(image.shape[1:], roi_size, options.overlap) / options.sw_batch_size)
+    windows = count_windows(image.shape[1:], roi_size, options.overlap, options.placement)
+    per_pass = math.ceil(windows / options.sw_batch_size)
     passes = list(_passes(models, options.tta))
     total, done = per_pass * len(passes), 0
     x = torch.from_numpy(np.ascontiguousarray(image))
@@ -310,6 +322,7 @@ def _predict_on(
                 forward,
                 overlap=options.overlap,
                 blend=options.blend,
+                placement=options.placement,
                 batch_size=options.sw_batch_size,
                 before_batch=check,
                 after_batch=advance,

@@ -25,7 +25,7 @@ from . import __version__
 from .casecache import prepared_case
 from .catalog import ModelSpec, load_catalog
 from .imageio import check_image_target, ensure_writable, write_image
-from .inference import InferenceOptions, load_models, predict_logits
+from .inference import InferenceOptions, count_windows, load_models, predict_logits
 from .inputroles import assign_inputs
 from .outputs import OutputSet, check_targets, describe_write_error, remove_stale_partials
 from .postprocessing import activate, apply_cleanup_rules, check_thresholds, fill_holes, probabilities_to_labels
@@ -100,7 +100,8 @@ def segment_files(
         probabilities: probability map to write (``.nrrd`` or ``.nii.gz``): one vector component per output
             channel, on the reference grid, or None.
         report: JSON report to write, or None.
-        options: device, overlap, blending, batch, precision, flips (default: the catalog entry's ``inference``).
+        options: device, overlap, blending, window placement, batch, precision, flips (default: the catalog
+            entry's ``inference``).
         postprocess: apply the catalog's clean-up rules (default: as the catalog says).
         thresholds: per-channel sigmoid threshold overrides.
         crop: crop to the foreground before the windows (default: as the catalog says).
@@ -207,6 +208,8 @@ def segment_files(
         "options": {
             "overlap": opts.overlap,
             "blend": opts.blend,
+            "placement": opts.placement,
+            "windows": count_windows(case.array.shape[1:], spec.roi_size, opts.overlap, opts.placement),
             "sw_batch_size": opts.sw_batch_size,
             "precision": opts.precision,
             "tta": opts.tta,

@@ -18,7 +18,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .catalog_sections import BLENDS, DEFAULT_OVERLAP, INFERENCE_PRECISIONS
+from .catalog_sections import BLENDS, DEFAULT_OVERLAP, INFERENCE_PRECISIONS, PLACEMENTS
 
 __all__ = [
     "OptionKind",
@@ -180,6 +180,15 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         OptionKind.CHOICE,
         "how overlapping windows are combined (default: the model's)",
         choices=BLENDS,
+        advanced=True,
+    ),
+    RunOption(
+        "placement",
+        "--placement",
+        OptionKind.CHOICE,
+        "where the windows go: step (every window x (1 - overlap) voxels, as MONAI) or even (spread evenly, their "
+        "spacing nearest to that; fewer windows) (default: the model's)",
+        choices=PLACEMENTS,
         advanced=True,
     ),
     RunOption(

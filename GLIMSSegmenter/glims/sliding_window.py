@@ -1,17 +1,27 @@
-"""Sliding-window inference over a whole (cropped) case: windows placed and blended as MONAI's
-``sliding_window_inference`` places and blends them, without importing MONAI.
+"""Sliding-window inference over a whole (cropped) case: windows blended as MONAI's ``sliding_window_inference``
+blends them, placed as it places them or spread evenly, without importing MONAI.
 
-Window starts per axis: every ``int(window * (1 - overlap))`` voxels (at least 1), the last window moved back to
-end at the image's edge; windows are visited in C order of their start corners (first axis slowest). An image
-smaller than the window is zero-padded to it (half before, the rest after) and the result cropped back. Each
-window's output is weighted by an importance map (``gaussian``: a separable Gaussian of sigma 0.125 x window size
-per axis, its smallest value raised to at least 1e-3; ``constant``: ones) and added to the output; the sum is
-divided by the summed weights. The arithmetic is the same as MONAI's, in the same order, so the logits agree with
-its result to float rounding (``Testing/engine/test_sliding_window.py`` compares them).
+Window starts per axis (``placement``), both from one edge of the image to the other:
+
+* ``step`` (MONAI's): every ``int(window * (1 - overlap))`` voxels (at least 1), the last window moved back to end
+  at the image's edge. Where the image is a little longer than a whole number of steps, that last window lies a
+  voxel or two from the one before it: on a brain cropped to 65 voxels, 4 windows of 32 where 3 nearly cover it.
+* ``even``: windows spread evenly between the two edges (starts rounded to whole voxels), as many as make their
+  spacing nearest to ``window * (1 - overlap)`` (of two equally near, the fewer). The overlap is then a target:
+  asked for 0.5, an axis with three windows or more gets 0.4-0.67 between neighbours, one with two windows at
+  least 0.33 (more where the image is barely longer than a window), and no third window sits a voxel or two from
+  another: 3 windows on that brain, at 0, 17 and 33.
+
+Windows are visited in C order of their start corners (first axis slowest). An image smaller than the window is
+zero-padded to it (half before, the rest after) and the result cropped back. Each window's output is weighted by
+an importance map (``gaussian``: a separable Gaussian of sigma 0.125 x window size per axis, its smallest value
+raised to at least 1e-3; ``constant``: ones) and added to the output; the sum is divided by the summed weights. The
+arithmetic is the same as MONAI's, in the same order, so with ``step`` placement the logits agree with its result
+to float rounding (``Testing/engine/test_sliding_window.py`` compares them).
 
 What differs is the bookkeeping: the importance map and the weight sum are computed once per call, window batches
 are gathered into one reused buffer, and the weighted outputs are added in place, which matters where a forward
-pass is short (small models at 32^3 windows make 80 forwards per case). With several *streams* (one forward
+pass is short (a small model's 32^3 windows: 36-80 per brain case, 8 per forward). With several *streams* (one forward
 function each, e.g. copies of one model), batches run concurrently on that many threads, and their outputs are
 still added in window order, so the result does not depend on the number of streams. A stream takes the next
 batch as soon as it is free, up to ``STREAM_LOOKAHEAD`` batches per stream ahead of the oldest unfinished one: a
@@ -29,6 +39,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
+from .catalog_sections import PLACEMENTS, Placement
+
 __all__ = ["window_starts", "window_corners", "importance_map", "sliding_window_logits", "SIGMA_SCALE"]
 
 SIGMA_SCALE = 0.125
@@ -40,18 +52,29 @@ STREAM_LOOKAHEAD = 4
 """Window batches per stream that may be in flight (gathered, running or done but not yet added) at once."""
 
 
-def window_starts(size: int, window: int, overlap: float) -> list[int]:
-    """Start offsets of the windows along one axis of ``size`` voxels (``size`` at least ``window``)."""
+def window_starts(size: int, window: int, overlap: float, placement: Placement = "step") -> list[int]:
+    """Start offsets of the windows along one axis of ``size`` voxels (``size`` at least ``window``), placed as
+    ``placement`` says (module docstring)."""
     if size <= window:
         return [0]
+    excess = size - window
+    if placement == "even":
+        target = window * (1 - overlap)
+        fewer = max(1, math.floor(excess / target))
+        gaps = min((fewer, fewer + 1), key=lambda g: abs(excess / g - target))  # min keeps the first of a tie
+        return [(2 * i * excess + gaps) // (2 * gaps) for i in range(gaps + 1)]  # i * excess / gaps, rounded
+    if placement != "step":
+        raise ValueError(f"placement must be {' or '.join(PLACEMENTS)}, got {placement!r}")
     interval = max(1, int(window * (1 - overlap)))
-    count = math.ceil((size - window) / interval) + 1
-    return [min(i * interval, size - window) for i in range(count)]
+    count = math.ceil(excess / interval) + 1
+    return [min(i * interval, excess) for i in range(count)]
 
 
-def window_corners(shape: Sequence[int], roi: Sequence[int], overlap: float) -> list[tuple[int, ...]]:
+def window_corners(
+    shape: Sequence[int], roi: Sequence[int], overlap: float, placement: Placement = "step"
+) -> list[tuple[int, ...]]:
     """Start corners of every window on an image of spatial ``shape`` (after padding to ``roi``), in visiting order."""
-    axes = [window_starts(max(s, r), r, overlap) for s, r in zip(shape, roi, strict=True)]
+    axes = [window_starts(max(s, r), r, overlap, placement) for s, r in zip(shape, roi, strict=True)]
     return list(itertools.product(*axes))
 
 
@@ -83,6 +106,7 @@ def sliding_window_logits(
     overlap: float,
     blend: str,
     batch_size: int,
+    placement: Placement = "step",
     before_batch: Callable[[], None] | None = None,
     after_batch: Callable[[], None] | None = None,
 ) -> torch.Tensor:
@@ -94,7 +118,7 @@ def sliding_window_logits(
         forward: a batch of windows (B, C, *roi) on the CPU -> outputs (B, K, *roi) (any device; made float32 CPU);
             or one such function per stream: each runs on its own thread (never two calls of one function at
             once), in the caller's grad and inference mode.
-        overlap, blend: window placement and blending (see the module docstring).
+        overlap, blend, placement: window spacing, blending and placement (see the module docstring).
         batch_size: windows per ``forward`` call (the last call may get fewer).
         before_batch, after_batch: called around every ``forward`` call (cancellation checks, progress). With
             several streams ``before_batch`` (then it must be thread-safe) runs on the stream's thread before its
@@ -110,7 +134,7 @@ def sliding_window_logits(
             pad_arg += [diff // 2, diff - diff // 2]
         image = torch.nn.functional.pad(image, pad_arg)
     padded = tuple(image.shape[1:])
-    corners = window_corners(padded, roi, overlap)
+    corners = window_corners(padded, roi, overlap, placement)
     weight = importance_map(roi, blend)
     weight_sum = torch.zeros(padded, dtype=torch.float32)
     for corner in corners:

@@ -14,6 +14,7 @@ from glims.catalog_sections import (
     BLENDS,
     CROP_MARGIN,
     DEFAULT_OVERLAP,
+    PLACEMENTS,
     CleanupRule,
     HoleFilling,
     InferenceSpec,
@@ -174,10 +175,19 @@ def test_inference_settings_are_checked_by_the_schema_alone(tmp_path):
     schema = json.loads((RESOURCES / "models.schema.json").read_text())
     model = schema["$defs"]["model"]["properties"]
     assert tuple(model["inference"]["properties"]["blend"]["enum"]) == BLENDS
+    assert tuple(model["inference"]["properties"]["placement"]["enum"]) == PLACEMENTS
     assert tuple(model["preset"]["enum"]) == PRESET_NAMES
     write_user_catalog(tmp_path, [entry("bad", inference={"blend": "median"})])
     with pytest.raises(CatalogError, match="at models/0/inference/blend: 'median' is not one of"):
         load_catalog(tmp_path)
+    write_user_catalog(tmp_path, [entry("bad", inference={"placement": "random"})])
+    with pytest.raises(CatalogError, match="at models/0/inference/placement: 'random' is not one of"):
+        load_catalog(tmp_path)
+    write_user_catalog(tmp_path, [entry("even", inference={"placement": "even"})])
+    spec = load_catalog(tmp_path).get("even")
+    assert spec.inference.placement == "even" and InferenceOptions.from_spec(spec.inference).placement == "even"
+    assert InferenceOptions.from_spec(spec.inference, placement="step").placement == "step"
+    assert InferenceSpec().placement == "step"  # an entry without it: MONAI's placement
     # run options given on top of a model's settings are checked where they are made
     with pytest.raises(ConfigError, match="blend must be gaussian or constant, got 'median'"):
         InferenceOptions.from_spec(InferenceSpec(), blend="median")

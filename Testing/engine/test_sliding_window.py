@@ -1,4 +1,5 @@
-"""glims.sliding_window against MONAI's sliding_window_inference: same windows, same blending, same logits."""
+"""glims.sliding_window against MONAI's sliding_window_inference (same windows, same blending, same logits), and
+its even window placement."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from glims.inference import count_windows
+from glims.errors import ConfigError
+from glims.inference import InferenceOptions, count_windows
 from glims.network import GLIMS
-from glims.sliding_window import importance_map, sliding_window_logits, window_corners
+from glims.sliding_window import importance_map, sliding_window_logits, window_corners, window_starts
 
 TINY = dict(feature_size=6, img_size=32, num_heads=(1, 2, 2, 4), depths=(2, 2, 2, 2))
 ROI = (32, 32, 32)
@@ -64,6 +66,62 @@ def test_windows_and_weights_are_monais():
     assert count_windows((73, 86, 65), ROI, 0.5) == 80 and count_windows((73, 86, 65), ROI, 0.25) == 36
     for blend in ("gaussian", "constant"):
         assert torch.equal(importance_map(ROI, blend), compute_importance_map(ROI, mode=blend).float())
+
+
+def test_even_placement_spreads_the_windows_from_edge_to_edge():
+    for overlap in (0.5, 0.25, 0.7):
+        target = 32 * (1 - overlap)
+        for size in range(33, 260):
+            starts = window_starts(size, 32, overlap, "even")
+            spacings = {b - a for a, b in zip(starts, starts[1:], strict=False)}
+            assert starts[0] == 0 and starts[-1] == size - 32, (size, starts)
+            assert max(spacings) - min(spacings) <= 1, (size, starts)  # even, to the voxel
+            gaps, excess = len(starts) - 1, size - 32
+            # as many windows as make the spacing nearest to the target (of two equally near, the fewer)
+            for other in (gaps - 1, gaps + 1):
+                if other >= 1:
+                    assert abs(excess / gaps - target) <= abs(excess / other - target), (size, overlap, starts)
+                    if other < gaps:
+                        assert abs(excess / gaps - target) < abs(excess / other - target), (size, overlap, starts)
+    # a brain cropped to 65 voxels: MONAI's step puts a fourth window one voxel from the third
+    assert window_starts(65, 32, 0.5, "step") == [0, 16, 32, 33]
+    assert window_starts(65, 32, 0.5, "even") == [0, 17, 33]
+    assert window_starts(32, 32, 0.5, "even") == window_starts(20, 32, 0.5, "even") == [0]
+    assert count_windows((73, 86, 65), ROI, 0.5, "even") == 48 < count_windows((73, 86, 65), ROI, 0.5) == 80
+    assert count_windows((40, 28, 33), ROI, 0.5, "even") == 2 * 1 * 2  # the 28 axis padded to one window
+
+
+def test_even_placement_blends_every_window_it_places(net):
+    # the blended logits equal a plain sum over the windows window_corners names, each weighted by the
+    # importance map, over the summed weights (the one-axis-short case is padded, then cropped back)
+    for shape in ((41, 70, 45), (40, 28, 33)):
+        image = _case(shape, seed=5)
+        padded = torch.nn.functional.pad(image, (0, 0, 2, 2, 0, 0)) if shape[1] < 32 else image
+        corners = window_corners(padded.shape[1:], ROI, 0.5, "even")
+        weight = importance_map(ROI, "gaussian")
+        total = torch.zeros((3, *padded.shape[1:]))
+        weights = torch.zeros(padded.shape[1:])
+        with torch.inference_mode():
+            for x, y, z in corners:
+                window = (slice(x, x + 32), slice(y, y + 32), slice(z, z + 32))
+                total[(slice(None), *window)] += net(padded[(None, slice(None), *window)])[0] * weight
+                weights[window] += weight
+            got = sliding_window_logits(image, ROI, net, overlap=0.5, blend="gaussian", batch_size=1,
+                                        placement="even")
+        expected = (total / weights)[:, :, 2:30] if shape[1] < 32 else total / weights
+        assert got.shape == (3, *shape)
+        assert torch.allclose(got, expected, rtol=0, atol=1e-5), float((got - expected).abs().max())
+        if shape == (41, 70, 45):  # 70 voxels: windows at 0, 19 and 38 (step: 0, 16, 32 and 38)
+            with torch.inference_mode():
+                step = sliding_window_logits(image, ROI, net, overlap=0.5, blend="gaussian", batch_size=1)
+            assert len(corners) == 2 * 3 * 2 and not torch.allclose(step, got, rtol=0, atol=1e-5)
+
+
+def test_an_unknown_placement_is_refused():
+    with pytest.raises(ValueError, match="placement must be step or even, got 'random'"):
+        window_starts(70, 32, 0.5, "random")
+    with pytest.raises(ConfigError, match="placement must be step or even, got 'random'"):
+        InferenceOptions(placement="random")
 
 
 def test_batch_hooks_run_around_every_forward(net):

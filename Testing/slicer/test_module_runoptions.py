@@ -78,7 +78,8 @@ def test_every_option_built_by_a_front_end_reads_back_the_same_in_the_engine():
     """The arguments the front ends build, parsed by ``glims segment``'s own parser, give the values back."""
     from glims.cli import build_parser
 
-    values = {"device": "cuda:1", "overlap": 0.25, "blend": "constant", "swBatchSize": 3, "precision": "bf16",
+    values = {"device": "cuda:1", "overlap": 0.25, "blend": "constant", "placement": "even", "swBatchSize": 3,
+              "precision": "bf16",
               "threads": 1, "testTimeFlips": True, "noPostprocess": True, "wholeImage": True, "thresholds": {"ET": 0.5, "TC": 0.45}}
     assert set(values) == {o.name for o in RUN_OPTIONS}
     parsed = build_parser().parse_args(["segment", "-i", "a.nrrd", "-o", "o.seg.nrrd", *given_arguments(values)])
@@ -86,7 +87,7 @@ def test_every_option_built_by_a_front_end_reads_back_the_same_in_the_engine():
     assert back == {**values, "thresholds": ["ET=0.5", "TC=0.45"]}
     unset = build_parser().parse_args(["segment", "-i", "a.nrrd", "-o", "o.seg.nrrd"])
     assert {o.name: getattr(unset, o.dest) for o in RUN_OPTIONS} == {
-        "device": None, "overlap": None, "blend": None, "swBatchSize": None, "precision": None, "threads": None,
+        "device": None, "overlap": None, "blend": None, "placement": None, "swBatchSize": None, "precision": None, "threads": None,
         "testTimeFlips": False, "noPostprocess": False, "wholeImage": False, "thresholds": []}
 
 

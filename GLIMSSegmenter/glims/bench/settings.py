@@ -31,6 +31,7 @@ __all__ = ["SettingsBenchmark", "SettingsSpec", "parse_variant"]
 _VARIANT_FIELDS = {
     "overlap": float,
     "blend": str,
+    "placement": str,
     "sw_batch_size": int,
     "precision": str,
     "tta": bool,

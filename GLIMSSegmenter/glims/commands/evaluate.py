@@ -50,7 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser,
         tuple(
             run_option(name)
-            for name in ("device", "overlap", "threads", "testTimeFlips", "noPostprocess", "wholeImage", "thresholds")
+            for name in (
+                "device",
+                "overlap",
+                "placement",
+                "threads",
+                "testTimeFlips",
+                "noPostprocess",
+                "wholeImage",
+                "thresholds",
+            )
         ),
         help_prefix="with -m: ",
     )
@@ -100,6 +109,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
     if by_files and (
         args.device
         or args.overlap is not None
+        or args.placement
         or args.threads is not None
         or args.tta
         or args.threshold
@@ -107,7 +117,8 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         or args.no_postprocess
     ):
         raise ConfigError(
-            "--device, --overlap, --threads, --tta, --threshold, --no-crop and --no-postprocess choose how -m "
+            "--device, --overlap, --placement, --threads, --tta, --threshold, --no-crop and --no-postprocess "
+            "choose how -m "
             "segments; --pred/--ref segment nothing"
         )
     if args.boundary_mm is not None and not args.breakdown:
@@ -151,6 +162,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
                 inference={
                     "device": args.device,
                     "overlap": args.overlap,
+                    "placement": args.placement,
                     "tta": args.tta or None,
                     "streams": args.threads,
                 },

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
         device=args.device or None,
         overlap=args.overlap,
         blend=args.blend,
+        placement=args.placement,
         sw_batch_size=args.sw_batch_size or None,
         precision=args.precision,
         tta=args.tta,

@@ -1,5 +1,5 @@
 """``glims bench segment`` on a real case with a tiny model: the configurations run and the report is complete;
-the fast path with the reference's windows (``--no-crop``) gives the reference's answer."""
+the fast path with the reference's windows (``--no-crop --placement step``) gives the reference's answer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tiny_models import brats_case_paths, coarse_copy, register_tiny_model
 
 def test_segment_benchmark_reports_both_pipelines(shared_data, tmp_path, capsys):
     home = tmp_path / "home"
-    register_tiny_model(home, "brats")
+    register_tiny_model(home, "brats", overrides={"inference": {"placement": "even"}})
     case = tmp_path / "case"
     images = coarse_copy(brats_case_paths(shared_data, "tcga_fg_6692"), case)
     silver = sitk.ReadImage(str(shared_data / "brats" / "tcga_fg_6692" / "TCGA-FG-6692_fusion_mav_silver.nii.gz"))
@@ -31,6 +31,8 @@ def test_segment_benchmark_reports_both_pipelines(shared_data, tmp_path, capsys)
     for row in (default, reference, uncropped):
         assert all(isinstance(row[s], float) and row[s] >= 0 for s in ("load", "preprocess", "infer", "write"))
         assert row["total"] > 0 and row["rss"] > 100 and row["sw_batch_size"] == 3
+    # the model's own placement by default; the reference and its uncropped twin keep MONAI's windows
+    assert (default["placement"], reference["placement"], uncropped["placement"]) == ("even", "step", "step")
     assert reference["ratio"] == 1.0 and 0 < default["ratio"]
     dice = [float(v) for v in default["dice"].split("/")]
     assert len(dice) == 3 and all(0 <= d <= 1 for d in dice)

@@ -1,10 +1,11 @@
 """Target ``segment``: a whole case through ``glims.pipeline``, ours against the reference pipeline.
 
 Each configuration runs in its own worker process (peak RSS of each is its own) on the same case and model:
-"default" is what `glims segment` does (foreground crop, the CPU fast path, the catalog's overlap); "reference"
-is the slow baseline of issue 7 (overlap 0.5, fp32, no cropping, the network's reference path); "uncropped" is
-`glims segment --no-crop`: the fast path with the reference's windows, which separates what the fast path changes
-(nothing beyond float rounding) from what the crop's window placement changes. Per-stage wall times, peak RSS,
+"default" is what `glims segment` does (foreground crop, the CPU fast path, the catalog's overlap and window
+placement); "reference" is the slow baseline of issue 7 (overlap 0.5 with MONAI's step placement, fp32, no
+cropping, the network's reference path); "uncropped" is `glims segment --no-crop --placement step`: the fast path
+with the reference's windows, which separates what the fast path changes (nothing beyond float rounding) from what
+the crop and the model's own window placement change. Per-stage wall times, peak RSS,
 the time ratio and each configuration's agreement with the reference (Dice per BraTS region) are reported.
 The case is a BraTS case folder (--case) or a synthetic 240x240x155 case; the model a catalog model (--model) or
 a seeded random full-size GLIMS (timings only: with random weights the Dice column means nothing).
@@ -39,21 +40,31 @@ class SegmentConfig(TypedDict):
     fast_path: bool
     overlap: float | None
     """None: the model's default."""
+    placement: str | None
+    """None: the model's default."""
 
 
 SEGMENT_CONFIGS: dict[str, SegmentConfig] = {
-    "default": {"label": "glims segment (default: crop, fast path)", "crop": None, "fast_path": True, "overlap": None},
+    "default": {
+        "label": "glims segment (default: crop, fast path)",
+        "crop": None,
+        "fast_path": True,
+        "overlap": None,
+        "placement": None,
+    },
     "reference": {
-        "label": "reference pipeline (overlap 0.5, fp32, no crop, reference path)",
+        "label": "reference pipeline (overlap 0.5, step placement, fp32, no crop, reference path)",
         "crop": False,
         "fast_path": False,
         "overlap": 0.5,
+        "placement": "step",
     },
     "uncropped": {
-        "label": "glims segment --no-crop (fast path, the reference's windows)",
+        "label": "glims segment --no-crop --placement step (fast path, the reference's windows)",
         "crop": False,
         "fast_path": True,
         "overlap": None,
+        "placement": "step",
     },
 }
 
@@ -71,6 +82,7 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
         model.inference,
         device=spec["device"],
         overlap=spec["overlap"],
+        placement=spec["placement"],
         sw_batch_size=spec["sw_batch_size"] or None,
         precision=spec["precision"],
         fast_path=bool(spec["fast_path"]),
@@ -84,6 +96,7 @@ def _segment_worker(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "model": model.ref,
         "overlap": options.overlap,
+        "placement": options.placement,
         "precision": options.precision,
         "sw_batch_size": options.sw_batch_size,
         "peak_device_mib": peak_device_mib(torch.device(spec["device"])),
@@ -205,6 +218,7 @@ class SegmentBenchmark(BenchTarget[SegmentSpec]):
                     "inputs": inputs,
                     "threads": spec.threads,
                     "overlap": config["overlap"],
+                    "placement": config["placement"],
                     "crop": config["crop"],
                     "fast_path": config["fast_path"],
                     "precision": spec.precision if key == "default" else "fp32",
@@ -317,6 +331,7 @@ def _segment_report(
         row["ratio"] = round(timings["total"] / reference_total, 3) if reference_total else None
         row["rss"] = round(result["peak_rss_mib"])
         row["sw_batch_size"] = result["sw_batch_size"]  # in the JSON rows; the Markdown shows the columns only
+        row["placement"] = result["placement"]
         if result.get("peak_device_mib") is not None:
             row["gpu_mib"] = round(result["peak_device_mib"])
         if key in agreement:

@@ -21,15 +21,19 @@ def test_settings_benchmark_scores_variants_against_the_default(shared_data, tmp
     coarse_copy(brats_case_paths(shared_data, "tcga_fg_6692"), case, spacing=4.0)
     assert main(["bench", "--progress", "none", "settings", "--model", "tiny-brats", "--home", str(home),
                  "--case", str(case), "--variant", "overlap=0.25", "--variant", "sw_batch_size=2",
-                 "--rounds", "1", "--threads", "1", "--json"]) == 0
+                 "--variant", "placement=even", "--rounds", "1", "--threads", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    default, overlap, batch = report["rows"]
-    assert [r["setting"] for r in report["rows"]] == ["catalog default", "overlap=0.25", "sw_batch_size=2"]
+    default, overlap, batch, even = report["rows"]
+    assert [r["setting"] for r in report["rows"]] == ["catalog default", "overlap=0.25", "sw_batch_size=2",
+                                                      "placement=even"]
     assert all(r["case"] == "tcga_fg_6692" for r in report["rows"])
     assert default["dice"] == "identical" and default["ratio"] == 1.0
     assert overlap["options"]["overlap"] == 0.25 and batch["options"]["sw_batch_size"] == 2
     # the batch size changes no window and no weight: the same label map
     assert batch["dice"] == "identical"
+    # windows per pass, from each setting's own report: two along each axis of this coarse brain whatever the setting
+    assert [r["windows"] for r in report["rows"]] == [8, 8, 8, 8]
+    assert even["options"]["placement"] == "even"
     assert all(0 <= d <= 1 for d in overlap["dice_regions"].values())
     for row in report["rows"]:
         assert row["infer"] > 0 and row["preprocess"] > 0 and row["cpu"] > 0

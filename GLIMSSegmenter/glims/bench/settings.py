@@ -84,17 +84,20 @@ def _settings_worker(spec: dict[str, Any]) -> dict[str, Any]:
     settings = [{}] + list(spec["variants"])
     options = [dataclasses.replace(default, device="cpu", **changes) for changes in settings]
 
-    def run(opts: InferenceOptions) -> tuple[np.ndarray, dict[str, float], float]:
+    windows: list[int] = [0] * len(settings)
+
+    def run(index: int) -> tuple[np.ndarray, dict[str, float], float]:
         cpu = time.process_time()
-        result = segment_files(model, spec["inputs"], None, options=opts, home=spec["home"])
+        result = segment_files(model, spec["inputs"], None, options=options[index], home=spec["home"])
+        windows[index] = result.report["options"]["windows"]
         return sitk.GetArrayFromImage(result.labels), result.report["timings_s"], time.process_time() - cpu
 
-    run(options[0])  # warm-up: first-call costs are not what the settings differ in
+    run(0)  # warm-up: first-call costs are not what the settings differ in
     times: list[dict[str, list[float]]] = [{"infer": [], "preprocess": [], "cpu": []} for _ in settings]
     labels: list[Any] = [None] * len(settings)
     for _ in range(int(spec["rounds"])):
-        for index, opts in enumerate(options):
-            array, timings, cpu = run(opts)
+        for index in range(len(options)):
+            array, timings, cpu = run(index)
             labels[index] = array
             times[index]["infer"].append(timings["infer"])
             times[index]["preprocess"].append(timings["preprocess"])
@@ -107,6 +110,7 @@ def _settings_worker(spec: dict[str, Any]) -> dict[str, Any]:
             {
                 "setting": _label(changes),
                 "options": dataclasses.asdict(options[index]),
+                "windows": windows[index],
                 "infer_runs": times[index]["infer"],
                 "preprocess_runs": times[index]["preprocess"],
                 "job_cpu_runs": times[index]["cpu"],
@@ -218,6 +222,7 @@ class SettingsBenchmark(BenchTarget[SettingsSpec]):
         columns = [
             ("case", "case"),
             ("setting", "setting"),
+            ("windows", "windows"),
             ("infer", "infer s (median)"),
             ("infer_runs", "infer runs (s)"),
             ("cpu", "job CPU s (median)"),
@@ -243,6 +248,7 @@ def _row(case: str, measured: dict[str, Any]) -> dict[str, Any]:
     return {
         "case": case,
         "setting": measured["setting"],
+        "windows": measured["windows"],
         "infer": round(statistics.median(measured["infer_runs"]), 3),
         "infer_runs": " / ".join(f"{t:.2f}" for t in measured["infer_runs"]),
         "cpu": round(statistics.median(measured["job_cpu_runs"]), 2),

@@ -1,6 +1,6 @@
 """Names the module gives what it creates: result segmentations (and so their export files).
 
-A result is named after the case and the model that made it, e.g. ``TCGA-FG-6692_glims-brats-synth-1.4.0``:
+A result is named after the case and the model that made it, e.g. ``TCGA-FG-6692_glims-brats-synth-1.4.1``:
 short enough to read in the Data module and a file dialog, safe as a file name, and different for each model
 version. Pure functions of strings, testable without Slicer.
 """

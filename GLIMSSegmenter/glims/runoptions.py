@@ -237,7 +237,7 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         default=False,
         label="Whole image",
         tooltip="Run the windows over the whole image, as the reference pipeline does, instead of only over the "
-        "brain or body: the reference's answer, about 2.5 times slower.",
+        "brain or body: about 3 times slower.",
     ),
     RunOption(
         "thresholds",

@@ -198,7 +198,7 @@ def fill_example(panel, catalog, state: str = "segmenting") -> None:
     for preset in models.PRESETS:
         find(QtWidgets.QComboBox, "addModelPresetComboBox").addItem(preset)
 
-    event = ProgressEvent("infer", 12, 26, 0.52, "window batch 12/26")
+    event = ProgressEvent("infer", 4, 8, 0.52, "window batch 4/8")  # the bundled model: 60 windows on this case
     segmenting = state == "segmenting"
     panel_state = presentation.panelState(JobState.RUNNING if segmenting else JobState.SUCCEEDED, canSegment=True)
     apply = find(QtWidgets.QPushButton, "applyButton")

@@ -186,8 +186,8 @@ RUN_OPTIONS: tuple[RunOption, ...] = (
         "placement",
         "--placement",
         OptionKind.CHOICE,
-        "where the windows go: step (every window x (1 - overlap) voxels, as MONAI) or even (spread evenly, their "
-        "spacing nearest to that; fewer windows) (default: the model's)",
+        "where the windows go (default: the model's): step, every window x (1 - overlap) voxels as MONAI places "
+        "them, or even, spread evenly with their spacing nearest to that (fewer windows)",
         choices=PLACEMENTS,
         advanced=True,
     ),

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
+from ..catalog_sections import Placement
 from ..errors import ConfigError
 from ..progress import CancelToken, ProgressCallback, StagePlan
 from .machine import bench_device, load_average, machine_context, peak_device_mib, peak_rss_mib
@@ -40,7 +41,7 @@ class SegmentConfig(TypedDict):
     fast_path: bool
     overlap: float | None
     """None: the model's default."""
-    placement: str | None
+    placement: Placement | None
     """None: the model's default."""
 
 

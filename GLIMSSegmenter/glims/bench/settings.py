@@ -84,23 +84,22 @@ def _settings_worker(spec: dict[str, Any]) -> dict[str, Any]:
     settings = [{}] + list(spec["variants"])
     options = [dataclasses.replace(default, device="cpu", **changes) for changes in settings]
 
-    windows: list[int] = [0] * len(settings)
-
-    def run(index: int) -> tuple[np.ndarray, dict[str, float], float]:
+    def run(opts: InferenceOptions) -> tuple[np.ndarray, dict[str, Any], float]:
+        """The setting's label map, its segmentation report and the job's CPU seconds."""
         cpu = time.process_time()
-        result = segment_files(model, spec["inputs"], None, options=options[index], home=spec["home"])
-        windows[index] = result.report["options"]["windows"]
-        return sitk.GetArrayFromImage(result.labels), result.report["timings_s"], time.process_time() - cpu
+        result = segment_files(model, spec["inputs"], None, options=opts, home=spec["home"])
+        return sitk.GetArrayFromImage(result.labels), result.report, time.process_time() - cpu
 
-    run(0)  # warm-up: first-call costs are not what the settings differ in
+    run(options[0])  # warm-up: first-call costs are not what the settings differ in
     times: list[dict[str, list[float]]] = [{"infer": [], "preprocess": [], "cpu": []} for _ in settings]
     labels: list[Any] = [None] * len(settings)
+    windows: list[int] = [0] * len(settings)
     for _ in range(int(spec["rounds"])):
-        for index in range(len(options)):
-            array, timings, cpu = run(index)
-            labels[index] = array
-            times[index]["infer"].append(timings["infer"])
-            times[index]["preprocess"].append(timings["preprocess"])
+        for index, opts in enumerate(options):
+            array, report, cpu = run(opts)
+            labels[index], windows[index] = array, report["options"]["windows"]
+            times[index]["infer"].append(report["timings_s"]["infer"])
+            times[index]["preprocess"].append(report["timings_s"]["preprocess"])
             times[index]["cpu"].append(cpu)
     spacing = tuple(sitk.ReadImage(spec["inputs"][0]).GetSpacing())[::-1]
     rows = []

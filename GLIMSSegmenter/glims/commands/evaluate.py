@@ -118,8 +118,7 @@ def run(args: argparse.Namespace, ui: UserInterface) -> int:
     ):
         raise ConfigError(
             "--device, --overlap, --placement, --threads, --tta, --threshold, --no-crop and --no-postprocess "
-            "choose how -m "
-            "segments; --pred/--ref segment nothing"
+            "choose how -m segments; --pred/--ref segment nothing"
         )
     if args.boundary_mm is not None and not args.breakdown:
         raise ConfigError("--boundary-mm goes with --breakdown")
